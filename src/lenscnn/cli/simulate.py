@@ -1,0 +1,96 @@
+"""``lenscnn-simulate``: render simulated lenses with their true parameters.
+
+Writes into the Hydra run directory: ``lenses.h5`` (and/or ``lenses.fits``) and
+``preview.png``, a grid of the first lenses with their parameters.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from pathlib import Path
+
+import hydra
+import numpy as np
+import torch
+from omegaconf import DictConfig, OmegaConf
+from rich.progress import Progress
+
+from lenscnn.cli.common import atomic_path, report_user_errors
+from lenscnn.errors import UserError
+from lenscnn.evaluation.plots import lens_grid_figure
+from lenscnn.io.fits import write_lens_dataset_fits
+from lenscnn.io.hdf5 import create_lens_dataset, write_batch
+from lenscnn.sim import Simulator
+
+log = logging.getLogger(__name__)
+FORMATS = ("hdf5", "fits")
+
+
+def simulate(cfg: DictConfig) -> Path:
+    """Render ``cfg.n`` lenses and write them into ``cfg.paths.output_dir``; return that directory."""
+    n, batch_size = cfg.n, cfg.batch_size
+    if not isinstance(n, int) or n < 1:
+        raise UserError(f"n must be a positive integer, got {n!r}")
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise UserError(f"batch_size must be a positive integer, got {batch_size!r}")
+    formats = list(cfg.formats)
+    if not formats or set(formats) - set(FORMATS):
+        raise UserError(f"formats must be a non-empty list of {list(FORMATS)}, got {formats}")
+    try:
+        device = torch.device(cfg.device)
+    except RuntimeError:
+        raise UserError(f"device {cfg.device!r} is not a torch device; use cpu or cuda") from None
+    simulator = Simulator.from_config(cfg.simulator).to(device)
+    generator = simulator.make_generator(cfg.seed)
+    out_dir = Path(cfg.paths.output_dir)
+    config_yaml = OmegaConf.to_yaml(cfg.simulator, resolve=True)
+    names = simulator.prior.names
+    pixel_scale = simulator.instrument.pixel_scale
+
+    keep_all = "fits" in formats  # FITS is written whole, from memory
+    kept = n if keep_all else min(int(cfg.preview), n)
+    images_kept = np.empty((kept, *simulator.image_shape), dtype=np.float32)
+    params_all = {name: np.empty(n) for name in names}
+    with contextlib.ExitStack() as stack:
+        h5 = None
+        if "hdf5" in formats:
+            tmp = stack.enter_context(atomic_path(out_dir / "lenses.h5"))
+            h5 = stack.enter_context(create_lens_dataset(tmp, n, simulator.image_shape, names, pixel_scale, config_yaml))
+        progress = stack.enter_context(Progress())
+        task = progress.add_task("simulating lenses", total=n)
+        for start in range(0, n, batch_size):
+            count = min(batch_size, n - start)
+            images, params = simulator.sample(count, generator, noise=cfg.noise)
+            images_np = images.cpu().numpy()
+            params_np = {k: params[k].double().cpu().numpy() for k in names}
+            if start < kept:
+                images_kept[start : min(start + count, kept)] = images_np[: kept - start]
+            for k in names:
+                params_all[k][start : start + count] = params_np[k]
+            if h5 is not None:
+                write_batch(h5, start, images_np, params_np)
+            progress.advance(task, count)
+    if "hdf5" in formats:
+        log.info("wrote %d lenses to %s", n, out_dir / "lenses.h5")
+    if "fits" in formats:
+        with atomic_path(out_dir / "lenses.fits") as tmp:
+            write_lens_dataset_fits(tmp, images_kept, params_all, pixel_scale, config_yaml)
+        log.info("wrote %d lenses to %s", n, out_dir / "lenses.fits")
+    if cfg.preview:
+        k = min(int(cfg.preview), n)
+        fig = lens_grid_figure(images_kept[:k], pixel_scale, {name: v[:k] for name, v in params_all.items()})
+        with atomic_path(out_dir / "preview.png") as tmp:
+            fig.savefig(tmp, dpi=110, format="png")
+        log.info("wrote a preview of %d lenses to %s", k, out_dir / "preview.png")
+    return out_dir
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="simulate")
+@report_user_errors
+def main(cfg: DictConfig) -> None:
+    simulate(cfg)
+
+
+if __name__ == "__main__":
+    main()

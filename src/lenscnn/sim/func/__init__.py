@@ -1,0 +1,37 @@
+"""Pure, batched, differentiable tensor functions of the lens simulator.
+
+Angles in arcsec, surface brightness in counts/s/arcsec^2, images in counts/s per pixel.
+Conventions are lenstronomy's (see DESIGN.md).
+"""
+
+from lenscnn.sim.func.cosmology import sis_einstein_radius
+from lenscnn.sim.func.ellipticity import ellipticity_to_phi_q, phi_q_to_ellipticity, shear_polar_to_cartesian
+from lenscnn.sim.func.grid import downsample, pixel_grid
+from lenscnn.sim.func.image import lens_image, surface_brightness
+from lenscnn.sim.func.lens import shear_deflection, sie_deflection
+from lenscnn.sim.func.light import elliptical_radius, sersic_b_n, sersic_profile
+from lenscnn.sim.func.noise import add_noise, apply_gaussian_noise, noise_sigma
+from lenscnn.sim.func.psf import convolve_fft, convolve_separable, gaussian_kernel_1d, kernel_transform
+
+__all__ = [
+    "add_noise",
+    "apply_gaussian_noise",
+    "convolve_fft",
+    "convolve_separable",
+    "downsample",
+    "elliptical_radius",
+    "ellipticity_to_phi_q",
+    "gaussian_kernel_1d",
+    "kernel_transform",
+    "lens_image",
+    "noise_sigma",
+    "phi_q_to_ellipticity",
+    "pixel_grid",
+    "sersic_b_n",
+    "sersic_profile",
+    "shear_deflection",
+    "shear_polar_to_cartesian",
+    "sie_deflection",
+    "sis_einstein_radius",
+    "surface_brightness",
+]

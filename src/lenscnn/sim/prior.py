@@ -1,0 +1,319 @@
+"""Priors: the distributions simulated lens parameters are drawn from.
+
+A prior is configured as nested mappings (see ``conf/prior/``)::
+
+    lens:
+      theta_E: {dist: uniform, low: 0.5, high: 2.0}         # arcsec
+      ellipticity: {q: {dist: uniform, low: 0.5, high: 1.0},  # or e1: ..., e2: ...
+                    phi: {dist: uniform, low: 0.0, high: 3.141592653589793}}
+      center_x: {dist: uniform, low: -0.2, high: 0.2}       # arcsec
+      center_y: {dist: uniform, low: -0.2, high: 0.2}
+    shear: {gamma: {dist: uniform, low: 0.0, high: 0.1}, phi: ...}   # or gamma1/gamma2; optional
+    source: {amp: ..., R_sersic: ..., n_sersic: ..., ellipticity: ..., center_x: ..., center_y: ...}
+    lens_light: {amp: ..., R_sersic: ..., n_sersic: ..., ellipticity: ...}                 # optional
+
+Distributions: ``uniform(low, high)``, ``normal(mean, std[, low, high])`` (truncated when
+bounds are given), ``log_uniform(low, high)`` and ``fixed(value)``. ``theta_E`` may instead
+be ``{dist: velocity_dispersion, sigma_v: ..., z_lens: ..., z_source: ...}``: the Einstein
+radius of a singular isothermal sphere with that velocity dispersion [km/s] at those
+redshifts in a flat LambdaCDM cosmology (``cosmology: {H0: 70, Om0: 0.3}`` by default).
+
+Sampled parameters use the names of DESIGN.md: ``theta_E e1 e2 center_x center_y
+gamma1 gamma2``, ``source_*`` and ``lens_light_*`` (the lens light is centred on the lens).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from lenscnn.errors import UserError
+from lenscnn.sim.func.cosmology import bilinear_lookup, sis_einstein_radius
+from lenscnn.sim.func.ellipticity import phi_q_to_ellipticity, shear_polar_to_cartesian
+
+SERSIC_KEYS = ("amp", "R_sersic", "n_sersic")
+LENS_KEYS = ("theta_E", "center_x", "center_y")
+
+
+def _uniform(n: int, generator: torch.Generator | None, device: torch.device, dtype: torch.dtype) -> Tensor:
+    return torch.rand(n, generator=generator, device=device, dtype=dtype)
+
+
+@dataclass(frozen=True)
+class Distribution:
+    """A one-dimensional distribution, sampled on any device without host round-trips."""
+
+    dist: str
+    low: float = -math.inf
+    high: float = math.inf
+    mean: float = 0.0
+    std: float = 1.0
+    value: float = 0.0
+
+    @property
+    def support(self) -> tuple[float, float]:
+        """Smallest interval holding all samples."""
+        if self.dist == "fixed":
+            return self.value, self.value
+        return self.low, self.high
+
+    def sample(self, n: int, generator: torch.Generator | None, device: torch.device, dtype: torch.dtype) -> Tensor:
+        """``n`` independent draws, shape ``(n,)``."""
+        if self.dist == "fixed":
+            return torch.full((n,), self.value, device=device, dtype=dtype)
+        u = _uniform(n, generator, device, dtype)
+        if self.dist == "uniform":
+            return self.low + (self.high - self.low) * u
+        if self.dist == "log_uniform":
+            return torch.exp(math.log(self.low) + (math.log(self.high) - math.log(self.low)) * u)
+        # normal, truncated to [low, high] by inverting the CDF (no rejection loop)
+        cdf_low = 0.5 * (1 + math.erf((self.low - self.mean) / (self.std * math.sqrt(2))))
+        cdf_high = 0.5 * (1 + math.erf((self.high - self.mean) / (self.std * math.sqrt(2))))
+        p = (cdf_low + (cdf_high - cdf_low) * u).clamp(1e-12, 1 - 1e-12)
+        return self.mean + self.std * math.sqrt(2) * torch.erfinv(2 * p - 1)
+
+
+def parse_distribution(spec: Any, name: str) -> Distribution:
+    """Build a :class:`Distribution` from its config mapping (or a bare number: fixed)."""
+    if isinstance(spec, (int, float)) and not isinstance(spec, bool):
+        return Distribution("fixed", value=float(spec))
+    if not isinstance(spec, Mapping) or "dist" not in spec:
+        raise UserError(f"prior '{name}': expected a number or a mapping with 'dist', got {spec!r}")
+    spec = dict(spec)
+    kind = spec.pop("dist")
+    allowed = {
+        "uniform": {"low", "high"},
+        "log_uniform": {"low", "high"},
+        "normal": {"mean", "std", "low", "high"},
+        "fixed": {"value"},
+    }
+    if kind not in allowed:
+        raise UserError(f"prior '{name}': unknown dist '{kind}'; use one of {sorted(allowed)}")
+    unknown = set(spec) - allowed[kind]
+    required = {"uniform": {"low", "high"}, "log_uniform": {"low", "high"}, "normal": {"mean", "std"}, "fixed": {"value"}}
+    missing = required[kind] - set(spec)
+    if unknown or missing:
+        problem = f"unknown keys {sorted(unknown)}" if unknown else f"missing keys {sorted(missing)}"
+        raise UserError(f"prior '{name}': {kind} has {problem}; it takes {sorted(allowed[kind])}")
+    try:
+        values = {k: float(v) for k, v in spec.items()}
+    except (TypeError, ValueError):
+        raise UserError(f"prior '{name}': values must be numbers, got {spec!r}") from None
+    dist = Distribution(kind, **values)
+    low, high = dist.support
+    if low > high:
+        raise UserError(f"prior '{name}': low ({low}) > high ({high}); swap them")
+    if kind == "log_uniform" and low <= 0:
+        raise UserError(f"prior '{name}': log_uniform needs 0 < low, got low={low}")
+    if kind == "normal" and dist.std <= 0:
+        raise UserError(f"prior '{name}': normal needs std > 0, got std={dist.std}")
+    return dist
+
+
+def _check_support(dist: Distribution, name: str, low: float, high: float, closed_low: bool = False) -> None:
+    a, b = dist.support
+    if (a < low or (a == low and not closed_low)) or b > high:
+        bracket = "[" if closed_low else "("
+        raise UserError(f"prior '{name}': values must lie in {bracket}{low}, {high}], but the prior allows [{a}, {b}]")
+
+
+class _Ellipticity:
+    """``(e1, e2)`` drawn directly or from an axis ratio ``q`` and position angle ``phi``."""
+
+    def __init__(self, spec: Mapping, name: str):
+        keys = set(spec)
+        if keys == {"q", "phi"}:
+            self.q = parse_distribution(spec["q"], f"{name}.q")
+            _check_support(self.q, f"{name}.q (axis ratio)", 0.0, 1.0)
+            self.phi = parse_distribution(spec["phi"], f"{name}.phi")
+            self.polar = True
+        elif keys == {"e1", "e2"}:
+            self.e1 = parse_distribution(spec["e1"], f"{name}.e1")
+            self.e2 = parse_distribution(spec["e2"], f"{name}.e2")
+            for d, part in ((self.e1, "e1"), (self.e2, "e2")):
+                _check_support(d, f"{name}.{part}", -1.0, 1.0)
+            self.polar = False
+        else:
+            raise UserError(f"prior '{name}': give either {{q, phi}} or {{e1, e2}}, got {sorted(keys)}")
+
+    def sample(self, n: int, generator, device, dtype) -> tuple[Tensor, Tensor]:
+        if self.polar:
+            q = self.q.sample(n, generator, device, dtype)
+            phi = self.phi.sample(n, generator, device, dtype)
+            return phi_q_to_ellipticity(phi, q)
+        return self.e1.sample(n, generator, device, dtype), self.e2.sample(n, generator, device, dtype)
+
+
+class _VelocityDispersionEinsteinRadius:
+    """``theta_E`` of an SIS from priors on ``sigma_v`` [km/s], ``z_lens`` and ``z_source``."""
+
+    TABLE_SIZE = 256
+
+    def __init__(self, spec: Mapping, name: str):
+        spec = dict(spec)
+        spec.pop("dist")
+        cosmo = dict(spec.pop("cosmology", None) or {"H0": 70.0, "Om0": 0.3})
+        unknown = set(spec) - {"sigma_v", "z_lens", "z_source"}
+        if unknown or len(spec) != 3:
+            raise UserError(f"prior '{name}': velocity_dispersion takes sigma_v, z_lens, z_source (and cosmology)")
+        self.sigma_v = parse_distribution(spec["sigma_v"], f"{name}.sigma_v")
+        self.z_lens = parse_distribution(spec["z_lens"], f"{name}.z_lens")
+        self.z_source = parse_distribution(spec["z_source"], f"{name}.z_source")
+        _check_support(self.sigma_v, f"{name}.sigma_v", 0.0, math.inf)
+        _check_support(self.z_lens, f"{name}.z_lens", 0.0, 20.0)
+        _check_support(self.z_source, f"{name}.z_source", 0.0, 20.0)
+        if self.z_source.support[0] <= self.z_lens.support[1]:
+            raise UserError(f"prior '{name}': z_source must exceed z_lens for every draw; make z_source.low > z_lens.high")
+        self.z_lens_range = self.z_lens.support
+        self.z_source_range = self.z_source.support
+        self.table = self._distance_ratio_table(cosmo)
+
+    def _distance_ratio_table(self, cosmo: Mapping) -> Tensor:
+        """``D_ls / D_s`` on a regular ``(z_lens, z_source)`` grid, from astropy."""
+        import numpy as np
+        from astropy.cosmology import FlatLambdaCDM
+
+        try:
+            cosmology = FlatLambdaCDM(**cosmo)
+        except TypeError as exc:
+            raise UserError(f"cosmology {dict(cosmo)!r} is not valid for FlatLambdaCDM: {exc}") from None
+        z_l = np.linspace(*self.z_lens_range, self.TABLE_SIZE)
+        z_s = np.linspace(*self.z_source_range, self.TABLE_SIZE)
+        d_ls = cosmology.angular_diameter_distance_z1z2(z_l[:, None], z_s[None, :]).value
+        d_s = cosmology.angular_diameter_distance(z_s).value[None, :]
+        return torch.as_tensor(d_ls / d_s, dtype=torch.float64)
+
+    def sample(self, n: int, generator, device, dtype) -> dict[str, Tensor]:
+        sigma_v = self.sigma_v.sample(n, generator, device, dtype)
+        z_lens = self.z_lens.sample(n, generator, device, dtype)
+        z_source = self.z_source.sample(n, generator, device, dtype)
+        ratio = bilinear_lookup(
+            self.table.to(device=device, dtype=dtype), z_lens, z_source, self.z_lens_range, self.z_source_range
+        )
+        theta_E = sis_einstein_radius(sigma_v, ratio)
+        return {"theta_E": theta_E, "sigma_v": sigma_v, "z_lens": z_lens, "z_source": z_source}
+
+
+class Prior:
+    """Joint prior of all simulated parameters (independent components)."""
+
+    SECTIONS = ("lens", "shear", "source", "lens_light")
+
+    def __init__(self, spec: Mapping):
+        unknown = set(spec) - set(self.SECTIONS)
+        if unknown:
+            raise UserError(f"prior: unknown sections {sorted(unknown)}; use {list(self.SECTIONS)}")
+        for required in ("lens", "source"):
+            if not spec.get(required):
+                raise UserError(f"prior: the '{required}' section is required")
+        self._samplers: list[tuple[str, Any]] = []  # (output prefix/name, sampler)
+        self._lens(dict(spec["lens"]))
+        if spec.get("shear"):
+            self._shear(dict(spec["shear"]))
+        self._light(dict(spec["source"]), "source", centred=False)
+        if spec.get("lens_light"):
+            self._light(dict(spec["lens_light"]), "lens_light", centred=True)
+
+    @property
+    def has_shear(self) -> bool:
+        return "gamma1" in self.names
+
+    @property
+    def has_lens_light(self) -> bool:
+        return "lens_light_amp" in self.names
+
+    def _lens(self, spec: dict) -> None:
+        self._expect(spec, "lens", set(LENS_KEYS) | {"ellipticity"})
+        theta = spec["theta_E"]
+        if isinstance(theta, Mapping) and theta.get("dist") == "velocity_dispersion":
+            self._samplers.append(("theta_E", _VelocityDispersionEinsteinRadius(theta, "lens.theta_E")))
+        else:
+            dist = parse_distribution(theta, "lens.theta_E")
+            _check_support(dist, "lens.theta_E", 0.0, math.inf)
+            self._samplers.append(("theta_E", dist))
+        self._samplers.append((("e1", "e2"), _Ellipticity(spec["ellipticity"], "lens.ellipticity")))
+        for key in ("center_x", "center_y"):
+            self._samplers.append((key, parse_distribution(spec[key], f"lens.{key}")))
+
+    def _shear(self, spec: dict) -> None:
+        if set(spec) == {"gamma", "phi"}:
+            gamma = parse_distribution(spec["gamma"], "shear.gamma")
+            _check_support(gamma, "shear.gamma", 0.0, 1.0, closed_low=True)
+            phi = parse_distribution(spec["phi"], "shear.phi")
+            self._samplers.append((("gamma1", "gamma2"), _PolarShear(gamma, phi)))
+        elif set(spec) == {"gamma1", "gamma2"}:
+            for key in ("gamma1", "gamma2"):
+                self._samplers.append((key, parse_distribution(spec[key], f"shear.{key}")))
+        else:
+            raise UserError(f"prior 'shear': give either {{gamma, phi}} or {{gamma1, gamma2}}, got {sorted(spec)}")
+
+    def _light(self, spec: dict, section: str, centred: bool) -> None:
+        keys = set(SERSIC_KEYS) | {"ellipticity"} | (set() if centred else {"center_x", "center_y"})
+        self._expect(spec, section, keys)
+        for key in SERSIC_KEYS:
+            dist = parse_distribution(spec[key], f"{section}.{key}")
+            _check_support(dist, f"{section}.{key}", 0.0, math.inf, closed_low=key == "amp")
+            self._samplers.append((f"{section}_{key}", dist))
+        names = (f"{section}_e1", f"{section}_e2")
+        self._samplers.append((names, _Ellipticity(spec["ellipticity"], f"{section}.ellipticity")))
+        if not centred:
+            for key in ("center_x", "center_y"):
+                self._samplers.append((f"{section}_{key}", parse_distribution(spec[key], f"{section}.{key}")))
+
+    @staticmethod
+    def _expect(spec: dict, section: str, keys: set[str]) -> None:
+        if set(spec) != keys:
+            missing, unknown = keys - set(spec), set(spec) - keys
+            detail = "; ".join(
+                part for part in (f"missing {sorted(missing)}" if missing else "", f"unknown {sorted(unknown)}" if unknown else "") if part
+            )
+            raise UserError(f"prior '{section}': {detail}; expected keys {sorted(keys)}")
+
+    @property
+    def names(self) -> list[str]:
+        """Names of the sampled parameters, in sampling order."""
+        out: list[str] = []
+        for name, sampler in self._samplers:
+            if isinstance(sampler, _VelocityDispersionEinsteinRadius):
+                out += ["theta_E", "sigma_v", "z_lens", "z_source"]
+            elif isinstance(name, tuple):
+                out += list(name)
+            else:
+                out.append(name)
+        return out
+
+    def sample(
+        self,
+        n: int,
+        generator: torch.Generator | None = None,
+        device: torch.device | str = "cpu",
+        dtype: torch.dtype = torch.float32,
+    ) -> dict[str, Tensor]:
+        """Draw ``n`` parameter sets; each value has shape ``(n,)`` on ``device``."""
+        device = torch.device(device)
+        params: dict[str, Tensor] = {}
+        for name, sampler in self._samplers:
+            drawn = sampler.sample(n, generator, device, dtype)
+            if isinstance(drawn, dict):
+                params.update(drawn)
+            elif isinstance(name, tuple):
+                params.update(zip(name, drawn))
+            else:
+                params[name] = drawn
+        return params
+
+
+@dataclass(frozen=True)
+class _PolarShear:
+    gamma: Distribution
+    phi: Distribution
+
+    def sample(self, n: int, generator, device, dtype) -> tuple[Tensor, Tensor]:
+        gamma = self.gamma.sample(n, generator, device, dtype)
+        phi = self.phi.sample(n, generator, device, dtype)
+        return shear_polar_to_cartesian(gamma, phi)

@@ -1,0 +1,207 @@
+"""The batched lens simulator: priors -> parameters -> images, on any device."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+from torch import Tensor, nn
+
+from lenscnn.errors import UserError
+from lenscnn.sim import func
+from lenscnn.sim.instrument import Instrument
+from lenscnn.sim.prior import Prior
+
+log = logging.getLogger(__name__)
+
+#: Pixels (including sub-pixels) rendered per chunk: small enough for the intermediates of
+#: one chunk to stay in cache instead of page-faulting fresh memory for every batch.
+CHUNK_PIXELS = 1 << 20
+
+DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+
+class Simulator(nn.Module):
+    """Draws lens parameters from a :class:`Prior` and renders them through an :class:`Instrument`.
+
+    Images are ``(n, 1, H, W)`` tensors in counts/s per pixel on the simulator's device
+    (move it with ``.to(device)``); rendering never leaves that device and has no Python
+    loop over images. Randomness comes only from the ``torch.Generator`` passed in (it
+    must live on the same device), so equal seeds give equal images.
+
+    Args:
+        instrument: image geometry, PSF and noise.
+        prior: distributions of all parameters.
+        dtype: ``torch.float32`` (default) or ``torch.float64``.
+        compile: fuse the per-pixel arithmetic with ``torch.compile`` (much faster on CPU
+            and GPU after a one-off compilation; falls back to eager with a warning if
+            compilation is impossible on this machine).
+        chunk_size: images rendered at once (default: about ``CHUNK_PIXELS`` pixels).
+    """
+
+    def __init__(
+        self,
+        instrument: Instrument,
+        prior: Prior,
+        *,
+        dtype: torch.dtype = torch.float32,
+        compile: bool = False,
+        chunk_size: int | None = None,
+    ):
+        super().__init__()
+        self.instrument = instrument
+        self.prior = prior
+        self.dtype = dtype
+        height, width = instrument.image_size
+        s = instrument.supersampling
+        x, y = func.pixel_grid(height, width, instrument.pixel_scale, s, dtype=dtype)
+        self.register_buffer("x", x, persistent=False)
+        self.register_buffer("y", y, persistent=False)
+        self.chunk_size = chunk_size or max(1, CHUNK_PIXELS // (height * width * s * s))
+        psf = instrument.psf
+        self.psf_kernel_1d: Tensor | None
+        self.psf_kernel: Tensor | None
+        self.psf_kernel_fft: Tensor | None
+        self.register_buffer("psf_kernel_1d", None, persistent=False)
+        self.register_buffer("psf_kernel", None, persistent=False)
+        self.register_buffer("psf_kernel_fft", None, persistent=False)
+        if psf["type"] == "gaussian":
+            self.psf_kernel_1d = func.gaussian_kernel_1d(psf["fwhm"], instrument.pixel_scale, psf["truncate"], dtype=dtype)
+        elif psf["type"] == "pixel":
+            kernel = torch.as_tensor(instrument.psf_kernel(), dtype=dtype)
+            self.psf_kernel = kernel
+            self.psf_kernel_fft = func.kernel_transform(kernel, (height, width))
+        self._compile = compile
+        self._render_chunk: Callable[..., Tensor] = self._eager_chunk
+        if compile:
+            self._render_chunk = torch.compile(self._eager_chunk, dynamic=False)
+
+    @classmethod
+    def from_config(cls, cfg: Mapping[str, Any] | DictConfig, **overrides: Any) -> Simulator:
+        """Build from a ``data.simulator`` node: ``instrument``, ``prior`` and optional
+        ``dtype`` (``float32``/``float64``), ``compile`` and ``chunk_size``."""
+        if isinstance(cfg, DictConfig):
+            cfg = OmegaConf.to_container(cfg, resolve=True)
+        cfg = {**dict(cfg), **overrides}
+        unknown = set(cfg) - {"instrument", "prior", "dtype", "compile", "chunk_size"}
+        if unknown:
+            raise UserError(f"simulator: unknown keys {sorted(unknown)}; allowed instrument, prior, dtype, compile, chunk_size")
+        for key in ("instrument", "prior"):
+            if not isinstance(cfg.get(key), Mapping):
+                raise UserError(f"simulator: '{key}' must be a config mapping (pick one with {key}=NAME)")
+        dtype = cfg.get("dtype", "float32")
+        if dtype not in DTYPES:
+            raise UserError(f"simulator.dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
+        chunk_size = cfg.get("chunk_size")
+        if chunk_size is not None and (not isinstance(chunk_size, int) or chunk_size < 1):
+            raise UserError(f"simulator.chunk_size must be a positive integer or null, got {chunk_size!r}")
+        return cls(
+            Instrument.from_config(cfg["instrument"]),
+            Prior(cfg["prior"]),
+            dtype=DTYPES[dtype],
+            compile=bool(cfg.get("compile", False)),
+            chunk_size=chunk_size,
+        )
+
+    @property
+    def device(self) -> torch.device:
+        return self.x.device
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        """``(1, H, W)``: the shape of one rendered image."""
+        return (1, *self.instrument.image_size)
+
+    def make_generator(self, seed: int) -> torch.Generator:
+        """A generator on the simulator's device, seeded with ``seed``."""
+        return torch.Generator(device=self.device).manual_seed(int(seed))
+
+    def sample_params(self, n: int, generator: torch.Generator | None = None) -> dict[str, Tensor]:
+        """Draw ``n`` parameter sets from the prior: ``{name: Tensor[n]}`` on the simulator's device."""
+        return self.prior.sample(n, generator, self.device, self.dtype)
+
+    def sample(self, n: int, generator: torch.Generator | None = None, noise: bool = True) -> tuple[Tensor, dict[str, Tensor]]:
+        """Draw ``n`` lenses: ``(images[n, 1, H, W], params)``."""
+        params = self.sample_params(n, generator)
+        return self.render(params, noise=noise, generator=generator), params
+
+    def render(self, params: Mapping[str, Tensor], noise: bool = True, generator: torch.Generator | None = None) -> Tensor:
+        """Render images ``(n, 1, H, W)`` [counts/s per pixel] of the given parameters.
+
+        ``params`` maps DESIGN.md names to tensors of shape ``(n,)``; shear and lens light
+        are included when their parameters are present. With ``noise=True``, background
+        and shot noise are drawn from ``generator``.
+        """
+        params = self._check_params(params)
+        n = next(iter(params.values())).shape[0]
+        height, width = self.instrument.image_size
+        images = torch.empty((n, 1, height, width), dtype=self.dtype, device=self.device)
+        gaussian_noise = noise and not self.instrument.exact_poisson
+        for start in range(0, n, self.chunk_size):
+            stop = min(start + self.chunk_size, n)
+            chunk = {k: v[start:stop, None, None] for k, v in params.items()}
+            standard = None
+            if gaussian_noise:
+                standard = torch.empty((stop - start, height, width), dtype=self.dtype, device=self.device)
+                standard.normal_(generator=generator)
+            if self._compile and stop - start < self.chunk_size:
+                # keep one compiled shape: pad the last chunk by repeating its last lens
+                pad = self.chunk_size - (stop - start)
+                chunk = {k: torch.cat([v, v[-1:].expand(pad, 1, 1)]) for k, v in chunk.items()}
+                if standard is not None:
+                    standard = torch.cat([standard, standard[-1:].expand(pad, height, width)])
+            images[start:stop, 0] = self._render_chunk_safely(chunk, standard)[: stop - start]
+        if noise and self.instrument.exact_poisson:
+            images = func.add_noise(
+                images,
+                self.instrument.background_rms,
+                self.instrument.exposure_time,
+                generator=generator,
+                exact_poisson=True,
+            )
+        return images
+
+    def _render_chunk_safely(self, chunk: dict[str, Tensor], standard: Tensor | None) -> Tensor:
+        try:
+            return self._render_chunk(chunk, standard)
+        except Exception as exc:  # compilation needs a C++ toolchain (CPU) or Triton (GPU)
+            if self._render_chunk is self._eager_chunk:
+                raise
+            log.warning("torch.compile failed (%s); rendering without compilation", str(exc).splitlines()[0])
+            self._render_chunk = self._eager_chunk
+            return self._eager_chunk(chunk, standard)
+
+    def _eager_chunk(self, chunk: dict[str, Tensor], standard: Tensor | None) -> Tensor:
+        instrument = self.instrument
+        image = func.lens_image(
+            self.x,
+            self.y,
+            chunk,
+            instrument.pixel_scale**2,
+            instrument.supersampling,
+            self.psf_kernel_1d,
+            self.psf_kernel,
+            self.psf_kernel_fft,
+        )
+        if standard is None:
+            return image
+        return func.apply_gaussian_noise(image, standard, instrument.background_rms, instrument.exposure_time)
+
+    def _check_params(self, params: Mapping[str, Tensor]) -> dict[str, Tensor]:
+        required = ["theta_E", "e1", "e2", "center_x", "center_y"]
+        required += [f"source_{k}" for k in ("amp", "R_sersic", "n_sersic", "e1", "e2", "center_x", "center_y")]
+        if "gamma1" in params or "gamma2" in params:
+            required += ["gamma1", "gamma2"]
+        if any(k.startswith("lens_light_") for k in params):
+            required += [f"lens_light_{k}" for k in ("amp", "R_sersic", "n_sersic", "e1", "e2")]
+        missing = [k for k in required if k not in params]
+        if missing:
+            raise UserError(f"render: missing parameters {missing}")
+        out = {k: torch.as_tensor(params[k], dtype=self.dtype, device=self.device).reshape(-1) for k in required}
+        sizes = {v.shape[0] for v in out.values()}
+        if len(sizes) != 1:
+            raise UserError(f"render: parameters have different lengths {sorted(sizes)}")
+        return out
