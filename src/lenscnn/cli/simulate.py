@@ -56,7 +56,9 @@ def simulate(cfg: DictConfig) -> Path:
         h5 = None
         if "hdf5" in formats:
             tmp = stack.enter_context(atomic_path(out_dir / "lenses.h5"))
-            h5 = stack.enter_context(create_lens_dataset(tmp, n, simulator.image_shape, names, pixel_scale, config_yaml))
+            h5 = stack.enter_context(
+                create_lens_dataset(tmp, n, simulator.image_shape, names, pixel_scale, config_yaml)
+            )
         progress = stack.enter_context(Progress())
         task = progress.add_task("simulating lenses", total=n)
         for start in range(0, n, batch_size):

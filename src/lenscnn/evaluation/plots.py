@@ -70,7 +70,14 @@ def lens_grid_figure(
                 text += f" | {predictions[name][k]:.3f}"
             lines.append(text)
         ax.text(
-            0.02, 0.98, "\n".join(lines), transform=ax.transAxes, va="top", ha="left", fontsize=7, color="white",
+            0.02,
+            0.98,
+            "\n".join(lines),
+            transform=ax.transAxes,
+            va="top",
+            ha="left",
+            fontsize=7,
+            color="white",
             bbox={"facecolor": "black", "alpha": 0.4, "pad": 1.5, "edgecolor": "none"},
         )
         if "center_x" in params and "center_y" in params:

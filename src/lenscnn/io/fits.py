@@ -37,7 +37,9 @@ def read_psf_kernel(path: str | Path, hdu: int | str = 0) -> np.ndarray:
     if kernel.ndim != 2:
         raise UserError(f"PSF file {path}: expected a 2-D image, got an array of shape {kernel.shape}")
     if kernel.shape[0] % 2 == 0 or kernel.shape[1] % 2 == 0:
-        raise UserError(f"PSF file {path}: kernel shape {kernel.shape} must have odd sides (centred on a pixel); crop it")
+        raise UserError(
+            f"PSF file {path}: kernel shape {kernel.shape} must have odd sides (centred on a pixel); crop it"
+        )
     if not np.all(np.isfinite(kernel)):
         raise UserError(f"PSF file {path}: kernel has NaN or infinite pixels")
     total = kernel.sum()

@@ -17,7 +17,12 @@ from lenscnn.errors import UserError
 
 
 def create_lens_dataset(
-    path: str | Path, n: int, image_shape: tuple[int, int, int], param_names: list[str], pixel_scale: float, config_yaml: str
+    path: str | Path,
+    n: int,
+    image_shape: tuple[int, int, int],
+    param_names: list[str],
+    pixel_scale: float,
+    config_yaml: str,
 ) -> h5py.File:
     """Open a new file for ``n`` lenses (filled batch by batch with :func:`write_batch`)."""
     f = h5py.File(path, "w")  # the caller closes it (h5py files are context managers)
@@ -46,7 +51,9 @@ def read_lens_dataset(path: str | Path) -> tuple[np.ndarray, dict[str, np.ndarra
     try:
         with h5py.File(path, "r") as f:
             if "images" not in f or "params" not in f:
-                raise UserError(f"{path}: not a lenscnn dataset (needs 'images' and 'params'); write it with lenscnn-simulate")
+                raise UserError(
+                    f"{path}: not a lenscnn dataset (needs 'images' and 'params'); write it with lenscnn-simulate"
+                )
             images = f["images"][()]
             params = {name: ds[()] for name, ds in f["params"].items()}
             attrs = dict(f.attrs)

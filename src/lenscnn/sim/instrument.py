@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -60,7 +61,9 @@ class Instrument:
         noise = dict(cfg.get("noise") or {})
         unknown = set(noise) - {"background_rms", "exposure_time", "poisson"}
         if unknown:
-            raise UserError(f"instrument.noise: unknown keys {sorted(unknown)}; use background_rms, exposure_time, poisson")
+            raise UserError(
+                f"instrument.noise: unknown keys {sorted(unknown)}; use background_rms, exposure_time, poisson"
+            )
         background_rms = _number(noise.get("background_rms", 0.0), "instrument.noise.background_rms")
         if background_rms < 0:
             raise UserError(f"instrument.noise.background_rms must be >= 0, got {background_rms}")
@@ -68,6 +71,8 @@ class Instrument:
         poisson = noise.get("poisson", "gaussian")
         if poisson not in ("gaussian", "exact"):
             raise UserError(f"instrument.noise.poisson must be 'gaussian' or 'exact', got {poisson!r}")
+        if poisson == "exact" and not math.isfinite(exposure_time):
+            raise UserError("instrument.noise.poisson 'exact' needs a finite noise.exposure_time [s]")
         return cls(
             name=str(cfg.get("name", "custom")),
             image_size=size,

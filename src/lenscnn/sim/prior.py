@@ -74,8 +74,11 @@ class Distribution:
         # normal, truncated to [low, high] by inverting the CDF (no rejection loop)
         cdf_low = 0.5 * (1 + math.erf((self.low - self.mean) / (self.std * math.sqrt(2))))
         cdf_high = 0.5 * (1 + math.erf((self.high - self.mean) / (self.std * math.sqrt(2))))
-        p = (cdf_low + (cdf_high - cdf_low) * u).clamp(1e-12, 1 - 1e-12)
-        return self.mean + self.std * math.sqrt(2) * torch.erfinv(2 * p - 1)
+        # keep 2p - 1 strictly inside (-1, 1) in this dtype (1 - 1e-12 rounds to 1 in float32,
+        # and erfinv(+-1) is infinite), and rounding from leaving [low, high]
+        tiny = max(1e-12, torch.finfo(dtype).eps)
+        p = (cdf_low + (cdf_high - cdf_low) * u).clamp(tiny, 1 - tiny)
+        return (self.mean + self.std * math.sqrt(2) * torch.erfinv(2 * p - 1)).clamp(self.low, self.high)
 
 
 def parse_distribution(spec: Any, name: str) -> Distribution:
@@ -95,7 +98,12 @@ def parse_distribution(spec: Any, name: str) -> Distribution:
     if kind not in allowed:
         raise UserError(f"prior '{name}': unknown dist '{kind}'; use one of {sorted(allowed)}")
     unknown = set(spec) - allowed[kind]
-    required = {"uniform": {"low", "high"}, "log_uniform": {"low", "high"}, "normal": {"mean", "std"}, "fixed": {"value"}}
+    required = {
+        "uniform": {"low", "high"},
+        "log_uniform": {"low", "high"},
+        "normal": {"mean", "std"},
+        "fixed": {"value"},
+    }
     missing = required[kind] - set(spec)
     if unknown or missing:
         problem = f"unknown keys {sorted(unknown)}" if unknown else f"missing keys {sorted(missing)}"
@@ -168,7 +176,9 @@ class _VelocityDispersionEinsteinRadius:
         _check_support(self.z_lens, f"{name}.z_lens", 0.0, 20.0)
         _check_support(self.z_source, f"{name}.z_source", 0.0, 20.0)
         if self.z_source.support[0] <= self.z_lens.support[1]:
-            raise UserError(f"prior '{name}': z_source must exceed z_lens for every draw; make z_source.low > z_lens.high")
+            raise UserError(
+                f"prior '{name}': z_source must exceed z_lens for every draw; make z_source.low > z_lens.high"
+            )
         self.z_lens_range = self.z_lens.support
         self.z_source_range = self.z_source.support
         self.table = self._distance_ratio_table(cosmo)
@@ -270,7 +280,12 @@ class Prior:
         if set(spec) != keys:
             missing, unknown = keys - set(spec), set(spec) - keys
             detail = "; ".join(
-                part for part in (f"missing {sorted(missing)}" if missing else "", f"unknown {sorted(unknown)}" if unknown else "") if part
+                part
+                for part in (
+                    f"missing {sorted(missing)}" if missing else "",
+                    f"unknown {sorted(unknown)}" if unknown else "",
+                )
+                if part
             )
             raise UserError(f"prior '{section}': {detail}; expected keys {sorted(keys)}")
 
@@ -302,7 +317,7 @@ class Prior:
             if isinstance(drawn, dict):
                 params.update(drawn)
             elif isinstance(name, tuple):
-                params.update(zip(name, drawn))
+                params.update(zip(name, drawn, strict=True))
             else:
                 params[name] = drawn
         return params

@@ -60,6 +60,8 @@ class Simulator(nn.Module):
         x, y = func.pixel_grid(height, width, instrument.pixel_scale, s, dtype=dtype)
         self.register_buffer("x", x, persistent=False)
         self.register_buffer("y", y, persistent=False)
+        # counter of the noise generator: the pixel index
+        self.register_buffer("pixel_index", torch.arange(height * width).view(height, width), persistent=False)
         self.chunk_size = chunk_size or max(1, CHUNK_PIXELS // (height * width * s * s))
         psf = instrument.psf
         self.psf_kernel_1d: Tensor | None
@@ -69,7 +71,9 @@ class Simulator(nn.Module):
         self.register_buffer("psf_kernel", None, persistent=False)
         self.register_buffer("psf_kernel_fft", None, persistent=False)
         if psf["type"] == "gaussian":
-            self.psf_kernel_1d = func.gaussian_kernel_1d(psf["fwhm"], instrument.pixel_scale, psf["truncate"], dtype=dtype)
+            self.psf_kernel_1d = func.gaussian_kernel_1d(
+                psf["fwhm"], instrument.pixel_scale, psf["truncate"], dtype=dtype
+            )
         elif psf["type"] == "pixel":
             kernel = torch.as_tensor(instrument.psf_kernel(), dtype=dtype)
             self.psf_kernel = kernel
@@ -88,7 +92,9 @@ class Simulator(nn.Module):
         cfg = {**dict(cfg), **overrides}
         unknown = set(cfg) - {"instrument", "prior", "dtype", "compile", "chunk_size"}
         if unknown:
-            raise UserError(f"simulator: unknown keys {sorted(unknown)}; allowed instrument, prior, dtype, compile, chunk_size")
+            raise UserError(
+                f"simulator: unknown keys {sorted(unknown)}; allowed instrument, prior, dtype, compile, chunk_size"
+            )
         for key in ("instrument", "prior"):
             if not isinstance(cfg.get(key), Mapping):
                 raise UserError(f"simulator: '{key}' must be a config mapping (pick one with {key}=NAME)")
@@ -123,12 +129,16 @@ class Simulator(nn.Module):
         """Draw ``n`` parameter sets from the prior: ``{name: Tensor[n]}`` on the simulator's device."""
         return self.prior.sample(n, generator, self.device, self.dtype)
 
-    def sample(self, n: int, generator: torch.Generator | None = None, noise: bool = True) -> tuple[Tensor, dict[str, Tensor]]:
+    def sample(
+        self, n: int, generator: torch.Generator | None = None, noise: bool = True
+    ) -> tuple[Tensor, dict[str, Tensor]]:
         """Draw ``n`` lenses: ``(images[n, 1, H, W], params)``."""
         params = self.sample_params(n, generator)
         return self.render(params, noise=noise, generator=generator), params
 
-    def render(self, params: Mapping[str, Tensor], noise: bool = True, generator: torch.Generator | None = None) -> Tensor:
+    def render(
+        self, params: Mapping[str, Tensor], noise: bool = True, generator: torch.Generator | None = None
+    ) -> Tensor:
         """Render images ``(n, 1, H, W)`` [counts/s per pixel] of the given parameters.
 
         ``params`` maps DESIGN.md names to tensors of shape ``(n,)``; shear and lens light
@@ -139,21 +149,20 @@ class Simulator(nn.Module):
         n = next(iter(params.values())).shape[0]
         height, width = self.instrument.image_size
         images = torch.empty((n, 1, height, width), dtype=self.dtype, device=self.device)
-        gaussian_noise = noise and not self.instrument.exact_poisson
+        seeds = None
+        if noise and not self.instrument.exact_poisson:
+            seeds = func.draw_seeds(n, generator, self.device)
         for start in range(0, n, self.chunk_size):
             stop = min(start + self.chunk_size, n)
             chunk = {k: v[start:stop, None, None] for k, v in params.items()}
-            standard = None
-            if gaussian_noise:
-                standard = torch.empty((stop - start, height, width), dtype=self.dtype, device=self.device)
-                standard.normal_(generator=generator)
+            chunk_seeds = None if seeds is None else seeds[start:stop, None, None]
             if self._compile and stop - start < self.chunk_size:
                 # keep one compiled shape: pad the last chunk by repeating its last lens
                 pad = self.chunk_size - (stop - start)
                 chunk = {k: torch.cat([v, v[-1:].expand(pad, 1, 1)]) for k, v in chunk.items()}
-                if standard is not None:
-                    standard = torch.cat([standard, standard[-1:].expand(pad, height, width)])
-            images[start:stop, 0] = self._render_chunk_safely(chunk, standard)[: stop - start]
+                if chunk_seeds is not None:
+                    chunk_seeds = torch.cat([chunk_seeds, chunk_seeds[-1:].expand(pad, 1, 1)])
+            images[start:stop, 0] = self._render_chunk_safely(chunk, chunk_seeds)[: stop - start]
         if noise and self.instrument.exact_poisson:
             images = func.add_noise(
                 images,
@@ -164,17 +173,18 @@ class Simulator(nn.Module):
             )
         return images
 
-    def _render_chunk_safely(self, chunk: dict[str, Tensor], standard: Tensor | None) -> Tensor:
+    def _render_chunk_safely(self, chunk: dict[str, Tensor], seeds: Tensor | None) -> Tensor:
         try:
-            return self._render_chunk(chunk, standard)
+            return self._render_chunk(chunk, seeds)
         except Exception as exc:  # compilation needs a C++ toolchain (CPU) or Triton (GPU)
             if self._render_chunk is self._eager_chunk:
                 raise
             log.warning("torch.compile failed (%s); rendering without compilation", str(exc).splitlines()[0])
             self._render_chunk = self._eager_chunk
-            return self._eager_chunk(chunk, standard)
+            return self._eager_chunk(chunk, seeds)
 
-    def _eager_chunk(self, chunk: dict[str, Tensor], standard: Tensor | None) -> Tensor:
+    def _eager_chunk(self, chunk: dict[str, Tensor], seeds: Tensor | None) -> Tensor:
+        """Images of one chunk ``(c, H, W)``; with Gaussian noise when per-image ``seeds`` are given."""
         instrument = self.instrument
         image = func.lens_image(
             self.x,
@@ -186,8 +196,9 @@ class Simulator(nn.Module):
             self.psf_kernel,
             self.psf_kernel_fft,
         )
-        if standard is None:
+        if seeds is None:
             return image
+        standard = func.counter_normal(seeds, self.pixel_index, self.dtype)
         return func.apply_gaussian_noise(image, standard, instrument.background_rms, instrument.exposure_time)
 
     def _check_params(self, params: Mapping[str, Tensor]) -> dict[str, Tensor]:

@@ -10,13 +10,15 @@ from lenscnn.sim.func.grid import downsample, pixel_grid
 from lenscnn.sim.func.image import lens_image, surface_brightness
 from lenscnn.sim.func.lens import shear_deflection, sie_deflection
 from lenscnn.sim.func.light import elliptical_radius, sersic_b_n, sersic_profile
-from lenscnn.sim.func.noise import add_noise, apply_gaussian_noise, noise_sigma
+from lenscnn.sim.func.noise import add_noise, apply_gaussian_noise, counter_normal, draw_seeds, noise_sigma, splitmix64
 from lenscnn.sim.func.psf import convolve_fft, convolve_separable, gaussian_kernel_1d, kernel_transform
 
 __all__ = [
     "add_noise",
     "apply_gaussian_noise",
     "convolve_fft",
+    "counter_normal",
+    "draw_seeds",
     "convolve_separable",
     "downsample",
     "elliptical_radius",
@@ -32,6 +34,7 @@ __all__ = [
     "shear_deflection",
     "shear_polar_to_cartesian",
     "sie_deflection",
+    "splitmix64",
     "sis_einstein_radius",
     "surface_brightness",
 ]

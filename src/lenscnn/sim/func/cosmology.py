@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 
-import torch
 from torch import Tensor
 
 SPEED_OF_LIGHT_KMS = 299_792.458
@@ -22,7 +21,9 @@ def sis_einstein_radius(sigma_v: Tensor, distance_ratio: Tensor) -> Tensor:
     return 4.0 * math.pi * (sigma_v / SPEED_OF_LIGHT_KMS) ** 2 * distance_ratio * ARCSEC_PER_RADIAN
 
 
-def bilinear_lookup(table: Tensor, u: Tensor, v: Tensor, u_range: tuple[float, float], v_range: tuple[float, float]) -> Tensor:
+def bilinear_lookup(
+    table: Tensor, u: Tensor, v: Tensor, u_range: tuple[float, float], v_range: tuple[float, float]
+) -> Tensor:
     """Bilinear interpolation of ``table[i, j]`` sampled on regular grids of ``u`` (rows) and ``v`` (columns).
 
     Points outside the grid are clamped to its edges. Pure tensor code, so a table built

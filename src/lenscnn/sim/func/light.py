@@ -24,9 +24,7 @@ def sersic_b_n(n_sersic: Tensor) -> Tensor:
     return (1.9992 * n_sersic - 0.3271).clamp(min=1e-5)
 
 
-def elliptical_radius(
-    x: Tensor, y: Tensor, e1: Tensor, e2: Tensor, center_x: Tensor, center_y: Tensor
-) -> Tensor:
+def elliptical_radius(x: Tensor, y: Tensor, e1: Tensor, e2: Tensor, center_x: Tensor, center_y: Tensor) -> Tensor:
     """Product-average elliptical radius ``sqrt(q x'^2 + y'^2 / q)`` [arcsec].
 
     Written directly in ``(e1, e2)`` (lenstronomy's ``transform_e1e2_product_average``), so no

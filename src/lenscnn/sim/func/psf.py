@@ -45,10 +45,10 @@ def convolve_separable(image: Tensor, kernel_1d: Tensor) -> Tensor:
     size = kernel_1d.shape[0]
     r = size // 2
     h, w = image.shape[-2:]
-    padded = torch.nn.functional.pad(image, (r, r, 0, 0))
-    rows = sum(kernel_1d[size - 1 - t] * padded[..., :, t : t + w] for t in range(size))
-    padded = torch.nn.functional.pad(rows, (0, 0, r, r))
-    return sum(kernel_1d[size - 1 - t] * padded[..., t : t + h, :] for t in range(size))
+    flipped = kernel_1d.flip(0)
+    padded = torch.nn.functional.pad(image, (r, r, r, r))  # zeros outside the image
+    rows = sum(flipped[t] * padded[..., :, t : t + w] for t in range(size))
+    return sum(flipped[t] * rows[..., t : t + h, :] for t in range(size))
 
 
 def smooth_fft_length(n: int) -> int:

@@ -1,0 +1,123 @@
+"""Simulator throughput on the ``hst_ensai`` setting, against lenstronomy in the same run.
+
+192 x 192 pixels at 0.04"/px, SIE + external shear, elliptical Sersic source, Gaussian PSF
+(FWHM 0.1"), background and shot noise, fresh random parameters for every image, float32,
+2 threads. lenstronomy renders the same model image by image (its ``ImageModel`` with the
+same pixel PSF kernel, and lenstronomy's own noise functions). Prints images/s for each,
+the ratio, and the peak memory of the lenscnn run.
+
+    python benchmarks/sim_throughput.py [--batch 256] [--seconds 10]
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import time
+
+import numpy as np
+import torch
+from hydra import compose, initialize_config_module
+from omegaconf import OmegaConf
+
+from lenscnn.sim import Simulator
+
+SHEAR = {"gamma": {"dist": "uniform", "low": 0.0, "high": 0.1}, "phi": {"dist": "uniform", "low": 0.0, "high": 3.14159}}
+
+
+def simulator_config(supersampling: int) -> dict:
+    """``hst_ensai`` instrument, Ensai prior plus external shear, compiled float32."""
+    with initialize_config_module("lenscnn.conf", version_base="1.3"):
+        cfg = compose("simulate", overrides=["instrument=hst_ensai", "prior=ensai"])
+    sim_cfg = OmegaConf.to_container(cfg.simulator, resolve=True)
+    sim_cfg["instrument"]["supersampling"] = supersampling
+    sim_cfg["prior"]["shear"] = SHEAR
+    sim_cfg["compile"] = True
+    return sim_cfg
+
+
+def time_lenscnn(sim_cfg: dict, batch: int, seconds: float) -> float:
+    """Images/s of ``Simulator.sample`` (parameters drawn and images rendered with noise)."""
+    simulator = Simulator.from_config(sim_cfg)
+    generator = simulator.make_generator(0)
+    simulator.sample(batch, generator)  # compile and warm up
+    done, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        simulator.sample(batch, generator)
+        done += batch
+    return done / (time.perf_counter() - start)
+
+
+def time_lenstronomy(sim_cfg: dict, seconds: float) -> float:
+    """Images/s of lenstronomy's ImageModel, one image at a time, same model and noise."""
+    from lenstronomy.Data.imaging_data import ImageData
+    from lenstronomy.Data.psf import PSF
+    from lenstronomy.ImSim.image_model import ImageModel
+    from lenstronomy.LensModel.lens_model import LensModel
+    from lenstronomy.LightModel.light_model import LightModel
+    from lenstronomy.Util import image_util
+
+    simulator = Simulator.from_config({**sim_cfg, "compile": False, "dtype": "float64"})
+    inst = simulator.instrument
+    height, width = inst.image_size
+    s = inst.pixel_scale
+    data = ImageData(
+        image_data=np.zeros((height, width)),
+        transform_pix2angle=np.diag([s, s]),
+        ra_at_xy_0=-(width - 1) / 2 * s,
+        dec_at_xy_0=-(height - 1) / 2 * s,
+    )
+    kernel_1d = simulator.psf_kernel_1d.numpy()
+    psf = PSF(psf_type="PIXEL", kernel_point_source=np.outer(kernel_1d, kernel_1d))
+    model = ImageModel(
+        data,
+        psf,
+        lens_model_class=LensModel(["SIE", "SHEAR"]),
+        source_model_class=LightModel(["SERSIC_ELLIPSE"]),
+        kwargs_numerics={"supersampling_factor": inst.supersampling},
+    )
+    params = {k: v.numpy() for k, v in simulator.sample_params(10_000, simulator.make_generator(1)).items()}
+    done, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        p = {k: float(v[done]) for k, v in params.items()}
+        kwargs_lens = [
+            {k: p[k] for k in ("theta_E", "e1", "e2", "center_x", "center_y")},
+            {"gamma1": p["gamma1"], "gamma2": p["gamma2"]},
+        ]
+        kwargs_source = [
+            {k: p[f"source_{k}"] for k in ("amp", "R_sersic", "n_sersic", "e1", "e2", "center_x", "center_y")}
+        ]
+        image = model.image(kwargs_lens, kwargs_source)
+        image = image + image_util.add_background(image, inst.background_rms)
+        image = image + image_util.add_poisson(image, inst.exposure_time)
+        done += 1
+    return done / (time.perf_counter() - start)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--batch", type=int, default=256, help="lenses per Simulator.sample call")
+    parser.add_argument("--seconds", type=float, default=10.0, help="timing window per measurement")
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+
+    rows = []
+    for supersampling in (1, 2):
+        cfg = simulator_config(supersampling)
+        ours = time_lenscnn(cfg, args.batch, args.seconds)
+        peak_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
+        ref = time_lenstronomy(cfg, args.seconds)
+        rows.append((supersampling, ours, ref, ours / ref, peak_gb))
+
+    print(
+        f'\nhst_ensai 192x192 @0.04"/px, SIE+shear, Sersic, Gaussian PSF 0.1", noise, float32, '
+        f"{args.threads} threads, batch {args.batch}"
+    )
+    print(f"{'supersampling':>13} {'lenscnn img/s':>14} {'lenstronomy img/s':>18} {'ratio':>7} {'peak RSS GB':>12}")
+    for supersampling, ours, ref, ratio, peak in rows:
+        print(f"{supersampling:>13} {ours:>14.0f} {ref:>18.0f} {ratio:>7.1f} {peak:>12.2f}")
+
+
+if __name__ == "__main__":
+    main()
