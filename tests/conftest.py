@@ -38,7 +38,9 @@ def random_lens_params(rng: np.random.Generator, shear: bool = True, lens_light:
     if shear:
         p["gamma1"], p["gamma2"] = rng.uniform(-0.08, 0.08, 2)
     se1, se2 = _ellipticity(rng, 0.4)
-    p.update(source_amp=rng.uniform(50, 300), source_R_sersic=rng.uniform(0.1, 0.4), source_n_sersic=rng.uniform(0.7, 3))
+    p.update(
+        source_amp=rng.uniform(50, 300), source_R_sersic=rng.uniform(0.1, 0.4), source_n_sersic=rng.uniform(0.7, 3)
+    )
     p.update(source_e1=se1, source_e2=se2, source_center_x=rng.uniform(-0.2, 0.2))
     p["source_center_y"] = rng.uniform(-0.2, 0.2)
     if lens_light:

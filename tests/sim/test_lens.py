@@ -134,7 +134,7 @@ def test_deflection_and_gradient_finite_at_lens_centre(dtype, q):
     # (phi = atan2(e2, e1) / 2 and |e| are not differentiable there), so only q < 1 checks them.
     wrt = LENS_PARAMS if q < 1 else ("theta_E", "center_x", "center_y")
     grads = torch.autograd.grad(ax + 2 * ay, [p[k] for k in wrt])
-    for name, g in zip(wrt, grads):
+    for name, g in zip(wrt, grads, strict=True):
         assert torch.isfinite(g), f"d alpha / d {name} = {g.item()} at the lens centre"
 
 
@@ -154,7 +154,7 @@ def test_deflection_gradient_matches_lenstronomy_finite_differences(q, rng):
     ax, ay = func.sie_deflection(torch.tensor(x), torch.tensor(y), *(p[k] for k in LENS_PARAMS))
     sx, sy = func.shear_deflection(torch.tensor(x), torch.tensor(y), p["gamma1"], p["gamma2"])
     objective = (torch.tensor(weights_x) * (ax + sx) + torch.tensor(weights_y) * (ay + sy)).sum()
-    grads = dict(zip(values, torch.autograd.grad(objective, list(p.values()))))
+    grads = dict(zip(values, torch.autograd.grad(objective, list(p.values())), strict=True))
     h = 1e-6
     for name in values:
         up, down = dict(values), dict(values)

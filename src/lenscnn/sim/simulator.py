@@ -137,13 +137,18 @@ class Simulator(nn.Module):
         return self.render(params, noise=noise, generator=generator), params
 
     def render(
-        self, params: Mapping[str, Tensor], noise: bool = True, generator: torch.Generator | None = None
+        self,
+        params: Mapping[str, Tensor],
+        noise: bool = True,
+        generator: torch.Generator | None = None,
+        noise_seeds: Tensor | None = None,
     ) -> Tensor:
         """Render images ``(n, 1, H, W)`` [counts/s per pixel] of the given parameters.
 
         ``params`` maps DESIGN.md names to tensors of shape ``(n,)``; shear and lens light
         are included when their parameters are present. With ``noise=True``, background
-        and shot noise are drawn from ``generator``.
+        and shot noise are drawn from ``generator``, or, for Gaussian noise, from given
+        per-image ``noise_seeds`` (int64 ``(n,)``, e.g. from :func:`func.draw_seeds`).
         """
         params = self._check_params(params)
         n = next(iter(params.values())).shape[0]
@@ -151,14 +156,15 @@ class Simulator(nn.Module):
         images = torch.empty((n, 1, height, width), dtype=self.dtype, device=self.device)
         seeds = None
         if noise and not self.instrument.exact_poisson:
-            seeds = func.draw_seeds(n, generator, self.device)
-        for start in range(0, n, self.chunk_size):
-            stop = min(start + self.chunk_size, n)
+            seeds = func.draw_seeds(n, generator, self.device) if noise_seeds is None else noise_seeds.to(self.device)
+        chunk_size = min(self.chunk_size, n)
+        for start in range(0, n, chunk_size):
+            stop = min(start + chunk_size, n)
             chunk = {k: v[start:stop, None, None] for k, v in params.items()}
             chunk_seeds = None if seeds is None else seeds[start:stop, None, None]
-            if self._compile and stop - start < self.chunk_size:
-                # keep one compiled shape: pad the last chunk by repeating its last lens
-                pad = self.chunk_size - (stop - start)
+            if self._compile and stop - start < chunk_size:
+                # keep one compiled shape per batch size: pad the last chunk by repeating its last lens
+                pad = chunk_size - (stop - start)
                 chunk = {k: torch.cat([v, v[-1:].expand(pad, 1, 1)]) for k, v in chunk.items()}
                 if chunk_seeds is not None:
                     chunk_seeds = torch.cat([chunk_seeds, chunk_seeds[-1:].expand(pad, 1, 1)])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import torch
 from torch import Tensor
 
 SPEED_OF_LIGHT_KMS = 299_792.458
@@ -26,12 +27,20 @@ def bilinear_lookup(
 ) -> Tensor:
     """Bilinear interpolation of ``table[i, j]`` sampled on regular grids of ``u`` (rows) and ``v`` (columns).
 
-    Points outside the grid are clamped to its edges. Pure tensor code, so a table built
-    once on the host is evaluated on the device the samples live on.
+    Points outside the grid are clamped to its edges; a range of zero width (a fixed
+    value, whose table rows or columns are all equal) maps to the first row or column.
+    Pure tensor code, so a table built once on the host is evaluated on the device the
+    samples live on.
     """
     nu, nv = table.shape
-    fu = ((u - u_range[0]) / (u_range[1] - u_range[0]) * (nu - 1)).clamp(0, nu - 1)
-    fv = ((v - v_range[0]) / (v_range[1] - v_range[0]) * (nv - 1)).clamp(0, nv - 1)
+
+    def index(t: Tensor, t_range: tuple[float, float], n: int) -> Tensor:
+        width = t_range[1] - t_range[0]
+        if width == 0:
+            return torch.zeros_like(t)
+        return ((t - t_range[0]) / width * (n - 1)).clamp(0, n - 1)
+
+    fu, fv = index(u, u_range, nu), index(v, v_range, nv)
     i0 = fu.floor().long().clamp(max=nu - 2)
     j0 = fv.floor().long().clamp(max=nv - 2)
     wu, wv = fu - i0, fv - j0

@@ -1,0 +1,123 @@
+"""``lenscnn-train``: train a lens-parameter network on simulated lenses.
+
+    lenscnn-train experiment=quickstart
+    lenscnn-train model=resnet18 instrument=hst_ensai prior=ensai trainer=gpu
+    lenscnn-train -m model=fast,alexnet,resnet18       # sweep; writes a leaderboard
+    lenscnn-train ckpt_path=last                       # resume the newest run in place
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+import hydra
+import pytorch_lightning as pl
+import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.utilities.exceptions import SIGTERMException
+
+from lenscnn.cli.common import report_user_errors
+from lenscnn.errors import UserError
+from lenscnn.training.loggers import build_loggers
+from lenscnn.training.resume import resume_arguments
+from lenscnn.training.summary import error_table, print_table, prior_mean_rmse, write_metrics
+
+log = logging.getLogger(__name__)
+
+
+def _instantiate(node: DictConfig, what: str, **kwargs: Any) -> Any:
+    try:
+        return instantiate(node, _convert_="all", **kwargs)
+    except UserError:
+        raise
+    except Exception as exc:  # Hydra wraps constructor errors in InstantiationException
+        cause = exc.__cause__ or exc
+        if isinstance(cause, UserError):
+            raise cause from None
+        raise UserError(f"{what}: {str(cause).splitlines()[0]}") from None
+
+
+def build_callbacks(cfg: DictConfig | None) -> list[pl.Callback]:
+    return [_instantiate(spec, f"callbacks.{name}") for name, spec in (cfg or {}).items() if spec and "_target_" in spec]
+
+
+def train(cfg: DictConfig) -> dict[str, Any]:
+    """Fit, test and summarise one run; return its ``metrics.json`` payload."""
+    run_dir = Path(cfg.paths.output_dir)
+    pl.seed_everything(cfg.seed, workers=True, verbose=False)
+    torch.set_float32_matmul_precision(cfg.get("matmul_precision", "high"))
+
+    datamodule = _instantiate(cfg.data, "data")
+    scaler = datamodule.target_scaler()
+    model = _instantiate(
+        cfg.model,
+        "model",
+        targets=scaler.to_dict(),
+        input_normalization=datamodule.input_normalizer().to_dict(),
+        image_size=list(datamodule.image_size),
+        pixel_scale=datamodule.pixel_scale,
+        simulator=datamodule.simulator_config,
+    )
+    loggers = build_loggers(cfg.get("logger"), run_dir)
+    trainer: pl.Trainer = _instantiate(
+        cfg.trainer, "trainer", callbacks=build_callbacks(cfg.get("callbacks")), logger=loggers or False
+    )
+    for logger in loggers:
+        logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+
+    if cfg.train:
+        try:
+            trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
+        except SIGTERMException:
+            log.warning("SIGTERM: saved %s; resume with ckpt_path=last", run_dir / "checkpoints" / "last.ckpt")
+            raise SystemExit(128 + 15) from None
+    val_score = trainer.callback_metrics.get(cfg.optimized_metric)
+    payload: dict[str, Any] = {
+        "run_dir": str(run_dir),
+        "overrides": list(HydraConfig.get().overrides.task),
+        "model": OmegaConf.to_container(cfg.model.net, resolve=True),
+        "optimized_metric": cfg.optimized_metric,
+        "val": {cfg.optimized_metric: None if val_score is None else float(val_score)},
+    }
+    checkpoint = trainer.checkpoint_callback
+    if checkpoint is not None and checkpoint.best_model_path:
+        payload["best_checkpoint"] = checkpoint.best_model_path
+        payload["val"][cfg.optimized_metric] = float(checkpoint.best_model_score)
+    if cfg.test:
+        best = "best" if cfg.train and payload.get("best_checkpoint") else None
+        results = trainer.test(model, datamodule=datamodule, ckpt_path=best, verbose=False)[0]
+        baseline = prior_mean_rmse(scaler, datamodule.test_dataloader())
+        payload["test"] = {k: float(v) for k, v in results.items()}
+        payload["prior_mean_rmse"] = baseline
+        payload["rmse_ratio"] = {n: results[f"test/rmse/{n}"] / baseline[n] for n in scaler.names}
+        if trainer.is_global_zero:
+            print_table(error_table(results, baseline, scaler.names))
+    if trainer.is_global_zero:
+        write_metrics(run_dir / "metrics.json", payload)
+    return payload
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="train")
+@report_user_errors
+def _main(cfg: DictConfig) -> float | None:
+    payload = train(cfg)
+    return payload["val"].get(cfg.optimized_metric)
+
+
+def main() -> None:
+    """Console entry point: rewrites ``ckpt_path=...`` into a resume of that run, then runs Hydra."""
+    try:
+        sys.argv[1:] = resume_arguments(sys.argv[1:])
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    _main()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,197 @@
+"""LensDataModule: simulated lenses drawn on the fly and rendered on the model's device.
+
+The data loaders yield only parameters (a few numbers per lens, drawn on the CPU) and
+per-image noise seeds; :meth:`LensDataModule.on_after_batch_transfer` renders the images
+on the device the model runs on, so a GPU run never ships images from host to device.
+
+Seeding (what makes runs comparable and resumable):
+
+* training batch ``i`` of epoch ``e`` on rank ``r`` is drawn from
+  ``SeedSequence([seed, r, e, i])``: no two ranks, epochs or batches share lenses, the
+  stream does not depend on the number of dataloader workers, and a run resumed from a
+  checkpoint (even mid-epoch) continues exactly the stream it would have drawn;
+* validation and test batches come from ``SeedSequence([val_seed or test_seed, i])``:
+  identical for every run, architecture and rank, so a sweep compares models on the same lenses.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning import LightningDataModule
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from lenscnn.data.normalization import InputNormalizer, TargetScaler
+from lenscnn.errors import UserError
+from lenscnn.sim import Simulator
+from lenscnn.sim.func import draw_seeds
+
+#: Seeds of the fixed sets; changing them changes every published number.
+VAL_SEED = 20_170_830  # Hezaveh et al. 2017, Nature 548, 555 (published 2017-08-30)
+TEST_SEED = 20_171_120  # Perreault Levasseur et al. 2017, ApJL 850, L7
+MOMENTS_SEED = 1_234_567
+MOMENTS_SAMPLES = 200_000
+
+
+def batch_generator(*key: int) -> torch.Generator:
+    """A CPU generator seeded from ``numpy.random.SeedSequence(key)`` (independent streams)."""
+    state = np.random.SeedSequence(list(key)).generate_state(2, dtype=np.uint32)
+    return torch.Generator().manual_seed(int(state[0]) << 32 | int(state[1]))
+
+
+class ParameterBatches(Dataset):
+    """Map-style dataset whose item ``key`` is a whole batch of parameters and noise seeds."""
+
+    def __init__(self, simulator: Simulator, batch_size: int, seed: int, length: int, rank: int | None = None):
+        self.prior = simulator.prior
+        self.batch_size, self.seed, self.length, self.rank = batch_size, seed, length, rank
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, key: int | tuple[int, int]) -> dict[str, Any]:
+        key = key if isinstance(key, tuple) else (key,)
+        prefix = (self.seed,) if self.rank is None else (self.seed, self.rank)
+        generator = batch_generator(*prefix, *key)
+        params = self.prior.sample(self.batch_size, generator)
+        return {"params": params, "noise_seeds": draw_seeds(self.batch_size, generator)}
+
+
+class EpochSampler(Sampler):
+    """Yields ``(epoch, index)`` keys; starts mid-epoch after a resume.
+
+    ``batches_done`` reports how many batches of the current epoch a resumed run has
+    already trained on (Lightning restores that count from the checkpoint).
+    """
+
+    def __init__(self, length: int, batches_done: Callable[[], int]):
+        self.length, self.batches_done, self.epoch = length, batches_done, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        for index in range(self.batches_done(), self.length):
+            yield (self.epoch, index)
+
+
+class LensDataModule(LightningDataModule):
+    """Endless simulated training stream plus fixed validation and test sets.
+
+    Args:
+        simulator: the ``data.simulator`` config node (instrument, prior, dtype, compile).
+        targets: parameters the network predicts, in output order.
+        batch_size: lenses per batch (per process).
+        batches_per_epoch: training batches that make one "epoch" of the endless stream.
+        val_size, test_size: lenses in the fixed validation and test sets.
+        seed: seed of the training stream (the run's ``seed``).
+        num_workers: dataloader workers drawing parameters (rendering stays on the device).
+        input_softening: asinh softening of the input normalisation [counts/s]; default the
+            instrument's background rms.
+    """
+
+    def __init__(
+        self,
+        simulator: Mapping[str, Any] | DictConfig,
+        targets: Sequence[str] = ("theta_E", "e1", "e2", "center_x", "center_y"),
+        batch_size: int = 128,
+        batches_per_epoch: int = 200,
+        val_size: int = 1024,
+        test_size: int = 2048,
+        seed: int = 0,
+        num_workers: int = 0,
+        input_softening: float | None = None,
+    ):
+        super().__init__()
+        if isinstance(simulator, DictConfig):
+            simulator = OmegaConf.to_container(simulator, resolve=True)
+        for name, value in (("batch_size", batch_size), ("batches_per_epoch", batches_per_epoch)):
+            if not isinstance(value, int) or value < 1:
+                raise UserError(f"data.{name} must be a positive integer, got {value!r}")
+        for name, value in (("val_size", val_size), ("test_size", test_size)):
+            if not isinstance(value, int) or value < batch_size or value % batch_size:
+                raise UserError(f"data.{name}={value!r} must be a positive multiple of data.batch_size={batch_size}")
+        self.simulator_config = dict(simulator)
+        self.simulator = Simulator.from_config(simulator)
+        self.targets = list(targets)
+        unknown = [t for t in self.targets if t not in self.simulator.prior.names]
+        if unknown:
+            raise UserError(f"data.targets {unknown} are not drawn by the prior; choose from {self.simulator.prior.names}")
+        self.batch_size, self.batches_per_epoch = batch_size, batches_per_epoch
+        self.val_size, self.test_size = val_size, test_size
+        self.seed, self.num_workers = seed, num_workers
+        self.input_softening = input_softening
+        self._device_simulator: Simulator | None = None
+
+    # -- what the model needs to know -------------------------------------------------
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        return self.simulator.instrument.image_size
+
+    @property
+    def pixel_scale(self) -> float:
+        return self.simulator.instrument.pixel_scale
+
+    def target_scaler(self) -> TargetScaler:
+        """Prior moments of the targets from a large fixed-seed sample."""
+        params = self.simulator.prior.sample(MOMENTS_SAMPLES, torch.Generator().manual_seed(MOMENTS_SEED))
+        return TargetScaler.from_params(params, self.targets)
+
+    def input_normalizer(self) -> InputNormalizer:
+        """Input normalisation fitted once on a fixed-seed sample of noisy images."""
+        simulator = Simulator.from_config({**self.simulator_config, "compile": False})
+        images, _ = simulator.sample(256, torch.Generator().manual_seed(MOMENTS_SEED))
+        softening = self.input_softening or simulator.instrument.background_rms or float(images.std())
+        return InputNormalizer.fit(images, softening)
+
+    # -- loaders ----------------------------------------------------------------------
+
+    def _batches_done(self) -> int:
+        trainer = self.trainer
+        if trainer is None:
+            return 0
+        return int(trainer.fit_loop.epoch_loop.batch_progress.current.ready)
+
+    def _loader(self, dataset: Dataset, sampler: Sampler | None = None) -> DataLoader:
+        return DataLoader(
+            dataset,
+            batch_size=None,
+            sampler=sampler,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        rank = self.trainer.global_rank if self.trainer is not None else 0
+        dataset = ParameterBatches(self.simulator, self.batch_size, self.seed, self.batches_per_epoch, rank=rank)
+        return self._loader(dataset, EpochSampler(self.batches_per_epoch, self._batches_done))
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(ParameterBatches(self.simulator, self.batch_size, VAL_SEED, self.val_size // self.batch_size))
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader(ParameterBatches(self.simulator, self.batch_size, TEST_SEED, self.test_size // self.batch_size))
+
+    # -- rendering on the device ------------------------------------------------------
+
+    def _simulator_on(self, device: torch.device) -> Simulator:
+        if self._device_simulator is None or self._device_simulator.device != device:
+            self._device_simulator = self.simulator.to(device)
+        return self._device_simulator
+
+    def on_after_batch_transfer(self, batch: dict[str, Any], dataloader_idx: int) -> dict[str, Any]:
+        """Render the batch's images where the batch now is (the model's device)."""
+        if "image" in batch:
+            return batch
+        simulator = self._simulator_on(batch["noise_seeds"].device)
+        with torch.no_grad():
+            images = simulator.render(batch["params"], noise=True, noise_seeds=batch["noise_seeds"])
+        return {"image": images, "params": batch["params"]}

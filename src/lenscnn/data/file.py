@@ -1,0 +1,111 @@
+"""FileLensDataModule: a fixed dataset written by ``lenscnn-simulate`` (HDF5)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import yaml
+from pytorch_lightning import LightningDataModule
+from torch.utils.data import DataLoader, Dataset
+
+from lenscnn.data.normalization import InputNormalizer, TargetScaler
+from lenscnn.errors import UserError
+from lenscnn.io.hdf5 import read_lens_dataset
+
+
+class _Lenses(Dataset):
+    def __init__(self, images: torch.Tensor, params: dict[str, torch.Tensor]):
+        self.images, self.params = images, params
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        return {"image": self.images[i], "params": {k: v[i] for k, v in self.params.items()}}
+
+
+class FileLensDataModule(LightningDataModule):
+    """Train/validation/test splits of one HDF5 file (a fixed permutation of its lenses).
+
+    Args:
+        path: file written by ``lenscnn-simulate``.
+        targets: parameters the network predicts, in output order.
+        batch_size: lenses per batch. val_fraction, test_fraction: shares of the file.
+        split_seed: seed of the permutation that splits the file (fixed: same split every run).
+        seed: seed of the training shuffle.
+        input_softening: asinh softening [counts/s]; default the robust noise level of the images.
+    """
+
+    def __init__(
+        self,
+        path: str,
+        targets: Sequence[str] = ("theta_E", "e1", "e2", "center_x", "center_y"),
+        batch_size: int = 128,
+        val_fraction: float = 0.1,
+        test_fraction: float = 0.1,
+        split_seed: int = 0,
+        seed: int = 0,
+        num_workers: int = 0,
+        input_softening: float | None = None,
+    ):
+        super().__init__()
+        images, params, attrs = read_lens_dataset(Path(path).expanduser())
+        self.targets = list(targets)
+        missing = [t for t in self.targets if t not in params]
+        if missing:
+            raise UserError(f"{path}: has no parameters {missing}; it has {sorted(params)}")
+        if not (0 < val_fraction < 1 and 0 < test_fraction < 1 and val_fraction + test_fraction < 1):
+            raise UserError("data.val_fraction and data.test_fraction must be in (0, 1) with a sum below 1")
+        if not np.all(np.isfinite(images)):
+            raise UserError(f"{path}: images contain NaN or infinite pixels")
+        n = images.shape[0]
+        order = np.random.default_rng(split_seed).permutation(n)
+        n_val, n_test = max(1, int(n * val_fraction)), max(1, int(n * test_fraction))
+        splits = {"val": order[:n_val], "test": order[n_val : n_val + n_test], "train": order[n_val + n_test :]}
+        if len(splits["train"]) < batch_size:
+            raise UserError(f"{path}: {len(splits['train'])} training lenses, fewer than data.batch_size={batch_size}")
+        images_t = torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32))
+        params_t = {k: torch.from_numpy(np.asarray(v, dtype=np.float32)) for k, v in params.items()}
+        self.sets = {
+            name: _Lenses(images_t[idx], {k: v[idx] for k, v in params_t.items()}) for name, idx in splits.items()
+        }
+        self.simulator_config = yaml.safe_load(attrs.get("config", "{}")) or {}
+        self.image_size = tuple(images.shape[-2:])
+        self.pixel_scale = float(attrs["pixel_scale"])
+        self.batch_size, self.seed, self.num_workers = batch_size, seed, num_workers
+        self.input_softening = input_softening
+
+    def target_scaler(self) -> TargetScaler:
+        return TargetScaler.from_params(self.sets["train"].params, self.targets)
+
+    def input_normalizer(self) -> InputNormalizer:
+        sample = self.sets["train"].images[:256]
+        if self.input_softening:
+            return InputNormalizer.fit(sample, self.input_softening)
+        median = sample.median()
+        noise = float(1.4826 * (sample - median).abs().median())  # robust rms of the (mostly empty) pixels
+        return InputNormalizer.fit(sample, noise if noise > 0 else float(sample.std()))
+
+    def _loader(self, name: str, shuffle: bool) -> DataLoader:
+        generator = torch.Generator().manual_seed(self.seed) if shuffle else None
+        return DataLoader(
+            self.sets[name],
+            batch_size=self.batch_size,
+            shuffle=shuffle,
+            generator=generator,
+            drop_last=shuffle,
+            num_workers=self.num_workers,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", shuffle=False)

@@ -1,0 +1,161 @@
+"""Residual networks (ResNet-18/34/50) with a position-preserving regression head."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch import Tensor, nn
+
+from lenscnn.errors import UserError
+from lenscnn.models.layers import RegressionHead, as_image_size, conv_block, coord_input, init_weights
+
+
+class BasicBlock(nn.Module):
+    """Two 3x3 convolutions with an identity (or 1x1 projection) shortcut; ResNet-18/34."""
+
+    expansion = 1
+
+    def __init__(self, in_channels: int, channels: int, stride: int = 1) -> None:
+        super().__init__()
+        out_channels = channels * self.expansion
+        self.residual = nn.Sequential(
+            conv_block(in_channels, channels, 3, stride),
+            conv_block(channels, out_channels, 3, relu=False),
+        )
+        self.shortcut = _shortcut(in_channels, out_channels, stride)
+        self.relu = nn.ReLU(inplace=True)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.relu(self.residual(x) + self.shortcut(x))
+
+
+class Bottleneck(nn.Module):
+    """1x1 reduce, 3x3 (carrying the stride), 1x1 expand by 4, with a shortcut; ResNet-50."""
+
+    expansion = 4
+
+    def __init__(self, in_channels: int, channels: int, stride: int = 1) -> None:
+        super().__init__()
+        out_channels = channels * self.expansion
+        self.residual = nn.Sequential(
+            conv_block(in_channels, channels, 1),
+            conv_block(channels, channels, 3, stride),
+            conv_block(channels, out_channels, 1, relu=False),
+        )
+        self.shortcut = _shortcut(in_channels, out_channels, stride)
+        self.relu = nn.ReLU(inplace=True)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.relu(self.residual(x) + self.shortcut(x))
+
+
+def _shortcut(in_channels: int, out_channels: int, stride: int) -> nn.Module:
+    if stride == 1 and in_channels == out_channels:
+        return nn.Identity()
+    return conv_block(in_channels, out_channels, 1, stride, relu=False)
+
+
+LAYOUTS: dict[int, tuple[type[BasicBlock | Bottleneck], tuple[int, int, int, int]]] = {
+    18: (BasicBlock, (2, 2, 2, 2)),
+    34: (BasicBlock, (3, 4, 6, 3)),
+    50: (Bottleneck, (3, 4, 6, 3)),
+}
+
+
+class ResNet(nn.Module):
+    """ResNet-18, -34 or -50 regressing ``num_outputs`` values.
+
+    Residual networks of He, Zhang, Ren & Sun (2016, "Deep Residual Learning for Image
+    Recognition", CVPR): a stem, four stages of residual blocks with ``width``, 2, 4 and 8 times
+    ``width`` channels (times 4 for the bottleneck blocks of ResNet-50), each stage after the
+    first halving the feature map (stride on the 3x3 convolution, as torchvision does).
+
+    Adapted here: ``in_channels`` input channels (1 for a single-band image) plus optional
+    coordinate channels; any image size of at least 32 pixels (``image_size`` is only checked);
+    ``small_input_stem=True`` replaces the ImageNet stem (7x7 stride-2 convolution and 3x3
+    stride-2 max-pooling) by one 3x3 stride-1 convolution, as is usual for small images such as
+    CIFAR's: the feature map then shrinks by 8 instead of 32; position-preserving head that pools
+    to a 4x4 grid, flattens it and applies a hidden layer of ``8 * width`` units and the linear
+    output layer, with dropout (probability ``dropout``) on the inputs of both.
+    """
+
+    def __init__(
+        self,
+        num_outputs: int,
+        image_size: tuple[int, int] | int,
+        in_channels: int = 1,
+        dropout: float = 0.0,
+        *,
+        depth: int = 18,
+        width: int = 64,
+        small_input_stem: bool = True,
+        coord_channels: bool = True,
+    ) -> None:
+        super().__init__()
+        as_image_size(image_size)
+        if depth not in LAYOUTS:
+            raise UserError(f"ResNet depth must be one of {sorted(LAYOUTS)}, got {depth}")
+        if width < 1:
+            raise UserError(f"ResNet width (channels of the first stage) must be a positive integer, got {width}")
+        block, counts = LAYOUTS[depth]
+        self.coords, channels = coord_input(in_channels, coord_channels)
+        if small_input_stem:
+            self.stem = conv_block(channels, width, 3)
+        else:
+            self.stem = nn.Sequential(conv_block(channels, width, 7, 2), nn.MaxPool2d(3, 2, padding=1))
+        stages: list[nn.Module] = []
+        channels = width
+        for i, count in enumerate(counts):
+            stage_channels = width * 2**i
+            for j in range(count):
+                stages.append(block(channels, stage_channels, stride=2 if i > 0 and j == 0 else 1))
+                channels = stage_channels * block.expansion
+        self.stages = nn.Sequential(*stages)
+        self.head = RegressionHead(channels, num_outputs, grid=4, hidden=(8 * width,), dropout=dropout)
+        init_weights(self)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """``(B, in_channels, H, W)`` images to ``(B, num_outputs)`` outputs."""
+        return self.head(self.stages(self.stem(self.coords(x))))
+
+
+class ResNet18(ResNet):
+    """:class:`ResNet` with ``depth=18``."""
+
+    def __init__(
+        self,
+        num_outputs: int,
+        image_size: tuple[int, int] | int,
+        in_channels: int = 1,
+        dropout: float = 0.0,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(num_outputs, image_size, in_channels, dropout, depth=18, **kwargs)
+
+
+class ResNet34(ResNet):
+    """:class:`ResNet` with ``depth=34``."""
+
+    def __init__(
+        self,
+        num_outputs: int,
+        image_size: tuple[int, int] | int,
+        in_channels: int = 1,
+        dropout: float = 0.0,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(num_outputs, image_size, in_channels, dropout, depth=34, **kwargs)
+
+
+class ResNet50(ResNet):
+    """:class:`ResNet` with ``depth=50``."""
+
+    def __init__(
+        self,
+        num_outputs: int,
+        image_size: tuple[int, int] | int,
+        in_channels: int = 1,
+        dropout: float = 0.0,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(num_outputs, image_size, in_channels, dropout, depth=50, **kwargs)

@@ -1,0 +1,1 @@
+"""Training plumbing: loggers, callbacks, figures, leaderboards."""

@@ -1,0 +1,27 @@
+"""Send a matplotlib figure to every configured logger (and always to the run directory)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from matplotlib.figure import Figure
+from pytorch_lightning import Trainer
+from pytorch_lightning.loggers import TensorBoardLogger, WandbLogger
+
+
+def log_figure(trainer: Trainer, key: str, fig: Figure) -> None:
+    """Log ``fig`` under ``key`` to TensorBoard and wandb loggers; save a PNG under ``<run>/figures/``."""
+    if not trainer.is_global_zero:
+        return
+    step = trainer.global_step
+    for logger in trainer.loggers:
+        if isinstance(logger, TensorBoardLogger):
+            logger.experiment.add_figure(key, fig, global_step=step, close=False)
+        elif isinstance(logger, WandbLogger):
+            import wandb
+
+            logger.experiment.log({key: wandb.Image(fig), "trainer/global_step": step})
+    if trainer.default_root_dir:
+        out = Path(trainer.default_root_dir) / "figures"
+        out.mkdir(parents=True, exist_ok=True)
+        fig.savefig(out / f"{key.replace('/', '_')}_step{step:07d}.png", dpi=90)

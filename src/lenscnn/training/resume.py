@@ -1,0 +1,57 @@
+"""Resume a run into its own directory with its own overrides.
+
+``lenscnn-train ckpt_path=last`` resumes the newest run under ``<paths.log_dir>/train/runs``;
+``ckpt_path=<file>`` resumes the run whose ``checkpoints/`` holds that file. Before Hydra
+composes the config, the command line is rewritten to: the run's saved overrides, then the
+new ones (which win), then ``hydra.run.dir=<run>`` — so the run continues in the same
+directory, with the same config, logger versions and wandb id.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+from lenscnn.errors import UserError
+
+CHECKPOINT_DIR = "checkpoints"
+LAST = "last.ckpt"
+
+
+def _key(override: str) -> str:
+    return override.split("=", 1)[0].lstrip("+~")
+
+
+def find_run_dir(ckpt_path: str, log_dir: str, task_name: str = "train") -> tuple[Path, Path]:
+    """``(run_dir, checkpoint)`` of the run to resume."""
+    if ckpt_path == "last":
+        runs = Path(log_dir) / task_name / "runs"
+        candidates = sorted(p.parent.parent for p in runs.glob(f"*/{CHECKPOINT_DIR}/{LAST}"))
+        if not candidates:
+            raise UserError(f"ckpt_path=last: no run with {CHECKPOINT_DIR}/{LAST} under {runs}; give a checkpoint path")
+        run_dir = candidates[-1]
+        return run_dir, run_dir / CHECKPOINT_DIR / LAST
+    checkpoint = Path(ckpt_path).expanduser()
+    if not checkpoint.is_file():
+        raise UserError(f"ckpt_path={ckpt_path}: no such checkpoint file")
+    if checkpoint.parent.name != CHECKPOINT_DIR or not (checkpoint.parent.parent / ".hydra").is_dir():
+        raise UserError(f"ckpt_path={ckpt_path}: not inside a lenscnn run's {CHECKPOINT_DIR}/ directory")
+    return checkpoint.parent.parent, checkpoint
+
+
+def resume_arguments(argv: list[str]) -> list[str]:
+    """Command-line overrides rewritten for a resume (unchanged when not resuming)."""
+    overrides = dict((_key(a), a) for a in argv if "=" in a and not a.startswith("-"))
+    if "ckpt_path" not in overrides or any(a in ("-m", "--multirun") for a in argv):
+        return argv
+    ckpt_path = overrides["ckpt_path"].split("=", 1)[1]
+    if ckpt_path in ("", "null", "None"):
+        return argv
+    log_dir = overrides.get("paths.log_dir", "paths.log_dir=outputs").split("=", 1)[1]
+    run_dir, checkpoint = find_run_dir(ckpt_path, log_dir)
+    saved_file = run_dir / ".hydra" / "overrides.yaml"
+    saved = yaml.safe_load(saved_file.read_text()) if saved_file.is_file() else []
+    kept = [o for o in saved if _key(o) not in overrides and _key(o) not in ("ckpt_path", "hydra.run.dir")]
+    new = [a for a in argv if _key(a) not in ("ckpt_path", "hydra.run.dir")]
+    return kept + new + [f"ckpt_path={checkpoint.resolve()}", f"hydra.run.dir={run_dir.resolve()}"]

@@ -1,0 +1,57 @@
+"""End-of-run summary: test errors per target next to the prior-mean baseline; metrics.json."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from rich.console import Console
+from rich.table import Table
+
+from lenscnn.data.normalization import TargetScaler
+
+UNITS = {"theta_E": "arcsec", "center_x": "arcsec", "center_y": "arcsec"}
+
+
+def prior_mean_rmse(scaler: TargetScaler, batches: Iterable[Mapping[str, Any]]) -> dict[str, float]:
+    """RMSE of always predicting the prior mean, per target, over the given batches."""
+    sq = torch.zeros(len(scaler.names), dtype=torch.float64)
+    n = 0
+    for batch in batches:
+        truth = scaler.stack(batch["params"]).double()
+        sq += (truth - torch.tensor(scaler.mean, dtype=torch.float64)).square().sum(0)
+        n += truth.shape[0]
+    return {name: math.sqrt(float(v) / n) for name, v in zip(scaler.names, sq, strict=True)}
+
+
+def error_table(test: Mapping[str, float], baseline: Mapping[str, float], names: Iterable[str]) -> Table:
+    table = Table(title="test set: errors in physical units")
+    for column in ("target", "unit", "RMSE", "MAE", "bias", "prior-mean RMSE", "RMSE / prior-mean"):
+        table.add_column(column, justify="left" if column in ("target", "unit") else "right")
+    for name in names:
+        rmse = test[f"test/rmse/{name}"]
+        table.add_row(
+            name,
+            UNITS.get(name, "-"),
+            f"{rmse:.4f}",
+            f"{test[f'test/mae/{name}']:.4f}",
+            f"{test[f'test/bias/{name}']:+.4f}",
+            f"{baseline[name]:.4f}",
+            f"{rmse / baseline[name]:.3f}",
+        )
+    return table
+
+
+def print_table(table: Table) -> None:
+    Console().print(table)
+
+
+def write_metrics(path: Path, payload: Mapping[str, Any]) -> None:
+    """Write ``metrics.json`` atomically."""
+    tmp = path.with_name(f".{path.name}.partial")
+    tmp.write_text(json.dumps(payload, indent=2, sort_keys=True))
+    tmp.replace(path)

@@ -1,0 +1,92 @@
+"""``python -m lenscnn.cli.simulate``: files written on success, one-line errors on bad input."""
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from astropy.io import fits
+
+from lenscnn.io.hdf5 import read_lens_dataset
+
+
+def run_simulate(tmp_path, *overrides):
+    env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
+    return subprocess.run(
+        [sys.executable, "-m", "lenscnn.cli.simulate", f"paths.log_dir={tmp_path / 'logs'}", *overrides],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def only_output_dir(tmp_path):
+    runs = list((tmp_path / "logs" / "simulate" / "runs").iterdir())
+    assert len(runs) == 1, runs
+    return runs[0]
+
+
+def test_simulate_writes_hdf5_fits_and_preview(tmp_path, conf):
+    result = run_simulate(tmp_path, "n=6", "preview=4", "formats=[hdf5,fits]", "batch_size=4")
+    assert result.returncode == 0, result.stderr
+    out = only_output_dir(tmp_path)
+
+    images, params, attrs = read_lens_dataset(out / "lenses.h5")
+    assert images.shape == (6, 1, 64, 64) and images.dtype == np.float32
+    assert np.all(np.isfinite(images)) and np.any(images != 0)
+    assert attrs["pixel_scale"] == pytest.approx(0.08)
+    expected_names = {"theta_E", "e1", "e2", "center_x", "center_y"}
+    expected_names |= {f"source_{k}" for k in ("amp", "R_sersic", "n_sersic", "e1", "e2", "center_x", "center_y")}
+    assert set(params) == expected_names
+    assert all(v.shape == (6,) and np.all(np.isfinite(v)) for v in params.values())
+    assert len(np.unique(params["theta_E"])) == 6  # six different lenses, two batches
+
+    prior = conf("prior", "quickstart")  # the default prior: every value inside its range
+    for section, prefix in (("lens", ""), ("source", "source_")):
+        for key, spec in prior[section].items():
+            if key != "ellipticity":
+                assert np.all((spec["low"] <= params[prefix + key]) & (params[prefix + key] <= spec["high"])), key
+        q_low = prior[section]["ellipticity"]["q"]["low"]
+        modulus = np.hypot(params[prefix + "e1"], params[prefix + "e2"])
+        assert np.all(modulus <= (1 - q_low) / (1 + q_low) + 1e-6)
+
+    with fits.open(out / "lenses.fits") as hdul:
+        cube = hdul[0].data
+        assert cube.shape == (6, 64, 64)
+        np.testing.assert_array_equal(cube, images[:, 0])
+        assert hdul[0].header["PIXSCALE"] == pytest.approx(0.08)
+        table = hdul["PARAMS"].data
+        np.testing.assert_array_equal(table["theta_E"], params["theta_E"])
+        np.testing.assert_array_equal(table["source_amp"], params["source_amp"])
+
+    png = (out / "preview.png").read_bytes()
+    assert png.startswith(b"\x89PNG\r\n\x1a\n") and len(png) > 1000
+    assert not list(out.glob(".*.partial"))  # no leftovers of the atomic writes
+
+
+@pytest.mark.parametrize(
+    "override,message",
+    [
+        ("instrument.pixel_scale=-1", "instrument.pixel_scale must be > 0"),
+        ("prior.lens.theta_E.low=3", "low (3.0) > high (2.0)"),
+    ],
+    ids=["negative-pixel-scale", "prior-low-above-high"],
+)
+def test_user_error_is_one_line_without_traceback(tmp_path, override, message):
+    result = run_simulate(tmp_path, "n=2", override)
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
+    error_lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(error_lines) == 1, result.stderr
+    assert message in error_lines[0]
+    assert not list((tmp_path / "logs").rglob("lenses.*"))  # nothing written
+
+
+def test_unknown_instrument_is_reported_by_hydra_without_traceback(tmp_path):
+    result = run_simulate(tmp_path, "instrument=nonexistent")
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
+    assert "nonexistent" in result.stderr and "quickstart" in result.stderr  # names the available presets
