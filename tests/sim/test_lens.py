@@ -121,6 +121,7 @@ def test_shear_about_a_reference_point_matches_lenstronomy(rng):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["float32", "float64"])
 @pytest.mark.parametrize("q", [0.1, 0.5, 0.99999, 1.0])
 def test_deflection_and_gradient_finite_at_lens_centre(dtype, q):
+    # q = 1 is the exactly round lens (e1 = e2 = 0), where atan2 and |e| are not differentiable
     """At ``(x, y) = (center_x, center_y)`` the deflection is 0 (lenstronomy: 0) and its gradient is finite."""
     e1, e2 = phi_q2_ellipticity(0.6, q)
     values = {"theta_E": 1.3, "e1": e1, "e2": e2, "center_x": 0.17, "center_y": -0.09}
@@ -130,11 +131,8 @@ def test_deflection_and_gradient_finite_at_lens_centre(dtype, q):
     ref_x, ref_y = LensModel(["SIE"]).alpha(0.17, -0.09, [values])
     assert torch.isfinite(ax) and torch.isfinite(ay)
     assert abs(ax.item() - ref_x) <= 1e-6 and abs(ay.item() - ref_y) <= 1e-6
-    # Known limitation: for an exactly round lens (e1 = e2 = 0) the gradient w.r.t. e1, e2 is NaN
-    # (phi = atan2(e2, e1) / 2 and |e| are not differentiable there), so only q < 1 checks them.
-    wrt = LENS_PARAMS if q < 1 else ("theta_E", "center_x", "center_y")
-    grads = torch.autograd.grad(ax + 2 * ay, [p[k] for k in wrt])
-    for name, g in zip(wrt, grads, strict=True):
+    grads = torch.autograd.grad(ax + 2 * ay, [p[k] for k in LENS_PARAMS])
+    for name, g in zip(LENS_PARAMS, grads, strict=True):
         assert torch.isfinite(g), f"d alpha / d {name} = {g.item()} at the lens centre"
 
 
@@ -162,3 +160,12 @@ def test_deflection_gradient_matches_lenstronomy_finite_differences(q, rng):
         down[name] -= h
         numeric = (reference_objective(up) - reference_objective(down)) / (2 * h)
         assert grads[name].item() == pytest.approx(numeric, rel=1e-5, abs=1e-5), name
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["float32", "float64"])
+def test_gradient_finite_for_an_exactly_round_lens_everywhere(dtype):
+    x, y = torch.meshgrid(torch.linspace(-2, 2, 21, dtype=dtype), torch.linspace(-2, 2, 21, dtype=dtype), indexing="xy")
+    p = {k: torch.tensor(v, dtype=dtype, requires_grad=True) for k, v in zip(LENS_PARAMS, (1.1, 0.0, 0.0, 0.1, 0.2))}
+    ax, ay = func.sie_deflection(x, y, *(p[k] for k in LENS_PARAMS))
+    grads = torch.autograd.grad((ax + 2 * ay).sum(), [p[k] for k in LENS_PARAMS])
+    assert all(torch.isfinite(g) for g in grads)

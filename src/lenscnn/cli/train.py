@@ -1,9 +1,9 @@
 """``lenscnn-train``: train a lens-parameter network on simulated lenses.
 
-    lenscnn-train experiment=quickstart
-    lenscnn-train model=resnet18 instrument=hst_ensai prior=ensai trainer=gpu
-    lenscnn-train -m model=fast,alexnet,resnet18       # sweep; writes a leaderboard
-    lenscnn-train ckpt_path=last                       # resume the newest run in place
+lenscnn-train experiment=quickstart
+lenscnn-train model=resnet18 instrument=hst_ensai prior=ensai trainer=gpu
+lenscnn-train -m model=fast,alexnet,resnet18       # sweep; writes a leaderboard
+lenscnn-train ckpt_path=last                       # resume the newest run in place
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from lenscnn.cli.common import report_user_errors
 from lenscnn.errors import UserError
-from lenscnn.training.loggers import build_loggers
+from lenscnn.training.loggers import build_loggers, finish_loggers
 from lenscnn.training.resume import resume_arguments
 from lenscnn.training.summary import error_table, print_table, prior_mean_rmse, write_metrics
 
@@ -43,7 +43,9 @@ def _instantiate(node: DictConfig, what: str, **kwargs: Any) -> Any:
 
 
 def build_callbacks(cfg: DictConfig | None) -> list[pl.Callback]:
-    return [_instantiate(spec, f"callbacks.{name}") for name, spec in (cfg or {}).items() if spec and "_target_" in spec]
+    return [
+        _instantiate(spec, f"callbacks.{name}") for name, spec in (cfg or {}).items() if spec and "_target_" in spec
+    ]
 
 
 def train(cfg: DictConfig) -> dict[str, Any]:
@@ -99,6 +101,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             print_table(error_table(results, baseline, scaler.names))
     if trainer.is_global_zero:
         write_metrics(run_dir / "metrics.json", payload)
+    finish_loggers(loggers)
     return payload
 
 

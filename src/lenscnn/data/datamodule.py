@@ -82,6 +82,30 @@ class EpochSampler(Sampler):
             yield (self.epoch, index)
 
 
+def check_same_stream(saved: Mapping[str, Any], current: Mapping[str, Any]) -> None:
+    """Refuse to resume a run whose training stream (seed, batch size, epoch length) changed."""
+    changed = {k: (v, current.get(k)) for k, v in saved.items() if current.get(k) != v}
+    if changed:
+        detail = ", ".join(f"{k} {old} -> {new}" for k, (old, new) in changed.items())
+        raise UserError(f"resume: the training stream changed ({detail}); resume with the run's data settings")
+
+
+class StreamLoader(DataLoader):
+    """The training loader: resumable, because its position is Lightning's batch progress.
+
+    The position is read by :class:`EpochSampler` (a loader runs ahead of training by its
+    prefetch, so it cannot count for itself); its state identifies the stream, so that a
+    mid-epoch resume with changed data settings is refused.
+    """
+
+    def state_dict(self) -> dict[str, int]:
+        dataset = self.dataset
+        return {"seed": dataset.seed, "batches_per_epoch": dataset.length, "batch_size": dataset.batch_size}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        check_same_stream(state, self.state_dict())
+
+
 class LensDataModule(LightningDataModule):
     """Endless simulated training stream plus fixed validation and test sets.
 
@@ -123,7 +147,9 @@ class LensDataModule(LightningDataModule):
         self.targets = list(targets)
         unknown = [t for t in self.targets if t not in self.simulator.prior.names]
         if unknown:
-            raise UserError(f"data.targets {unknown} are not drawn by the prior; choose from {self.simulator.prior.names}")
+            raise UserError(
+                f"data.targets {unknown} are not drawn by the prior; choose from {self.simulator.prior.names}"
+            )
         self.batch_size, self.batches_per_epoch = batch_size, batches_per_epoch
         self.val_size, self.test_size = val_size, test_size
         self.seed, self.num_workers = seed, num_workers
@@ -160,11 +186,14 @@ class LensDataModule(LightningDataModule):
             return 0
         return int(trainer.fit_loop.epoch_loop.batch_progress.current.ready)
 
-    def _loader(self, dataset: Dataset, sampler: Sampler | None = None) -> DataLoader:
-        return DataLoader(
+    def _loader(
+        self, dataset: Dataset, sampler: Sampler | None = None, cls: type[DataLoader] = DataLoader
+    ) -> DataLoader:
+        return cls(
             dataset,
             batch_size=None,
             sampler=sampler,
+            generator=torch.Generator(),  # iterators must not draw from (and shift) the global RNG
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
         )
@@ -172,13 +201,25 @@ class LensDataModule(LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         rank = self.trainer.global_rank if self.trainer is not None else 0
         dataset = ParameterBatches(self.simulator, self.batch_size, self.seed, self.batches_per_epoch, rank=rank)
-        return self._loader(dataset, EpochSampler(self.batches_per_epoch, self._batches_done))
+        return self._loader(dataset, EpochSampler(self.batches_per_epoch, self._batches_done), StreamLoader)
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader(ParameterBatches(self.simulator, self.batch_size, VAL_SEED, self.val_size // self.batch_size))
+        return self._loader(
+            ParameterBatches(self.simulator, self.batch_size, VAL_SEED, self.val_size // self.batch_size)
+        )
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader(ParameterBatches(self.simulator, self.batch_size, TEST_SEED, self.test_size // self.batch_size))
+        return self._loader(
+            ParameterBatches(self.simulator, self.batch_size, TEST_SEED, self.test_size // self.batch_size)
+        )
+
+    # -- checkpointed state -----------------------------------------------------------
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"seed": self.seed, "batches_per_epoch": self.batches_per_epoch, "batch_size": self.batch_size}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        check_same_stream(state_dict, self.state_dict())
 
     # -- rendering on the device ------------------------------------------------------
 

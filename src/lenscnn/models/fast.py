@@ -44,6 +44,7 @@ class FastLensNet(nn.Module):
         head_grid: side of the spatial grid the head flattens.
         hidden: width of the fully connected layer.
         coord_channels: append x, y coordinate channels to the input.
+        width: multiplier of all channel counts and of ``hidden`` (for width sweeps).
     """
 
     def __init__(
@@ -57,8 +58,11 @@ class FastLensNet(nn.Module):
         head_grid: int = 4,
         hidden: int = 256,
         coord_channels: bool = True,
+        width: float = 1.0,
     ):
         super().__init__()
+        widths = [max(4, round(w * width)) for w in widths]
+        hidden = max(8, round(hidden * width))
         if len(blocks) != len(widths):
             raise ValueError(f"blocks ({len(blocks)}) and widths ({len(widths)}) need one entry per stage")
         self.coord_channels = coord_channels

@@ -164,6 +164,18 @@ class LensRegressor(LightningModule):
         std = torch.tensor(self.scaler.std, device=values["rmse"].device)
         self.log("test/nrmse", (values["rmse"] / std).mean())
 
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Keep the torch random state, so dropout continues identically after a resume."""
+        checkpoint["torch_rng_state"] = torch.get_rng_state()
+        if torch.cuda.is_available():
+            checkpoint["cuda_rng_states"] = torch.cuda.get_rng_state_all()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if "torch_rng_state" in checkpoint:
+            torch.set_rng_state(checkpoint["torch_rng_state"])
+        if "cuda_rng_states" in checkpoint and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(checkpoint["cuda_rng_states"])
+
     def configure_optimizers(self) -> dict:
         spec = dict(self.hparams.optimizer)
         optimizer = OPTIMIZERS[spec.pop("name")](self.parameters(), **spec)

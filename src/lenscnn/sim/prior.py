@@ -194,7 +194,10 @@ class _VelocityDispersionEinsteinRadius:
             raise UserError(f"cosmology {dict(cosmo)!r} is not valid for FlatLambdaCDM: {exc}") from None
         z_l = np.linspace(*self.z_lens_range, self.TABLE_SIZE)
         z_s = np.linspace(*self.z_source_range, self.TABLE_SIZE)
-        d_ls = cosmology.angular_diameter_distance_z1z2(z_l[:, None], z_s[None, :]).value
+        try:  # astropy >= 8: angular_diameter_distance(z1, z2); older: angular_diameter_distance_z1z2
+            d_ls = cosmology.angular_diameter_distance(z_l[:, None], z_s[None, :]).value
+        except TypeError:
+            d_ls = cosmology.angular_diameter_distance_z1z2(z_l[:, None], z_s[None, :]).value
         d_s = cosmology.angular_diameter_distance(z_s).value[None, :]
         return torch.as_tensor(d_ls / d_s, dtype=torch.float64)
 

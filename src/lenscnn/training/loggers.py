@@ -77,4 +77,11 @@ def build_loggers(cfg: Mapping[str, Any] | None, run_dir: str | Path) -> list[Lo
     return loggers
 
 
-__all__ = ["ResumableCSVLogger", "WandbLogger", "build_loggers", "run_id", "wandb_api_key_configured"]
+def finish_loggers(loggers: list[Logger]) -> None:
+    """Close the runs of loggers that keep one open (wandb), so the next job of a sweep starts its own."""
+    for logger in loggers:
+        if isinstance(logger, WandbLogger) and logger._experiment is not None:
+            logger.experiment.finish()
+
+
+__all__ = ["ResumableCSVLogger", "WandbLogger", "build_loggers", "finish_loggers", "run_id", "wandb_api_key_configured"]

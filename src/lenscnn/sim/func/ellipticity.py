@@ -21,6 +21,9 @@ from torch import Tensor
 #: modulus at the same value so that ``q`` stays strictly positive.
 MAX_ELLIPTICITY_MODULUS = 0.9999
 
+#: Ellipticity used in place of an exactly round one (changes q by 2e-12).
+_ROUND_NUDGE = 1e-12
+
 
 def phi_q_to_ellipticity(phi: Tensor, q: Tensor) -> tuple[Tensor, Tensor]:
     """Complex ellipticity ``(e1, e2)`` from position angle ``phi`` [rad] and axis ratio ``q``."""
@@ -31,8 +34,11 @@ def phi_q_to_ellipticity(phi: Tensor, q: Tensor) -> tuple[Tensor, Tensor]:
 def ellipticity_to_phi_q(e1: Tensor, e2: Tensor) -> tuple[Tensor, Tensor]:
     """Position angle ``phi`` [rad, in (-pi/2, pi/2]] and axis ratio ``q`` from ``(e1, e2)``.
 
-    The modulus is clipped at :data:`MAX_ELLIPTICITY_MODULUS`, as lenstronomy does.
+    The modulus is clipped at :data:`MAX_ELLIPTICITY_MODULUS`, as lenstronomy does. An
+    exactly round profile (``e1 = e2 = 0``) is evaluated at a negligibly small ellipticity
+    so that gradients stay finite there (``atan2`` and ``|e|`` are not differentiable at 0).
     """
+    e1 = torch.where((e1 == 0) & (e2 == 0), torch.full_like(e1, _ROUND_NUDGE), e1)
     phi = 0.5 * torch.atan2(e2, e1)
     modulus = torch.sqrt(e1 * e1 + e2 * e2).clamp(max=MAX_ELLIPTICITY_MODULUS)
     return phi, (1.0 - modulus) / (1.0 + modulus)

@@ -73,7 +73,7 @@ def sie_deflection(
     s = SIE_CORE / torch.sqrt(q)
     q2 = q * q
     psi = torch.sqrt(q2 * (s * s + x_major * x_major) + y_major * y_major)
-    k = torch.sqrt((1.0 - q2).clamp(min=0.0))
+    k = torch.sqrt((1.0 - q2).clamp(min=1e-30))  # clamp > 0: finite gradient for round lenses
     alpha_major = b * _atan_ratio(k, x_major / (psi + s))
     alpha_minor = b * _atanh_ratio(k, y_major / (psi + q2 * s))
     return (

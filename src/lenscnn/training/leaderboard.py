@@ -1,0 +1,68 @@
+"""Hydra callback: when a multirun ends, rank its runs in ``leaderboard.csv`` and ``leaderboard.md``."""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+from pathlib import Path
+from typing import Any
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig
+
+log = logging.getLogger(__name__)
+
+
+def collect_runs(sweep_dir: Path) -> list[dict[str, Any]]:
+    """``metrics.json`` of every run under ``sweep_dir``, best first (by the optimized metric)."""
+    runs = []
+    for path in sorted(sweep_dir.glob("*/metrics.json")):
+        payload = json.loads(path.read_text())
+        score = payload.get("val", {}).get(payload.get("optimized_metric"))
+        payload["score"] = math.inf if score is None else float(score)
+        payload["job"] = path.parent.name
+        runs.append(payload)
+    return sorted(runs, key=lambda r: r["score"])
+
+
+def leaderboard_rows(runs: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
+    """Header and rows: rank, job, overrides, validation score, test RMSE per target."""
+    targets: list[str] = []
+    for run in runs:
+        targets += [t for t in run.get("prior_mean_rmse", {}) if t not in targets]
+    metric = runs[0].get("optimized_metric", "score") if runs else "score"
+    header = ["rank", "job", "overrides", metric, *[f"test rmse {t}" for t in targets]]
+    rows = []
+    for rank, run in enumerate(runs, start=1):
+        test = run.get("test", {})
+        rmse = [f"{test[f'test/rmse/{t}']:.4g}" if f"test/rmse/{t}" in test else "" for t in targets]
+        score = "" if math.isinf(run["score"]) else f"{run['score']:.4g}"
+        rows.append([str(rank), run["job"], " ".join(run.get("overrides", [])), score, *rmse])
+    return header, rows
+
+
+def write_leaderboard(sweep_dir: Path) -> list[dict[str, Any]]:
+    """Write ``leaderboard.csv`` and ``leaderboard.md`` into ``sweep_dir``; return the ranked runs."""
+    runs = collect_runs(sweep_dir)
+    header, rows = leaderboard_rows(runs)
+    with open(sweep_dir / "leaderboard.csv", "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(header)
+        writer.writerows(rows)
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in rows]
+    (sweep_dir / "leaderboard.md").write_text("\n".join(lines) + "\n")
+    return runs
+
+
+class LeaderboardCallback(Callback):
+    """Registered in ``conf/hydra/default.yaml``; acts only at the end of a multirun."""
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        sweep_dir = Path(config.hydra.sweep.dir)
+        if not sweep_dir.is_dir() or not any(sweep_dir.glob("*/metrics.json")):
+            return
+        runs = write_leaderboard(sweep_dir)
+        log.info("leaderboard of %d runs: %s", len(runs), sweep_dir / "leaderboard.md")

@@ -1,0 +1,215 @@
+"""Training end to end: every model and loss, resume, sweeps and leaderboards, loggers, bad configs."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.training.conftest import TINY, TINY_FAST, run_cli
+
+REPO = Path(__file__).parents[2]
+MODELS = sorted(p.stem for p in (Path(__file__).parents[2] / "conf" / "model").glob("*.yaml"))
+BUILDABLE = [m for m in MODELS if m != "timm"]  # timm is an optional extra (tested below)
+
+
+@pytest.mark.parametrize("model", BUILDABLE)
+def test_every_model_config_runs_a_fast_dev_run(hydra_run, model):
+    cfg, payload = hydra_run([f"model={model}", "debug=fdr", *TINY])
+    assert cfg.model.net.name
+    test = payload["test"]
+    assert set(payload["rmse_ratio"]) == {"theta_E", "e1", "e2", "center_x", "center_y"}
+    assert all(math.isfinite(v) for v in test.values())
+
+
+@pytest.mark.parametrize("loss", ["mse", "gaussian_nll", "full_gaussian_nll"])
+def test_every_loss_trains_and_reduces_the_loss(hydra_run, tmp_path, loss):
+    cfg, payload = hydra_run([f"model.loss={loss}", *TINY_FAST, "trainer.max_epochs=3", "data.batches_per_epoch=4"])
+    rows = list(csv.DictReader((tmp_path / "csv" / "version_0" / "metrics.csv").open()))
+    losses = [float(r["train/loss"]) for r in rows if r.get("train/loss")]
+    assert len(losses) == 12
+    assert sum(losses[-3:]) / 3 < sum(losses[:3]) / 3, f"{loss}: training did not reduce the loss: {losses}"
+    ckpt = torch.load(payload["best_checkpoint"], weights_only=True, map_location="cpu")
+    assert ckpt["hyper_parameters"]["loss"] == loss
+    assert ckpt["hyper_parameters"]["targets"]["names"] == ["theta_E", "e1", "e2", "center_x", "center_y"]
+
+
+def test_checkpoint_holds_everything_needed_to_use_it(hydra_run):
+    _, payload = hydra_run([*TINY_FAST])
+    hp = torch.load(payload["best_checkpoint"], weights_only=True, map_location="cpu")["hyper_parameters"]
+    assert hp["image_size"] == [32, 32]
+    assert hp["pixel_scale"] == pytest.approx(0.08)
+    assert set(hp["input_normalization"]) == {"softening", "offset", "scale"}
+    assert hp["simulator"]["instrument"]["name"] == "quickstart"
+    assert len(hp["targets"]["mean"]) == len(hp["targets"]["std"]) == 5
+    # theta_E ~ U(0.5, 2): prior mean 1.25, std 0.433
+    assert hp["targets"]["mean"][0] == pytest.approx(1.25, abs=0.01)
+    assert hp["targets"]["std"][0] == pytest.approx(1.5 / math.sqrt(12), rel=0.01)
+
+
+def _weights(path: Path) -> dict[str, torch.Tensor]:
+    return torch.load(path, weights_only=True, map_location="cpu")["state_dict"]
+
+
+RESUME_RUN = [
+    *TINY_FAST,
+    "trainer.max_epochs=-1",
+    "trainer.max_steps=24",
+    "data.batches_per_epoch=10",
+    "trainer.deterministic=true",
+    "test=false",
+    "model.net.dropout=0.3",
+]
+
+
+@pytest.fixture(scope="module")
+def uninterrupted_run(tmp_path_factory) -> Path:
+    log_dir = tmp_path_factory.mktemp("straight")
+    straight = run_cli("train", [*RESUME_RUN, f"paths.log_dir={log_dir}"])
+    assert straight.returncode == 0, straight.stderr[-2000:]
+    (run_dir,) = (log_dir / "train" / "runs").iterdir()
+    return run_dir
+
+
+@pytest.mark.parametrize(
+    ("step", "during_validation"),
+    [(5, False), (10, True)],
+    ids=["mid-epoch", "during-validation"],
+)
+def test_sigterm_saves_last_and_resume_matches_an_uninterrupted_run(
+    tmp_path, uninterrupted_run, step, during_validation
+):
+    """A run stopped by SIGTERM saves last.ckpt and exits 143; ``ckpt_path=last`` continues it in the same
+    directory, logger files and data stream, ending with the weights of a run that was never stopped."""
+    signal_at = [
+        "+callbacks.signal._target_=tests.training.signals.SignalAt",
+        f"+callbacks.signal.step={step}",
+        f"+callbacks.signal.during_validation={during_validation}",
+    ]
+    interrupted = run_cli("train", [*RESUME_RUN, f"paths.log_dir={tmp_path}", *signal_at], cwd=REPO)
+    assert interrupted.returncode == 143, interrupted.stderr[-2000:]
+    (run_dir,) = (tmp_path / "train" / "runs").iterdir()
+    assert torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == step
+
+    resumed = run_cli("train", ["ckpt_path=last", f"paths.log_dir={tmp_path}", "~callbacks.signal"], cwd=REPO)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert list((tmp_path / "train" / "runs").iterdir()) == [run_dir], "resume must reuse the run directory"
+    final = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
+    assert final["global_step"] == 24
+    expected = _weights(uninterrupted_run / "checkpoints" / "last.ckpt")
+    for key, value in expected.items():
+        torch.testing.assert_close(final["state_dict"][key], value, rtol=1e-5, atol=1e-6, msg=f"{key} differs")
+    steps = [int(r["step"]) for r in csv.DictReader((run_dir / "csv" / "version_0" / "metrics.csv").open())]
+    assert min(steps) < step < max(steps), "the resumed run must append to the same metrics.csv"
+
+
+def test_resume_refuses_a_changed_training_stream(tmp_path):
+    first = run_cli("train", [*TINY_FAST, "test=false", f"paths.log_dir={tmp_path}"])
+    assert first.returncode == 0, first.stderr[-2000:]
+    result = run_cli(
+        "train", ["ckpt_path=last", f"paths.log_dir={tmp_path}", "data.batches_per_epoch=5", "trainer.max_epochs=2"]
+    )
+    assert result.returncode == 2
+    assert "the training stream changed (batches_per_epoch 3 -> 5)" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_multirun_over_two_models_writes_a_leaderboard(tmp_path):
+    result = run_cli(
+        "train",
+        ["-m", "model=fast,alexnet", *TINY, "debug=limit", f"paths.log_dir={tmp_path}"],
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    (sweep,) = (tmp_path / "train" / "multiruns").iterdir()
+    rows = list(csv.DictReader((sweep / "leaderboard.csv").open()))
+    assert len(rows) == 2
+    assert {r["overrides"].split()[0] for r in rows} == {"model=fast", "model=alexnet"}
+    scores = [float(r["val/nrmse"]) for r in rows]
+    assert scores == sorted(scores) and all(math.isfinite(s) for s in scores)
+    for r in rows:
+        assert float(r["test rmse theta_E"]) > 0
+    md = (sweep / "leaderboard.md").read_text()
+    assert "model=alexnet" in md and "| rank |" in md
+    # both runs were validated on the same fixed lenses: their val sets are identical by construction
+    runs = [json.loads(p.read_text()) for p in sweep.glob("*/metrics.json")]
+    assert {r["prior_mean_rmse"]["theta_E"] for r in runs}.__len__() == 1
+
+
+def test_tensorboard_and_wandb_offline_record_real_metrics(hydra_run, tmp_path, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.setenv("NETRC", str(tmp_path / "no-netrc"))
+    _, payload = hydra_run(["logger=many", *TINY_FAST, "trainer.max_epochs=2"])
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(tmp_path / "tensorboard" / "version_0"), size_guidance={"images": 0})
+    events.Reload()
+    scalars = events.Tags()["scalars"]
+    for tag in ("train/loss", "val/nrmse", "val/rmse/theta_E", "test/rmse/center_x"):
+        assert tag in scalars, f"{tag} missing from TensorBoard: {scalars}"
+    val = [e.value for e in events.Scalars("val/nrmse")]
+    assert len(val) == 2 and all(math.isfinite(v) for v in val)
+    assert "val/examples" in events.Tags()["images"]
+
+    (history,) = (tmp_path / "wandb").glob("offline-run-*/run-*.wandb")
+    logged = _wandb_history(history)
+    assert isinstance(logged.get("val/nrmse"), float) and math.isfinite(logged["val/nrmse"])
+    assert logged["test/rmse/theta_E"] == pytest.approx(payload["test"]["test/rmse/theta_E"], rel=1e-5)
+    assert logged["val/examples/_type"] == "image-file"  # the figure of example lenses
+
+
+def _wandb_history(path: Path) -> dict[str, object]:
+    """Last logged value of every key in an offline wandb run file.
+
+    The file is a LevelDB-style log (7-byte file header; 32 KiB blocks of records with a
+    7-byte header: crc32, length, type) of ``wandb_internal_pb2.Record`` protobufs.
+    """
+    from wandb.proto import wandb_internal_pb2
+
+    data, block = path.read_bytes(), 32768
+    assert data[:4] == b":W&B"
+    pos, payload, logged = 7, b"", {}
+    while pos + 7 <= len(data):
+        if block - pos % block < 7:  # block trailer: skip to the next block
+            pos += block - pos % block
+            continue
+        length, kind = int.from_bytes(data[pos + 4 : pos + 6], "little"), data[pos + 6]
+        payload += data[pos + 7 : pos + 7 + length]
+        pos += 7 + length
+        if kind in (1, 4):  # FULL or LAST: a whole record
+            record = wandb_internal_pb2.Record()
+            record.ParseFromString(payload)
+            payload = b""
+            if record.WhichOneof("record_type") == "history":
+                for item in record.history.item:
+                    key = item.key or "/".join(item.nested_key)
+                    logged[key] = json.loads(item.value_json)
+    return logged
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("model.loss=nll", "model.loss='nll' is not a loss"),
+        ("data.batch_size=many", "batch_size"),
+        ("model=resnet99", "model"),
+        ("model.optimizer.name=adamm", "model.optimizer.name"),
+        ("instrument.pixel_scale=0", "instrument.pixel_scale must be > 0"),
+        ("data.targets=[theta_E,thetaE]", "thetaE"),
+        ("trainer.max_epocs=3", "max_epocs"),
+    ],
+)
+def test_bad_config_fails_with_one_clear_line(tmp_path, override, message):
+    result = run_cli("train", [override, *TINY_FAST, f"paths.log_dir={tmp_path}"], timeout=300)
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
+    errors = [
+        line for line in result.stderr.splitlines() if line.strip() and not line.startswith("Set the environment")
+    ]
+    assert len(errors) <= 2, result.stderr
+    assert message in result.stderr, result.stderr
