@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install test test-all lint simulate bench clean
+.PHONY: install train test test-all lint simulate bench clean
 
 install: $(STAMP)
 
@@ -27,11 +27,15 @@ lint: install
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/ruff format --check src tests benchmarks
 
+train: install
+	$(BIN)/lenscnn-train experiment=quickstart
+
 simulate: install
 	$(BIN)/lenscnn-simulate n=64 preview=16
 
 bench: install
 	$(BIN)/python benchmarks/sim_throughput.py
+	$(BIN)/python benchmarks/train_throughput.py
 
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info

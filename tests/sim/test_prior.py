@@ -179,3 +179,27 @@ def test_velocity_dispersion_reference_value(conf):
     expected = _astropy_theta_E(250.0, 0.5, 2.0, FlatLambdaCDM(H0=70.0, Om0=0.3))
     np.testing.assert_allclose(theta_E.numpy(), expected, rtol=1e-3)
     assert expected == pytest.approx(1.1453, abs=2e-4)
+
+
+def test_source_offsets_are_relative_to_the_lens_centre():
+    spec = {
+        "lens": {
+            "theta_E": 1.0,
+            "ellipticity": {"e1": 0.0, "e2": 0.0},
+            "center_x": {"dist": "uniform", "low": -0.2, "high": 0.2},
+            "center_y": {"dist": "uniform", "low": -0.2, "high": 0.2},
+        },
+        "source": {
+            "amp": 10.0,
+            "R_sersic": 0.2,
+            "n_sersic": 1.0,
+            "ellipticity": {"e1": 0.0, "e2": 0.0},
+            "offset_x": {"dist": "uniform", "low": -0.05, "high": 0.05},
+            "offset_y": 0.1,
+        },
+    }
+    p = Prior(spec).sample(20_000, torch.Generator().manual_seed(3), dtype=torch.float64)
+    dx, dy = p["source_center_x"] - p["center_x"], p["source_center_y"] - p["center_y"]
+    assert dx.abs().max() <= 0.05 and dx.std() == pytest.approx(0.1 / math.sqrt(12), rel=0.03)
+    torch.testing.assert_close(dy, torch.full_like(dy, 0.1))
+    assert p["source_center_x"].std() > 0.1  # the source follows the lens around the field

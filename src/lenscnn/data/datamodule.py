@@ -10,8 +10,9 @@ Seeding (what makes runs comparable and resumable):
   ``SeedSequence([seed, r, e, i])``: no two ranks, epochs or batches share lenses, the
   stream does not depend on the number of dataloader workers, and a run resumed from a
   checkpoint (even mid-epoch) continues exactly the stream it would have drawn;
-* validation and test batches come from ``SeedSequence([val_seed or test_seed, i])``:
-  identical for every run, architecture and rank, so a sweep compares models on the same lenses.
+* the validation and test sets are drawn whole from ``SeedSequence([VAL_SEED])`` and
+  ``SeedSequence([TEST_SEED])``: identical for every run, architecture, batch size and rank,
+  so a sweep compares models on the same lenses.
 """
 
 from __future__ import annotations
@@ -44,9 +45,9 @@ def batch_generator(*key: int) -> torch.Generator:
 
 
 class ParameterBatches(Dataset):
-    """Map-style dataset whose item ``key`` is a whole batch of parameters and noise seeds."""
+    """The training stream: item ``(epoch, index)`` is a whole batch of parameters and noise seeds."""
 
-    def __init__(self, simulator: Simulator, batch_size: int, seed: int, length: int, rank: int | None = None):
+    def __init__(self, simulator: Simulator, batch_size: int, seed: int, length: int, rank: int = 0):
         self.prior = simulator.prior
         self.batch_size, self.seed, self.length, self.rank = batch_size, seed, length, rank
 
@@ -55,10 +56,26 @@ class ParameterBatches(Dataset):
 
     def __getitem__(self, key: int | tuple[int, int]) -> dict[str, Any]:
         key = key if isinstance(key, tuple) else (key,)
-        prefix = (self.seed,) if self.rank is None else (self.seed, self.rank)
-        generator = batch_generator(*prefix, *key)
+        generator = batch_generator(self.seed, self.rank, *key)
         params = self.prior.sample(self.batch_size, generator)
         return {"params": params, "noise_seeds": draw_seeds(self.batch_size, generator)}
+
+
+class FixedLenses(Dataset):
+    """A fixed set of ``size`` lenses (parameters and noise seeds) served in batches of ``batch_size``."""
+
+    def __init__(self, simulator: Simulator, size: int, seed: int, batch_size: int):
+        generator = batch_generator(seed)
+        self.params = simulator.prior.sample(size, generator)
+        self.noise_seeds = draw_seeds(size, generator)
+        self.size, self.batch_size = size, batch_size
+
+    def __len__(self) -> int:
+        return -(-self.size // self.batch_size)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        part = slice(index * self.batch_size, (index + 1) * self.batch_size)
+        return {"params": {k: v[part] for k, v in self.params.items()}, "noise_seeds": self.noise_seeds[part]}
 
 
 class EpochSampler(Sampler):
@@ -140,8 +157,8 @@ class LensDataModule(LightningDataModule):
             if not isinstance(value, int) or value < 1:
                 raise UserError(f"data.{name} must be a positive integer, got {value!r}")
         for name, value in (("val_size", val_size), ("test_size", test_size)):
-            if not isinstance(value, int) or value < batch_size or value % batch_size:
-                raise UserError(f"data.{name}={value!r} must be a positive multiple of data.batch_size={batch_size}")
+            if not isinstance(value, int) or value < 1:
+                raise UserError(f"data.{name} must be a positive integer, got {value!r}")
         self.simulator_config = dict(simulator)
         self.simulator = Simulator.from_config(simulator)
         self.targets = list(targets)
@@ -204,14 +221,10 @@ class LensDataModule(LightningDataModule):
         return self._loader(dataset, EpochSampler(self.batches_per_epoch, self._batches_done), StreamLoader)
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader(
-            ParameterBatches(self.simulator, self.batch_size, VAL_SEED, self.val_size // self.batch_size)
-        )
+        return self._loader(FixedLenses(self.simulator, self.val_size, VAL_SEED, self.batch_size))
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader(
-            ParameterBatches(self.simulator, self.batch_size, TEST_SEED, self.test_size // self.batch_size)
-        )
+        return self._loader(FixedLenses(self.simulator, self.test_size, TEST_SEED, self.batch_size))
 
     # -- checkpointed state -----------------------------------------------------------
 

@@ -11,24 +11,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import torch
 from torch import Tensor, nn
 
-
-def coordinate_channels(batch: int, height: int, width: int, like: Tensor) -> Tensor:
-    """``(batch, 2, H, W)``: x and y of each pixel centre scaled to [-1, 1] (x along columns)."""
-    ys = torch.linspace(-1.0, 1.0, height, dtype=like.dtype, device=like.device)
-    xs = torch.linspace(-1.0, 1.0, width, dtype=like.dtype, device=like.device)
-    grid = torch.stack(torch.meshgrid(xs, ys, indexing="xy"))
-    return grid.unsqueeze(0).expand(batch, -1, -1, -1)
-
-
-def conv_bn_relu(c_in: int, c_out: int, stride: int = 1, kernel: int = 3) -> nn.Sequential:
-    return nn.Sequential(
-        nn.Conv2d(c_in, c_out, kernel, stride, kernel // 2, bias=False),
-        nn.BatchNorm2d(c_out),
-        nn.ReLU(inplace=True),
-    )
+from lenscnn.models.layers import RegressionHead, as_image_size, conv_block, coord_input, scale_channels
 
 
 class FastLensNet(nn.Module):
@@ -38,7 +23,7 @@ class FastLensNet(nn.Module):
         num_outputs: network outputs (set by the loss: T, 2T or T + T(T+1)/2).
         image_size: ``(H, W)`` or an int.
         in_channels: image channels (1 for a single band).
-        dropout: dropout before the last layer (also used for MC dropout).
+        dropout: dropout in the head (also used for MC dropout).
         widths: channels after the stem and after each further stride-2 stage.
         blocks: extra stride-1 convolutions per stage (after the stem, the stages).
         head_grid: side of the spatial grid the head flattens.
@@ -61,30 +46,20 @@ class FastLensNet(nn.Module):
         width: float = 1.0,
     ):
         super().__init__()
-        widths = [max(4, round(w * width)) for w in widths]
-        hidden = max(8, round(hidden * width))
+        as_image_size(image_size)
         if len(blocks) != len(widths):
             raise ValueError(f"blocks ({len(blocks)}) and widths ({len(widths)}) need one entry per stage")
-        self.coord_channels = coord_channels
-        c = in_channels + (2 if coord_channels else 0)
-        layers: list[nn.Module] = [conv_bn_relu(c, widths[0], stride=2, kernel=5)]
+        widths = [scale_channels(w, width) for w in widths]
+        self.coords, c = coord_input(in_channels, coord_channels)
+        layers: list[nn.Module] = [conv_block(c, widths[0], 5, stride=2)]
         c = widths[0]
-        for stage, (width, extra) in enumerate(zip(widths, blocks, strict=True)):
+        for stage, (channels, extra) in enumerate(zip(widths, blocks, strict=True)):
             if stage > 0:
-                layers.append(conv_bn_relu(c, width, stride=2))
-                c = width
-            layers += [conv_bn_relu(c, c) for _ in range(extra)]
-        layers.append(nn.AdaptiveAvgPool2d(head_grid))
+                layers.append(conv_block(c, channels, 3, stride=2))
+                c = channels
+            layers += [conv_block(c, c, 3) for _ in range(extra)]
         self.features = nn.Sequential(*layers)
-        self.head = nn.Sequential(
-            nn.Flatten(),
-            nn.Linear(c * head_grid * head_grid, hidden),
-            nn.ReLU(inplace=True),
-            nn.Dropout(dropout),
-            nn.Linear(hidden, num_outputs),
-        )
+        self.head = RegressionHead(c, num_outputs, head_grid, hidden=(scale_channels(hidden, width),), dropout=dropout)
 
     def forward(self, x: Tensor) -> Tensor:
-        if self.coord_channels:
-            x = torch.cat([x, coordinate_channels(x.shape[0], x.shape[-2], x.shape[-1], x)], dim=1)
-        return self.head(self.features(x))
+        return self.head(self.features(self.coords(x)))

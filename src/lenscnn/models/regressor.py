@@ -35,6 +35,7 @@ class LensRegressor(LightningModule):
         targets: :class:`TargetScaler` as a dict (names, prior mean and std).
         input_normalization: :class:`InputNormalizer` as a dict.
         loss: ``mse``, ``gaussian_nll`` or ``full_gaussian_nll``.
+        nll_beta: beta of the beta-NLL for ``gaussian_nll`` (0: plain NLL; see :mod:`losses`).
         optimizer: ``{"name": adamw|adam|sgd, "lr": ..., **kwargs}``.
         scheduler: ``{"name": cosine|constant, "warmup_steps": int, "min_lr_ratio": float}``.
         image_size: ``(H, W)`` pixels. pixel_scale: arcsec per pixel.
@@ -50,6 +51,7 @@ class LensRegressor(LightningModule):
         targets: Mapping[str, Any],
         input_normalization: Mapping[str, Any],
         loss: str = "gaussian_nll",
+        nll_beta: float = 0.0,
         optimizer: Mapping[str, Any] | None = None,
         scheduler: Mapping[str, Any] | None = None,
         image_size: Sequence[int] = (64, 64),
@@ -113,7 +115,7 @@ class LensRegressor(LightningModule):
     def _step(self, batch: Mapping[str, Any]) -> tuple[Tensor, Tensor, Tensor]:
         truth = self.scaler.stack(batch["params"])
         mean_z, scale = self.predict_standardized(batch["image"])
-        loss = loss_value(self.hparams.loss, mean_z, scale, self.scaler.standardize(truth))
+        loss = loss_value(self.hparams.loss, mean_z, scale, self.scaler.standardize(truth), self.hparams.nll_beta)
         return loss, self.scaler.unstandardize(mean_z), truth
 
     def training_step(self, batch: Mapping[str, Any], batch_idx: int) -> Tensor:

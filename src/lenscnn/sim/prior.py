@@ -9,7 +9,8 @@ A prior is configured as nested mappings (see ``conf/prior/``)::
       center_x: {dist: uniform, low: -0.2, high: 0.2}       # arcsec
       center_y: {dist: uniform, low: -0.2, high: 0.2}
     shear: {gamma: {dist: uniform, low: 0.0, high: 0.1}, phi: ...}   # or gamma1/gamma2; optional
-    source: {amp: ..., R_sersic: ..., n_sersic: ..., ellipticity: ..., center_x: ..., center_y: ...}
+    source: {amp: ..., R_sersic: ..., n_sersic: ..., ellipticity: ...,
+             offset_x: ..., offset_y: ...}   # from the lens centre; or center_x/center_y (absolute)
     lens_light: {amp: ..., R_sersic: ..., n_sersic: ..., ellipticity: ...}                 # optional
 
 Distributions: ``uniform(low, high)``, ``normal(mean, std[, low, high])`` (truncated when
@@ -266,7 +267,9 @@ class Prior:
             raise UserError(f"prior 'shear': give either {{gamma, phi}} or {{gamma1, gamma2}}, got {sorted(spec)}")
 
     def _light(self, spec: dict, section: str, centred: bool) -> None:
-        keys = set(SERSIC_KEYS) | {"ellipticity"} | (set() if centred else {"center_x", "center_y"})
+        keys = set(SERSIC_KEYS) | {"ellipticity"}
+        if not centred:  # the source: absolute position, or offset from the lens centre
+            keys |= {"offset_x", "offset_y"} if "offset_x" in spec or "offset_y" in spec else {"center_x", "center_y"}
         self._expect(spec, section, keys)
         for key in SERSIC_KEYS:
             dist = parse_distribution(spec[key], f"{section}.{key}")
@@ -275,8 +278,13 @@ class Prior:
         names = (f"{section}_e1", f"{section}_e2")
         self._samplers.append((names, _Ellipticity(spec["ellipticity"], f"{section}.ellipticity")))
         if not centred:
-            for key in ("center_x", "center_y"):
-                self._samplers.append((f"{section}_{key}", parse_distribution(spec[key], f"{section}.{key}")))
+            for axis in ("x", "y"):
+                if f"offset_{axis}" in spec:
+                    dist = parse_distribution(spec[f"offset_{axis}"], f"{section}.offset_{axis}")
+                    self._samplers.append((f"{section}_center_{axis}", _OffsetFromLens(dist, f"center_{axis}")))
+                else:
+                    dist = parse_distribution(spec[f"center_{axis}"], f"{section}.center_{axis}")
+                    self._samplers.append((f"{section}_center_{axis}", dist))
 
     @staticmethod
     def _expect(spec: dict, section: str, keys: set[str]) -> None:
@@ -317,6 +325,8 @@ class Prior:
         params: dict[str, Tensor] = {}
         for name, sampler in self._samplers:
             drawn = sampler.sample(n, generator, device, dtype)
+            if isinstance(sampler, _OffsetFromLens):
+                drawn = drawn + params[sampler.lens_key]
             if isinstance(drawn, dict):
                 params.update(drawn)
             elif isinstance(name, tuple):
@@ -324,6 +334,17 @@ class Prior:
             else:
                 params[name] = drawn
         return params
+
+
+@dataclass(frozen=True)
+class _OffsetFromLens:
+    """A source coordinate drawn as an offset [arcsec] from the lens centre coordinate ``lens_key``."""
+
+    offset: Distribution
+    lens_key: str
+
+    def sample(self, n: int, generator, device, dtype) -> Tensor:
+        return self.offset.sample(n, generator, device, dtype)
 
 
 @dataclass(frozen=True)
