@@ -47,8 +47,14 @@ def test_simulate_writes_hdf5_fits_and_preview(tmp_path, conf):
     prior = conf("prior", "quickstart")  # the default prior: every value inside its range
     for section, prefix in (("lens", ""), ("source", "source_")):
         for key, spec in prior[section].items():
-            if key != "ellipticity":
-                assert np.all((spec["low"] <= params[prefix + key]) & (params[prefix + key] <= spec["high"])), key
+            if key == "ellipticity":
+                continue
+            if key.startswith("offset_"):  # the source centre is drawn relative to the lens centre
+                axis = key[-1]
+                values = params[f"source_center_{axis}"] - params[f"center_{axis}"]
+            else:
+                values = params[prefix + key]
+            assert np.all((spec["low"] - 1e-6 <= values) & (values <= spec["high"] + 1e-6)), key
         q_low = prior[section]["ellipticity"]["q"]["low"]
         modulus = np.hypot(params[prefix + "e1"], params[prefix + "e2"])
         assert np.all(modulus <= (1 - q_low) / (1 + q_low) + 1e-6)

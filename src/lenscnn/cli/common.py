@@ -42,3 +42,33 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def check_config(config_name: str, argv: list[str]) -> None:
+    """Compose ``config_name`` with the command-line overrides before Hydra runs the app, so a
+    typo, an unknown option or a wrong type is reported as one line (exit 2) instead of Hydra's
+    multi-line report. Multirun sweeps and Hydra's own flags are left to Hydra."""
+    from hydra import compose, initialize_config_module
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    if any(a in ("-m", "--multirun") or a.startswith("--") and a != "--multirun" for a in argv):
+        return
+    if any(a.startswith("-") for a in argv):
+        return
+    try:
+        with initialize_config_module("lenscnn.conf", version_base="1.3"):
+            compose(config_name, overrides=list(argv), return_hydra_config=True)
+    except (HydraException, OmegaConfBaseException) as exc:
+        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+        detail = lines[0]
+        options = [line for line in lines if line.startswith("Available options")]
+        if options:
+            listed = lines[lines.index(options[0]) + 1 :]
+            listed = listed[: listed.index("Config search path:")] if "Config search path:" in listed else listed
+            choices = ", ".join(listed)
+            detail = f"{detail} Available: {choices}"
+        elif len(lines) > 1 and "full_key" not in lines[1]:
+            detail = f"{detail} {lines[1]}"
+        print(f"error: {detail}", file=sys.stderr)
+        raise SystemExit(2) from None

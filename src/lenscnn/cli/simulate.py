@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import sys
 from pathlib import Path
 
 import hydra
@@ -16,7 +17,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from rich.progress import Progress
 
-from lenscnn.cli.common import atomic_path, report_user_errors
+from lenscnn.cli.common import atomic_path, check_config, report_user_errors
 from lenscnn.errors import UserError
 from lenscnn.evaluation.plots import lens_grid_figure
 from lenscnn.io.fits import write_lens_dataset_fits
@@ -90,8 +91,14 @@ def simulate(cfg: DictConfig) -> Path:
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="simulate")
 @report_user_errors
-def main(cfg: DictConfig) -> None:
+def _main(cfg: DictConfig) -> None:
     simulate(cfg)
+
+
+def main() -> None:
+    """Console entry point: one-line errors for bad overrides, then the Hydra app."""
+    check_config("simulate", sys.argv[1:])
+    _main()
 
 
 if __name__ == "__main__":

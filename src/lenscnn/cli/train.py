@@ -21,7 +21,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
-from lenscnn.cli.common import report_user_errors
+from lenscnn.cli.common import check_config, report_user_errors
 from lenscnn.errors import UserError
 from lenscnn.training.loggers import build_loggers, finish_loggers
 from lenscnn.training.resume import resume_arguments
@@ -119,6 +119,7 @@ def main() -> None:
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
+    check_config("train", sys.argv[1:])
     _main()
 
 

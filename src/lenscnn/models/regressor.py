@@ -67,6 +67,11 @@ class LensRegressor(LightningModule):
         optimizer = dict(optimizer or {"name": "adamw", "lr": 1e-3})
         if optimizer.get("name") not in OPTIMIZERS:
             raise UserError(f"model.optimizer.name={optimizer.get('name')!r}; choose one of {sorted(OPTIMIZERS)}")
+        for key, value in optimizer.items():
+            if key != "name" and (isinstance(value, bool) or not isinstance(value, (int, float))):
+                raise UserError(f"model.optimizer.{key} must be a number, got {value!r}")
+        if not optimizer.get("lr", 0) > 0:
+            raise UserError(f"model.optimizer.lr must be > 0, got {optimizer.get('lr')!r}")
         scheduler = dict(scheduler or {"name": "constant"})
         if scheduler.get("name") not in SCHEDULERS:
             raise UserError(f"model.scheduler.name={scheduler.get('name')!r}; choose one of {list(SCHEDULERS)}")
