@@ -165,7 +165,8 @@ def test_deflection_gradient_matches_lenstronomy_finite_differences(q, rng):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["float32", "float64"])
 def test_gradient_finite_for_an_exactly_round_lens_everywhere(dtype):
     x, y = torch.meshgrid(torch.linspace(-2, 2, 21, dtype=dtype), torch.linspace(-2, 2, 21, dtype=dtype), indexing="xy")
-    p = {k: torch.tensor(v, dtype=dtype, requires_grad=True) for k, v in zip(LENS_PARAMS, (1.1, 0.0, 0.0, 0.1, 0.2), strict=False)}
+    values = dict(zip(LENS_PARAMS, (1.1, 0.0, 0.0, 0.1, 0.2), strict=True))
+    p = {k: torch.tensor(v, dtype=dtype, requires_grad=True) for k, v in values.items()}
     ax, ay = func.sie_deflection(x, y, *(p[k] for k in LENS_PARAMS))
     grads = torch.autograd.grad((ax + 2 * ay).sum(), [p[k] for k in LENS_PARAMS])
     assert all(torch.isfinite(g) for g in grads)
