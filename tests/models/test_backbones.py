@@ -16,7 +16,7 @@ from lenscnn.models.ensai_net import EnsaiNet
 from lenscnn.models.inception import InceptionV4
 from lenscnn.models.layers import CoordChannels
 from lenscnn.models.overfeat import OverFeat
-from lenscnn.models.resnet import Bottleneck, ResNet, ResNet18, ResNet34, ResNet50
+from lenscnn.models.resnet import Bottleneck, ResNet
 from lenscnn.models.timm_backbone import TimmBackbone
 
 # Narrow versions of every family, so the tests stay fast on a CPU.
@@ -104,7 +104,7 @@ def test_coord_channels_values() -> None:
     torch.testing.assert_close(out[:, 2], torch.tensor([-1.0, 0.0, 1.0])[:, None].expand(2, 3, 4))
 
 
-@pytest.mark.parametrize("cls", [OverFeat, AlexNetV2, EnsaiNet, InceptionV4, ResNet, ResNet18, TimmBackbone])
+@pytest.mark.parametrize("cls", [OverFeat, AlexNetV2, EnsaiNet, InceptionV4, ResNet, TimmBackbone])
 def test_uniform_constructor_signature(cls: type[nn.Module]) -> None:
     params = list(inspect.signature(cls).parameters.values())
     assert [p.name for p in params[:4]] == ["num_outputs", "image_size", "in_channels", "dropout"]
@@ -122,9 +122,9 @@ def test_resnet_depths() -> None:
     def blocks(model: nn.Module) -> int:
         return len(model.stages)
 
-    assert blocks(ResNet18(5, 64, width=4)) == 8
-    assert blocks(ResNet34(5, 64, width=4)) == 16
-    resnet50 = ResNet50(5, 64, width=4)
+    assert blocks(ResNet(5, 64, depth=18, width=4)) == 8
+    assert blocks(ResNet(5, 64, depth=34, width=4)) == 16
+    resnet50 = ResNet(5, 64, depth=50, width=4)
     assert blocks(resnet50) == 16
     assert all(isinstance(block, Bottleneck) for block in resnet50.stages)
     with pytest.raises(UserError, match="depth"):

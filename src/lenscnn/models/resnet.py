@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from torch import Tensor, nn
 
 from lenscnn.errors import UserError
@@ -117,45 +115,3 @@ class ResNet(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         """``(B, in_channels, H, W)`` images to ``(B, num_outputs)`` outputs."""
         return self.head(self.stages(self.stem(self.coords(x))))
-
-
-class ResNet18(ResNet):
-    """:class:`ResNet` with ``depth=18``."""
-
-    def __init__(
-        self,
-        num_outputs: int,
-        image_size: tuple[int, int] | int,
-        in_channels: int = 1,
-        dropout: float = 0.0,
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(num_outputs, image_size, in_channels, dropout, depth=18, **kwargs)
-
-
-class ResNet34(ResNet):
-    """:class:`ResNet` with ``depth=34``."""
-
-    def __init__(
-        self,
-        num_outputs: int,
-        image_size: tuple[int, int] | int,
-        in_channels: int = 1,
-        dropout: float = 0.0,
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(num_outputs, image_size, in_channels, dropout, depth=34, **kwargs)
-
-
-class ResNet50(ResNet):
-    """:class:`ResNet` with ``depth=50``."""
-
-    def __init__(
-        self,
-        num_outputs: int,
-        image_size: tuple[int, int] | int,
-        in_channels: int = 1,
-        dropout: float = 0.0,
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(num_outputs, image_size, in_channels, dropout, depth=50, **kwargs)
