@@ -18,6 +18,8 @@ import torch
 from hydra import compose, initialize_config_module
 from hydra.utils import instantiate
 
+from lenscnn.cli.train import build_model
+
 ROWS = {
     "quickstart (fast CNN, 64x64)": ["experiment=quickstart"],
     "Ensai AlexNet, hst_ensai 192x192": ["model=alexnet", "instrument=hst_ensai", "prior=ensai", "data.batch_size=32"],
@@ -44,15 +46,7 @@ def measure(overrides: list[str], steps: int, warmup: int) -> tuple[float, float
     with initialize_config_module("lenscnn.conf", version_base="1.3"):
         cfg = compose("train", overrides=[*overrides, "logger=[]", "callbacks=none"], return_hydra_config=False)
     datamodule = instantiate(cfg.data, _convert_="all")
-    model = instantiate(
-        cfg.model,
-        _convert_="all",
-        targets=datamodule.target_scaler().to_dict(),
-        input_normalization=datamodule.input_normalizer().to_dict(),
-        image_size=list(datamodule.image_size),
-        pixel_scale=datamodule.pixel_scale,
-        simulator=datamodule.simulator_config,
-    )
+    model = build_model(cfg.model, datamodule)
     render_time = [0.0]
     render = datamodule.on_after_batch_transfer
 

@@ -52,9 +52,7 @@ def check_config(config_name: str, argv: list[str]) -> None:
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
-    if any(a in ("-m", "--multirun") or a.startswith("--") and a != "--multirun" for a in argv):
-        return
-    if any(a.startswith("-") for a in argv):
+    if any(a.startswith("-") for a in argv):  # -m/--multirun, --cfg, --help, ...: Hydra's business
         return
     try:
         with initialize_config_module("lenscnn.conf", version_base="1.3"):

@@ -22,6 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from lenscnn.cli.common import check_config, report_user_errors
+from lenscnn.data.normalization import TargetScaler
 from lenscnn.errors import UserError
 from lenscnn.training.loggers import build_loggers, finish_loggers
 from lenscnn.training.resume import resume_arguments
@@ -42,6 +43,21 @@ def _instantiate(node: DictConfig, what: str, **kwargs: Any) -> Any:
         raise UserError(f"{what}: {str(cause).splitlines()[0]}") from None
 
 
+def build_model(node: DictConfig, datamodule: Any, scaler: TargetScaler | None = None) -> pl.LightningModule:
+    """The ``model`` config with what the data fixes: targets and their moments, input
+    normalisation, image size, pixel scale and the simulator config."""
+    scaler = scaler or datamodule.target_scaler()
+    return _instantiate(
+        node,
+        "model",
+        targets=scaler.to_dict(),
+        input_normalization=datamodule.input_normalizer().to_dict(),
+        image_size=list(datamodule.image_size),
+        pixel_scale=datamodule.pixel_scale,
+        simulator=datamodule.simulator_config,
+    )
+
+
 def build_callbacks(cfg: DictConfig | None) -> list[pl.Callback]:
     return [
         _instantiate(spec, f"callbacks.{name}") for name, spec in (cfg or {}).items() if spec and "_target_" in spec
@@ -56,15 +72,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 
     datamodule = _instantiate(cfg.data, "data")
     scaler = datamodule.target_scaler()
-    model = _instantiate(
-        cfg.model,
-        "model",
-        targets=scaler.to_dict(),
-        input_normalization=datamodule.input_normalizer().to_dict(),
-        image_size=list(datamodule.image_size),
-        pixel_scale=datamodule.pixel_scale,
-        simulator=datamodule.simulator_config,
-    )
+    model = build_model(cfg.model, datamodule, scaler)
     loggers = build_loggers(cfg.get("logger"), run_dir)
     trainer: pl.Trainer = _instantiate(
         cfg.trainer, "trainer", callbacks=build_callbacks(cfg.get("callbacks")), logger=loggers or False

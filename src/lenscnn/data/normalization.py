@@ -53,19 +53,6 @@ class TargetScaler:
         """Physical targets ``(B, T)`` from a parameter mapping."""
         return torch.stack([params[n] for n in self.names], dim=-1)
 
-    def _moments(self, like: Tensor) -> tuple[Tensor, Tensor]:
-        mean = torch.tensor(self.mean, dtype=like.dtype, device=like.device)
-        std = torch.tensor(self.std, dtype=like.dtype, device=like.device)
-        return mean, std
-
-    def standardize(self, values: Tensor) -> Tensor:
-        mean, std = self._moments(values)
-        return (values - mean) / std
-
-    def unstandardize(self, z: Tensor) -> Tensor:
-        mean, std = self._moments(z)
-        return z * std + mean
-
 
 @dataclass(frozen=True)
 class InputNormalizer:

@@ -7,8 +7,8 @@ from torch import Tensor, nn
 from lenscnn.models.layers import (
     RegressionHead,
     as_image_size,
-    conv_block,
     coord_input,
+    five_conv_features,
     init_weights,
     scale_channels,
     stem_stride,
@@ -49,19 +49,10 @@ class AlexNetV2(nn.Module):
         super().__init__()
         stride = stem_stride(as_image_size(image_size), later_downsampling=8, min_feature=6, max_stride=4)
         self.coords, channels = coord_input(in_channels, coord_channels)
-        c1, c2, c3, c4, c5 = (scale_channels(c, width) for c in (64, 192, 384, 384, 256))
-        self.features = nn.Sequential(
-            conv_block(channels, c1, 2 * stride + 3, stride, batch_norm=False),
-            nn.MaxPool2d(3, 2, padding=1),
-            conv_block(c1, c2, 5, batch_norm=False),
-            nn.MaxPool2d(3, 2, padding=1),
-            conv_block(c2, c3, 3, batch_norm=False),
-            conv_block(c3, c4, 3, batch_norm=False),
-            conv_block(c4, c5, 3, batch_norm=False),
-            nn.MaxPool2d(3, 2, padding=1),
-        )
+        widths = [scale_channels(c, width) for c in (64, 192, 384, 384, 256)]
+        self.features = five_conv_features(channels, widths, stride, pool=lambda: nn.MaxPool2d(3, 2, padding=1))
         hidden = (scale_channels(4096, width), scale_channels(4096, width))
-        self.head = RegressionHead(c5, num_outputs, grid=6, hidden=hidden, dropout=dropout)
+        self.head = RegressionHead(widths[-1], num_outputs, grid=6, hidden=hidden, dropout=dropout)
         init_weights(self)
 
     def forward(self, x: Tensor) -> Tensor:

@@ -79,6 +79,9 @@ class LensRegressor(LightningModule):
         self.scaler = TargetScaler.from_dict(targets)
         self.normalizer = InputNormalizer.from_dict(input_normalization)
         self.num_targets = len(self.scaler.names)
+        # prior moments on the model's device (not saved: the hyperparameters hold them)
+        self.register_buffer("target_mean", torch.tensor(self.scaler.mean), persistent=False)
+        self.register_buffer("target_std", torch.tensor(self.scaler.std), persistent=False)
         self.net = build_backbone(net, num_outputs(loss, self.num_targets), tuple(image_size))
         if channels_last:
             self.net = self.net.to(memory_format=torch.channels_last)
@@ -109,19 +112,24 @@ class LensRegressor(LightningModule):
         """Predictions in physical units: ``mean (B, T)``, ``sigma (B, T)`` and ``covariance (B, T, T)``
         (``None`` for a model trained with ``mse``)."""
         mean_z, scale = self.predict_standardized(images)
-        std = torch.tensor(self.scaler.std, dtype=mean_z.dtype, device=mean_z.device)
+        std = self.target_std
         cov_z = covariance(self.hparams.loss, scale)
         cov = None if cov_z is None else cov_z * std[:, None] * std[None, :]
         sigma = None if cov is None else torch.sqrt(torch.diagonal(cov, dim1=-2, dim2=-1))
-        return {"mean": self.scaler.unstandardize(mean_z), "sigma": sigma, "covariance": cov}
+        return {"mean": self._physical(mean_z), "sigma": sigma, "covariance": cov}
+
+    def _physical(self, z: Tensor) -> Tensor:
+        """Standardised targets ``(B, T)`` back to physical units."""
+        return z * self.target_std + self.target_mean
 
     # -- training ---------------------------------------------------------------------
 
     def _step(self, batch: Mapping[str, Any]) -> tuple[Tensor, Tensor, Tensor]:
         truth = self.scaler.stack(batch["params"])
         mean_z, scale = self.predict_standardized(batch["image"])
-        loss = loss_value(self.hparams.loss, mean_z, scale, self.scaler.standardize(truth), self.hparams.nll_beta)
-        return loss, self.scaler.unstandardize(mean_z), truth
+        target_z = (truth - self.target_mean) / self.target_std
+        loss = loss_value(self.hparams.loss, mean_z, scale, target_z, self.hparams.nll_beta)
+        return loss, self._physical(mean_z), truth
 
     def training_step(self, batch: Mapping[str, Any], batch_idx: int) -> Tensor:
         loss, _, _ = self._step(batch)
@@ -136,12 +144,16 @@ class LensRegressor(LightningModule):
             k = self.hparams.example_lenses
             self._examples = {"image": batch["image"][:k], "truth": truth[:k], "prediction": prediction[:k]}
 
+    def _log_epoch_metrics(self, stage: str) -> None:
+        """Log the epoch's per-target RMSE/MAE/bias and ``<stage>/nrmse`` (mean of RMSE / prior std)."""
+        metrics = self.val_metrics if stage == "val" else self.test_metrics
+        values = metrics.compute()
+        metrics.reset()
+        self.log_dict(per_target(values, self.target_names, stage))
+        self.log(f"{stage}/nrmse", (values["rmse"] / self.target_std).mean(), prog_bar=stage == "val")
+
     def on_validation_epoch_end(self) -> None:
-        values = self.val_metrics.compute()
-        self.val_metrics.reset()
-        self.log_dict(per_target(values, self.target_names, "val"))
-        std = torch.tensor(self.scaler.std, device=values["rmse"].device)
-        self.log("val/nrmse", (values["rmse"] / std).mean(), prog_bar=True)
+        self._log_epoch_metrics("val")
         if self._examples is not None and not self.trainer.sanity_checking:
             self._log_examples()
         self._examples = None
@@ -165,11 +177,7 @@ class LensRegressor(LightningModule):
         self.log("test/loss", loss, sync_dist=True)
 
     def on_test_epoch_end(self) -> None:
-        values = self.test_metrics.compute()
-        self.test_metrics.reset()
-        self.log_dict(per_target(values, self.target_names, "test"))
-        std = torch.tensor(self.scaler.std, device=values["rmse"].device)
-        self.log("test/nrmse", (values["rmse"] / std).mean())
+        self._log_epoch_metrics("test")
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Keep the torch random state, so dropout continues identically after a resume."""

@@ -21,22 +21,18 @@ SIE_CORE = 1e-10
 _ROUND_LIMIT = 1e-2
 
 
-def _atan_ratio(k: Tensor, u: Tensor) -> Tensor:
-    """``atan(k u) / k``, accurate for ``k -> 0`` (``|k u| < 1``)."""
+def _odd_ratio(k: Tensor, u: Tensor, hyperbolic: bool) -> Tensor:
+    """``atan(k u) / k`` (or ``atanh`` when ``hyperbolic``), accurate for ``k -> 0`` (``|k u| < 1``).
+
+    Below :data:`_ROUND_LIMIT` the Taylor series ``u (1 -+ (k u)^2 / 3 + (k u)^4 / 5)`` is used.
+    """
     small = k < _ROUND_LIMIT
     k_safe = torch.where(small, torch.ones_like(k), k)
     ku2 = (k * u) ** 2
-    series = u * (1.0 - ku2 / 3.0 + ku2 * ku2 / 5.0)
-    return torch.where(small, series, torch.atan(k_safe * u) / k_safe)
-
-
-def _atanh_ratio(k: Tensor, u: Tensor) -> Tensor:
-    """``atanh(k u) / k``, accurate for ``k -> 0`` (``|k u| < 1``)."""
-    small = k < _ROUND_LIMIT
-    k_safe = torch.where(small, torch.ones_like(k), k)
-    ku2 = (k * u) ** 2
-    series = u * (1.0 + ku2 / 3.0 + ku2 * ku2 / 5.0)
-    return torch.where(small, series, torch.atanh(k_safe * u) / k_safe)
+    sign = 1.0 if hyperbolic else -1.0
+    series = u * (1.0 + sign * ku2 / 3.0 + ku2 * ku2 / 5.0)
+    exact = (torch.atanh if hyperbolic else torch.atan)(k_safe * u) / k_safe
+    return torch.where(small, series, exact)
 
 
 def sie_deflection(
@@ -74,8 +70,8 @@ def sie_deflection(
     q2 = q * q
     psi = torch.sqrt(q2 * (s * s + x_major * x_major) + y_major * y_major)
     k = torch.sqrt((1.0 - q2).clamp(min=1e-30))  # clamp > 0: finite gradient for round lenses
-    alpha_major = b * _atan_ratio(k, x_major / (psi + s))
-    alpha_minor = b * _atanh_ratio(k, y_major / (psi + q2 * s))
+    alpha_major = b * _odd_ratio(k, x_major / (psi + s), hyperbolic=False)
+    alpha_minor = b * _odd_ratio(k, y_major / (psi + q2 * s), hyperbolic=True)
     return (
         cos_phi * alpha_major - sin_phi * alpha_minor,
         sin_phi * alpha_major + cos_phi * alpha_minor,
