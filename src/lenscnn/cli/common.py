@@ -70,3 +70,41 @@ def check_config(config_name: str, argv: list[str]) -> None:
             detail = f"{detail} {lines[1]}"
         print(f"error: {detail}", file=sys.stderr)
         raise SystemExit(2) from None
+
+
+def resolve_device(name: str) -> Any:
+    """``auto`` (CUDA if present, else CPU) or an explicit torch device name."""
+    import torch
+
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise UserError(f"device={name!r} is not a device; use auto, cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"device={name!r} but CUDA is not available here; use device=cpu")
+    return device
+
+
+def load_ensemble(cfg: Any) -> tuple[Any, Path | None]:
+    """The model an eval/predict config names: ``ckpt_path`` (one checkpoint) or
+    ``ensemble.checkpoints``; returns it with the path of its ensemble calibration file
+    (``None`` for a single checkpoint, whose calibration lives in the checkpoint)."""
+    from lenscnn.models.ensemble import Ensemble
+
+    single = cfg.get("ckpt_path")
+    members = list(cfg.ensemble.get("checkpoints") or [])
+    if single and members:
+        raise UserError("give ckpt_path=... or ensemble=..., not both")
+    if not single and not members:
+        raise UserError(
+            "no model: give ckpt_path=<checkpoint or run dir> or ensemble=<name> / ensemble.checkpoints=[...]"
+        )
+    paths = [single] if single else members
+    calibration = None
+    if len(paths) > 1:
+        common = Path(os.path.commonpath([Path(p).expanduser().resolve() for p in paths]))
+        common = common.parent if common.is_file() else common
+        calibration = Path(cfg.ensemble.get("calibration") or common / "calibration.json")
+    return Ensemble.from_checkpoints(paths, calibration), calibration

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
 from torch import Tensor
 from torchmetrics import MeanAbsoluteError, MeanSquaredError, Metric, MetricCollection
+from torchmetrics.functional import mean_absolute_error, mean_squared_error
+
+from lenscnn.evaluation.calibration import coverage
 
 
 class Bias(Metric):
@@ -46,3 +50,38 @@ def per_target(values: dict[str, Tensor], names: Sequence[str], prefix: str) -> 
         for k, name in enumerate(names):
             out[f"{prefix}/{metric}/{name}"] = vector[k]
     return out
+
+
+def robust_sigma(error: Tensor) -> Tensor:
+    """Normalised median absolute deviation ``1.4826 median|e - median e|`` per column (the
+    standard deviation for Gaussian errors, insensitive to outliers)."""
+    centred = error - error.median(0).values
+    return 1.4826 * centred.abs().median(0).values
+
+
+def evaluation_metrics(
+    truth: Tensor, mean: Tensor, sigma: Tensor | None, names: Sequence[str], outlier_nsigma: float = 3.0
+) -> dict[str, dict[str, float]]:
+    """Per-target metrics of predictions ``(N, T)`` in physical units.
+
+    Always: ``rmse``, ``mae``, ``bias`` (mean of prediction - truth), ``median_abs_error`` and
+    ``outlier_fraction`` (share of lenses with ``|error| > outlier_nsigma`` robust standard
+    deviations, see :func:`robust_sigma`). With predicted ``sigma``: ``nll`` (mean Gaussian
+    negative log-likelihood per lens, nats, with its ``log 2 pi`` constant), ``coverage_68``
+    and ``coverage_95`` (share of truths inside the central 68% and 95% intervals).
+    """
+    truth, mean = truth.double(), mean.double()
+    error = mean - truth
+    values: dict[str, Tensor] = {
+        "rmse": torch.stack([mean_squared_error(mean[:, k], truth[:, k], squared=False) for k in range(len(names))]),
+        "mae": torch.stack([mean_absolute_error(mean[:, k], truth[:, k]) for k in range(len(names))]),
+        "bias": error.mean(0),
+        "median_abs_error": error.abs().median(0).values,
+        "outlier_fraction": (error.abs() > outlier_nsigma * robust_sigma(error)).double().mean(0),
+    }
+    if sigma is not None:
+        sigma = sigma.double()
+        values["nll"] = (0.5 * (error / sigma).square() + torch.log(sigma) + 0.5 * math.log(2 * math.pi)).mean(0)
+        values["coverage_68"] = coverage(error, sigma, 0.68)
+        values["coverage_95"] = coverage(error, sigma, 0.95)
+    return {name: {metric: float(v[k]) for metric, v in values.items()} for k, name in enumerate(names)}

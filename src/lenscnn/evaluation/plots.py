@@ -10,7 +10,10 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+import torch  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
+
+from lenscnn.sim.func import shear_deflection, sie_deflection  # noqa: E402
 
 #: How each parameter is written on a figure: label and unit.
 LABELS = {
@@ -84,5 +87,115 @@ def lens_grid_figure(
             ax.plot(params["center_x"][k], params["center_y"][k], "+", color="cyan", ms=8)
     title = "true | predicted" if predictions is not None else "true parameters"
     fig.suptitle(f"{title}; axes in arcsec, origin lower", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def _label(name: str) -> str:
+    label, unit = LABELS.get(name, (name, ""))
+    return f"{label} [{unit}]" if unit else label
+
+
+def predicted_vs_true_figure(
+    truth: np.ndarray, mean: np.ndarray, sigma: np.ndarray | None, names: Sequence[str], max_points: int = 2000
+) -> Figure:
+    """One panel per target: prediction (with 1-sigma error bars) against truth, and the identity line.
+
+    Args:
+        truth, mean, sigma: ``(N, T)`` in physical units (``sigma`` may be ``None``).
+        max_points: at most this many lenses are drawn (the first ones), to keep the figure legible.
+    """
+    n = min(len(truth), max_points)
+    fig, axes = plt.subplots(1, len(names), figsize=(3.2 * len(names), 3.3), squeeze=False)
+    for k, (ax, name) in enumerate(zip(axes[0], names, strict=True)):
+        t, m = truth[:n, k], mean[:n, k]
+        err = None if sigma is None else sigma[:n, k]
+        ax.errorbar(t, m, yerr=err, fmt=".", ms=2, lw=0.4, alpha=0.5, color="C0", ecolor="C0")
+        lo, hi = float(min(t.min(), m.min())), float(max(t.max(), m.max()))
+        ax.plot([lo, hi], [lo, hi], "k--", lw=0.8)
+        ax.set_xlabel(f"true {_label(name)}")
+        ax.set_ylabel(f"predicted {_label(name)}")
+        ax.set_aspect("equal", adjustable="datalim")
+    fig.tight_layout()
+    return fig
+
+
+def residual_histograms_figure(truth: np.ndarray, mean: np.ndarray, names: Sequence[str], bins: int = 60) -> Figure:
+    """One histogram of ``prediction - truth`` per target, with its mean and standard deviation."""
+    fig, axes = plt.subplots(1, len(names), figsize=(3.2 * len(names), 3.0), squeeze=False)
+    for k, (ax, name) in enumerate(zip(axes[0], names, strict=True)):
+        residual = mean[:, k] - truth[:, k]
+        ax.hist(residual, bins=bins, color="C1", alpha=0.8)
+        ax.axvline(0.0, color="k", lw=0.8)
+        ax.set_xlabel(f"predicted - true {_label(name)}")
+        ax.set_title(f"mean {residual.mean():+.4f}, std {residual.std():.4f}", fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def calibration_figure(levels: np.ndarray, curves: Mapping[str, np.ndarray], names: Sequence[str]) -> Figure:
+    """Reliability diagram: empirical against nominal coverage of the central Gaussian intervals.
+
+    Args:
+        levels: nominal levels ``(L,)``.
+        curves: ``{label: (L, T) empirical coverage}``, e.g. before and after calibration.
+    """
+    fig, axes = plt.subplots(1, len(names), figsize=(3.2 * len(names), 3.3), squeeze=False)
+    for k, (ax, name) in enumerate(zip(axes[0], names, strict=True)):
+        ax.plot([0, 1], [0, 1], "k--", lw=0.8)
+        for label, curve in curves.items():
+            ax.plot(levels, curve[:, k], label=label)
+        ax.set_xlabel("nominal coverage")
+        ax.set_ylabel("empirical coverage")
+        ax.set_title(_label(name), fontsize=9)
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1)
+    axes[0][0].legend(fontsize=7, loc="upper left")
+    fig.tight_layout()
+    return fig
+
+
+def critical_curve_figure(
+    image: np.ndarray, pixel_scale: float, params: Mapping[str, float], title: str = "", resolution: int = 300
+) -> Figure:
+    """An image with the critical curve and centre of a predicted lens drawn on it.
+
+    The critical curve is the zero contour of the lens-mapping Jacobian determinant
+    ``det(I - d alpha / d theta)`` of the SIE (plus external shear if ``gamma1, gamma2`` are
+    given), computed with :func:`lenscnn.sim.func.sie_deflection` by central differences.
+
+    Args:
+        image: ``(H, W)`` counts/s per pixel. pixel_scale: arcsec per pixel.
+        params: predicted ``theta_E, e1, e2, center_x, center_y`` [arcsec] (optionally shear).
+    """
+    height, width = image.shape[-2:]
+    half_x, half_y = width / 2 * pixel_scale, height / 2 * pixel_scale
+    x, y = torch.meshgrid(
+        torch.linspace(-half_x, half_x, resolution, dtype=torch.float64),
+        torch.linspace(-half_y, half_y, resolution, dtype=torch.float64),
+        indexing="xy",
+    )
+    p = {k: torch.tensor(float(v), dtype=torch.float64) for k, v in params.items()}
+
+    def deflection(xx: torch.Tensor, yy: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        ax, ay = sie_deflection(xx, yy, p["theta_E"], p["e1"], p["e2"], p["center_x"], p["center_y"])
+        if "gamma1" in p and "gamma2" in p:
+            sx, sy = shear_deflection(xx, yy, p["gamma1"], p["gamma2"])
+            ax, ay = ax + sx, ay + sy
+        return ax, ay
+
+    h = 1e-4 * max(pixel_scale, 1e-3)
+    axx, ayx = (a - b for a, b in zip(deflection(x + h, y), deflection(x - h, y), strict=True))
+    axy, ayy = (a - b for a, b in zip(deflection(x, y + h), deflection(x, y - h), strict=True))
+    det = (1 - axx / (2 * h)) * (1 - ayy / (2 * h)) - (axy / (2 * h)) * (ayx / (2 * h))
+
+    fig, ax = plt.subplots(figsize=(4.2, 4.2))
+    vmax = np.percentile(image, 99.5)
+    ax.imshow(image, origin="lower", extent=(-half_x, half_x, -half_y, half_y), cmap="magma", vmin=0, vmax=vmax)
+    ax.contour(x.numpy(), y.numpy(), det.numpy(), levels=[0.0], colors="cyan", linewidths=1.0)
+    ax.plot(params["center_x"], params["center_y"], "+", color="cyan", ms=10)
+    ax.set_xlabel('x ["]')
+    ax.set_ylabel('y ["]')
+    ax.set_title(title, fontsize=8)
     fig.tight_layout()
     return fig

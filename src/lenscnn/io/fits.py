@@ -74,3 +74,19 @@ def write_lens_dataset_fits(
         [fits.Column(name="yaml", format=f"{max(1, len(config_yaml))}A", array=np.array([config_yaml]))], name="CONFIG"
     )
     fits.HDUList([primary, table, config]).writeto(path, overwrite=True)
+
+
+def read_lens_dataset_fits(path: str | Path) -> tuple[np.ndarray, dict[str, np.ndarray], dict]:
+    """``(images (N, 1, H, W), params, attrs)`` of a FITS file written by ``lenscnn-simulate``
+    (cube in the primary HDU, ``PARAMS`` table, ``PIXSCALE`` keyword, ``CONFIG`` YAML)."""
+    cube, header = read_image_hdu(path, 0)
+    try:
+        with fits.open(path, memmap=False) as hdul:
+            table = hdul["PARAMS"].data
+            params = {name: np.asarray(table[name], dtype=np.float64) for name in table.columns.names}
+            config = str(hdul["CONFIG"].data["yaml"][0]) if "CONFIG" in hdul else ""
+    except KeyError:
+        raise UserError(f"{path}: no PARAMS table of true parameters; write the file with lenscnn-simulate") from None
+    if cube.ndim != 3 or "PIXSCALE" not in header:
+        raise UserError(f"{path}: expected an (N, H, W) cube with a PIXSCALE keyword, as lenscnn-simulate writes")
+    return cube[:, None].astype(np.float32), params, {"pixel_scale": float(header["PIXSCALE"]), "config": config}

@@ -2,25 +2,31 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 from matplotlib.figure import Figure
 from pytorch_lightning import Trainer
-from pytorch_lightning.loggers import TensorBoardLogger, WandbLogger
+from pytorch_lightning.loggers import Logger, TensorBoardLogger, WandbLogger
 
 
-def log_figure(trainer: Trainer, key: str, fig: Figure) -> None:
-    """Log ``fig`` under ``key`` to TensorBoard and wandb loggers; save a PNG under ``<run>/figures/``."""
-    if not trainer.is_global_zero:
-        return
-    step = trainer.global_step
-    for logger in trainer.loggers:
+def send_figure(loggers: Sequence[Logger], key: str, fig: Figure, step: int = 0) -> None:
+    """Log ``fig`` under ``key`` to the TensorBoard and wandb loggers among ``loggers``."""
+    for logger in loggers:
         if isinstance(logger, TensorBoardLogger):
             logger.experiment.add_figure(key, fig, global_step=step, close=False)
         elif isinstance(logger, WandbLogger):
             import wandb
 
             logger.experiment.log({key: wandb.Image(fig), "trainer/global_step": step})
+
+
+def log_figure(trainer: Trainer, key: str, fig: Figure) -> None:
+    """Log ``fig`` under ``key`` to the trainer's loggers; save a PNG under ``<run>/figures/``."""
+    if not trainer.is_global_zero:
+        return
+    step = trainer.global_step
+    send_figure(trainer.loggers, key, fig, step)
     if trainer.default_root_dir:
         out = Path(trainer.default_root_dir) / "figures"
         out.mkdir(parents=True, exist_ok=True)

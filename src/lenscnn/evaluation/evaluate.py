@@ -1,0 +1,117 @@
+"""Run an ensemble over an evaluation set and score it: predictions, metrics, calibration."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from rich.progress import Progress
+from torch import Tensor
+
+from lenscnn.errors import UserError
+from lenscnn.evaluation.calibration import LEVELS, calibration_curve, coverage, fit_sigma_scale
+from lenscnn.evaluation.datasets import EvaluationSet
+from lenscnn.evaluation.metrics import evaluation_metrics
+from lenscnn.models.ensemble import Ensemble
+
+#: Nominal levels of the calibration curves.
+CURVE_LEVELS = np.round(np.linspace(0.05, 0.95, 19), 2)
+
+
+@dataclass
+class Predictions:
+    """Truth and prediction ``(N, T)`` of every lens of a set, in physical units (CPU tensors).
+
+    ``sigma`` is the (calibrated) total standard deviation; ``members`` holds each member's
+    mean alone when members were compared.
+    """
+
+    names: tuple[str, ...]
+    truth: Tensor
+    mean: Tensor
+    sigma: Tensor | None
+    aleatoric: Tensor | None
+    epistemic: Tensor | None
+    members: list[Tensor] = field(default_factory=list)
+
+    @property
+    def residual(self) -> Tensor:
+        """``truth - mean``."""
+        return self.truth - self.mean
+
+
+def predict_set(
+    ensemble: Ensemble,
+    dataset: EvaluationSet,
+    batch_size: int = 256,
+    mc_samples: int = 0,
+    members: bool = False,
+    progress: Progress | None = None,
+) -> Predictions:
+    """Predict every lens of ``dataset`` on the ensemble's device (rendering simulated sets there).
+
+    Args:
+        members: also record each member's own mean prediction (for a member comparison).
+    """
+    names = ensemble.target_names
+    missing = [n for n in names if n not in (dataset.params or dataset.lenses.params)]
+    if missing:
+        raise UserError(f"{dataset.description}: has no true {missing}, which the model predicts")
+    dataset.check_geometry(ensemble.image_size, ensemble.pixel_scale)
+    parts: dict[str, list[Tensor]] = {"truth": [], "mean": [], "sigma": [], "aleatoric": [], "epistemic": []}
+    per_member: list[list[Tensor]] = [[] for _ in ensemble.members]
+    task = progress.add_task(f"predicting {dataset.description}", total=dataset.size) if progress else None
+    for images, params in dataset.batches(batch_size, ensemble.device):
+        prediction = ensemble.predict(images, mc_samples)
+        parts["truth"].append(torch.stack([params[n] for n in names], -1).float().cpu())
+        for key in ("mean", "sigma", "aleatoric", "epistemic"):
+            value = getattr(prediction, key)
+            if value is not None:
+                parts[key].append(value.cpu())
+        if members:
+            with torch.inference_mode():
+                for k, member in enumerate(ensemble.members):
+                    per_member[k].append(member.predict_physical(images)["mean"].cpu())
+        if task is not None:
+            progress.advance(task, images.shape[0])
+    joined = {k: torch.cat(v) if v else None for k, v in parts.items()}
+    return Predictions(
+        names,
+        joined["truth"],
+        joined["mean"],
+        joined["sigma"],
+        joined["aleatoric"],
+        joined["epistemic"],
+        [torch.cat(m) for m in per_member] if members else [],
+    )
+
+
+def normalised_rmse(truth: Tensor, mean: Tensor, prior_std: Sequence[float]) -> float:
+    """Mean over targets of RMSE / prior standard deviation (the training's ``nrmse``)."""
+    rmse = (mean.double() - truth.double()).square().mean(0).sqrt()
+    return float((rmse / torch.tensor(prior_std, dtype=torch.float64)).mean())
+
+
+def score(predictions: Predictions, outlier_nsigma: float = 3.0) -> dict[str, dict[str, float]]:
+    """Per-target metrics of :func:`lenscnn.evaluation.metrics.evaluation_metrics`."""
+    p = predictions
+    return evaluation_metrics(p.truth, p.mean, p.sigma, p.names, outlier_nsigma)
+
+
+def coverage_table(residual: Tensor, sigma: Tensor, names: Sequence[str]) -> dict[str, dict[str, float]]:
+    """``{target: {"coverage_68": ..., "coverage_95": ...}}``."""
+    values = {f"coverage_{round(p * 100)}": coverage(residual, sigma, p) for p in LEVELS}
+    return {n: {k: float(v[i]) for k, v in values.items()} for i, n in enumerate(names)}
+
+
+def calibrate(validation: Predictions) -> Tensor:
+    """Per-target sigma scale fitted on validation predictions (:func:`fit_sigma_scale`)."""
+    return fit_sigma_scale(validation.residual.double(), validation.sigma.double())
+
+
+def curve(predictions: Predictions, scale: Tensor | None = None) -> np.ndarray:
+    """Calibration curve ``(L, T)`` at :data:`CURVE_LEVELS`, optionally with sigma times ``scale``."""
+    sigma = predictions.sigma.double() * (1.0 if scale is None else scale.double())
+    return calibration_curve(predictions.residual.double(), sigma, CURVE_LEVELS.tolist()).numpy()

@@ -1,0 +1,175 @@
+"""Real or simulated lens cutouts for prediction: find, read (astropy, h5py), check and shape them.
+
+A cutout's pixel scale comes from its WCS (``CDELT``/``CD`` with their ``CUNIT``), else from a
+``PIXSCALE`` keyword [arcsec/pixel], else from the caller. Images must be in the units the model
+was trained on (counts/s per pixel, lenstronomy's convention).
+"""
+
+from __future__ import annotations
+
+import glob
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from astropy import units as u
+from astropy.io import fits
+from astropy.wcs import WCS, FITSFixedWarning
+from astropy.wcs.utils import proj_plane_pixel_scales
+
+from lenscnn.errors import UserError
+from lenscnn.io.fits import read_image_hdu
+from lenscnn.io.hdf5 import read_lens_dataset
+
+FITS_SUFFIXES = (".fits", ".fit", ".fts", ".fits.gz", ".fit.gz", ".fz")
+HDF5_SUFFIXES = (".h5", ".hdf5")
+#: Largest relative difference between a cutout's and the model's pixel scale that is accepted as is.
+PIXEL_SCALE_TOLERANCE = 0.01
+WCS_KEYS = ("CTYPE1", "CDELT1", "CD1_1", "PC1_1")
+
+
+@dataclass
+class Cutout:
+    """One image ``(H, W)`` as read: ``label`` names it (``file`` or ``file[k]`` in a cube)."""
+
+    label: str
+    image: np.ndarray
+    pixel_scale: float | None
+    wcs: WCS | None
+
+
+@dataclass
+class Prepared:
+    """A cutout shaped for the model: ``image (1, h, w)`` float32 and the map back to the input's
+    pixels: model-frame pixel ``p`` is input pixel ``(p + offset + 0.5) / zoom - 0.5`` per axis."""
+
+    image: torch.Tensor
+    offset: tuple[float, float]  # (column, row) of the crop in the (resampled) input
+    zoom: tuple[float, float]  # (column, row) resampled pixels per input pixel
+
+    def to_input_pixels(self, col: np.ndarray, row: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return (
+            (col + self.offset[0] + 0.5) / self.zoom[0] - 0.5,
+            (row + self.offset[1] + 0.5) / self.zoom[1] - 0.5,
+        )
+
+
+def find_inputs(spec: str) -> list[Path]:
+    """Files named by ``spec``: one FITS or HDF5 file, a directory of FITS files, or a glob pattern."""
+    path = Path(spec).expanduser()
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir() if p.name.lower().endswith(FITS_SUFFIXES))
+        if not files:
+            raise UserError(f"input={spec}: the directory holds no FITS files ({', '.join(FITS_SUFFIXES)})")
+        return files
+    if any(c in spec for c in "*?["):
+        files = sorted(Path(p) for p in glob.glob(str(path)) if Path(p).is_file())
+        if not files:
+            raise UserError(f"input={spec}: the pattern matches no files")
+        return files
+    if not path.is_file():
+        raise UserError(f"input={spec}: no such file or directory")
+    return [path]
+
+
+def pixel_scale_from_header(header: fits.Header, source: str) -> tuple[float | None, WCS | None]:
+    """``(arcsec per pixel or None, the celestial WCS or None)`` of an image header."""
+    wcs = None
+    if any(k in header for k in WCS_KEYS):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FITSFixedWarning)
+            try:
+                full = WCS(header, naxis=2)
+            except Exception as exc:  # astropy raises many types for broken WCS keywords
+                raise UserError(f"{source}: the WCS in the header cannot be read ({exc})") from None
+        units = full.wcs.cunit
+        try:
+            scales = [
+                (s * unit).to_value(u.arcsec) for s, unit in zip(proj_plane_pixel_scales(full), units, strict=True)
+            ]
+        except u.UnitConversionError:
+            scales = None  # a WCS whose axes are not angles says nothing about the pixel scale
+        if scales is not None:
+            if abs(scales[0] / scales[1] - 1) > PIXEL_SCALE_TOLERANCE:
+                raise UserError(
+                    f'{source}: pixels are not square ({scales[0]:.4g}" x {scales[1]:.4g}"); resample them first'
+                )
+            wcs = full.celestial if full.has_celestial else None
+            return float(np.mean(scales)), wcs
+    if "PIXSCALE" in header:
+        return float(header["PIXSCALE"]), None
+    return None, None
+
+
+def read_cutouts(path: Path, hdu: int | str = 0) -> Iterator[Cutout]:
+    """Every image in a FITS file (a 2-D image, or each plane of an ``(N, H, W)`` cube) or an HDF5
+    file written by ``lenscnn-simulate``."""
+    if path.name.lower().endswith(HDF5_SUFFIXES):
+        images, _, attrs = read_lens_dataset(path)
+        scale = float(attrs["pixel_scale"]) if "pixel_scale" in attrs else None
+        for k, image in enumerate(images.reshape(-1, *images.shape[-2:])):
+            yield Cutout(f"{path}[{k}]", np.asarray(image, dtype=np.float64), scale, None)
+        return
+    data, header = read_image_hdu(path, hdu)
+    scale, wcs = pixel_scale_from_header(header, str(path))
+    if data.ndim == 2:
+        yield Cutout(str(path), data, scale, wcs)
+    elif data.ndim == 3:
+        for k, image in enumerate(data):
+            yield Cutout(f"{path}[{k}]", image, scale, wcs)
+    else:
+        raise UserError(f"{path}: HDU {hdu!r} holds a {data.ndim}-D array; expected a 2-D image or an (N, H, W) cube")
+
+
+def prepare(
+    cutout: Cutout,
+    image_size: tuple[int, int],
+    pixel_scale: float,
+    resample: bool = False,
+    fill_nan: float | None = None,
+) -> Prepared:
+    """Shape a cutout for a model reading ``image_size`` pixels of ``pixel_scale`` arcsec.
+
+    Non-finite pixels are refused unless ``fill_nan`` replaces them. A pixel scale more than 1%
+    off the model's is refused unless ``resample``: then the image is resampled (bilinear with
+    antialiasing, flux per pixel scaled by the pixel-area ratio, so surface brightness is kept).
+    Larger images are centre-cropped; smaller ones are refused.
+    """
+    image = cutout.image
+    bad = ~np.isfinite(image)
+    if bad.any():
+        if fill_nan is None:
+            raise UserError(
+                f"{cutout.label}: {int(bad.sum())} NaN or infinite pixels; set fill_nan=<value> to replace them"
+            )
+        image = np.where(bad, fill_nan, image)
+    tensor = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))
+    zoom = (1.0, 1.0)
+    scale = cutout.pixel_scale if cutout.pixel_scale is not None else pixel_scale
+    if abs(scale / pixel_scale - 1) > PIXEL_SCALE_TOLERANCE:
+        if not resample:
+            raise UserError(
+                f'{cutout.label}: pixel scale {scale:.4g}"/px differs from the model\'s {pixel_scale:.4g}"/px '
+                "by more than 1%; set resample=true to resample it"
+            )
+        height, width = tensor.shape
+        size = (max(1, round(height * scale / pixel_scale)), max(1, round(width * scale / pixel_scale)))
+        tensor = (
+            torch.nn.functional.interpolate(
+                tensor[None, None], size=size, mode="bilinear", antialias=True, align_corners=False
+            )[0, 0]
+            * (pixel_scale / scale) ** 2
+        )
+        zoom = (size[1] / width, size[0] / height)
+    height, width = tensor.shape
+    h, w = image_size
+    if height < h or width < w:
+        raise UserError(
+            f"{cutout.label}: {height}x{width} px at the model's pixel scale is smaller than the model's "
+            f"{h}x{w} px; give a larger cutout"
+        )
+    top, left = (height - h) // 2, (width - w) // 2
+    return Prepared(tensor[top : top + h, left : left + w][None].contiguous(), (float(left), float(top)), zoom)

@@ -1,0 +1,233 @@
+"""Ensemble: one prediction from N trained networks (Hezaveh et al. 2017 averaged four).
+
+Each member ``k`` predicts a Gaussian ``N(mu_k, sigma_k^2)`` per target (or only ``mu_k``
+for a model trained with ``mse``). With MC dropout (Perreault Levasseur et al. 2017) every
+member is run ``mc_samples`` times with dropout active, each pass one more mixture component.
+The ensemble is the equal-weight mixture of all ``K`` components:
+
+* mean ``mu = mean_k mu_k``;
+* aleatoric variance ``mean_k sigma_k^2`` (the noise the networks see in the data);
+* epistemic variance ``mean_k (mu_k - mu)^2`` (members and dropout passes disagreeing);
+* total variance = aleatoric + epistemic (the mixture variance), times the calibration
+  scale squared (see :mod:`lenscnn.evaluation.calibration`).
+
+An ensemble of one member without MC dropout is exactly that member.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from lenscnn.errors import UserError
+from lenscnn.models.checkpoint import file_digest, model_from_checkpoint, read_checkpoint, resolve_checkpoint
+from lenscnn.models.regressor import LensRegressor
+
+
+@dataclass
+class Prediction:
+    """Ensemble prediction in physical units (arcsec for ``theta_E`` and the centre), ``(B, T)`` each.
+
+    ``sigma`` is the calibrated total standard deviation; ``aleatoric`` and ``epistemic`` are its
+    uncalibrated parts. Each is ``None`` where the members cannot provide it (``mse`` members give
+    no aleatoric part; a single component gives no epistemic part).
+    """
+
+    mean: Tensor
+    sigma: Tensor | None
+    aleatoric: Tensor | None
+    epistemic: Tensor | None
+
+
+def _close(a: Sequence[float], b: Sequence[float]) -> bool:
+    return len(a) == len(b) and all(math.isclose(x, y, rel_tol=1e-6, abs_tol=1e-12) for x, y in zip(a, b, strict=True))
+
+
+def check_compatible(members: Sequence[LensRegressor], sources: Sequence[str]) -> None:
+    """Refuse members that do not predict the same thing from the same input."""
+    if not members:
+        raise UserError("an ensemble needs at least one checkpoint")
+    ref, ref_src = members[0], sources[0]
+    for member, src in zip(members[1:], sources[1:], strict=True):
+        a, b = ref.hparams, member.hparams
+        checks = (
+            ("targets", ref.scaler.names == member.scaler.names, ref.scaler.names, member.scaler.names),
+            (
+                "target normalisation",
+                _close(ref.scaler.mean + ref.scaler.std, member.scaler.mean + member.scaler.std),
+                ref.scaler.mean + ref.scaler.std,
+                member.scaler.mean + member.scaler.std,
+            ),
+            ("image size", list(a.image_size) == list(b.image_size), list(a.image_size), list(b.image_size)),
+            ("pixel scale", _close([a.pixel_scale], [b.pixel_scale]), a.pixel_scale, b.pixel_scale),
+            (
+                "input normalisation",
+                _close(list(ref.normalizer.to_dict().values()), list(member.normalizer.to_dict().values())),
+                ref.normalizer.to_dict(),
+                member.normalizer.to_dict(),
+            ),
+        )
+        for what, same, mine, theirs in checks:
+            if not same:
+                raise UserError(
+                    f"ensemble members differ in {what}: {src} has {theirs}, {ref_src} has {mine}; "
+                    "combine only models trained on the same targets, instrument and normalisation"
+                )
+
+
+@contextlib.contextmanager
+def mc_dropout(model: nn.Module, source: str = "model") -> Iterator[None]:
+    """Switch only the dropout layers of ``model`` to training mode (batch norm stays frozen)."""
+    layers = [m for m in model.modules() if isinstance(m, nn.modules.dropout._DropoutNd) and m.p > 0]
+    if not layers:
+        raise UserError(f"mc_samples > 0 needs dropout, but {source} has none; train it with model.net.dropout > 0")
+    for layer in layers:
+        layer.train()
+    try:
+        yield
+    finally:
+        for layer in layers:
+            layer.eval()
+
+
+class Ensemble(nn.Module):
+    """Equal-weight mixture of trained :class:`LensRegressor` members.
+
+    Args:
+        members: compatible models (same targets, normalisations, image size, pixel scale).
+        sigma_scale: calibration factor per target multiplying the total sigma (default 1).
+        sources: where each member came from (for messages and calibration records).
+        calibration: the calibration record ``sigma_scale`` came from (provenance).
+    """
+
+    def __init__(
+        self,
+        members: Sequence[LensRegressor],
+        sigma_scale: Sequence[float] | None = None,
+        sources: Sequence[str] | None = None,
+        calibration: Mapping[str, Any] | None = None,
+    ):
+        super().__init__()
+        self.sources = list(sources or [f"member {k}" for k in range(len(members))])
+        self.calibration = None if calibration is None else dict(calibration)
+        check_compatible(members, self.sources)
+        self.members = nn.ModuleList(members).eval()
+        scale = torch.ones(len(self.target_names)) if sigma_scale is None else torch.tensor(list(sigma_scale))
+        self.register_buffer("sigma_scale", scale.float())
+
+    # -- what the members share -------------------------------------------------------
+
+    @property
+    def reference(self) -> LensRegressor:
+        return self.members[0]
+
+    @property
+    def target_names(self) -> tuple[str, ...]:
+        return self.reference.target_names
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        return tuple(self.reference.hparams.image_size)
+
+    @property
+    def pixel_scale(self) -> float:
+        return float(self.reference.hparams.pixel_scale)
+
+    @property
+    def simulator_config(self) -> dict[str, Any]:
+        return dict(self.reference.hparams.simulator or {})
+
+    @property
+    def predicts_uncertainty(self) -> bool:
+        return all(m.hparams.loss != "mse" for m in self.members)
+
+    @property
+    def device(self) -> torch.device:
+        return self.sigma_scale.device
+
+    # -- prediction -------------------------------------------------------------------
+
+    @torch.inference_mode()
+    def predict(self, images: Tensor, mc_samples: int = 0) -> Prediction:
+        """Predict images ``(B, 1, H, W)`` in counts/s per pixel (each member normalises them itself)."""
+        if mc_samples < 0:
+            raise UserError(f"mc_samples must be >= 0, got {mc_samples}")
+        images = images.to(self.device, torch.float32)
+        means, variances = [], []
+        for member, source in zip(self.members, self.sources, strict=True):
+            context = mc_dropout(member, source) if mc_samples else contextlib.nullcontext()
+            with context:
+                for _ in range(max(1, mc_samples)):
+                    out = member.predict_physical(images)
+                    means.append(out["mean"])
+                    if out["sigma"] is not None:
+                        variances.append(out["sigma"].square())
+        mu = torch.stack(means)
+        mean = mu.mean(0)
+        aleatoric_var = torch.stack(variances).mean(0) if len(variances) == len(means) else None
+        epistemic_var = mu.var(0, correction=0) if len(means) > 1 else None
+        parts = [v for v in (aleatoric_var, epistemic_var) if v is not None]
+        sigma = torch.sqrt(sum(parts)) * self.sigma_scale if parts else None
+        return Prediction(
+            mean=mean,
+            sigma=sigma,
+            aleatoric=None if aleatoric_var is None else aleatoric_var.sqrt(),
+            epistemic=None if epistemic_var is None else epistemic_var.sqrt(),
+        )
+
+    # -- building ---------------------------------------------------------------------
+
+    @classmethod
+    def from_checkpoints(cls, paths: Sequence[str | Path], calibration: str | Path | None = None) -> Ensemble:
+        """Load members from checkpoint files or run directories.
+
+        The calibration of a single member is read from its checkpoint; that of several from the
+        JSON file ``calibration`` (written by ``lenscnn-eval calibrate=true``) if it exists and was
+        fitted for exactly these members.
+        """
+        files = [resolve_checkpoint(p) for p in paths]
+        checkpoints = [read_checkpoint(f) for f in files]
+        members = [model_from_checkpoint(c, str(f)) for c, f in zip(checkpoints, files, strict=True)]
+        record = checkpoints[0].get("calibration") if len(files) == 1 else read_calibration(calibration, files)
+        names = members[0].target_names
+        scale = None
+        if record:
+            fitted = record["sigma_scale"]
+            if sorted(fitted) != sorted(names):
+                raise UserError(f"calibration for targets {sorted(fitted)} does not fit targets {list(names)}")
+            scale = [float(fitted[n]) for n in names]
+        return cls(members, scale, [str(f) for f in files], record)
+
+
+def read_calibration(path: str | Path | None, members: Sequence[Path]) -> dict[str, Any] | None:
+    """The ensemble calibration record at ``path`` (``None`` if there is none); refuses a record
+    fitted for other members (compared by file content)."""
+    if path is None or not Path(path).is_file():
+        return None
+    try:
+        record = json.loads(Path(path).read_text())
+        digests = record["members"]
+        record["sigma_scale"]
+    except (ValueError, KeyError, TypeError):
+        raise UserError(f"{path}: not a lenscnn calibration file; delete it or re-run with calibrate=true") from None
+    if sorted(digests) != sorted(file_digest(m) for m in members):
+        raise UserError(f"{path}: calibration was fitted for other members; re-run lenscnn-eval with calibrate=true")
+    return record
+
+
+def write_calibration(path: str | Path, record: Mapping[str, Any], members: Sequence[str | Path]) -> None:
+    """Store an ensemble calibration ``record`` as JSON at ``path`` (atomically), with the digests
+    of the member files it was fitted for."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.partial")
+    tmp.write_text(json.dumps({**record, "members": [file_digest(m) for m in members]}, indent=2))
+    tmp.replace(path)
