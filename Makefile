@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install train test test-all lint simulate bench clean
+.PHONY: install train ensemble pretrained test test-all lint simulate bench clean
 
 install: $(STAMP)
 
@@ -29,6 +29,29 @@ lint: install
 
 train: install
 	$(BIN)/lenscnn-train experiment=quickstart
+
+# Four quickstart members (seeds 1-4), trained once; then each member and their ensemble scored on
+# the same fixed test set, with the ensemble calibrated on the validation set (outputs/ensemble/quickstart/eval).
+ENSEMBLE := outputs/ensemble/quickstart
+
+ensemble: $(ENSEMBLE)/.trained
+	$(BIN)/lenscnn-eval ensemble=quickstart compare_members=true calibrate=true hydra.run.dir=$(ENSEMBLE)/eval
+
+$(ENSEMBLE)/.trained: | $(STAMP)
+	$(BIN)/lenscnn-train -m experiment=quickstart_ensemble
+	touch $@
+
+# The pretrained ensemble shipped in the package (src/lenscnn/pretrained/quickstart) and the metrics of its
+# model card: the four members above exported weights-only in float16, calibrated on the validation set,
+# scored on the fixed test set (what `lenscnn-eval ensemble=pretrained` reproduces). Training is
+# deterministic, so this rebuilds the shipped files bit for bit (same torch, same CPU).
+PRETRAINED := src/lenscnn/pretrained
+
+pretrained: install $(ENSEMBLE)/.trained
+	$(BIN)/lenscnn-export ensemble=quickstart out_dir=$(PRETRAINED)/quickstart dtype=float16 hydra.run.dir=$(ENSEMBLE)/pretrained/export
+	$(BIN)/lenscnn-eval ensemble=pretrained calibrate=true hydra.run.dir=$(ENSEMBLE)/pretrained/calibrate
+	$(BIN)/lenscnn-eval ensemble=pretrained compare_members=true hydra.run.dir=$(ENSEMBLE)/pretrained/eval
+	$(BIN)/lenscnn-export card=$(PRETRAINED)/MODEL_CARD.md metrics=$(ENSEMBLE)/pretrained/eval/metrics.json hydra.run.dir=$(ENSEMBLE)/pretrained/card
 
 simulate: install
 	$(BIN)/lenscnn-simulate n=64 preview=16

@@ -146,3 +146,44 @@ def make_sim():
 def small_instrument() -> dict:
     """The quickstart instrument on 32 x 32 pixels."""
     return {**load_conf("instrument", "quickstart"), "image_size": 32}
+
+
+#: A tiny model trained in seconds: 32 x 32 quickstart images, head dropout (for MC dropout), Gaussian NLL.
+TINY_TRAIN = [
+    "instrument.image_size=32",
+    "data.batch_size=16",
+    "data.batches_per_epoch=6",
+    "data.val_size=32",
+    "data.test_size=32",
+    "data.simulator.compile=false",
+    "trainer.max_epochs=1",
+    "callbacks.rich_progress_bar=null",
+    "callbacks.rich_model_summary=null",
+    "model.net.width=0.5",
+    "model.net.dropout=0.2",
+    "model.example_lenses=0",
+    "test=false",
+]
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory) -> Path:
+    """The run directory of a tiny trained model (``checkpoints/``, ``metrics.json``)."""
+    from tests.training.conftest import run_cli
+
+    root = tmp_path_factory.mktemp("tiny_run")
+    result = run_cli("train", [*TINY_TRAIN, f"hydra.run.dir={root / 'run'}"])
+    assert result.returncode == 0, result.stderr[-2000:]
+    return root / "run"
+
+
+@pytest.fixture
+def tiny_checkpoint(tiny_run, tmp_path) -> Path:
+    """A private copy of the tiny model's checkpoint (tests may rewrite it)."""
+    import shutil
+
+    from lenscnn.models.checkpoint import resolve_checkpoint
+
+    copy = tmp_path / "tiny.ckpt"
+    shutil.copy(resolve_checkpoint(tiny_run), copy)
+    return copy

@@ -119,9 +119,10 @@ class Ensemble(nn.Module):
         self.sources = list(sources or [f"member {k}" for k in range(len(members))])
         self.calibration = None if calibration is None else dict(calibration)
         check_compatible(members, self.sources)
-        self.members = nn.ModuleList(members).eval()
+        self.members = nn.ModuleList(members)
         scale = torch.ones(len(self.target_names)) if sigma_scale is None else torch.tensor(list(sigma_scale))
         self.register_buffer("sigma_scale", scale.float())
+        self.eval()
 
     # -- what the members share -------------------------------------------------------
 
