@@ -59,6 +59,7 @@ simulate: install
 bench: install
 	$(BIN)/python benchmarks/sim_throughput.py
 	$(BIN)/python benchmarks/train_throughput.py
+	$(BIN)/python benchmarks/predict_throughput.py
 
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info
