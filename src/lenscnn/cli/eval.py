@@ -132,6 +132,8 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     device = resolve_device(cfg.device)
     ensemble, calibration_file = load_ensemble(cfg)
     ensemble.to(device)
+    if not cfg.calibrate:
+        ensemble.check_calibration_mode(cfg.mc_samples)
     if cfg.mc_samples < 0:
         raise UserError(f"mc_samples must be >= 0, got {cfg.mc_samples}")
     dataset: EvaluationSet = (

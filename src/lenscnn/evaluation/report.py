@@ -31,6 +31,15 @@ METRIC_COLUMNS = (
 )
 
 
+#: Column titles of the terminal table (narrow terminals).
+SHORT_NAMES = {
+    "median_abs_error": "med|err|",
+    "outlier_fraction": "outliers",
+    "coverage_68": "cov68",
+    "coverage_95": "cov95",
+}
+
+
 def write_json(path: Path, payload: Mapping[str, Any]) -> None:
     write_text(path, json.dumps(payload, indent=2, sort_keys=True))
 
@@ -133,8 +142,10 @@ def metrics_rich_table(metrics: Mapping[str, Mapping[str, float]], title: str) -
     """The metrics as a rich table for the terminal."""
     present = [c for c in METRIC_COLUMNS if any(c in v for v in metrics.values())]
     table = Table(title=title)
-    for column in ("target", "unit", *present):
-        table.add_column(column, justify="left" if column in ("target", "unit") else "right")
+    table.add_column("target")
+    table.add_column("unit")
+    for column in present:
+        table.add_column(SHORT_NAMES.get(column, column), justify="right")
     for name, values in metrics.items():
         table.add_row(name, UNITS.get(name, "-"), *(f"{values[c]:.4g}" for c in present))
     return table

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import math
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -30,6 +31,8 @@ from torch import Tensor, nn
 from lenscnn.errors import UserError
 from lenscnn.models.checkpoint import file_digest, model_from_checkpoint, read_checkpoint, resolve_checkpoint
 from lenscnn.models.regressor import LensRegressor
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -155,6 +158,19 @@ class Ensemble(nn.Module):
         return self.sigma_scale.device
 
     # -- prediction -------------------------------------------------------------------
+
+    def check_calibration_mode(self, mc_samples: int) -> None:
+        """Warn if the stored calibration was fitted with another number of MC-dropout passes
+        (the scale then does not fit the sigma it multiplies)."""
+        fitted = (self.calibration or {}).get("mc_samples")
+        if fitted is not None and fitted != mc_samples:
+            log.warning(
+                "the calibration was fitted with mc_samples=%s, you predict with mc_samples=%s: "
+                "coverage may be off; re-run lenscnn-eval calibrate=true mc_samples=%s",
+                fitted,
+                mc_samples,
+                mc_samples,
+            )
 
     @torch.inference_mode()
     def predict(self, images: Tensor, mc_samples: int = 0) -> Prediction:
