@@ -4,15 +4,21 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import logging
 import os
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
+from lenscnn import pretrained
 from lenscnn.errors import UserError
 
 F = TypeVar("F", bound=Callable[..., Any])
+log = logging.getLogger(__name__)
+
+# ${lenscnn_pretrained:<name>} in configs (conf/ensemble/pretrained.yaml): registered before any compose
+pretrained.register_resolver()
 
 
 def report_user_errors(task: F) -> F:
@@ -87,16 +93,22 @@ def resolve_device(name: str) -> Any:
     return device
 
 
-def load_ensemble(cfg: Any) -> tuple[Any, Path | None]:
+def load_ensemble(cfg: Any, default_pretrained: bool = False) -> tuple[Any, Path | None]:
     """The model an eval/predict config names: ``ckpt_path`` (one checkpoint) or
     ``ensemble.checkpoints``; returns it with the path of its ensemble calibration file
-    (``None`` for a single checkpoint, whose calibration lives in the checkpoint)."""
+    (``None`` for a single checkpoint, whose calibration lives in the checkpoint).
+    With ``default_pretrained``, a config naming no model gets the shipped pretrained ensemble."""
     from lenscnn.models.ensemble import Ensemble
 
     single = cfg.get("ckpt_path")
     members = list(cfg.ensemble.get("checkpoints") or [])
     if single and members:
         raise UserError("give ckpt_path=... or ensemble=..., not both")
+    if not single and not members and default_pretrained:
+        files = pretrained.checkpoints()
+        log.info("no ckpt_path or ensemble given: using the shipped pretrained ensemble (%s)", files[0].parent)
+        calibration = pretrained.calibration_file()
+        return Ensemble.from_checkpoints(files, calibration), calibration
     if not single and not members:
         raise UserError(
             "no model: give ckpt_path=<checkpoint or run dir> or ensemble=<name> / ensemble.checkpoints=[...]"

@@ -1,5 +1,6 @@
 """``lenscnn-predict``: lens parameters with uncertainties for FITS (or HDF5) images.
 
+lenscnn-predict input=lens.fits                             # the shipped pretrained ensemble
 lenscnn-predict ckpt_path=MODEL.ckpt input=lens.fits
 lenscnn-predict ensemble=quickstart input='cutouts/*.fits' plots=true
 lenscnn-predict ckpt_path=MODEL.ckpt input=cutouts/ hdu=SCI resample=true fill_nan=0
@@ -105,8 +106,9 @@ def predict(cfg: DictConfig) -> Path:
     torch.manual_seed(cfg.seed)
     device = resolve_device(cfg.device)
     files = find_inputs(str(cfg.input))
-    ensemble, _ = load_ensemble(cfg)
+    ensemble, _ = load_ensemble(cfg, default_pretrained=True)
     ensemble.to(device)
+    ensemble.check_calibration_mode(cfg.mc_samples)
     names = ensemble.target_names
     lens = ("theta_E", "e1", "e2", "center_x", "center_y")
     if cfg.plots and not set(lens) <= set(names):

@@ -24,6 +24,7 @@ from pytorch_lightning.utilities.exceptions import SIGTERMException
 from lenscnn.cli.common import check_config, report_user_errors
 from lenscnn.data.normalization import TargetScaler
 from lenscnn.errors import UserError
+from lenscnn.training.distributed import check_sweep_launch, launch_arguments, requeued_checkpoint
 from lenscnn.training.loggers import build_loggers, finish_loggers
 from lenscnn.training.resume import resume_arguments
 from lenscnn.training.summary import error_table, print_table, prior_mean_rmse, write_metrics
@@ -77,12 +78,14 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     trainer: pl.Trainer = _instantiate(
         cfg.trainer, "trainer", callbacks=build_callbacks(cfg.get("callbacks")), logger=loggers or False
     )
+    check_sweep_launch(trainer)
     for logger in loggers:
         logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
 
     if cfg.train:
         try:
-            trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
+            ckpt_path = cfg.ckpt_path or requeued_checkpoint(run_dir)  # a requeued SLURM job continues
+            trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
         except SIGTERMException:
             log.warning("SIGTERM: saved %s; resume with ckpt_path=last", run_dir / "checkpoints" / "last.ckpt")
             raise SystemExit(128 + 15) from None
@@ -101,7 +104,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     if cfg.test:
         best = "best" if cfg.train and payload.get("best_checkpoint") else None
         results = trainer.test(model, datamodule=datamodule, ckpt_path=best, verbose=False)[0]
-        baseline = prior_mean_rmse(scaler, datamodule.test_dataloader())
+        baseline = prior_mean_rmse(scaler, datamodule.test_dataloader(), trainer)
         payload["test"] = {k: float(v) for k, v in results.items()}
         payload["prior_mean_rmse"] = baseline
         payload["rmse_ratio"] = {n: results[f"test/rmse/{n}"] / baseline[n] for n in scaler.names}
@@ -124,6 +127,7 @@ def main() -> None:
     """Console entry point: rewrites ``ckpt_path=...`` into a resume of that run, then runs Hydra."""
     try:
         sys.argv[1:] = resume_arguments(sys.argv[1:])
+        sys.argv[1:] = launch_arguments(sys.argv[1:])  # DDP/SLURM ranks: one run directory, written once
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None

@@ -12,7 +12,9 @@ Seeding (what makes runs comparable and resumable):
   checkpoint (even mid-epoch) continues exactly the stream it would have drawn;
 * the validation and test sets are drawn whole from ``SeedSequence([VAL_SEED])`` and
   ``SeedSequence([TEST_SEED])``: identical for every run, architecture, batch size and rank,
-  so a sweep compares models on the same lenses.
+  so a sweep compares models on the same lenses. Under DDP each rank evaluates one
+  contiguous block of them (:func:`shard_bounds`) and torchmetrics sums the metric states
+  over the ranks, so the metrics are those of the whole set.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from lenscnn.data.normalization import InputNormalizer, TargetScaler
 from lenscnn.errors import UserError
 from lenscnn.sim import Simulator
 from lenscnn.sim.func import draw_seeds
+from lenscnn.training.distributed import shard_bounds
 
 #: Seeds of the fixed sets; changing them changes every published number.
 VAL_SEED = 20_170_830  # Hezaveh et al. 2017, Nature 548, 555 (published 2017-08-30)
@@ -62,13 +65,20 @@ class ParameterBatches(Dataset):
 
 
 class FixedLenses(Dataset):
-    """A fixed set of ``size`` lenses (parameters and noise seeds) served in batches of ``batch_size``."""
+    """A fixed set of ``size`` lenses (parameters and noise seeds) served in batches of ``batch_size``.
 
-    def __init__(self, simulator: Simulator, size: int, seed: int, batch_size: int):
+    With ``world_size > 1`` only rank ``rank``'s contiguous block of the set is served; the
+    set itself does not depend on the rank or the number of ranks.
+    """
+
+    def __init__(self, simulator: Simulator, size: int, seed: int, batch_size: int, rank: int = 0, world_size: int = 1):
         generator = batch_generator(seed)
-        self.params = simulator.prior.sample(size, generator)
-        self.noise_seeds = draw_seeds(size, generator)
-        self.size, self.batch_size = size, batch_size
+        params = simulator.prior.sample(size, generator)
+        noise_seeds = draw_seeds(size, generator)
+        start, stop = shard_bounds(size, rank, world_size)
+        self.params = {k: v[start:stop] for k, v in params.items()}
+        self.noise_seeds = noise_seeds[start:stop]
+        self.size, self.batch_size = stop - start, batch_size
 
     def __len__(self) -> int:
         return -(-self.size // self.batch_size)
@@ -215,16 +225,27 @@ class LensDataModule(LightningDataModule):
             persistent_workers=self.num_workers > 0,
         )
 
+    def _rank_and_world_size(self) -> tuple[int, int]:
+        """This process's global rank and the number of ranks (``(0, 1)`` without a trainer)."""
+        trainer = self.trainer
+        return (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+
+    def _fixed_set(self, size: int, seed: int, name: str) -> FixedLenses:
+        rank, world_size = self._rank_and_world_size()
+        if size < world_size:
+            raise UserError(f"data.{name}={size} is smaller than the {world_size} processes that share it")
+        return FixedLenses(self.simulator, size, seed, self.batch_size, rank, world_size)
+
     def train_dataloader(self) -> DataLoader:
-        rank = self.trainer.global_rank if self.trainer is not None else 0
+        rank, _ = self._rank_and_world_size()
         dataset = ParameterBatches(self.simulator, self.batch_size, self.seed, self.batches_per_epoch, rank=rank)
         return self._loader(dataset, EpochSampler(self.batches_per_epoch, self._batches_done), StreamLoader)
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader(FixedLenses(self.simulator, self.val_size, VAL_SEED, self.batch_size))
+        return self._loader(self._fixed_set(self.val_size, VAL_SEED, "val_size"))
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader(FixedLenses(self.simulator, self.test_size, TEST_SEED, self.batch_size))
+        return self._loader(self._fixed_set(self.test_size, TEST_SEED, "test_size"))
 
     # -- checkpointed state -----------------------------------------------------------
 

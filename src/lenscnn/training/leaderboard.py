@@ -66,3 +66,21 @@ class LeaderboardCallback(Callback):
             return
         runs = write_leaderboard(sweep_dir)
         log.info("leaderboard of %d runs: %s", len(runs), sweep_dir / "leaderboard.md")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m lenscnn.training.leaderboard <sweep dir>``: (re)write a sweep's leaderboard, e.g. after
+    cluster jobs finished while the submitting ``lenscnn-train -m`` was no longer waiting for them."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=main.__doc__.splitlines()[0])
+    parser.add_argument("sweep_dir", type=Path)
+    args = parser.parse_args(argv)
+    if not any(args.sweep_dir.glob("*/metrics.json")):
+        raise SystemExit(f"error: no run with metrics.json under {args.sweep_dir}")
+    runs = write_leaderboard(args.sweep_dir)
+    print(f"{len(runs)} runs ranked: {args.sweep_dir / 'leaderboard.md'}")
+
+
+if __name__ == "__main__":
+    main()

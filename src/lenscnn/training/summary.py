@@ -8,6 +8,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+import pytorch_lightning as pl
 import torch
 from rich.console import Console
 from rich.table import Table
@@ -17,15 +18,23 @@ from lenscnn.data.normalization import TargetScaler
 UNITS = {"theta_E": "arcsec", "center_x": "arcsec", "center_y": "arcsec"}
 
 
-def prior_mean_rmse(scaler: TargetScaler, batches: Iterable[Mapping[str, Any]]) -> dict[str, float]:
-    """RMSE of always predicting the prior mean, per target, over the given batches."""
-    sq = torch.zeros(len(scaler.names), dtype=torch.float64)
-    n = 0
+def prior_mean_rmse(
+    scaler: TargetScaler, batches: Iterable[Mapping[str, Any]], trainer: pl.Trainer | None = None
+) -> dict[str, float]:
+    """RMSE of always predicting the prior mean, per target, over the given batches.
+
+    With a distributed ``trainer`` every rank passes its own shard of the set (and must call
+    this), and the sums are added over the ranks: the result is that of the whole set.
+    """
+    sums = torch.zeros(len(scaler.names) + 1, dtype=torch.float64)  # squared errors per target, count
     for batch in batches:
         truth = scaler.stack(batch["params"]).double()
-        sq += (truth - torch.tensor(scaler.mean, dtype=torch.float64)).square().sum(0)
-        n += truth.shape[0]
-    return {name: math.sqrt(float(v) / n) for name, v in zip(scaler.names, sq, strict=True)}
+        sums[:-1] += (truth - torch.tensor(scaler.mean, dtype=torch.float64)).square().sum(0)
+        sums[-1] += truth.shape[0]
+    if trainer is not None and trainer.world_size > 1:
+        sums = trainer.strategy.reduce(sums.to(trainer.strategy.root_device), reduce_op="sum").cpu()
+    n = float(sums[-1])
+    return {name: math.sqrt(float(v) / n) for name, v in zip(scaler.names, sums[:-1], strict=True)}
 
 
 def error_table(test: Mapping[str, float], baseline: Mapping[str, float], names: Iterable[str]) -> Table:

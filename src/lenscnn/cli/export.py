@@ -1,0 +1,106 @@
+"""``lenscnn-export``: weights-only copies of trained models, and model-card metrics.
+
+lenscnn-export ensemble=quickstart out_dir=exported/quickstart       # member_1.pt, member_2.pt, ...
+lenscnn-export ckpt_path=outputs/train/runs/<run> out_dir=exported/mine dtype=float32
+lenscnn-export card=MODEL_CARD.md metrics=outputs/eval/runs/<run>/metrics.json
+
+An exported member holds the checkpoint's hyperparameters, its weights (cast to ``dtype``;
+float16 halves the size and is cast back to float32 on loading) and its calibration: what
+``lenscnn-eval`` and ``lenscnn-predict`` need, and nothing ``torch.load(weights_only=True)``
+refuses. Exporting the same checkpoints again gives byte-identical files, so an existing
+ensemble ``calibration.json`` in ``out_dir`` stays valid if (and only if) the members did not
+change; otherwise it is removed (re-run ``lenscnn-eval ... calibrate=true``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+
+import hydra
+import torch
+from omegaconf import DictConfig
+
+from lenscnn.cli.common import check_config, report_user_errors
+from lenscnn.errors import UserError
+from lenscnn.models.checkpoint import export_weights, file_digest, resolve_checkpoint
+from lenscnn.pretrained import CALIBRATION
+from lenscnn.pretrained.card import update_card
+
+log = logging.getLogger(__name__)
+
+DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
+
+
+def export_members(sources: list[str], out_dir: Path, dtype: str | None) -> list[Path]:
+    """Export every checkpoint of ``sources`` to ``out_dir/member_<k>.pt``; returns the files."""
+    if dtype is not None and dtype not in DTYPES:
+        raise UserError(f"dtype={dtype!r}; choose one of {sorted(DTYPES)} or null")
+    files = [resolve_checkpoint(s) for s in sources]
+    out_dir.mkdir(parents=True, exist_ok=True)
+    outputs = []
+    for k, source in enumerate(files, start=1):
+        out = out_dir / f"member_{k}.pt"
+        export_weights(source, out, None if dtype is None else DTYPES[dtype])
+        log.info("%s -> %s (%.2f MB)", source, out, out.stat().st_size / 1e6)
+        outputs.append(out)
+    for stale in out_dir.glob("member_*.pt"):
+        if stale not in outputs:
+            stale.unlink()
+            log.info("removed %s (not a member any more)", stale)
+    calibration = out_dir / CALIBRATION
+    if calibration.is_file() and len(outputs) > 1:
+        try:
+            fitted = sorted(json.loads(calibration.read_text())["members"])
+        except (ValueError, KeyError, TypeError):
+            fitted = None
+        if fitted != sorted(file_digest(f) for f in outputs):
+            calibration.unlink()
+            log.info(
+                "removed %s: fitted for other members; calibrate again with lenscnn-eval calibrate=true", calibration
+            )
+    return outputs
+
+
+def export(cfg: DictConfig) -> list[Path]:
+    """Run what ``cfg`` asks for: export members and/or update a model card."""
+    single = cfg.get("ckpt_path")
+    members = list(cfg.ensemble.get("checkpoints") or [])
+    if single and members:
+        raise UserError("give ckpt_path=... or ensemble=..., not both")
+    if (cfg.card is None) != (cfg.metrics is None):
+        raise UserError("card=... and metrics=... go together: the card's metrics come from that metrics.json")
+    if not (single or members or cfg.card):
+        raise UserError("nothing to do: give ckpt_path=... or ensemble=... with out_dir=..., or card=... metrics=...")
+    outputs: list[Path] = []
+    if single or members:
+        if not cfg.out_dir:
+            raise UserError("out_dir=... is needed: where the exported member_<k>.pt files go")
+        outputs = export_members([single] if single else members, Path(cfg.out_dir).expanduser(), cfg.dtype)
+    if cfg.card:
+        metrics = Path(cfg.metrics).expanduser()
+        try:
+            payload = json.loads(metrics.read_text())
+            payload["metrics"], payload["nrmse"]
+        except (OSError, ValueError, KeyError, TypeError):
+            raise UserError(f"metrics={metrics}: not a metrics.json written by lenscnn-eval") from None
+        update_card(cfg.card, payload)
+        log.info("updated the metrics of %s from %s", cfg.card, metrics)
+    return outputs
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="export")
+@report_user_errors
+def _main(cfg: DictConfig) -> None:
+    export(cfg)
+
+
+def main() -> None:
+    check_config("export", sys.argv[1:])
+    _main()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,101 @@
+"""The pretrained ensembles shipped inside the package, and how to find and load them.
+
+``quickstart``: four members of the quickstart recipe (``lenscnn-train -m
+experiment=quickstart_ensemble``, seeds 1-4; 64 x 64 pixels of 0.08 arcsec), stored weights-only
+in float16 (``member_<k>.pt``) with their calibration (``calibration.json``). ``make pretrained``
+rebuilds them; ``MODEL_CARD.md`` (next to this file) says what they are good for.
+
+>>> from lenscnn import pretrained
+>>> ensemble = pretrained.load()                       # an lenscnn.models.ensemble.Ensemble
+>>> prediction = ensemble.predict(images)              # images (B, 1, 64, 64) in counts/s per pixel
+
+Configs refer to the files with the OmegaConf resolver ``${lenscnn_pretrained:<name>}`` (the
+directory of ensemble ``<name>`` inside the installed package, whatever the working directory),
+registered by :func:`register_resolver` (every entry point does so on import).
+"""
+
+from __future__ import annotations
+
+import re
+from importlib import resources
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from lenscnn.errors import UserError
+
+if TYPE_CHECKING:
+    from lenscnn.models.ensemble import Ensemble
+
+#: The ensemble used when none is named (``lenscnn-predict`` without a model).
+DEFAULT = "quickstart"
+#: Name of the OmegaConf resolver giving an ensemble's directory.
+RESOLVER = "lenscnn_pretrained"
+#: The model card, shipped with the weights.
+MODEL_CARD = "MODEL_CARD.md"
+#: Calibration record of an ensemble's members (written by ``lenscnn-eval calibrate=true``).
+CALIBRATION = "calibration.json"
+
+_MEMBER = re.compile(r"member_(\d+)\.pt")
+
+
+def root() -> Path:
+    """The directory of this package (holding one subdirectory per shipped ensemble)."""
+    return Path(str(resources.files(__name__)))
+
+
+def directory(name: str = DEFAULT) -> Path:
+    """The directory of the shipped ensemble ``name`` (it need not hold weights yet: ``make
+    pretrained`` writes them there)."""
+    if not name or not re.fullmatch(r"[A-Za-z0-9_\-]+", name):
+        raise UserError(f"{name!r} is not a pretrained ensemble name")
+    return root() / name
+
+
+def available() -> list[str]:
+    """Names of the shipped ensembles that hold member weights."""
+    return sorted(
+        p.name for p in root().iterdir() if p.is_dir() and any(_MEMBER.fullmatch(f.name) for f in p.iterdir())
+    )
+
+
+def checkpoints(name: str = DEFAULT) -> list[Path]:
+    """The member files of ensemble ``name``, in member order (``member_1.pt``, ``member_2.pt``, ...)."""
+    folder = directory(name)
+    files = [p for p in folder.iterdir() if _MEMBER.fullmatch(p.name)] if folder.is_dir() else []
+    if not files:
+        shipped = ", ".join(available()) or "none"
+        raise UserError(
+            f"no pretrained ensemble {name!r} in {folder} (shipped: {shipped}); "
+            "reinstall lenscnn, or rebuild the weights with `make pretrained`"
+        )
+    return sorted(files, key=lambda p: int(_MEMBER.fullmatch(p.name).group(1)))
+
+
+def calibration_file(name: str = DEFAULT) -> Path:
+    """Where the calibration of ensemble ``name`` is (or will be) stored."""
+    return directory(name) / CALIBRATION
+
+
+def load(name: str = DEFAULT, device: str = "cpu") -> Ensemble:
+    """The shipped ensemble ``name``, calibrated, in eval mode on ``device``.
+
+    The files are read with ``torch.load(weights_only=True)`` (no arbitrary objects unpickled);
+    the float16 weights are cast to the models' float32 parameters on loading.
+    """
+    from lenscnn.models.ensemble import Ensemble
+
+    return Ensemble.from_checkpoints(checkpoints(name), calibration_file(name)).to(device)
+
+
+def model_card() -> str:
+    """The text of ``MODEL_CARD.md``: training data, targets, metrics, intended use and limits."""
+    return (root() / MODEL_CARD).read_text()
+
+
+def register_resolver() -> None:
+    """Register ``${lenscnn_pretrained:<name>}`` (the directory of a shipped ensemble, as a string)
+    with OmegaConf; a no-op if it is registered already."""
+    from omegaconf import OmegaConf
+
+    if not OmegaConf.has_resolver(RESOLVER):
+        OmegaConf.register_new_resolver(RESOLVER, lambda name=DEFAULT: str(directory(str(name))))

@@ -1,0 +1,115 @@
+"""The generated part of a model card: test metrics from a ``lenscnn-eval`` ``metrics.json``.
+
+``MODEL_CARD.md`` is written by hand except for the block between :data:`BEGIN` and
+:data:`END`, which ``make pretrained`` fills from the evaluation of the shipped ensemble
+(``lenscnn-export card=... metrics=...``), so the card cannot drift from what
+``lenscnn-eval ensemble=pretrained`` reports. :func:`card_metrics` reads the numbers back
+(the tests compare them with a fresh evaluation).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from lenscnn.errors import UserError
+from lenscnn.training.summary import UNITS
+
+BEGIN = "<!-- BEGIN generated metrics: make pretrained writes this block from lenscnn-eval's metrics.json -->"
+END = "<!-- END generated metrics -->"
+
+#: Metric table columns: key in ``metrics.json`` (``sigma_scale`` from its own entry) and header.
+COLUMNS = (
+    ("rmse", "RMSE"),
+    ("mae", "MAE"),
+    ("bias", "bias"),
+    ("median_abs_error", "median abs. error"),
+    ("outlier_fraction", "outliers"),
+    ("coverage_68", "68% coverage"),
+    ("coverage_95", "95% coverage"),
+    ("sigma_scale", "sigma scale"),
+)
+NRMSE_LABEL = "Normalised RMSE (mean over targets of RMSE / prior std)"
+#: Row order of the targets (``metrics.json`` sorts them by name); others follow by name.
+ORDER = ("theta_E", "e1", "e2", "center_x", "center_y", "gamma1", "gamma2")
+
+
+def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header), *("| " + " | ".join(r) + " |" for r in rows)]
+
+
+def metrics_block(payload: Mapping[str, Any]) -> str:
+    """The generated block (markers included) for an evaluation ``payload`` (``metrics.json``)."""
+    metrics, scale = payload["metrics"], payload.get("sigma_scale", {})
+    rows = []
+    for name in sorted(metrics, key=lambda n: (ORDER.index(n) if n in ORDER else len(ORDER), n)):
+        values = metrics[name]
+        row = [f"`{name}`", UNITS.get(name, "-")]
+        for key, _ in COLUMNS:
+            value = scale.get(name) if key == "sigma_scale" else values.get(key)
+            row.append("-" if value is None else f"{value:.4g}")
+        rows.append(row)
+    lines = [
+        BEGIN,
+        f"Test set: {payload['dataset']}; MC-dropout passes per member: {payload['mc_samples']}.",
+        "",
+        *_table(["target", "unit", *(label for _, label in COLUMNS)], rows),
+        "",
+        f"{NRMSE_LABEL}: **{payload['nrmse']:.4f}**.",
+    ]
+    comparison = payload.get("comparison")
+    if comparison:
+        # eval labels members "<k>: <directory>/<file>"; the file name says which one it is
+        member_rows = [
+            [Path(label.split(": ", 1)[-1]).name, f"{value:.4f}"] for label, value in comparison["members"].items()
+        ]
+        member_rows.append(["**ensemble**", f"**{comparison['ensemble']:.4f}**"])
+        lines += [
+            "",
+            "Each member alone and the ensemble, on the same lenses:",
+            "",
+            *_table(["model", "normalised RMSE"], member_rows),
+            "",
+            f"The ensemble's normalised RMSE is {100 * comparison['improvement_over_best']:.1f}% below "
+            "its best member's.",
+        ]
+    return "\n".join([*lines, END])
+
+
+def update_card(path: str | Path, payload: Mapping[str, Any]) -> None:
+    """Replace the generated block of the card at ``path`` by the numbers of ``payload``."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"card={path}: no such file")
+    text = path.read_text()
+    start, stop = text.find(BEGIN), text.find(END)
+    if start < 0 or stop < start:
+        raise UserError(f"card={path}: has no generated block (a line {BEGIN!r} ... {END!r})")
+    tmp = path.with_name(f".{path.name}.partial")
+    tmp.write_text(text[:start] + metrics_block(payload) + text[stop + len(END) :])
+    tmp.replace(path)
+
+
+def card_metrics(text: str) -> dict[str, Any]:
+    """The numbers of a card's generated block: ``{"metrics": {target: {key: value}}, "nrmse": float}``
+    (keys of :data:`COLUMNS`)."""
+    start, stop = text.find(BEGIN), text.find(END)
+    if start < 0 or stop < start:
+        raise UserError("the model card has no generated metrics block")
+    block = text[start:stop].splitlines()
+    labels = {label: key for key, label in COLUMNS}
+    header_at = next(i for i, line in enumerate(block) if line.startswith("| target |"))
+    header = [c.strip() for c in block[header_at].strip("|").split("|")]
+    metrics: dict[str, dict[str, float]] = {}
+    for line in block[header_at + 2 :]:
+        if not line.startswith("|"):
+            break
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        name = cells[0].strip("`")
+        metrics[name] = {labels[h]: float(c) for h, c in zip(header, cells, strict=True) if h in labels and c != "-"}
+    found = re.search(re.escape(NRMSE_LABEL) + r": \*\*([0-9.eE+-]+)\*\*", text[start:stop])
+    if not found:
+        raise UserError("the model card's generated block has no normalised RMSE")
+    return {"metrics": metrics, "nrmse": float(found.group(1))}

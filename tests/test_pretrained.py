@@ -1,0 +1,279 @@
+"""The pretrained ensemble shipped in the package: safe loading, calibration, the default model of
+lenscnn-predict, the model card's numbers, the export app and the reproducibility of its recipe."""
+
+from __future__ import annotations
+
+import csv
+import fnmatch
+import hashlib
+import json
+import math
+import re
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from astropy.io import fits
+from hydra import compose, initialize_config_module
+from hydra.core.global_hydra import GlobalHydra
+
+from lenscnn import pretrained
+from lenscnn.cli.common import load_ensemble
+from lenscnn.cli.export import export, export_members
+from lenscnn.errors import UserError
+from lenscnn.models.checkpoint import file_digest
+from lenscnn.models.ensemble import Ensemble
+from lenscnn.pretrained.card import BEGIN, card_metrics, metrics_block, update_card
+from lenscnn.sim import Simulator
+from tests.training.conftest import TINY_FAST, compose_train, run_cli
+
+REPO = Path(__file__).parents[1]
+TARGETS = ("theta_E", "e1", "e2", "center_x", "center_y")
+
+
+def compose_config(name: str, overrides: list[str]):
+    GlobalHydra.instance().clear()
+    with initialize_config_module("lenscnn.conf", version_base="1.3"):
+        return compose(name, overrides=overrides, return_hydra_config=True)
+
+
+@pytest.fixture(scope="module")
+def shipped() -> Ensemble:
+    return pretrained.load()
+
+
+# -- the shipped files ---------------------------------------------------------------------
+
+
+def test_shipped_members_are_small_weights_only_float16_files():
+    files = pretrained.checkpoints()
+    assert [f.name for f in files] == ["member_1.pt", "member_2.pt", "member_3.pt", "member_4.pt"]
+    assert sum(f.stat().st_size for f in files) < 8e6
+    for f in files:
+        checkpoint = torch.load(f, map_location="cpu", weights_only=True)  # no arbitrary objects
+        assert set(checkpoint) <= {"hyper_parameters", "state_dict", "calibration"}
+        floats = [v for v in checkpoint["state_dict"].values() if v.is_floating_point()]
+        assert floats and all(v.dtype == torch.float16 for v in floats)
+        hp = checkpoint["hyper_parameters"]
+        assert hp["image_size"] == [64, 64] and hp["pixel_scale"] == pytest.approx(0.08)
+        assert hp["targets"]["names"] == list(TARGETS)
+        assert hp["simulator"]["instrument"]["name"] == "quickstart"
+
+
+def test_shipped_files_are_package_data():
+    package_data = (REPO / "pyproject.toml").read_text().split("[tool.setuptools.package-data]")[1]
+    patterns = re.findall(r'"([^"]+)"', re.search(r"lenscnn = \[(.*?)\]", package_data, re.S).group(1))
+    package = Path(pretrained.__file__).parents[1]
+    shipped = [*pretrained.checkpoints(), pretrained.calibration_file(), pretrained.root() / pretrained.MODEL_CARD]
+    for path in shipped:
+        relative = path.relative_to(package).as_posix()
+        assert any(fnmatch.fnmatch(relative, p) for p in patterns), f"{relative} is not package data"
+    assert (REPO / "MODEL_CARD.md").resolve() == (pretrained.root() / pretrained.MODEL_CARD).resolve()
+
+
+def test_shipped_ensemble_loads_calibrated_in_float32(shipped):
+    record = json.loads(pretrained.calibration_file().read_text())
+    assert sorted(record["members"]) == sorted(file_digest(f) for f in pretrained.checkpoints())
+    assert shipped.target_names == TARGETS
+    assert shipped.sigma_scale.tolist() == pytest.approx([record["sigma_scale"][n] for n in TARGETS])
+    assert not torch.allclose(shipped.sigma_scale, torch.ones(5))
+    assert all(p.dtype == torch.float32 for p in shipped.parameters())
+    assert len(shipped.members) == 4 and shipped.predicts_uncertainty
+    assert pretrained.available() == ["quickstart"]
+
+
+def test_shipped_ensemble_measures_simulated_lenses(shipped):
+    simulator = Simulator.from_config(shipped.simulator_config, compile=False)
+    images, params = simulator.sample(64, generator=simulator.make_generator(11))
+    prediction = shipped.predict(images)
+    truth = torch.stack([params[n] for n in TARGETS], -1)
+    error = prediction.mean - truth
+    assert error[:, 0].abs().median() < 0.05  # theta_E [arcsec]; the prior spans 0.5-2
+    inside = (error.abs() <= 1.96 * prediction.sigma).float().mean(0)
+    assert (inside > 0.8).all(), inside
+
+
+def test_pretrained_names_are_checked():
+    with pytest.raises(UserError, match="no pretrained ensemble 'nonexistent'"):
+        pretrained.checkpoints("nonexistent")
+    with pytest.raises(UserError, match="not a pretrained ensemble name"):
+        pretrained.directory("../conf")
+
+
+# -- configs and the CLIs --------------------------------------------------------------------
+
+
+def test_pretrained_config_points_into_the_package_from_any_directory(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    cfg = compose_config("eval", ["ensemble=pretrained"])
+    assert [Path(p) for p in cfg.ensemble.checkpoints] == pretrained.checkpoints()
+    assert Path(cfg.ensemble.calibration) == pretrained.calibration_file()
+
+
+def test_predict_without_a_model_uses_the_shipped_ensemble_but_eval_does_not(tmp_path):
+    cfg = compose_config("predict", ["input=x.fits"])
+    ensemble, calibration = load_ensemble(cfg, default_pretrained=True)
+    assert ensemble.sources == [str(f) for f in pretrained.checkpoints()]
+    assert calibration == pretrained.calibration_file()
+    with pytest.raises(UserError, match="no model"):
+        load_ensemble(compose_config("eval", []))
+
+
+def test_predict_cli_with_no_checkpoint_measures_a_fits_file(tmp_path):
+    simulator = Simulator.from_config(compose_config("train", ["experiment=quickstart"]).data.simulator, compile=False)
+    images, params = simulator.sample(6, generator=simulator.make_generator(5))
+    header = fits.Header()
+    header["PIXSCALE"] = 0.08
+    fits.writeto(tmp_path / "lenses.fits", images[:, 0].numpy(), header)
+    result = run_cli("predict", [f"input={tmp_path / 'lenses.fits'}", f"hydra.run.dir={tmp_path / 'run'}"])
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "using the shipped pretrained ensemble" in result.stdout + result.stderr
+    rows = list(csv.DictReader((tmp_path / "run" / "predictions.csv").open()))
+    assert len(rows) == 6
+    for row, true_theta in zip(rows, params["theta_E"].tolist(), strict=True):
+        theta, sigma = float(row["theta_E"]), float(row["theta_E_sigma"])
+        assert 0 < sigma < 0.3
+        assert abs(theta - true_theta) < max(0.1, 4 * sigma), (theta, sigma, true_theta)
+
+
+def test_eval_of_the_shipped_ensemble_reproduces_the_model_card(tmp_path):
+    card = card_metrics(pretrained.model_card())
+    assert set(card["metrics"]) == set(TARGETS)
+    result = run_cli("eval", ["ensemble=pretrained", "plots=false", f"hydra.run.dir={tmp_path}"])
+    assert result.returncode == 0, result.stderr[-2000:]
+    payload = json.loads((tmp_path / "metrics.json").read_text())
+    assert payload["n"] == 2048
+    assert payload["nrmse"] == pytest.approx(card["nrmse"], rel=0.01)
+    for name, values in card["metrics"].items():
+        measured = {**payload["metrics"][name], "sigma_scale": payload["sigma_scale"][name]}
+        for key, value in values.items():
+            if key == "bias":  # near zero: within 1% of the RMSE
+                assert measured[key] == pytest.approx(value, abs=0.01 * values["rmse"]), (name, key)
+            elif key == "outlier_fraction":  # a count of a few dozen lenses: within 1% of the lenses
+                assert measured[key] == pytest.approx(value, abs=0.01), (name, key)
+            else:
+                assert measured[key] == pytest.approx(value, rel=0.01), (name, key)
+
+
+def test_model_card_block_is_generated_and_read_back(tmp_path):
+    payload = {
+        "dataset": "simulated test set (4 lenses, instrument quickstart)",
+        "n": 4,
+        "mc_samples": 0,
+        "nrmse": 0.123456,
+        "sigma_scale": {"theta_E": 1.25, "e1": 0.9},
+        "metrics": {
+            "theta_E": {"rmse": 0.05, "mae": 0.04, "bias": -0.001, "coverage_68": 0.7, "coverage_95": 0.94},
+            "e1": {"rmse": 0.02, "mae": 0.015, "bias": 0.0002},
+        },
+        "comparison": {"members": {"1: a": 0.2, "2: b": 0.21}, "ensemble": 0.18, "improvement_over_best": 0.1},
+    }
+    card = tmp_path / "card.md"
+    card.write_text(f"# card\n\nbefore\n\n{BEGIN}\nold\n<!-- END generated metrics -->\n\nafter\n")
+    update_card(card, payload)
+    text = card.read_text()
+    assert text.startswith("# card\n\nbefore\n\n") and text.endswith("\n\nafter\n") and "old" not in text
+    read = card_metrics(text)
+    assert read["nrmse"] == pytest.approx(0.1235)
+    assert read["metrics"]["theta_E"] == pytest.approx(
+        {"rmse": 0.05, "mae": 0.04, "bias": -0.001, "coverage_68": 0.7, "coverage_95": 0.94, "sigma_scale": 1.25}
+    )
+    assert read["metrics"]["e1"] == pytest.approx({"rmse": 0.02, "mae": 0.015, "bias": 0.0002, "sigma_scale": 0.9})
+    assert "10.0% below" in metrics_block(payload)
+    with pytest.raises(UserError, match="no generated block"):
+        (tmp_path / "bare.md").write_text("# nothing\n")
+        update_card(tmp_path / "bare.md", payload)
+
+
+# -- the recipe: export and reproducibility -------------------------------------------------
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_quickstart_ensemble_recipe_is_bit_for_bit_reproducible(tmp_path):
+    """Two processes train the same (tiny) member of experiment=quickstart_ensemble: identical
+    weights, and lenscnn-export turns them into byte-identical files."""
+    runs = [tmp_path / "a", tmp_path / "b"]
+
+    def train(run: Path):
+        overrides = ["experiment=quickstart_ensemble", "seed=3", *TINY_FAST, "data.batches_per_epoch=4"]
+        return run_cli("train", [*overrides, "trainer.max_epochs=2", f"hydra.run.dir={run}"])
+
+    with ThreadPoolExecutor(2) as pool:
+        results = list(pool.map(train, runs))
+    for result in results:
+        assert result.returncode == 0, result.stderr[-2000:]
+    states = [torch.load(r / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"] for r in runs]
+    assert states[0].keys() == states[1].keys()
+    for key in states[0]:
+        assert torch.equal(states[0][key], states[1][key]), key
+
+    a, b = (export_members([str(r)], r / "exported", "float16")[0] for r in runs)  # what `make pretrained` does
+    assert _sha256(a) == _sha256(b)
+    exported = torch.load(a, weights_only=True)
+    assert set(exported) == {"hyper_parameters", "state_dict"}  # no optimizer state
+    assert exported["hyper_parameters"]["net"]["dropout"] == pytest.approx(0.1)
+
+
+def test_export_keeps_a_matching_calibration_and_drops_a_stale_one(tmp_path):
+    sources = [str(p) for p in pretrained.checkpoints()[:2]]
+    out = tmp_path / "exported"
+    files = export_members(sources, out, "float16")
+    assert [_sha256(f) for f in files] == [_sha256(Path(s)) for s in sources]  # re-export: same bytes
+    calibration = out / "calibration.json"
+    calibration.write_text(json.dumps({"sigma_scale": {}, "members": [file_digest(f) for f in files]}))
+    export_members(sources, out, "float16")
+    assert calibration.is_file()
+    (out / "member_3.pt").write_bytes(b"stale")
+    export_members(sources[::-1], out, "float32")
+    assert not calibration.exists() and not (out / "member_3.pt").exists()
+    state = torch.load(out / "member_1.pt", weights_only=True)["state_dict"]
+    assert all(v.dtype == torch.float32 for v in state.values() if v.is_floating_point())
+
+
+def test_export_reports_bad_requests(tmp_path):
+    result = run_cli("export", [f"hydra.run.dir={tmp_path}"])
+    assert result.returncode == 2 and "nothing to do" in result.stderr
+    with pytest.raises(UserError, match="out_dir"):
+        export(compose_config("export", ["ensemble=pretrained"]))
+    with pytest.raises(UserError, match="go together"):
+        export(compose_config("export", ["card=MODEL_CARD.md"]))
+    with pytest.raises(UserError, match="dtype"):
+        export(compose_config("export", ["ensemble=pretrained", f"out_dir={tmp_path}", "dtype=int8"]))
+
+
+# -- the same recipe for Ensai's setting (GPU) -----------------------------------------------
+
+
+def test_hst_ensai_ensemble_experiment_is_ensais_setting_and_budget():
+    cfg = compose_config("train", ["experiment=hst_ensai_ensemble"])
+    assert cfg.instrument.name == "hst_ensai" and cfg.instrument.image_size == 192
+    assert cfg.model.net.name == "ensai" and cfg.model.net.dropout == pytest.approx(0.1)
+    assert cfg.trainer.accelerator == "gpu" and cfg.trainer.deterministic == "warn"
+    images = cfg.data.batch_size * cfg.data.batches_per_epoch * cfg.trainer.max_epochs
+    assert images == pytest.approx(5e7, rel=0.01)  # Ensai's ~1e6 lenses x 50 epochs
+    assert cfg.hydra.sweeper.params.seed == "1,2,3,4"
+    assert cfg.hydra.sweep.dir.endswith("ensemble/hst_ensai")
+    members = compose_config("eval", ["ensemble=hst_ensai"]).ensemble.checkpoints
+    assert [Path(m).name for m in members] == [f"member_{k}" for k in range(1, 5)]
+
+
+def test_hst_ensai_ensemble_experiment_runs_on_cpu(tmp_path):
+    from hydra.core.hydra_config import HydraConfig
+
+    from lenscnn.cli.train import train
+
+    overrides = ["experiment=hst_ensai_ensemble", "trainer=cpu", "debug=fdr", *TINY_FAST, "model.net.width=0.25"]
+    cfg = compose_train(tmp_path, overrides)
+    HydraConfig.instance().set_config(cfg)
+    try:
+        payload = train(cfg)
+    finally:
+        GlobalHydra.instance().clear()
+    assert cfg.trainer.accelerator == "cpu"
+    assert all(math.isfinite(v) for v in payload["test"].values())
+    assert np.isfinite(payload["rmse_ratio"]["theta_E"])
