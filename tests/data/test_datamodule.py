@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -110,3 +111,11 @@ def test_file_datamodule_reads_a_simulated_dataset(tmp_path):
     batch = next(iter(dm.train_dataloader()))
     assert batch["image"].shape == (8, 1, 32, 32) and batch["params"]["theta_E"].shape == (8,)
     assert dm.target_scaler().names[0] == "theta_E"
+
+    # under DDP every rank trains on its own share of each epoch's permutation
+    shares = []
+    for rank in (0, 1):
+        dm.trainer = SimpleNamespace(world_size=2, global_rank=rank)
+        shares.append(torch.cat([b["params"]["theta_E"] for b in dm.train_dataloader()]))
+    assert len(shares[0]) == len(shares[1]) == 8
+    assert not set(shares[0].tolist()) & set(shares[1].tolist())

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 import yaml
 from pytorch_lightning import LightningDataModule
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from lenscnn.data.normalization import InputNormalizer, TargetScaler
 from lenscnn.errors import UserError
@@ -102,7 +102,21 @@ class FileLensDataModule(LightningDataModule):
         )
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader("train", shuffle=True)
+        """Shuffled training lenses; under DDP each rank gets its own share of every epoch's
+        permutation (torch's ``DistributedSampler``, seeded by ``seed``; Lightning sets its epoch)."""
+        trainer = self.trainer
+        if trainer is None or trainer.world_size == 1:
+            return self._loader("train", shuffle=True)
+        sampler = DistributedSampler(
+            self.sets["train"], trainer.world_size, trainer.global_rank, shuffle=True, seed=self.seed, drop_last=True
+        )
+        return DataLoader(
+            self.sets["train"],
+            batch_size=self.batch_size,
+            sampler=sampler,
+            drop_last=True,
+            num_workers=self.num_workers,
+        )
 
     def val_dataloader(self) -> DataLoader:
         return self._loader("val", shuffle=False)

@@ -133,7 +133,7 @@ class LensRegressor(LightningModule):
 
     def training_step(self, batch: Mapping[str, Any], batch_idx: int) -> Tensor:
         loss, _, _ = self._step(batch)
-        self.log("train/loss", loss, prog_bar=True)
+        self.log("train/loss", loss)  # not on the progress bar: that would read it back to the host every step
         return loss
 
     def validation_step(self, batch: Mapping[str, Any], batch_idx: int) -> None:
@@ -149,8 +149,9 @@ class LensRegressor(LightningModule):
         metrics = self.val_metrics if stage == "val" else self.test_metrics
         values = metrics.compute()
         metrics.reset()
-        self.log_dict(per_target(values, self.target_names, stage))
-        self.log(f"{stage}/nrmse", (values["rmse"] / self.target_std).mean(), prog_bar=stage == "val")
+        # torchmetrics already reduced the values over the ranks; sync_dist only marks them as such
+        self.log_dict(per_target(values, self.target_names, stage), sync_dist=True)
+        self.log(f"{stage}/nrmse", (values["rmse"] / self.target_std).mean(), prog_bar=stage == "val", sync_dist=True)
 
     def on_validation_epoch_end(self) -> None:
         self._log_epoch_metrics("val")
