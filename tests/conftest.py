@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +11,9 @@ import torch
 import yaml
 
 import lenscnn
+from lenscnn.models.checkpoint import resolve_checkpoint
 from lenscnn.sim import Simulator
+from tests.training.conftest import run_cli
 
 CONF_DIR = Path(lenscnn.__file__).parent / "conf"
 
@@ -169,8 +172,6 @@ TINY_TRAIN = [
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory) -> Path:
     """The run directory of a tiny trained model (``checkpoints/``, ``metrics.json``)."""
-    from tests.training.conftest import run_cli
-
     root = tmp_path_factory.mktemp("tiny_run")
     result = run_cli("train", [*TINY_TRAIN, f"hydra.run.dir={root / 'run'}"])
     assert result.returncode == 0, result.stderr[-2000:]
@@ -180,10 +181,6 @@ def tiny_run(tmp_path_factory) -> Path:
 @pytest.fixture
 def tiny_checkpoint(tiny_run, tmp_path) -> Path:
     """A private copy of the tiny model's checkpoint (tests may rewrite it)."""
-    import shutil
-
-    from lenscnn.models.checkpoint import resolve_checkpoint
-
     copy = tmp_path / "tiny.ckpt"
     shutil.copy(resolve_checkpoint(tiny_run), copy)
     return copy
