@@ -132,7 +132,7 @@ def test_unsafe_or_broken_checkpoints_are_refused(tiny_checkpoint, tmp_path, con
         bad.write_bytes(tiny_checkpoint.read_bytes()[:5000])
         message = "not a readable PyTorch checkpoint"
     elif content == "garbage":
-        bad.write_bytes(pickle.dumps({"a": 1}) * 3)
+        bad.write_bytes(pickle.dumps({"a": 1}, protocol=2) * 3)
         message = "not a readable PyTorch checkpoint|weights-only"
     else:
         torch.save({"weights": torch.zeros(3)}, bad)

@@ -24,7 +24,12 @@ from pytorch_lightning.utilities.exceptions import SIGTERMException
 from lenscnn.cli.common import check_config, report_user_errors
 from lenscnn.data.normalization import TargetScaler
 from lenscnn.errors import UserError
-from lenscnn.training.distributed import check_sweep_launch, launch_arguments, requeued_checkpoint
+from lenscnn.training.distributed import (
+    check_sweep_launch,
+    close_process_group,
+    launch_arguments,
+    requeued_checkpoint,
+)
 from lenscnn.training.loggers import build_loggers, finish_loggers
 from lenscnn.training.resume import resume_arguments
 from lenscnn.training.summary import error_table, print_table, prior_mean_rmse, write_metrics
@@ -113,6 +118,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     if trainer.is_global_zero:
         write_metrics(run_dir / "metrics.json", payload)
     finish_loggers(loggers)
+    close_process_group()
     return payload
 
 

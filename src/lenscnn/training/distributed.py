@@ -27,6 +27,7 @@ from collections.abc import MutableMapping, Sequence
 from pathlib import Path
 
 import pytorch_lightning as pl
+import torch
 
 from lenscnn.errors import UserError
 
@@ -128,3 +129,12 @@ def check_sweep_launch(trainer: pl.Trainer) -> None:
             "DDP in a multirun needs ranks started by the sweep's launcher: use hydra/launcher=slurm "
             "(one task per device), or run each configuration as its own lenscnn-train trainer=ddp command"
         )
+
+
+def close_process_group() -> None:
+    """Wait for every rank, then tear the process group down. Ranks started separately (``srun``)
+    each exit on their own: without this, a rank can exit while gloo's threads of another are
+    still live, which aborts that process ("terminate called without an active exception")."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
