@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import logging
 import os
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -33,21 +32,6 @@ def report_user_errors(task: F) -> F:
             raise SystemExit(2) from None
 
     return wrapper  # type: ignore[return-value]
-
-
-@contextlib.contextmanager
-def atomic_path(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary sibling of ``path``; move it onto ``path`` only if the block succeeds.
-
-    Readers never see a half-written file and an existing ``path`` survives a failure.
-    """
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.partial")
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def check_config(config_name: str, argv: list[str]) -> None:
@@ -93,6 +77,15 @@ def resolve_device(name: str) -> Any:
     return device
 
 
+def checkpoint_paths(cfg: Any) -> list[str]:
+    """The checkpoints a config names: ``[ckpt_path]``, or ``ensemble.checkpoints``, or ``[]``."""
+    single = cfg.get("ckpt_path")
+    members = list(cfg.ensemble.get("checkpoints") or [])
+    if single and members:
+        raise UserError("give ckpt_path=... or ensemble=..., not both")
+    return [single] if single else members
+
+
 def load_ensemble(cfg: Any, default_pretrained: bool = False) -> tuple[Any, Path | None]:
     """The model an eval/predict config names: ``ckpt_path`` (one checkpoint) or
     ``ensemble.checkpoints``; returns it with the path of its ensemble calibration file
@@ -100,20 +93,16 @@ def load_ensemble(cfg: Any, default_pretrained: bool = False) -> tuple[Any, Path
     With ``default_pretrained``, a config naming no model gets the shipped pretrained ensemble."""
     from lenscnn.models.ensemble import Ensemble
 
-    single = cfg.get("ckpt_path")
-    members = list(cfg.ensemble.get("checkpoints") or [])
-    if single and members:
-        raise UserError("give ckpt_path=... or ensemble=..., not both")
-    if not single and not members and default_pretrained:
+    paths = checkpoint_paths(cfg)
+    if not paths and default_pretrained:
         files = pretrained.checkpoints()
         log.info("no ckpt_path or ensemble given: using the shipped pretrained ensemble (%s)", files[0].parent)
         calibration = pretrained.calibration_file()
         return Ensemble.from_checkpoints(files, calibration), calibration
-    if not single and not members:
+    if not paths:
         raise UserError(
             "no model: give ckpt_path=<checkpoint or run dir> or ensemble=<name> / ensemble.checkpoints=[...]"
         )
-    paths = [single] if single else members
     calibration = None
     if len(paths) > 1:
         common = Path(os.path.commonpath([Path(p).expanduser().resolve() for p in paths]))

@@ -41,12 +41,11 @@ from lenscnn.evaluation.evaluate import (
 from lenscnn.evaluation.report import (
     markdown_table,
     metrics_rich_table,
-    write_json,
     write_metrics_csv,
     write_predictions_csv,
     write_report,
-    write_text,
 )
+from lenscnn.io.atomic import write_json, write_text
 from lenscnn.models.checkpoint import read_checkpoint, save_checkpoint_atomic
 from lenscnn.models.ensemble import Ensemble, write_calibration
 from lenscnn.training.figures import send_figure

@@ -23,9 +23,10 @@ import hydra
 import torch
 from omegaconf import DictConfig
 
-from lenscnn.cli.common import check_config, report_user_errors
+from lenscnn.cli.common import check_config, checkpoint_paths, report_user_errors
 from lenscnn.errors import UserError
-from lenscnn.models.checkpoint import export_weights, file_digest, resolve_checkpoint
+from lenscnn.models.checkpoint import export_weights, resolve_checkpoint
+from lenscnn.models.ensemble import read_calibration
 from lenscnn.pretrained import CALIBRATION
 from lenscnn.pretrained.card import update_card
 
@@ -51,12 +52,10 @@ def export_members(sources: list[str], out_dir: Path, dtype: str | None) -> list
             stale.unlink()
             log.info("removed %s (not a member any more)", stale)
     calibration = out_dir / CALIBRATION
-    if calibration.is_file() and len(outputs) > 1:
+    if len(outputs) > 1:
         try:
-            fitted = sorted(json.loads(calibration.read_text())["members"])
-        except (ValueError, KeyError, TypeError):
-            fitted = None
-        if fitted != sorted(file_digest(f) for f in outputs):
+            read_calibration(calibration, outputs)
+        except UserError:  # fitted for other members, or unreadable
             calibration.unlink()
             log.info(
                 "removed %s: fitted for other members; calibrate again with lenscnn-eval calibrate=true", calibration
@@ -66,19 +65,16 @@ def export_members(sources: list[str], out_dir: Path, dtype: str | None) -> list
 
 def export(cfg: DictConfig) -> list[Path]:
     """Run what ``cfg`` asks for: export members and/or update a model card."""
-    single = cfg.get("ckpt_path")
-    members = list(cfg.ensemble.get("checkpoints") or [])
-    if single and members:
-        raise UserError("give ckpt_path=... or ensemble=..., not both")
+    sources = checkpoint_paths(cfg)
     if (cfg.card is None) != (cfg.metrics is None):
         raise UserError("card=... and metrics=... go together: the card's metrics come from that metrics.json")
-    if not (single or members or cfg.card):
+    if not (sources or cfg.card):
         raise UserError("nothing to do: give ckpt_path=... or ensemble=... with out_dir=..., or card=... metrics=...")
     outputs: list[Path] = []
-    if single or members:
+    if sources:
         if not cfg.out_dir:
             raise UserError("out_dir=... is needed: where the exported member_<k>.pt files go")
-        outputs = export_members([single] if single else members, Path(cfg.out_dir).expanduser(), cfg.dtype)
+        outputs = export_members(sources, Path(cfg.out_dir).expanduser(), cfg.dtype)
     if cfg.card:
         metrics = Path(cfg.metrics).expanduser()
         try:

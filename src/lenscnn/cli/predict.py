@@ -26,9 +26,10 @@ import torch
 from omegaconf import DictConfig
 from rich.progress import Progress
 
-from lenscnn.cli.common import atomic_path, check_config, load_ensemble, report_user_errors, resolve_device
+from lenscnn.cli.common import check_config, load_ensemble, report_user_errors, resolve_device
 from lenscnn.errors import UserError
 from lenscnn.evaluation.plots import critical_curve_figure
+from lenscnn.io.atomic import atomic_path
 from lenscnn.io.cutouts import Cutout, Prepared, find_inputs, prepare, read_cutouts
 from lenscnn.models.ensemble import Ensemble
 

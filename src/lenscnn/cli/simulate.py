@@ -17,9 +17,10 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from rich.progress import Progress
 
-from lenscnn.cli.common import atomic_path, check_config, report_user_errors
+from lenscnn.cli.common import check_config, report_user_errors
 from lenscnn.errors import UserError
 from lenscnn.evaluation.plots import lens_grid_figure
+from lenscnn.io.atomic import atomic_path
 from lenscnn.io.fits import write_lens_dataset_fits
 from lenscnn.io.hdf5 import create_lens_dataset, write_batch
 from lenscnn.sim import Simulator

@@ -24,6 +24,7 @@ from pytorch_lightning.utilities.exceptions import SIGTERMException
 from lenscnn.cli.common import check_config, report_user_errors
 from lenscnn.data.normalization import TargetScaler
 from lenscnn.errors import UserError
+from lenscnn.io.atomic import write_json
 from lenscnn.training.distributed import (
     check_sweep_launch,
     close_process_group,
@@ -32,7 +33,7 @@ from lenscnn.training.distributed import (
 )
 from lenscnn.training.loggers import build_loggers, finish_loggers
 from lenscnn.training.resume import resume_arguments
-from lenscnn.training.summary import error_table, print_table, prior_mean_rmse, write_metrics
+from lenscnn.training.summary import error_table, print_table, prior_mean_rmse
 
 log = logging.getLogger(__name__)
 
@@ -116,7 +117,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         if trainer.is_global_zero:
             print_table(error_table(results, baseline, scaler.names))
     if trainer.is_global_zero:
-        write_metrics(run_dir / "metrics.json", payload)
+        write_json(run_dir / "metrics.json", payload)
     finish_loggers(loggers)
     close_process_group()
     return payload

@@ -60,8 +60,7 @@ def predict_set(
     if missing:
         raise UserError(f"{dataset.description}: has no true {missing}, which the model predicts")
     dataset.check_geometry(ensemble.image_size, ensemble.pixel_scale)
-    parts: dict[str, list[Tensor]] = {"truth": [], "mean": [], "sigma": [], "aleatoric": [], "epistemic": []}
-    per_member: list[list[Tensor]] = [[] for _ in ensemble.members]
+    parts: dict[str, list[Tensor]] = {k: [] for k in ("truth", "mean", "sigma", "aleatoric", "epistemic", "members")}
     task = progress.add_task(f"predicting {dataset.description}", total=dataset.size) if progress else None
     for images, params in dataset.batches(batch_size, ensemble.device):
         prediction = ensemble.predict(images, mc_samples)
@@ -71,12 +70,10 @@ def predict_set(
             if value is not None:
                 parts[key].append(value.cpu())
         if members:
-            with torch.inference_mode():
-                for k, member in enumerate(ensemble.members):
-                    per_member[k].append(member.predict_physical(images)["mean"].cpu())
+            parts["members"].append(prediction.member_means.cpu())
         if task is not None:
             progress.advance(task, images.shape[0])
-    joined = {k: torch.cat(v) if v else None for k, v in parts.items()}
+    joined = {k: torch.cat(v, dim=1 if k == "members" else 0) if v else None for k, v in parts.items()}
     return Predictions(
         names,
         joined["truth"],
@@ -84,7 +81,7 @@ def predict_set(
         joined["sigma"],
         joined["aleatoric"],
         joined["epistemic"],
-        [torch.cat(m) for m in per_member] if members else [],
+        list(joined["members"]) if members else [],
     )
 
 

@@ -7,15 +7,14 @@ half-written file and never clobbers a good one.
 from __future__ import annotations
 
 import csv
-import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from rich.table import Table
 
-from lenscnn.cli.common import atomic_path
 from lenscnn.evaluation.evaluate import Predictions
+from lenscnn.io.atomic import atomic_path, write_text
 from lenscnn.training.summary import UNITS
 
 #: Column order of ``metrics.csv`` (metrics a model without uncertainties lacks are left empty).
@@ -38,10 +37,6 @@ SHORT_NAMES = {
     "coverage_68": "cov68",
     "coverage_95": "cov95",
 }
-
-
-def write_json(path: Path, payload: Mapping[str, Any]) -> None:
-    write_text(path, json.dumps(payload, indent=2, sort_keys=True))
 
 
 def write_metrics_csv(path: Path, metrics: Mapping[str, Mapping[str, float]]) -> None:
@@ -149,8 +144,3 @@ def metrics_rich_table(metrics: Mapping[str, Mapping[str, float]], title: str) -
     for name, values in metrics.items():
         table.add_row(name, UNITS.get(name, "-"), *(f"{values[c]:.4g}" for c in present))
     return table
-
-
-def write_text(path: Path, text: str) -> None:
-    with atomic_path(path) as tmp:
-        tmp.write_text(text)

@@ -20,6 +20,7 @@ from typing import Any
 import torch
 
 from lenscnn.errors import UserError
+from lenscnn.io.atomic import atomic_path
 from lenscnn.models.regressor import LensRegressor
 
 #: Keys a usable checkpoint has.
@@ -98,13 +99,8 @@ def file_digest(path: str | Path) -> str:
 
 def save_checkpoint_atomic(checkpoint: Mapping[str, Any], path: str | Path) -> None:
     """``torch.save`` to a temporary sibling, then rename: the old file survives any failure."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.partial")
-    try:
+    with atomic_path(path) as tmp:
         torch.save(dict(checkpoint), tmp)
-        tmp.replace(path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def export_weights(path: str | Path, out: str | Path, dtype: torch.dtype | None = None) -> None:

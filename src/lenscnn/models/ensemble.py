@@ -29,6 +29,7 @@ import torch
 from torch import Tensor, nn
 
 from lenscnn.errors import UserError
+from lenscnn.io.atomic import write_json
 from lenscnn.models.checkpoint import file_digest, model_from_checkpoint, read_checkpoint, resolve_checkpoint
 from lenscnn.models.regressor import LensRegressor
 
@@ -41,13 +42,15 @@ class Prediction:
 
     ``sigma`` is the calibrated total standard deviation; ``aleatoric`` and ``epistemic`` are its
     uncalibrated parts. Each is ``None`` where the members cannot provide it (``mse`` members give
-    no aleatoric part; a single component gives no epistemic part).
+    no aleatoric part; a single component gives no epistemic part). ``member_means`` ``(M, B, T)``
+    is each member's own mean (over its MC-dropout passes), for comparing members.
     """
 
     mean: Tensor
     sigma: Tensor | None
     aleatoric: Tensor | None
     epistemic: Tensor | None
+    member_means: Tensor
 
 
 def _close(a: Sequence[float], b: Sequence[float]) -> bool:
@@ -195,6 +198,7 @@ class Ensemble(nn.Module):
         sigma = torch.sqrt(sum(parts)) * self.sigma_scale if parts else None
         return Prediction(
             mean=mean,
+            member_means=mu.view(len(self.members), max(1, mc_samples), *mean.shape).mean(1),
             sigma=sigma,
             aleatoric=None if aleatoric_var is None else aleatoric_var.sqrt(),
             epistemic=None if epistemic_var is None else epistemic_var.sqrt(),
@@ -245,6 +249,4 @@ def write_calibration(path: str | Path, record: Mapping[str, Any], members: Sequ
     of the member files it was fitted for."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.partial")
-    tmp.write_text(json.dumps({**record, "members": [file_digest(m) for m in members]}, indent=2))
-    tmp.replace(path)
+    write_json(path, {**record, "members": [file_digest(m) for m in members]})

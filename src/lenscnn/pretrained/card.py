@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from lenscnn.errors import UserError
+from lenscnn.evaluation.report import markdown_table
+from lenscnn.io.atomic import write_text
 from lenscnn.training.summary import UNITS
 
 BEGIN = "<!-- BEGIN generated metrics: make pretrained writes this block from lenscnn-eval's metrics.json -->"
@@ -36,10 +38,6 @@ NRMSE_LABEL = "Normalised RMSE (mean over targets of RMSE / prior std)"
 ORDER = ("theta_E", "e1", "e2", "center_x", "center_y", "gamma1", "gamma2")
 
 
-def _table(header: list[str], rows: list[list[str]]) -> list[str]:
-    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header), *("| " + " | ".join(r) + " |" for r in rows)]
-
-
 def metrics_block(payload: Mapping[str, Any]) -> str:
     """The generated block (markers included) for an evaluation ``payload`` (``metrics.json``)."""
     metrics, scale = payload["metrics"], payload.get("sigma_scale", {})
@@ -55,7 +53,7 @@ def metrics_block(payload: Mapping[str, Any]) -> str:
         BEGIN,
         f"Test set: {payload['dataset']}; MC-dropout passes per member: {payload['mc_samples']}.",
         "",
-        *_table(["target", "unit", *(label for _, label in COLUMNS)], rows),
+        markdown_table(["target", "unit", *(label for _, label in COLUMNS)], rows),
         "",
         f"{NRMSE_LABEL}: **{payload['nrmse']:.4f}**.",
     ]
@@ -70,7 +68,7 @@ def metrics_block(payload: Mapping[str, Any]) -> str:
             "",
             "Each member alone and the ensemble, on the same lenses:",
             "",
-            *_table(["model", "normalised RMSE"], member_rows),
+            markdown_table(["model", "normalised RMSE"], member_rows),
             "",
             f"The ensemble's normalised RMSE is {100 * comparison['improvement_over_best']:.1f}% below "
             "its best member's.",
@@ -87,9 +85,7 @@ def update_card(path: str | Path, payload: Mapping[str, Any]) -> None:
     start, stop = text.find(BEGIN), text.find(END)
     if start < 0 or stop < start:
         raise UserError(f"card={path}: has no generated block (a line {BEGIN!r} ... {END!r})")
-    tmp = path.with_name(f".{path.name}.partial")
-    tmp.write_text(text[:start] + metrics_block(payload) + text[stop + len(END) :])
-    tmp.replace(path)
+    write_text(path, text[:start] + metrics_block(payload) + text[stop + len(END) :])
 
 
 def card_metrics(text: str) -> dict[str, Any]:

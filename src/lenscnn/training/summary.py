@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Iterable, Mapping
-from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
@@ -57,10 +55,3 @@ def error_table(test: Mapping[str, float], baseline: Mapping[str, float], names:
 
 def print_table(table: Table) -> None:
     Console().print(table)
-
-
-def write_metrics(path: Path, payload: Mapping[str, Any]) -> None:
-    """Write ``metrics.json`` atomically."""
-    tmp = path.with_name(f".{path.name}.partial")
-    tmp.write_text(json.dumps(payload, indent=2, sort_keys=True))
-    tmp.replace(path)

@@ -1,0 +1,36 @@
+"""Atomic file writes: readers never see a half-written file, and a failure keeps the old one."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary sibling of ``path``; move it onto ``path`` only if the block succeeds.
+
+    Readers never see a half-written file and an existing ``path`` survives a failure.
+    """
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.partial")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_text(path: str | Path, text: str) -> None:
+    """Write ``text`` to ``path`` atomically."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+
+
+def write_json(path: str | Path, payload: Mapping[str, Any]) -> None:
+    """Write ``payload`` as indented, key-sorted JSON to ``path`` atomically."""
+    write_text(path, json.dumps(payload, indent=2, sort_keys=True))
