@@ -4,9 +4,11 @@
 (FWHM 0.1"), background and shot noise, fresh random parameters for every image, float32,
 2 threads. lenstronomy renders the same model image by image (its ``ImageModel`` with the
 same pixel PSF kernel, and lenstronomy's own noise functions). Prints images/s for each,
-the ratio, and the peak memory of the lenscnn run.
+the ratio, and the peak memory of the lenscnn run. Then the same setting with real-galaxy
+sources (the built-in HUDF library, ``source.galaxies``) against Sersic sources, in the same
+run: all galaxies, and a half/half mixture (which renders both and picks one per lens).
 
-    python benchmarks/sim_throughput.py [--batch 256] [--seconds 10]
+    python benchmarks/sim_throughput.py [--batch 256] [--seconds 10] [--skip-lenstronomy]
 """
 
 from __future__ import annotations
@@ -94,29 +96,46 @@ def time_lenstronomy(sim_cfg: dict, seconds: float) -> float:
     return done / (time.perf_counter() - start)
 
 
+def galaxy_rows(batch: int, seconds: float) -> list[tuple[str, float]]:
+    """Images/s with Sersic sources, with library galaxies only, and with a 50/50 mixture."""
+    rows = []
+    for label, fraction in (("Sersic sources", None), ("galaxy sources", 1.0), ("50/50 mixture", 0.5)):
+        cfg = simulator_config(1)
+        if fraction is not None:
+            cfg["prior"]["source"]["galaxies"] = {"library": "hudf", "fraction": fraction}
+        rows.append((label, time_lenscnn(cfg, batch, seconds)))
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch", type=int, default=256, help="lenses per Simulator.sample call")
     parser.add_argument("--seconds", type=float, default=10.0, help="timing window per measurement")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--skip-lenstronomy", action="store_true", help="only the galaxy-source comparison")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
-    rows = []
-    for supersampling in (1, 2):
-        cfg = simulator_config(supersampling)
-        ours = time_lenscnn(cfg, args.batch, args.seconds)
-        peak_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
-        ref = time_lenstronomy(cfg, args.seconds)
-        rows.append((supersampling, ours, ref, ours / ref, peak_gb))
+    setting = f"{args.threads} threads, batch {args.batch}"
+    if not args.skip_lenstronomy:
+        rows = []
+        for supersampling in (1, 2):
+            cfg = simulator_config(supersampling)
+            ours = time_lenscnn(cfg, args.batch, args.seconds)
+            peak_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
+            ref = time_lenstronomy(cfg, args.seconds)
+            rows.append((supersampling, ours, ref, ours / ref, peak_gb))
+        print(f'\nhst_ensai 192x192 @0.04"/px, SIE+shear, Sersic, Gaussian PSF 0.1", noise, float32, {setting}')
+        print(f"{'supersampling':>13} {'lenscnn img/s':>14} {'lenstronomy img/s':>18} {'ratio':>7} {'peak RSS GB':>12}")
+        for supersampling, ours, ref, ratio, peak in rows:
+            print(f"{supersampling:>13} {ours:>14.0f} {ref:>18.0f} {ratio:>7.1f} {peak:>12.2f}")
 
-    print(
-        f'\nhst_ensai 192x192 @0.04"/px, SIE+shear, Sersic, Gaussian PSF 0.1", noise, float32, '
-        f"{args.threads} threads, batch {args.batch}"
-    )
-    print(f"{'supersampling':>13} {'lenscnn img/s':>14} {'lenstronomy img/s':>18} {'ratio':>7} {'peak RSS GB':>12}")
-    for supersampling, ours, ref, ratio, peak in rows:
-        print(f"{supersampling:>13} {ours:>14.0f} {ref:>18.0f} {ratio:>7.1f} {peak:>12.2f}")
+    sources = galaxy_rows(args.batch, args.seconds)
+    sersic = sources[0][1]
+    print(f"\nhst_ensai, SIE+shear, noise, compiled float32, {setting}: source models")
+    print(f"{'source':>16} {'img/s':>10} {'vs Sersic':>10}")
+    for label, rate in sources:
+        print(f"{label:>16} {rate:>10.0f} {rate / sersic:>10.2f}")
 
 
 if __name__ == "__main__":

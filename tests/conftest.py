@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -108,6 +109,16 @@ def make_simulator(instrument: dict, prior: str | dict = "quickstart", **kwargs)
     """A :class:`Simulator` from an instrument mapping and a shipped prior (or a prior mapping)."""
     prior_cfg = load_conf("prior", prior) if isinstance(prior, str) else prior
     return Simulator.from_config({"instrument": instrument, "prior": prior_cfg}, **kwargs)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def galaxy_cache(tmp_path_factory) -> Iterator[Path]:
+    """A private cache for the built-in galaxy library, for every test and the apps they start: the
+    library is built once per session and the user's ~/.cache is never touched."""
+    cache = tmp_path_factory.mktemp("lenscnn_cache")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("LENSCNN_CACHE", str(cache))
+        yield cache
 
 
 @pytest.fixture

@@ -81,7 +81,7 @@ def test_shipped_ensemble_loads_calibrated_in_float32(shipped):
     assert not torch.allclose(shipped.sigma_scale, torch.ones(5))
     assert all(p.dtype == torch.float32 for p in shipped.parameters())
     assert len(shipped.members) == 4 and shipped.predicts_uncertainty
-    assert pretrained.available() == ["quickstart"]
+    assert pretrained.available() == ["realistic"]
 
 
 def test_shipped_ensemble_measures_simulated_lenses(shipped):
@@ -139,27 +139,32 @@ def test_predict_cli_with_no_checkpoint_measures_a_fits_file(tmp_path):
 
 
 def test_eval_of_the_shipped_ensemble_reproduces_the_model_card(tmp_path):
-    card = card_metrics(pretrained.model_card())
-    assert set(card["metrics"]) == set(TARGETS)
-    result = run_cli("eval", ["ensemble=pretrained", "plots=false", f"hydra.run.dir={tmp_path}"])
-    assert result.returncode == 0, result.stderr[-2000:]
-    payload = json.loads((tmp_path / "metrics.json").read_text())
-    assert payload["n"] == 2048
-    assert payload["nrmse"] == pytest.approx(card["nrmse"], rel=0.01)
-    for name, values in card["metrics"].items():
-        measured = {**payload["metrics"][name], "sigma_scale": payload["sigma_scale"][name]}
-        for key, value in values.items():
-            if key == "bias":  # near zero: within 1% of the RMSE
-                assert measured[key] == pytest.approx(value, abs=0.01 * values["rmse"]), (name, key)
-            elif key == "outlier_fraction":  # a count of a few dozen lenses: within 1% of the lenses
-                assert measured[key] == pytest.approx(value, abs=0.01), (name, key)
-            else:
-                assert measured[key] == pytest.approx(value, rel=0.01), (name, key)
+    """Every table of the card (the training prior and the named test sets) is what lenscnn-eval measures."""
+    tables = card_metrics(pretrained.model_card())
+    priors = [re.search(r"prior ([\w ]+)\)$", table["dataset"]).group(1) for table in tables]
+    assert priors == ["as trained", "realistic_galaxies", "realistic_sersic", "quickstart"]
+    for k, (table, prior) in enumerate(zip(tables, priors, strict=True)):
+        assert set(table["metrics"]) == set(TARGETS)
+        choose = [] if prior == "as trained" else [f"prior={prior}"]
+        result = run_cli("eval", ["ensemble=pretrained", "plots=false", *choose, f"hydra.run.dir={tmp_path / str(k)}"])
+        assert result.returncode == 0, result.stderr[-2000:]
+        payload = json.loads((tmp_path / str(k) / "metrics.json").read_text())
+        assert payload["n"] == 2048 and payload["dataset"] == table["dataset"]
+        assert payload["nrmse"] == pytest.approx(table["nrmse"], rel=0.01)
+        for name, values in table["metrics"].items():
+            measured = {**payload["metrics"][name], "sigma_scale": payload["sigma_scale"][name]}
+            for key, value in values.items():
+                if key == "bias":  # near zero: within 1% of the RMSE
+                    assert measured[key] == pytest.approx(value, abs=0.01 * values["rmse"]), (prior, name, key)
+                elif key == "outlier_fraction":  # a count of a few dozen lenses: within 1% of the lenses
+                    assert measured[key] == pytest.approx(value, abs=0.01), (prior, name, key)
+                else:
+                    assert measured[key] == pytest.approx(value, rel=0.01), (prior, name, key)
 
 
 def test_model_card_block_is_generated_and_read_back(tmp_path):
     payload = {
-        "dataset": "simulated test set (4 lenses, instrument quickstart)",
+        "dataset": "simulated test set (4 lenses, instrument quickstart, prior as trained)",
         "n": 4,
         "mc_samples": 0,
         "nrmse": 0.123456,
@@ -170,17 +175,25 @@ def test_model_card_block_is_generated_and_read_back(tmp_path):
         },
         "comparison": {"members": {"1: a": 0.2, "2: b": 0.21}, "ensemble": 0.18, "improvement_over_best": 0.1},
     }
+    other = {
+        "dataset": "simulated test set (4 lenses, instrument quickstart, prior realistic_galaxies)",
+        "mc_samples": 0,
+        "nrmse": 0.5,
+        "metrics": {"theta_E": {"rmse": 0.08}},
+    }
     card = tmp_path / "card.md"
     card.write_text(f"# card\n\nbefore\n\n{BEGIN}\nold\n<!-- END generated metrics -->\n\nafter\n")
-    update_card(card, payload)
+    update_card(card, payload, other)
     text = card.read_text()
     assert text.startswith("# card\n\nbefore\n\n") and text.endswith("\n\nafter\n") and "old" not in text
-    read = card_metrics(text)
-    assert read["nrmse"] == pytest.approx(0.1235)
+    read, read_other = card_metrics(text)
+    assert read["dataset"] == payload["dataset"] and read_other["dataset"] == other["dataset"]
+    assert read["nrmse"] == pytest.approx(0.1235) and read_other["nrmse"] == pytest.approx(0.5)
     assert read["metrics"]["theta_E"] == pytest.approx(
         {"rmse": 0.05, "mae": 0.04, "bias": -0.001, "coverage_68": 0.7, "coverage_95": 0.94, "sigma_scale": 1.25}
     )
     assert read["metrics"]["e1"] == pytest.approx({"rmse": 0.02, "mae": 0.015, "bias": 0.0002, "sigma_scale": 0.9})
+    assert read_other["metrics"] == {"theta_E": {"rmse": 0.08}}
     assert "10.0% below" in metrics_block(payload)
     with pytest.raises(UserError, match="no generated block"):
         (tmp_path / "bare.md").write_text("# nothing\n")
@@ -194,13 +207,13 @@ def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def test_quickstart_ensemble_recipe_is_bit_for_bit_reproducible(tmp_path):
-    """Two processes train the same (tiny) member of experiment=quickstart_ensemble: identical
-    weights, and lenscnn-export turns them into byte-identical files."""
+def test_realistic_ensemble_recipe_is_bit_for_bit_reproducible(tmp_path):
+    """Two processes train the same (tiny) member of experiment=realistic_ensemble (the shipped recipe, galaxy
+    sources and lens light included): identical weights, and lenscnn-export turns them into byte-identical files."""
     runs = [tmp_path / "a", tmp_path / "b"]
 
     def train(run: Path):
-        overrides = ["experiment=quickstart_ensemble", "seed=3", *TINY_FAST, "data.batches_per_epoch=4"]
+        overrides = ["experiment=realistic_ensemble", "seed=3", *TINY_FAST, "data.batches_per_epoch=4"]
         return run_cli("train", [*overrides, "trainer.max_epochs=2", f"hydra.run.dir={run}"])
 
     with ThreadPoolExecutor(2) as pool:

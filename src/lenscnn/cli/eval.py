@@ -20,6 +20,7 @@ from typing import Any
 import hydra
 import matplotlib.pyplot as plt
 import torch
+from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 from rich.progress import Progress
@@ -63,6 +64,11 @@ def simulator_config(ensemble: Ensemble, cfg: DictConfig) -> dict[str, Any]:
         if cfg.get(part) is not None:
             config[part] = OmegaConf.to_container(cfg[part], resolve=True)
     return config
+
+
+def prior_name() -> str | None:
+    """The ``prior=NAME`` chosen on the command line (``None``: the checkpoint's own)."""
+    return HydraConfig.get().runtime.choices.get("prior") if HydraConfig.initialized() else None
 
 
 def store_calibration(ensemble: Ensemble, calibration_file: Path | None, record: dict[str, Any]) -> Path:
@@ -136,7 +142,9 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     if cfg.mc_samples < 0:
         raise UserError(f"mc_samples must be >= 0, got {cfg.mc_samples}")
     dataset: EvaluationSet = (
-        file_set(cfg.dataset) if cfg.dataset else simulated_set(simulator_config(ensemble, cfg), "test", cfg.test_size)
+        file_set(cfg.dataset)
+        if cfg.dataset
+        else simulated_set(simulator_config(ensemble, cfg), "test", cfg.test_size, prior_name())
     )
     dataset.check_geometry(ensemble.image_size, ensemble.pixel_scale)
     has_sigma = ensemble.predicts_uncertainty or len(ensemble.members) > 1 or cfg.mc_samples > 0
@@ -147,7 +155,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     with Progress(transient=True) as progress:
         if cfg.calibrate:
             ensemble.sigma_scale.fill_(1.0)
-            val_set = simulated_set(simulator_config(ensemble, cfg), "val", cfg.val_size)
+            val_set = simulated_set(simulator_config(ensemble, cfg), "val", cfg.val_size, prior_name())
             val = predict_set(ensemble, val_set, cfg.batch_size, cfg.mc_samples, progress=progress)
             scale = calibrate(val)
         test = predict_set(ensemble, dataset, cfg.batch_size, cfg.mc_samples, cfg.compare_members, progress)

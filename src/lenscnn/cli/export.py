@@ -1,8 +1,9 @@
 """``lenscnn-export``: weights-only copies of trained models, and model-card metrics.
 
-lenscnn-export ensemble=quickstart out_dir=exported/quickstart       # member_1.pt, member_2.pt, ...
+lenscnn-export ensemble=realistic out_dir=exported/realistic       # member_1.pt, member_2.pt, ...
 lenscnn-export ckpt_path=outputs/train/runs/<run> out_dir=exported/mine dtype=float32
 lenscnn-export card=MODEL_CARD.md metrics=outputs/eval/runs/<run>/metrics.json
+lenscnn-export card=MODEL_CARD.md metrics=[main/metrics.json,other_set/metrics.json]   # one table per test set
 
 An exported member holds the checkpoint's hyperparameters, its weights (cast to ``dtype``;
 float16 halves the size and is cast back to float32 on loading) and its calibration: what
@@ -18,6 +19,7 @@ import json
 import logging
 import sys
 from pathlib import Path
+from typing import Any
 
 import hydra
 import torch
@@ -76,15 +78,22 @@ def export(cfg: DictConfig) -> list[Path]:
             raise UserError("out_dir=... is needed: where the exported member_<k>.pt files go")
         outputs = export_members(sources, Path(cfg.out_dir).expanduser(), cfg.dtype)
     if cfg.card:
-        metrics = Path(cfg.metrics).expanduser()
-        try:
-            payload = json.loads(metrics.read_text())
-            payload["metrics"], payload["nrmse"]
-        except (OSError, ValueError, KeyError, TypeError):
-            raise UserError(f"metrics={metrics}: not a metrics.json written by lenscnn-eval") from None
-        update_card(cfg.card, payload)
-        log.info("updated the metrics of %s from %s", cfg.card, metrics)
+        files = [cfg.metrics] if isinstance(cfg.metrics, str) else list(cfg.metrics)
+        if not files:
+            raise UserError("metrics=[] is empty: give the metrics.json of at least one lenscnn-eval run")
+        update_card(cfg.card, *(read_metrics(Path(f).expanduser()) for f in files))
+        log.info("updated the metrics of %s from %s", cfg.card, ", ".join(files))
     return outputs
+
+
+def read_metrics(path: Path) -> dict[str, Any]:
+    """A ``metrics.json`` written by ``lenscnn-eval``."""
+    try:
+        payload = json.loads(path.read_text())
+        payload["metrics"], payload["nrmse"], payload["dataset"]
+    except (OSError, ValueError, KeyError, TypeError):
+        raise UserError(f"metrics={path}: not a metrics.json written by lenscnn-eval") from None
+    return payload
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="export")

@@ -24,6 +24,7 @@ from lenscnn.io.atomic import atomic_path
 from lenscnn.io.fits import write_lens_dataset_fits
 from lenscnn.io.hdf5 import create_lens_dataset, write_batch
 from lenscnn.sim import Simulator
+from lenscnn.sim.galaxies import SPLITS
 
 log = logging.getLogger(__name__)
 FORMATS = ("hdf5", "fits")
@@ -39,6 +40,8 @@ def simulate(cfg: DictConfig) -> Path:
     formats = list(cfg.formats)
     if not formats or set(formats) - set(FORMATS):
         raise UserError(f"formats must be a non-empty list of {list(FORMATS)}, got {formats}")
+    if cfg.galaxy_split not in SPLITS:
+        raise UserError(f"galaxy_split must be one of {list(SPLITS)}, got {cfg.galaxy_split!r}")
     try:
         device = torch.device(cfg.device)
     except RuntimeError:
@@ -65,7 +68,7 @@ def simulate(cfg: DictConfig) -> Path:
         task = progress.add_task("simulating lenses", total=n)
         for start in range(0, n, batch_size):
             count = min(batch_size, n - start)
-            images, params = simulator.sample(count, generator, noise=cfg.noise)
+            images, params = simulator.sample(count, generator, noise=cfg.noise, split=cfg.galaxy_split)
             images_np = images.cpu().numpy()
             params_np = {k: params[k].double().cpu().numpy() for k in names}
             if start < kept:

@@ -19,6 +19,7 @@ Seeding (what makes runs comparable and resumable):
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
@@ -68,12 +69,22 @@ class FixedLenses(Dataset):
     """A fixed set of ``size`` lenses (parameters and noise seeds) served in batches of ``batch_size``.
 
     With ``world_size > 1`` only rank ``rank``'s contiguous block of the set is served; the
-    set itself does not depend on the rank or the number of ranks.
+    set itself does not depend on the rank or the number of ranks. ``split`` (``val`` or
+    ``test``) chooses the held-out galaxies of a galaxy-source library.
     """
 
-    def __init__(self, simulator: Simulator, size: int, seed: int, batch_size: int, rank: int = 0, world_size: int = 1):
+    def __init__(
+        self,
+        simulator: Simulator,
+        size: int,
+        seed: int,
+        batch_size: int,
+        rank: int = 0,
+        world_size: int = 1,
+        split: str = "test",
+    ):
         generator = batch_generator(seed)
-        params = simulator.prior.sample(size, generator)
+        params = simulator.prior.sample(size, generator, split=split)
         noise_seeds = draw_seeds(size, generator)
         start, stop = shard_bounds(size, rank, world_size)
         self.params = {k: v[start:stop] for k, v in params.items()}
@@ -133,6 +144,16 @@ class StreamLoader(DataLoader):
         check_same_stream(state, self.state_dict())
 
 
+def _with_galaxy_split(config: Mapping[str, Any], simulator: Simulator) -> dict[str, Any]:
+    """The simulator config, with the train/val/test split of a galaxy-source library recorded
+    in ``prior.source.galaxies.split`` (so a checkpoint says which galaxies it never saw)."""
+    config = copy.deepcopy(dict(config))
+    galaxies = simulator.prior.galaxies
+    if galaxies is not None:
+        config["prior"]["source"]["galaxies"]["split"] = galaxies.split_record()
+    return config
+
+
 class LensDataModule(LightningDataModule):
     """Endless simulated training stream plus fixed validation and test sets.
 
@@ -169,8 +190,8 @@ class LensDataModule(LightningDataModule):
         for name, value in (("val_size", val_size), ("test_size", test_size)):
             if not isinstance(value, int) or value < 1:
                 raise UserError(f"data.{name} must be a positive integer, got {value!r}")
-        self.simulator_config = dict(simulator)
         self.simulator = Simulator.from_config(simulator)
+        self.simulator_config = _with_galaxy_split(simulator, self.simulator)
         self.targets = list(targets)
         unknown = [t for t in self.targets if t not in self.simulator.prior.names]
         if unknown:
@@ -230,11 +251,11 @@ class LensDataModule(LightningDataModule):
         trainer = self.trainer
         return (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
 
-    def _fixed_set(self, size: int, seed: int, name: str) -> FixedLenses:
+    def _fixed_set(self, size: int, seed: int, split: str) -> FixedLenses:
         rank, world_size = self._rank_and_world_size()
         if size < world_size:
-            raise UserError(f"data.{name}={size} is smaller than the {world_size} processes that share it")
-        return FixedLenses(self.simulator, size, seed, self.batch_size, rank, world_size)
+            raise UserError(f"data.{split}_size={size} is smaller than the {world_size} processes that share it")
+        return FixedLenses(self.simulator, size, seed, self.batch_size, rank, world_size, split=split)
 
     def train_dataloader(self) -> DataLoader:
         rank, _ = self._rank_and_world_size()
@@ -242,10 +263,10 @@ class LensDataModule(LightningDataModule):
         return self._loader(dataset, EpochSampler(self.batches_per_epoch, self._batches_done), StreamLoader)
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader(self._fixed_set(self.val_size, VAL_SEED, "val_size"))
+        return self._loader(self._fixed_set(self.val_size, VAL_SEED, "val"))
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader(self._fixed_set(self.test_size, TEST_SEED, "test_size"))
+        return self._loader(self._fixed_set(self.test_size, TEST_SEED, "test"))
 
     # -- checkpointed state -----------------------------------------------------------
 

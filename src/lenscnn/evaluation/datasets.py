@@ -64,19 +64,23 @@ class EvaluationSet:
             )
 
 
-def simulated_set(simulator_config: Mapping[str, Any], split: str, size: int) -> EvaluationSet:
+def simulated_set(
+    simulator_config: Mapping[str, Any], split: str, size: int, prior: str | None = None
+) -> EvaluationSet:
     """The fixed ``split`` (``val`` or ``test``) set of ``size`` lenses that training used for this
-    simulator config (same seeds as :class:`lenscnn.data.LensDataModule`, so identical lenses)."""
+    simulator config (same seeds as :class:`lenscnn.data.LensDataModule`, so identical lenses;
+    with a galaxy-source library, the galaxies of that split). ``prior`` names the prior in
+    the description (``None``: the one the model was trained on)."""
     if split not in SPLIT_SEEDS:
         raise UserError(f"split={split!r}; choose one of {list(SPLIT_SEEDS)}")
     if not isinstance(size, int) or size < 1:
         raise UserError(f"{split}_size must be a positive integer, got {size!r}")
     simulator = Simulator.from_config({**simulator_config, "compile": False})
-    lenses = FixedLenses(simulator, size, SPLIT_SEEDS[split], size)
+    lenses = FixedLenses(simulator, size, SPLIT_SEEDS[split], size, split=split)
     instrument = simulator.instrument
     name = simulator_config.get("instrument", {}).get("name", "simulated")
     return EvaluationSet(
-        f"simulated {split} set ({size} lenses, instrument {name})",
+        f"simulated {split} set ({size} lenses, instrument {name}, prior {prior or 'as trained'})",
         tuple(instrument.image_size),
         float(instrument.pixel_scale),
         size,

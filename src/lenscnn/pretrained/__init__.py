@@ -1,9 +1,10 @@
 """The pretrained ensembles shipped inside the package, and how to find and load them.
 
-``quickstart``: four members of the quickstart recipe (``lenscnn-train -m
-experiment=quickstart_ensemble``, seeds 1-4; 64 x 64 pixels of 0.08 arcsec), stored weights-only
-in float16 (``member_<k>.pt``) with their calibration (``calibration.json``). ``make pretrained``
-rebuilds them; ``MODEL_CARD.md`` (next to this file) says what they are good for.
+``realistic``: four members of the realistic recipe (``lenscnn-train -m
+experiment=realistic_ensemble``, seeds 1-4; 64 x 64 pixels of 0.08 arcsec; real-galaxy and Sersic
+sources, lens light, external shear), stored weights-only in float16 (``member_<k>.pt``) with
+their calibration (``calibration.json``). ``make pretrained`` rebuilds them; ``MODEL_CARD.md``
+(next to this file) says what they are good for.
 
 >>> from lenscnn import pretrained
 >>> ensemble = pretrained.load()                       # an lenscnn.models.ensemble.Ensemble
@@ -27,7 +28,7 @@ if TYPE_CHECKING:
     from lenscnn.models.ensemble import Ensemble
 
 #: The ensemble used when none is named (``lenscnn-predict`` without a model).
-DEFAULT = "quickstart"
+DEFAULT = "realistic"
 #: Name of the OmegaConf resolver giving an ensemble's directory.
 RESOLVER = "lenscnn_pretrained"
 #: The model card, shipped with the weights.

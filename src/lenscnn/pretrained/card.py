@@ -38,8 +38,8 @@ NRMSE_LABEL = "Normalised RMSE (mean over targets of RMSE / prior std)"
 ORDER = ("theta_E", "e1", "e2", "center_x", "center_y", "gamma1", "gamma2")
 
 
-def metrics_block(payload: Mapping[str, Any]) -> str:
-    """The generated block (markers included) for an evaluation ``payload`` (``metrics.json``)."""
+def metrics_table(payload: Mapping[str, Any]) -> list[str]:
+    """The lines of one evaluation's per-target table (with its test set and normalised RMSE)."""
     metrics, scale = payload["metrics"], payload.get("sigma_scale", {})
     rows = []
     for name in sorted(metrics, key=lambda n: (ORDER.index(n) if n in ORDER else len(ORDER), n)):
@@ -49,14 +49,19 @@ def metrics_block(payload: Mapping[str, Any]) -> str:
             value = scale.get(name) if key == "sigma_scale" else values.get(key)
             row.append("-" if value is None else f"{value:.4g}")
         rows.append(row)
-    lines = [
-        BEGIN,
+    return [
         f"Test set: {payload['dataset']}; MC-dropout passes per member: {payload['mc_samples']}.",
         "",
         markdown_table(["target", "unit", *(label for _, label in COLUMNS)], rows),
         "",
         f"{NRMSE_LABEL}: **{payload['nrmse']:.4f}**.",
     ]
+
+
+def metrics_block(payload: Mapping[str, Any], *others: Mapping[str, Any]) -> str:
+    """The generated block (markers included) for an evaluation ``payload`` (``metrics.json``),
+    followed by the tables of ``others`` (the same model on other test sets)."""
+    lines = [BEGIN, *metrics_table(payload)]
     comparison = payload.get("comparison")
     if comparison:
         # eval labels members "<k>: <directory>/<file>"; the file name says which one it is
@@ -73,11 +78,14 @@ def metrics_block(payload: Mapping[str, Any]) -> str:
             f"The ensemble's normalised RMSE is {100 * comparison['improvement_over_best']:.1f}% below "
             "its best member's.",
         ]
+    for other in others:
+        lines += ["", *metrics_table(other)]
     return "\n".join([*lines, END])
 
 
-def update_card(path: str | Path, payload: Mapping[str, Any]) -> None:
-    """Replace the generated block of the card at ``path`` by the numbers of ``payload``."""
+def update_card(path: str | Path, payload: Mapping[str, Any], *others: Mapping[str, Any]) -> None:
+    """Replace the generated block of the card at ``path`` by the numbers of ``payload`` (and of
+    the further test sets ``others``)."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"card={path}: no such file")
@@ -85,27 +93,36 @@ def update_card(path: str | Path, payload: Mapping[str, Any]) -> None:
     start, stop = text.find(BEGIN), text.find(END)
     if start < 0 or stop < start:
         raise UserError(f"card={path}: has no generated block (a line {BEGIN!r} ... {END!r})")
-    write_text(path, text[:start] + metrics_block(payload) + text[stop + len(END) :])
+    write_text(path, text[:start] + metrics_block(payload, *others) + text[stop + len(END) :])
 
 
-def card_metrics(text: str) -> dict[str, Any]:
-    """The numbers of a card's generated block: ``{"metrics": {target: {key: value}}, "nrmse": float}``
-    (keys of :data:`COLUMNS`)."""
+def card_metrics(text: str) -> list[dict[str, Any]]:
+    """The numbers of a card's generated block, for each of its test sets in order:
+    ``[{"dataset": str, "metrics": {target: {key: value}}, "nrmse": float}, ...]`` (keys of :data:`COLUMNS`)."""
     start, stop = text.find(BEGIN), text.find(END)
     if start < 0 or stop < start:
         raise UserError("the model card has no generated metrics block")
     block = text[start:stop].splitlines()
     labels = {label: key for key, label in COLUMNS}
-    header_at = next(i for i, line in enumerate(block) if line.startswith("| target |"))
-    header = [c.strip() for c in block[header_at].strip("|").split("|")]
-    metrics: dict[str, dict[str, float]] = {}
-    for line in block[header_at + 2 :]:
-        if not line.startswith("|"):
-            break
-        cells = [c.strip() for c in line.strip("|").split("|")]
-        name = cells[0].strip("`")
-        metrics[name] = {labels[h]: float(c) for h, c in zip(header, cells, strict=True) if h in labels and c != "-"}
-    found = re.search(re.escape(NRMSE_LABEL) + r": \*\*([0-9.eE+-]+)\*\*", text[start:stop])
-    if not found:
-        raise UserError("the model card's generated block has no normalised RMSE")
-    return {"metrics": metrics, "nrmse": float(found.group(1))}
+    tables = []
+    for at, line in enumerate(block):
+        if not line.startswith("Test set: "):
+            continue
+        header_at = next(i for i in range(at, len(block)) if block[i].startswith("| target |"))
+        header = [c.strip() for c in block[header_at].strip("|").split("|")]
+        metrics: dict[str, dict[str, float]] = {}
+        for row in block[header_at + 2 :]:
+            if not row.startswith("|"):
+                break
+            cells = [c.strip() for c in row.strip("|").split("|")]
+            metrics[cells[0].strip("`")] = {
+                labels[h]: float(c) for h, c in zip(header, cells, strict=True) if h in labels and c != "-"
+            }
+        found = re.search(re.escape(NRMSE_LABEL) + r": \*\*([0-9.eE+-]+)\*\*", "\n".join(block[header_at:]))
+        if not found:
+            raise UserError("a table of the model card's generated block has no normalised RMSE")
+        dataset = line.removeprefix("Test set: ").split("; MC-dropout")[0]
+        tables.append({"dataset": dataset, "metrics": metrics, "nrmse": float(found.group(1))})
+    if not tables:
+        raise UserError("the model card's generated block has no metrics table")
+    return tables

@@ -10,8 +10,23 @@ A prior is configured as nested mappings (see ``conf/prior/``)::
       center_y: {dist: uniform, low: -0.2, high: 0.2}
     shear: {gamma: {dist: uniform, low: 0.0, high: 0.1}, phi: ...}   # or gamma1/gamma2; optional
     source: {amp: ..., R_sersic: ..., n_sersic: ..., ellipticity: ...,
-             offset_x: ..., offset_y: ...}   # from the lens centre; or center_x/center_y (absolute)
+             offset_x: ..., offset_y: ...,   # from the lens centre; or center_x/center_y (absolute)
+             galaxies: {library: hudf, fraction: 0.5}}   # optional: real galaxies as sources
     lens_light: {amp: ..., R_sersic: ..., n_sersic: ..., ellipticity: ...}                 # optional
+    lens_light: {flux_ratio: ..., absent_fraction: 0.1, R_sersic: ..., n_sersic: ...,
+                 ellipticity: {q: ..., phi: mass}}          # or: flux relative to the source
+
+Real-galaxy sources (``source.galaxies``): a fraction ``fraction`` of the lenses (default
+all) has a galaxy of the library ``library`` (see :func:`lenscnn.sim.galaxies.load_library`)
+as its source, with the half-light radius ``R_sersic``, the total flux of the Sersic profile
+of ``amp, R_sersic, n_sersic`` and the position of the Sersic source, a random rotation and
+a random flip; the others keep the Sersic source. Training draws from the library's
+training galaxies, the fixed validation and test sets from its validation and test
+galaxies (``split``), so they never share a galaxy.
+
+Lens light with ``flux_ratio``: its total flux is that many times the source's unlensed
+total flux; ``absent_fraction`` of the lenses have none (``lens_light_amp`` 0). An
+ellipticity with ``phi: mass`` has the position angle of the lens mass.
 
 Distributions: ``uniform(low, high)``, ``normal(mean, std[, low, high])`` (truncated when
 bounds are given), ``log_uniform(low, high)`` and ``fixed(value)``. ``theta_E`` may instead
@@ -20,11 +35,15 @@ radius of a singular isothermal sphere with that velocity dispersion [km/s] at t
 redshifts in a flat LambdaCDM cosmology (``cosmology: {H0: 70, Om0: 0.3}`` by default).
 
 Sampled parameters use the names of DESIGN.md: ``theta_E e1 e2 center_x center_y
-gamma1 gamma2``, ``source_*`` and ``lens_light_*`` (the lens light is centred on the lens).
+gamma1 gamma2``, ``source_*`` and ``lens_light_*`` (the lens light is centred on the lens);
+galaxy sources add ``source_galaxy`` (library index, -1 for a Sersic source),
+``source_phi_G`` [rad] and ``source_flip`` (0 or 1).
 """
 
 from __future__ import annotations
 
+import hashlib
+import logging
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -35,7 +54,11 @@ from torch import Tensor
 
 from lenscnn.errors import UserError
 from lenscnn.sim.func.cosmology import bilinear_lookup, sis_einstein_radius
-from lenscnn.sim.func.ellipticity import phi_q_to_ellipticity, shear_polar_to_cartesian
+from lenscnn.sim.func.ellipticity import ellipticity_to_phi_q, phi_q_to_ellipticity, shear_polar_to_cartesian
+from lenscnn.sim.func.light import sersic_total_flux
+from lenscnn.sim.galaxies import SPLITS, GalaxyLibrary, load_library
+
+log = logging.getLogger(__name__)
 
 SERSIC_KEYS = ("amp", "R_sersic", "n_sersic")
 LENS_KEYS = ("theta_E", "center_x", "center_y")
@@ -131,6 +154,15 @@ def _check_support(dist: Distribution, name: str, low: float, high: float, close
         raise UserError(f"prior '{name}': values must lie in {bracket}{low}, {high}], but the prior allows [{a}, {b}]")
 
 
+class _Dependent:
+    """A sampler whose draws depend on parameters drawn before it (``params``) or on the split."""
+
+    def sample_given(
+        self, params: Mapping[str, Tensor], split: str, n: int, generator, device, dtype
+    ) -> Tensor | tuple[Tensor, ...] | dict[str, Tensor]:
+        raise NotImplementedError
+
+
 class _Ellipticity:
     """``(e1, e2)`` drawn directly or from an axis ratio ``q`` and position angle ``phi``."""
 
@@ -156,6 +188,97 @@ class _Ellipticity:
             phi = self.phi.sample(n, generator, device, dtype)
             return phi_q_to_ellipticity(phi, q)
         return self.e1.sample(n, generator, device, dtype), self.e2.sample(n, generator, device, dtype)
+
+
+class _AlignedEllipticity(_Dependent):
+    """``(e1, e2)`` with an axis ratio ``q`` drawn and the position angle of the lens mass."""
+
+    def __init__(self, q: Any, name: str):
+        self.q = parse_distribution(q, f"{name}.q")
+        _check_support(self.q, f"{name}.q (axis ratio)", 0.0, 1.0)
+
+    def sample_given(self, params, split, n, generator, device, dtype) -> tuple[Tensor, Tensor]:
+        phi, _ = ellipticity_to_phi_q(params["e1"], params["e2"])
+        return phi_q_to_ellipticity(phi, self.q.sample(n, generator, device, dtype))
+
+
+def _ellipticity(spec: Any, name: str) -> _Ellipticity | _AlignedEllipticity:
+    if isinstance(spec, Mapping) and spec.get("phi") == "mass":
+        if set(spec) != {"q", "phi"}:
+            raise UserError(f"prior '{name}': with phi: mass give only q, got {sorted(spec)}")
+        return _AlignedEllipticity(spec["q"], name)
+    if not isinstance(spec, Mapping):
+        raise UserError(f"prior '{name}': expected a mapping {{q, phi}} or {{e1, e2}}, got {spec!r}")
+    return _Ellipticity(spec, name)
+
+
+def _fraction(value: Any, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
+        raise UserError(f"prior '{name}' must be a number in [0, 1], got {value!r}")
+    return float(value)
+
+
+class _GalaxySource(_Dependent):
+    """Which library galaxy is each source (-1: a Sersic source), its rotation and its flip.
+
+    Galaxies are drawn uniformly from the library's galaxies of the requested split. The
+    spec may hold the ``split`` record of :meth:`split_record` (a checkpoint's provenance):
+    a library split otherwise is reported with a warning.
+    """
+
+    def __init__(self, spec: Any, name: str):
+        if not isinstance(spec, Mapping) or not set(spec) <= {"library", "fraction", "split"} or "library" not in spec:
+            raise UserError(f"prior '{name}': expected {{library: hudf|PATH, fraction: 0..1}}, got {spec!r}")
+        self.fraction = _fraction(spec.get("fraction", 1.0), f"{name}.fraction")
+        self.library: GalaxyLibrary = load_library(str(spec["library"]))
+        self.split_indices = {split: torch.as_tensor(self.library.indices(split)) for split in SPLITS}
+        recorded = spec.get("split")
+        if recorded is not None and dict(recorded) != self.split_record():
+            log.warning(
+                "prior '%s': library %r is not split into the galaxies this model was trained and validated on "
+                "(recorded %s); held-out sets may hold training galaxies: use the library file it was trained with",
+                name,
+                spec["library"],
+                {k: v["galaxies"] for k, v in dict(recorded).items()},
+            )
+
+    def split_record(self) -> dict[str, dict[str, Any]]:
+        """``{split: {"galaxies": count, "sha256": digest of the sorted names}}``: which galaxies
+        trained, validated and tested a model (stored in its checkpoint)."""
+        record = {}
+        for split, indices in self.split_indices.items():
+            names = sorted(self.library.names[i] for i in indices.tolist())
+            digest = hashlib.sha256("\n".join(names).encode()).hexdigest()
+            record[split] = {"galaxies": len(names), "sha256": digest}
+        return record
+
+    def sample_given(self, params, split, n, generator, device, dtype) -> dict[str, Tensor]:
+        if split not in self.split_indices:
+            raise UserError(f"galaxy split {split!r}; choose one of {list(SPLITS)}")
+        indices = self.split_indices[split].to(device)
+        pick = (_uniform(n, generator, device, dtype) * len(indices)).long().clamp(max=len(indices) - 1)
+        galaxy = indices[pick]
+        phi_G = 2.0 * math.pi * _uniform(n, generator, device, dtype)
+        flip = (_uniform(n, generator, device, dtype) < 0.5).to(dtype)
+        is_galaxy = _uniform(n, generator, device, dtype) < self.fraction
+        galaxy = torch.where(is_galaxy, galaxy, torch.full_like(galaxy, -1))
+        return {"source_galaxy": galaxy.to(dtype), "source_phi_G": phi_G, "source_flip": flip}
+
+
+class _LensLightFlux(_Dependent):
+    """``lens_light_amp`` from a lens-to-source total-flux ratio; absent for a fraction of lenses."""
+
+    def __init__(self, ratio: Distribution, absent_fraction: float):
+        self.ratio, self.absent_fraction = ratio, absent_fraction
+
+    def sample_given(self, params, split, n, generator, device, dtype) -> dict[str, Tensor]:
+        ratio = self.ratio.sample(n, generator, device, dtype)
+        ratio = torch.where(_uniform(n, generator, device, dtype) < self.absent_fraction, 0.0, ratio)
+        source_flux = sersic_total_flux(params["source_amp"], params["source_R_sersic"], params["source_n_sersic"])
+        unit_flux = sersic_total_flux(
+            torch.ones_like(ratio), params["lens_light_R_sersic"], params["lens_light_n_sersic"]
+        )
+        return {"lens_light_amp": ratio * source_flux / unit_flux, "lens_light_flux_ratio": ratio}
 
 
 class _VelocityDispersionEinsteinRadius:
@@ -241,6 +364,11 @@ class Prior:
     def has_lens_light(self) -> bool:
         return "lens_light_amp" in self.names
 
+    @property
+    def galaxies(self) -> _GalaxySource | None:
+        """The real-galaxy source sampler (library and fraction), or ``None`` for Sersic sources."""
+        return next((s for _, s in self._samplers if isinstance(s, _GalaxySource)), None)
+
     def _lens(self, spec: dict) -> None:
         self._expect(spec, "lens", set(LENS_KEYS) | {"ellipticity"})
         theta = spec["theta_E"]
@@ -267,16 +395,27 @@ class Prior:
             raise UserError(f"prior 'shear': give either {{gamma, phi}} or {{gamma1, gamma2}}, got {sorted(spec)}")
 
     def _light(self, spec: dict, section: str, centred: bool) -> None:
+        spec = dict(spec)
+        galaxies = spec.pop("galaxies", None) if not centred else None
+        by_ratio = centred and "flux_ratio" in spec
+        absent_fraction = _fraction(spec.pop("absent_fraction", 0.0), f"{section}.absent_fraction") if by_ratio else 0
         keys = set(SERSIC_KEYS) | {"ellipticity"}
+        if by_ratio:
+            keys = keys - {"amp"} | {"flux_ratio"}
         if not centred:  # the source: absolute position, or offset from the lens centre
             keys |= {"offset_x", "offset_y"} if "offset_x" in spec or "offset_y" in spec else {"center_x", "center_y"}
         self._expect(spec, section, keys)
         for key in SERSIC_KEYS:
-            dist = parse_distribution(spec[key], f"{section}.{key}")
-            _check_support(dist, f"{section}.{key}", 0.0, math.inf, closed_low=key == "amp")
-            self._samplers.append((f"{section}_{key}", dist))
+            if key in spec:
+                dist = parse_distribution(spec[key], f"{section}.{key}")
+                _check_support(dist, f"{section}.{key}", 0.0, math.inf, closed_low=key == "amp")
+                self._samplers.append((f"{section}_{key}", dist))
         names = (f"{section}_e1", f"{section}_e2")
-        self._samplers.append((names, _Ellipticity(spec["ellipticity"], f"{section}.ellipticity")))
+        self._samplers.append((names, _ellipticity(spec["ellipticity"], f"{section}.ellipticity")))
+        if by_ratio:
+            ratio = parse_distribution(spec["flux_ratio"], f"{section}.flux_ratio")
+            _check_support(ratio, f"{section}.flux_ratio", 0.0, math.inf, closed_low=True)
+            self._samplers.append((("lens_light_amp", "lens_light_flux_ratio"), _LensLightFlux(ratio, absent_fraction)))
         if not centred:
             for axis in ("x", "y"):
                 if f"offset_{axis}" in spec:
@@ -285,6 +424,9 @@ class Prior:
                 else:
                     dist = parse_distribution(spec[f"center_{axis}"], f"{section}.center_{axis}")
                     self._samplers.append((f"{section}_center_{axis}", dist))
+        if galaxies is not None:
+            sampler = _GalaxySource(galaxies, f"{section}.galaxies")
+            self._samplers.append((("source_galaxy", "source_phi_G", "source_flip"), sampler))
 
     @staticmethod
     def _expect(spec: dict, section: str, keys: set[str]) -> None:
@@ -319,14 +461,20 @@ class Prior:
         generator: torch.Generator | None = None,
         device: torch.device | str = "cpu",
         dtype: torch.dtype = torch.float32,
+        split: str = "train",
     ) -> dict[str, Tensor]:
-        """Draw ``n`` parameter sets; each value has shape ``(n,)`` on ``device``."""
+        """Draw ``n`` parameter sets; each value has shape ``(n,)`` on ``device``.
+
+        ``split`` (``train``, ``val`` or ``test``) chooses the galaxies of a galaxy-source
+        library; it changes nothing else.
+        """
         device = torch.device(device)
         params: dict[str, Tensor] = {}
         for name, sampler in self._samplers:
-            drawn = sampler.sample(n, generator, device, dtype)
-            if isinstance(sampler, _OffsetFromLens):
-                drawn = drawn + params[sampler.lens_key]
+            if isinstance(sampler, _Dependent):
+                drawn = sampler.sample_given(params, split, n, generator, device, dtype)
+            else:
+                drawn = sampler.sample(n, generator, device, dtype)
             if isinstance(drawn, dict):
                 params.update(drawn)
             elif isinstance(name, tuple):
@@ -337,14 +485,14 @@ class Prior:
 
 
 @dataclass(frozen=True)
-class _OffsetFromLens:
+class _OffsetFromLens(_Dependent):
     """A source coordinate drawn as an offset [arcsec] from the lens centre coordinate ``lens_key``."""
 
     offset: Distribution
     lens_key: str
 
-    def sample(self, n: int, generator, device, dtype) -> Tensor:
-        return self.offset.sample(n, generator, device, dtype)
+    def sample_given(self, params, split, n, generator, device, dtype) -> Tensor:
+        return self.offset.sample(n, generator, device, dtype) + params[self.lens_key]
 
 
 @dataclass(frozen=True)

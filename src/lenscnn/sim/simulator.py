@@ -78,6 +78,16 @@ class Simulator(nn.Module):
             kernel = torch.as_tensor(instrument.psf_kernel(), dtype=dtype)
             self.psf_kernel = kernel
             self.psf_kernel_fft = func.kernel_transform(kernel, (height, width))
+        # real-galaxy sources: the library lives on the simulator's device, like the grid
+        galaxies = prior.galaxies
+        self.galaxy_fraction = galaxies.fraction if galaxies is not None else 0.0
+        self.galaxy_images: Tensor | None
+        self.galaxy_r_half: Tensor | None
+        self.register_buffer("galaxy_images", None, persistent=False)
+        self.register_buffer("galaxy_r_half", None, persistent=False)
+        if galaxies is not None:
+            self.galaxy_images = torch.as_tensor(galaxies.library.images, dtype=dtype)
+            self.galaxy_r_half = torch.as_tensor(galaxies.library.r_half, dtype=dtype)
         self._compile = compile
         self._render_chunk: Callable[..., Tensor] = self._eager_chunk
         if compile:
@@ -125,15 +135,20 @@ class Simulator(nn.Module):
         """A generator on the simulator's device, seeded with ``seed``."""
         return torch.Generator(device=self.device).manual_seed(int(seed))
 
-    def sample_params(self, n: int, generator: torch.Generator | None = None) -> dict[str, Tensor]:
-        """Draw ``n`` parameter sets from the prior: ``{name: Tensor[n]}`` on the simulator's device."""
-        return self.prior.sample(n, generator, self.device, self.dtype)
+    def sample_params(
+        self, n: int, generator: torch.Generator | None = None, split: str = "train"
+    ) -> dict[str, Tensor]:
+        """Draw ``n`` parameter sets from the prior: ``{name: Tensor[n]}`` on the simulator's device.
+
+        ``split`` picks the galaxies of a galaxy-source library (``train``, ``val``, ``test``).
+        """
+        return self.prior.sample(n, generator, self.device, self.dtype, split=split)
 
     def sample(
-        self, n: int, generator: torch.Generator | None = None, noise: bool = True
+        self, n: int, generator: torch.Generator | None = None, noise: bool = True, split: str = "train"
     ) -> tuple[Tensor, dict[str, Tensor]]:
         """Draw ``n`` lenses: ``(images[n, 1, H, W], params)``."""
-        params = self.sample_params(n, generator)
+        params = self.sample_params(n, generator, split)
         return self.render(params, noise=noise, generator=generator), params
 
     def render(
@@ -146,7 +161,8 @@ class Simulator(nn.Module):
         """Render images ``(n, 1, H, W)`` [counts/s per pixel] of the given parameters.
 
         ``params`` maps DESIGN.md names to tensors of shape ``(n,)``; shear and lens light
-        are included when their parameters are present. With ``noise=True``, background
+        are included when their parameters are present, galaxy sources when ``source_galaxy``
+        is (an index into the simulator's library; -1 keeps the Sersic source). With ``noise=True``, background
         and shot noise are drawn from ``generator``, or, for Gaussian noise, from given
         per-image ``noise_seeds`` (int64 ``(n,)``, e.g. from :func:`func.draw_seeds`).
         """
@@ -201,11 +217,18 @@ class Simulator(nn.Module):
             self.psf_kernel_1d,
             self.psf_kernel,
             self.psf_kernel_fft,
+            self._galaxy_stamps(chunk),
+            self.galaxy_fraction,
         )
         if seeds is None:
             return image
         standard = func.counter_normal(seeds, self.pixel_index, self.dtype)
         return func.apply_gaussian_noise(image, standard, instrument.background_rms, instrument.exposure_time)
+
+    def _galaxy_stamps(self, chunk: Mapping[str, Tensor]) -> func.GalaxyStamps | None:
+        if "source_galaxy" not in chunk or self.galaxy_images is None:
+            return None
+        return func.GalaxyStamps(self.galaxy_images, self.galaxy_r_half)
 
     def _check_params(self, params: Mapping[str, Tensor]) -> dict[str, Tensor]:
         required = ["theta_E", "e1", "e2", "center_x", "center_y"]
@@ -214,6 +237,10 @@ class Simulator(nn.Module):
             required += ["gamma1", "gamma2"]
         if any(k.startswith("lens_light_") for k in params):
             required += [f"lens_light_{k}" for k in ("amp", "R_sersic", "n_sersic", "e1", "e2")]
+        if self.galaxy_images is not None:
+            required += ["source_galaxy", "source_phi_G", "source_flip"]
+        elif "source_galaxy" in params:
+            raise UserError("render: source_galaxy given, but this simulator's prior has no source.galaxies library")
         missing = [k for k in required if k not in params]
         if missing:
             raise UserError(f"render: missing parameters {missing}")

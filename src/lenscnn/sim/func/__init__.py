@@ -7,13 +7,24 @@ Conventions are lenstronomy's (see DESIGN.md).
 from lenscnn.sim.func.cosmology import sis_einstein_radius
 from lenscnn.sim.func.ellipticity import ellipticity_to_phi_q, phi_q_to_ellipticity, shear_polar_to_cartesian
 from lenscnn.sim.func.grid import downsample, pixel_grid
-from lenscnn.sim.func.image import lens_image, surface_brightness
+from lenscnn.sim.func.image import GalaxyStamps, galaxy_source, lens_image, sersic_source, surface_brightness
 from lenscnn.sim.func.lens import shear_deflection, sie_deflection
-from lenscnn.sim.func.light import elliptical_radius, sersic_b_n, sersic_profile
+from lenscnn.sim.func.light import (
+    elliptical_radius,
+    interpolated_profile,
+    sersic_b_n,
+    sersic_profile,
+    sersic_total_flux,
+)
 from lenscnn.sim.func.noise import add_noise, apply_gaussian_noise, counter_normal, draw_seeds, noise_sigma, splitmix64
 from lenscnn.sim.func.psf import convolve_fft, convolve_separable, gaussian_kernel_1d, kernel_transform
 
 __all__ = [
+    "GalaxyStamps",
+    "galaxy_source",
+    "interpolated_profile",
+    "sersic_source",
+    "sersic_total_flux",
     "add_noise",
     "apply_gaussian_noise",
     "convolve_fft",
