@@ -96,3 +96,33 @@ def test_unknown_instrument_is_reported_by_hydra_without_traceback(tmp_path):
     assert result.returncode != 0
     assert "Traceback" not in result.stderr
     assert "nonexistent" in result.stderr and "quickstart" in result.stderr  # names the available presets
+
+
+def test_simulate_with_galaxy_sources_from_any_prior_and_their_test_galaxies(tmp_path):
+    """Galaxy sources compose with another prior (shear and lens light included) from the command line; the file's
+    lenses use the library's test galaxies (``galaxy_split`` default) and their images differ from Sersic sources."""
+    from lenscnn.sim.galaxies import load_library
+
+    result = run_simulate(tmp_path, "n=8", "preview=0", "prior=galaxy_galaxy", "+prior.source.galaxies.library=hudf")
+    assert result.returncode == 0, result.stderr
+    images, params, _ = read_lens_dataset(only_output_dir(tmp_path) / "lenses.h5")
+    assert {"source_galaxy", "source_phi_G", "source_flip", "gamma1", "lens_light_amp"} <= set(params)
+    test_galaxies = set(load_library("hudf").indices("test").tolist())
+    assert set(params["source_galaxy"].astype(int).tolist()) <= test_galaxies
+    assert np.all(np.isfinite(images)) and images.sum() > 0
+
+
+@pytest.mark.parametrize(
+    "override,message",
+    [
+        ("prior.source.galaxies.library=/no/such/library.h5", "galaxy library '/no/such/library.h5' not found"),
+        ("prior.source.galaxies.fraction=1.5", "fraction' must be a number in [0, 1]"),
+        ("galaxy_split=training", "galaxy_split must be one of"),
+    ],
+    ids=["missing-library", "bad-fraction", "bad-split"],
+)
+def test_bad_galaxy_source_settings_are_one_line_errors(tmp_path, override, message):
+    result = run_simulate(tmp_path, "n=2", "prior=realistic", override)
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], result.stderr

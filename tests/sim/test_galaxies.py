@@ -4,9 +4,7 @@ file, FITS-stamp directories, COSMOS catalogues, one-line errors and ``lenscnn-g
 from __future__ import annotations
 
 import math
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +14,7 @@ from astropy.io import fits
 from lenscnn.errors import UserError
 from lenscnn.sim.galaxies import SPLITS, GalaxyLibrary, galaxy_split, hudf, load_library, prepare_stamp
 from lenscnn.sim.galaxies.library import MIN_R_HALF, half_light_radius
+from tests.training.conftest import run_cli
 
 SIZE = 64
 CENTRE = (SIZE - 1) / 2
@@ -382,22 +381,14 @@ def test_fits_table_without_cosmos_columns_is_a_user_error(tmp_path):
 # lenscnn-galaxies
 
 
-def run_galaxies(tmp_path: Path, cache: Path, *overrides: str) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
-    env["LENSCNN_CACHE"] = str(cache)
-    return subprocess.run(
-        [sys.executable, "-m", "lenscnn.cli.galaxies", f"hydra.run.dir={tmp_path / 'run'}", *overrides],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+def run_galaxies(tmp_path: Path, *overrides: str) -> subprocess.CompletedProcess:
+    """``lenscnn-galaxies`` in a subprocess; it inherits the session's private ``LENSCNN_CACHE``."""
+    return run_cli("galaxies", [f"hydra.run.dir={tmp_path / 'run'}", *overrides], cwd=tmp_path)
 
 
-def test_cli_writes_library_and_preview(xdf, cache, tmp_path):
+def test_cli_writes_library_and_preview(xdf, tmp_path):
     out = tmp_path / "xdf.h5"
-    result = run_galaxies(tmp_path, cache, f"out={out}", "preview=6")
+    result = run_galaxies(tmp_path, f"out={out}", "preview=6")
     assert result.returncode == 0, result.stderr
     assert GalaxyLibrary.load(out).names == xdf.names
     png = (tmp_path / "run" / "galaxies.png").read_bytes()
@@ -407,8 +398,8 @@ def test_cli_writes_library_and_preview(xdf, cache, tmp_path):
     assert str(out) in result.stdout
 
 
-def test_cli_bad_library_exits_2_with_one_line(cache, tmp_path):
-    result = run_galaxies(tmp_path, cache, f"library={tmp_path / 'nowhere'}")
+def test_cli_bad_library_exits_2_with_one_line(tmp_path):
+    result = run_galaxies(tmp_path, f"library={tmp_path / 'nowhere'}")
     assert result.returncode == 2
     assert result.stderr.strip().count("\n") == 0 and result.stderr.startswith("error: "), result.stderr
     assert "nowhere" in result.stderr and "Traceback" not in result.stderr

@@ -195,14 +195,15 @@ def test_galaxies_are_drawn_from_their_split_only(library_file):
 
 
 def test_lens_light_flux_ratio_absence_and_alignment(library_file):
-    """``flux_ratio`` is the lens light's total flux over the source's (lenstronomy's total_flux), 10% of the lenses
-    have none, and ``phi: mass`` gives the light the position angle of the mass."""
+    """``flux_ratio`` is the lens light's total flux over the source's (lenstronomy's total_flux), ``absent_fraction``
+    of the lenses have none, and ``phi: mass`` gives the light the position angle of the mass."""
     from lenscnn.sim import Prior
 
     params = Prior(_realistic(library_file, 0.5)).sample(4000, torch.Generator().manual_seed(3), dtype=torch.float64)
     p = {k: v.numpy() for k, v in params.items()}
     absent = p["lens_light_amp"] == 0
-    assert abs(absent.mean() - 0.1) < 0.015 and (p["lens_light_flux_ratio"][absent] == 0).all()
+    expected = load_conf("prior", "realistic")["lens_light"]["absent_fraction"]
+    assert abs(absent.mean() - expected) < 0.025 and (p["lens_light_flux_ratio"][absent] == 0).all()
     ratio = p["lens_light_flux_ratio"][~absent]
     assert ratio.min() >= 1.0 and ratio.max() <= 100.0 and 0.5 < np.median(ratio) / 10.0 < 2.0  # log-uniform 1-100
     light, source = LightModel(["SERSIC_ELLIPSE"]), LightModel(["SERSIC_ELLIPSE"])

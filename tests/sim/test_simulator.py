@@ -172,7 +172,7 @@ def test_render_gradients_match_lenstronomy_finite_differences(rng, make_sim, le
             assert g == pytest.approx(numeric, rel=1e-4, abs=1e-3), (i, name)
 
 
-@pytest.mark.parametrize("prior", ["quickstart", "ensai", "galaxy_galaxy"])
+@pytest.mark.parametrize("prior", ["quickstart", "ensai", "galaxy_galaxy", "realistic", "realistic_galaxies"])
 @pytest.mark.parametrize("instrument", ["quickstart", "lsst", "euclid_vis", "hst_ensai"])
 def test_every_shipped_config_composes_and_renders(instrument, prior):
     """Hydra composes ``simulate`` with each preset; the simulator node builds and renders finite images."""
