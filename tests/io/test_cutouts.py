@@ -30,6 +30,9 @@ def test_pixel_scale_from_celestial_wcs_cd_matrix_and_pixscale():
     assert pixel_scale_from_header(fits.Header(), "x") == (None, None)
     with pytest.raises(UserError, match="not square"):
         pixel_scale_from_header(celestial_header(0.08, 64, ratio=1.5), "x")
+    for bad in (0.0, -0.05, "fine"):
+        with pytest.raises(UserError, match="is not a positive number of arcsec/pixel"):
+            pixel_scale_from_header(fits.Header({"PIXSCALE": bad}), "x")
 
 
 def test_centre_crop_and_pixel_mapping():

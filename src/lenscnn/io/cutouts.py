@@ -8,6 +8,7 @@ was trained on (counts/s per pixel, lenstronomy's convention).
 from __future__ import annotations
 
 import glob
+import math
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -76,7 +77,9 @@ def find_inputs(spec: str) -> list[Path]:
 
 
 def pixel_scale_from_header(header: fits.Header, source: str) -> tuple[float | None, WCS | None]:
-    """``(arcsec per pixel or None, the celestial WCS or None)`` of an image header."""
+    """``(arcsec per pixel or None, the celestial WCS or None)`` of an image header: from a WCS
+    whose axes are angles (square pixels), else from a ``PIXSCALE`` keyword [arcsec/pixel]; a
+    non-positive or non-numeric scale is a :class:`UserError`."""
     wcs = None
     if any(k in header for k in WCS_KEYS):
         with warnings.catch_warnings():
@@ -93,6 +96,8 @@ def pixel_scale_from_header(header: fits.Header, source: str) -> tuple[float | N
         except u.UnitConversionError:
             scales = None  # a WCS whose axes are not angles says nothing about the pixel scale
         if scales is not None:
+            if not all(np.isfinite(scales)) or min(scales) <= 0:
+                raise UserError(f"{source}: the WCS gives pixel scales {scales} arcsec; fix CDELT/CD in the header")
             if abs(scales[0] / scales[1] - 1) > PIXEL_SCALE_TOLERANCE:
                 raise UserError(
                     f'{source}: pixels are not square ({scales[0]:.4g}" x {scales[1]:.4g}"); resample them first'
@@ -100,7 +105,13 @@ def pixel_scale_from_header(header: fits.Header, source: str) -> tuple[float | N
             wcs = full.celestial if full.has_celestial else None
             return float(np.mean(scales)), wcs
     if "PIXSCALE" in header:
-        return float(header["PIXSCALE"]), None
+        try:
+            scale = float(header["PIXSCALE"])
+        except (TypeError, ValueError):
+            scale = math.nan
+        if not (math.isfinite(scale) and scale > 0):
+            raise UserError(f"{source}: PIXSCALE = {header['PIXSCALE']!r} is not a positive number of arcsec/pixel")
+        return scale, None
     return None, None
 
 

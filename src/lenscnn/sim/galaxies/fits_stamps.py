@@ -3,8 +3,9 @@
 Every ``*.fits``, ``*.fit`` or ``*.fts`` file (optionally gzipped) in the directory (not its
 subdirectories) is one galaxy, named after the file without its suffix. The image is the first HDU,
 primary or extension, that holds a 2-D array (leading axes of length 1 are dropped). Its pixel
-scale [arcsec/pixel] comes from the celestial WCS of the header (``CDELT``/``CD``/``PC`` with
-``RA---``/``DEC--`` axes) or, without one, from a ``PIXSCALE`` keyword in arcsec/pixel. Pixels must be
+scale [arcsec/pixel] comes from the WCS of the header (``CDELT``/``CD``/``PC`` of angular axes)
+or, without one, from a ``PIXSCALE`` keyword in arcsec/pixel, as for ``lenscnn-predict``
+(:func:`lenscnn.io.cutouts.pixel_scale_from_header`). Pixels must be
 square (within 1%) and finite. Each stamp is prepared with
 :func:`~lenscnn.sim.galaxies.library.prepare_stamp` (sky subtraction, footprint of the central
 source, centring, unit flux); faint and unresolved galaxies are dropped.
@@ -12,17 +13,15 @@ source, centring, unit flux); faint and unresolved galaxies are dropped.
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
-from astropy import units as u
 from astropy.io import fits
 from astropy.io.fits.verify import VerifyError
-from astropy.wcs import WCS, FITSFixedWarning
 
 from lenscnn.errors import UserError
+from lenscnn.io.cutouts import pixel_scale_from_header
 from lenscnn.sim.galaxies.library import GalaxyLibrary, build_library, one_line
 
 FITS_SUFFIXES = (".fits", ".fit", ".fts")
@@ -72,39 +71,13 @@ def read_stamp(path: Path) -> tuple[np.ndarray, float]:
             data, header = np.array(hdu.data), hdu.header.copy()
     except FITS_ERRORS as exc:
         raise UserError(f"cannot read {path} as FITS ({one_line(exc)}); replace or remove the file") from None
-    return checked_image(data, str(path)), pixel_scale_from_header(header, str(path))
-
-
-def pixel_scale_from_header(header: fits.Header, where: str) -> float:
-    """Arcsec per pixel from the celestial WCS of ``header``, else from its ``PIXSCALE`` keyword."""
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", FITSFixedWarning)
-            wcs = WCS(header)
-    except (ValueError, KeyError, MemoryError) as exc:
-        raise UserError(f"{where} has an invalid WCS ({one_line(exc)}); fix the header or give PIXSCALE") from None
-    if wcs.has_celestial:
-        scales = u.Quantity(wcs.celestial.proj_plane_pixel_scales()).to_value(u.arcsec)
-        if not np.all(np.isfinite(scales) & (scales > 0)):
-            raise UserError(f"{where}: the WCS gives pixel scales {scales} arcsec; fix CDELT/CD in the header")
-        if abs(scales[0] / scales[1] - 1) > 0.01:
-            raise UserError(
-                f"{where} has non-square pixels ({scales[0]:.4g} x {scales[1]:.4g} arcsec); "
-                "resample it to square pixels"
-            )
-        return float(np.sqrt(scales[0] * scales[1]))
-    if "PIXSCALE" in header:
-        try:
-            scale = float(header["PIXSCALE"])
-        except (TypeError, ValueError):
-            scale = float("nan")
-        if not (np.isfinite(scale) and scale > 0):
-            raise UserError(f"{where}: PIXSCALE = {header['PIXSCALE']!r} is not a positive number of arcsec/pixel")
-        return scale
-    raise UserError(
-        f"{where} has no pixel scale: add a celestial WCS (CTYPE RA---TAN/DEC--TAN with CDELT or CD) "
-        "or a PIXSCALE keyword in arcsec/pixel"
-    )
+    scale, _ = pixel_scale_from_header(header, str(path))
+    if scale is None:
+        raise UserError(
+            f"{path} has no pixel scale: add a celestial WCS (CTYPE RA---TAN/DEC--TAN with CDELT or CD) "
+            "or a PIXSCALE keyword in arcsec/pixel"
+        )
+    return checked_image(data, str(path)), scale
 
 
 def load_fits_directory(directory: str | Path, size: int = 64) -> GalaxyLibrary:
