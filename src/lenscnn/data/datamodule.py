@@ -220,8 +220,12 @@ class LensDataModule(LightningDataModule):
         return TargetScaler.from_params(params, self.targets)
 
     def input_normalizer(self) -> InputNormalizer:
-        """Input normalisation fitted once on a fixed-seed sample of noisy images."""
-        simulator = Simulator.from_config({**self.simulator_config, "compile": False})
+        """Input normalisation fitted once on a fixed-seed sample of noisy images (rendered
+        uncompiled, with the data's instrument and prior: no second galaxy-library load)."""
+        reference = self.simulator
+        simulator = Simulator(
+            reference.instrument, reference.prior, dtype=reference.dtype, chunk_size=reference.chunk_size
+        )
         images, _ = simulator.sample(256, torch.Generator().manual_seed(MOMENTS_SEED))
         softening = self.input_softening or simulator.instrument.background_rms or float(images.std())
         return InputNormalizer.fit(images, softening)

@@ -22,7 +22,7 @@ from astropy.io import fits
 
 from lenscnn.errors import UserError
 from lenscnn.sim.galaxies.fits_stamps import FITS_ERRORS, checked_image
-from lenscnn.sim.galaxies.library import GalaxyLibrary, build_library, one_line
+from lenscnn.sim.galaxies.library import DEFAULT_SIZE, GalaxyLibrary, build_library, one_line
 
 COLUMNS = ("ident", "gal_filename", "gal_hdu", "pixel_scale")
 
@@ -49,7 +49,7 @@ def read_catalog(catalog: Path) -> dict[str, np.ndarray]:
         raise UserError(f"cannot read {catalog} as a FITS table ({one_line(exc)}); replace the file") from None
 
 
-def load_cosmos_catalog(catalog: str | Path, size: int = 64) -> GalaxyLibrary:
+def load_cosmos_catalog(catalog: str | Path, size: int = DEFAULT_SIZE) -> GalaxyLibrary:
     """A library of ``size x size`` stamps from a COSMOS RealGalaxyCatalog (module docstring)."""
     catalog = Path(catalog)
     columns = read_catalog(catalog)

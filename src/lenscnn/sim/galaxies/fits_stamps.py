@@ -22,7 +22,7 @@ from astropy.io.fits.verify import VerifyError
 
 from lenscnn.errors import UserError
 from lenscnn.io.cutouts import pixel_scale_from_header
-from lenscnn.sim.galaxies.library import GalaxyLibrary, build_library, one_line
+from lenscnn.sim.galaxies.library import DEFAULT_SIZE, GalaxyLibrary, build_library, one_line
 
 FITS_SUFFIXES = (".fits", ".fit", ".fts")
 #: What astropy raises for a file that is not valid FITS.
@@ -80,7 +80,7 @@ def read_stamp(path: Path) -> tuple[np.ndarray, float]:
     return checked_image(data, str(path)), scale
 
 
-def load_fits_directory(directory: str | Path, size: int = 64) -> GalaxyLibrary:
+def load_fits_directory(directory: str | Path, size: int = DEFAULT_SIZE) -> GalaxyLibrary:
     """A library of ``size x size`` stamps from the FITS files in ``directory`` (module docstring)."""
     directory = Path(directory)
     files = sorted(p for p in directory.iterdir() if p.is_file() and is_fits_name(p.name))

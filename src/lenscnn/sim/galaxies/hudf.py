@@ -40,7 +40,7 @@ from astropy.stats import sigma_clipped_stats
 from scipy import ndimage
 
 from lenscnn.errors import UserError
-from lenscnn.sim.galaxies.library import FOOTPRINT_GROWTH, GalaxyLibrary, build_library, one_line
+from lenscnn.sim.galaxies.library import DEFAULT_SIZE, FOOTPRINT_GROWTH, GalaxyLibrary, build_library, one_line
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +75,7 @@ def cache_dir() -> Path:
     return Path.home() / ".cache" / "lenscnn"
 
 
-def cache_path(size: int = 64) -> Path:
+def cache_path(size: int = DEFAULT_SIZE) -> Path:
     """The cache file of the built-in library with ``size x size`` stamps."""
     return cache_dir() / f"hudf_v{VERSION}_{size}px.h5"
 
@@ -144,14 +144,14 @@ def _sources(image: np.ndarray, sigma: float, size: int) -> list[tuple[str, np.n
     return sources
 
 
-def build_hudf(size: int = 64) -> GalaxyLibrary:
+def build_hudf(size: int = DEFAULT_SIZE) -> GalaxyLibrary:
     """Build the built-in library from the XDF picture (a few seconds; deterministic)."""
     image, sigma = xdf_luminance()
     sources = _sources(image, sigma, size)
     return build_library(iter(sources), len(sources), size, ORIGIN, "cutting XDF galaxies")
 
 
-def load_hudf(size: int = 64, rebuild: bool = False) -> GalaxyLibrary:
+def load_hudf(size: int = DEFAULT_SIZE, rebuild: bool = False) -> GalaxyLibrary:
     """The built-in library from its cache file (:func:`cache_path`), built and cached on first use
     (or when ``rebuild``, or when the cache file cannot be read)."""
     path = cache_path(size)

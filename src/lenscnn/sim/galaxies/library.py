@@ -191,7 +191,7 @@ def one_line(exc: BaseException) -> str:
 
 
 def prepare_stamp(
-    image: np.ndarray, pixel_scale: float, size: int = 64, mask: np.ndarray | None = None
+    image: np.ndarray, pixel_scale: float, size: int = DEFAULT_SIZE, mask: np.ndarray | None = None
 ) -> tuple[np.ndarray, float] | None:
     """One galaxy image as a library stamp: ``(stamp, pixel_scale)``, or ``None`` if unusable.
 
@@ -392,9 +392,9 @@ def load_library(spec: str, size: int | None = None) -> GalaxyLibrary:
     """
     from lenscnn.sim.galaxies import cosmos, fits_stamps, hudf
 
-    spec = str(spec)
+    spec, built = str(spec), size or DEFAULT_SIZE
     if spec == "hudf":
-        return hudf.load_hudf(size or DEFAULT_SIZE)
+        return hudf.load_hudf(built)
     path = Path(spec).expanduser()
     if not path.exists():
         raise UserError(
@@ -402,7 +402,7 @@ def load_library(spec: str, size: int | None = None) -> GalaxyLibrary:
             "or a COSMOS real_galaxy_catalog_*.fits"
         )
     if path.is_dir():
-        return fits_stamps.load_fits_directory(path, size or DEFAULT_SIZE)
+        return fits_stamps.load_fits_directory(path, built)
     if path.suffix.lower() in (".h5", ".hdf5"):
         library = GalaxyLibrary.load(path)
         if size is not None and library.stamp_size != size:
@@ -412,7 +412,7 @@ def load_library(spec: str, size: int | None = None) -> GalaxyLibrary:
             )
         return library
     if fits_stamps.is_fits_name(path.name):
-        return cosmos.load_cosmos_catalog(path, size or DEFAULT_SIZE)
+        return cosmos.load_cosmos_catalog(path, built)
     raise UserError(
         f"{path}: unknown galaxy library type; give hudf, a .h5 galaxy library, a directory of FITS stamps "
         "or a COSMOS real_galaxy_catalog_*.fits"
