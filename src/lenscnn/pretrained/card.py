@@ -108,7 +108,9 @@ def card_metrics(text: str) -> list[dict[str, Any]]:
     for at, line in enumerate(block):
         if not line.startswith("Test set: "):
             continue
-        header_at = next(i for i in range(at, len(block)) if block[i].startswith("| target |"))
+        header_at = next((i for i in range(at, len(block)) if block[i].startswith("| target |")), None)
+        if header_at is None:
+            raise UserError(f"the model card's table for {line!r} is missing")
         header = [c.strip() for c in block[header_at].strip("|").split("|")]
         metrics: dict[str, dict[str, float]] = {}
         for row in block[header_at + 2 :]:
