@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install train ensemble pretrained test test-all lint simulate bench clean
+.PHONY: install train ensemble pretrained test lint simulate bench clean
 
 install: $(STAMP)
 
@@ -19,9 +19,6 @@ $(STAMP): pyproject.toml
 
 test: install
 	$(BIN)/python -m pytest -q
-
-test-all: install
-	$(BIN)/python -m pytest -q -m "slow or not slow"
 
 lint: install
 	$(BIN)/ruff check src tests benchmarks

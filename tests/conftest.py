@@ -8,107 +8,20 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
-import yaml
+from hydra.core.global_hydra import GlobalHydra
+from omegaconf import DictConfig
 
-import lenscnn
 from lenscnn.models.checkpoint import resolve_checkpoint
-from lenscnn.sim import Simulator
-from tests.training.conftest import run_cli
-
-CONF_DIR = Path(lenscnn.__file__).parent / "conf"
-
-LENS_NAMES = ("theta_E", "e1", "e2", "center_x", "center_y")
-SHEAR_NAMES = ("gamma1", "gamma2")
-SERSIC_NAMES = ("amp", "R_sersic", "n_sersic", "e1", "e2")
-
-
-def load_conf(group: str, name: str) -> dict:
-    """A shipped config file of ``conf/<group>/<name>.yaml`` as a plain dict."""
-    with open(CONF_DIR / group / f"{name}.yaml") as f:
-        return yaml.safe_load(f)
-
-
-def _ellipticity(rng: np.random.Generator, q_low: float) -> tuple[float, float]:
-    q, phi = rng.uniform(q_low, 1.0), rng.uniform(0.0, np.pi)
-    return (1 - q) / (1 + q) * np.cos(2 * phi), (1 - q) / (1 + q) * np.sin(2 * phi)
-
-
-def random_lens_params(rng: np.random.Generator, shear: bool = True, lens_light: bool = True) -> dict[str, float]:
-    """One lens (DESIGN.md names) whose arcs and lens light fall inside a ~4 arcsec field."""
-    e1, e2 = _ellipticity(rng, 0.4)
-    p = {"theta_E": rng.uniform(0.6, 1.4), "e1": e1, "e2": e2, "center_x": rng.uniform(-0.15, 0.15)}
-    p["center_y"] = rng.uniform(-0.15, 0.15)
-    if shear:
-        p["gamma1"], p["gamma2"] = rng.uniform(-0.08, 0.08, 2)
-    se1, se2 = _ellipticity(rng, 0.4)
-    p.update(
-        source_amp=rng.uniform(50, 300), source_R_sersic=rng.uniform(0.1, 0.4), source_n_sersic=rng.uniform(0.7, 3)
-    )
-    p.update(source_e1=se1, source_e2=se2, source_center_x=rng.uniform(-0.2, 0.2))
-    p["source_center_y"] = rng.uniform(-0.2, 0.2)
-    if lens_light:
-        le1, le2 = _ellipticity(rng, 0.5)
-        p.update(lens_light_amp=rng.uniform(20, 100), lens_light_R_sersic=rng.uniform(0.4, 1.2))
-        p.update(lens_light_n_sersic=rng.uniform(2, 4.5), lens_light_e1=le1, lens_light_e2=le2)
-    return p
-
-
-def lenstronomy_kwargs(p: dict[str, float]) -> tuple[list[dict], list[dict], list[dict]]:
-    """``(kwargs_lens, kwargs_source, kwargs_lens_light)`` of lenstronomy for our parameter names."""
-    kwargs_lens = [{k: p[k] for k in LENS_NAMES}]
-    if "gamma1" in p:
-        kwargs_lens.append({k: p[k] for k in SHEAR_NAMES})
-    kwargs_source = [{k: p[f"source_{k}"] for k in (*SERSIC_NAMES, "center_x", "center_y")}]
-    kwargs_lens_light = []
-    if "lens_light_amp" in p:
-        light = {k: p[f"lens_light_{k}"] for k in SERSIC_NAMES}
-        kwargs_lens_light.append({**light, "center_x": p["center_x"], "center_y": p["center_y"]})
-    return kwargs_lens, kwargs_source, kwargs_lens_light
-
-
-def lenstronomy_image(
-    p: dict[str, float], size: int, pixel_scale: float, supersampling: int, kernel: np.ndarray | None
-) -> np.ndarray:
-    """The noiseless image of lenstronomy's ``ImageModel`` on our centred pixel grid (square images)."""
-    from lenstronomy.Data.pixel_grid import PixelGrid
-    from lenstronomy.Data.psf import PSF
-    from lenstronomy.ImSim.image_model import ImageModel
-    from lenstronomy.LensModel.lens_model import LensModel
-    from lenstronomy.LightModel.light_model import LightModel
-
-    origin = -(size - 1) / 2 * pixel_scale
-    grid = PixelGrid(
-        nx=size,
-        ny=size,
-        transform_pix2angle=np.diag([pixel_scale, pixel_scale]),
-        ra_at_xy_0=origin,
-        dec_at_xy_0=origin,
-    )
-    psf = PSF(psf_type="NONE") if kernel is None else PSF(psf_type="PIXEL", kernel_point_source=kernel)
-    kwargs_lens, kwargs_source, kwargs_lens_light = lenstronomy_kwargs(p)
-    model = ImageModel(
-        grid,
-        psf,
-        LensModel(["SIE", "SHEAR"][: len(kwargs_lens)]),
-        LightModel(["SERSIC_ELLIPSE"]),
-        LightModel(["SERSIC_ELLIPSE"] * len(kwargs_lens_light)),
-        # lenstronomy's defaults, spelled out: surface brightness on the supersampled grid,
-        # averaged to pixels, then convolved on the pixel grid (as our Simulator does)
-        kwargs_numerics={"supersampling_factor": supersampling, "supersampling_convolution": False},
-    )
-    return model.image(kwargs_lens, kwargs_source, kwargs_lens_light)
-
-
-def as_batch(params: list[dict[str, float]], dtype: torch.dtype = torch.float64) -> dict[str, torch.Tensor]:
-    """A list of parameter dicts as ``{name: Tensor[n]}``."""
-    return {k: torch.tensor([p[k] for p in params], dtype=dtype) for k in params[0]}
-
-
-def make_simulator(instrument: dict, prior: str | dict = "quickstart", **kwargs) -> Simulator:
-    """A :class:`Simulator` from an instrument mapping and a shipped prior (or a prior mapping)."""
-    prior_cfg = load_conf("prior", prior) if isinstance(prior, str) else prior
-    return Simulator.from_config({"instrument": instrument, "prior": prior_cfg}, **kwargs)
+from tests.helpers import (
+    TINY_TRAIN,
+    as_batch,
+    compose_train,
+    lenstronomy_image,
+    load_conf,
+    make_simulator,
+    random_lens_params,
+    run_cli,
+)
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -162,24 +75,6 @@ def small_instrument() -> dict:
     return {**load_conf("instrument", "quickstart"), "image_size": 32}
 
 
-#: A tiny model trained in seconds: 32 x 32 quickstart images, head dropout (for MC dropout), Gaussian NLL.
-TINY_TRAIN = [
-    "instrument.image_size=32",
-    "data.batch_size=16",
-    "data.batches_per_epoch=6",
-    "data.val_size=32",
-    "data.test_size=32",
-    "data.simulator.compile=false",
-    "trainer.max_epochs=1",
-    "callbacks.rich_progress_bar=null",
-    "callbacks.rich_model_summary=null",
-    "model.net.width=0.5",
-    "model.net.dropout=0.2",
-    "model.example_lenses=0",
-    "test=false",
-]
-
-
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory) -> Path:
     """The run directory of a tiny trained model (``checkpoints/``, ``metrics.json``)."""
@@ -195,3 +90,19 @@ def tiny_checkpoint(tiny_run, tmp_path) -> Path:
     copy = tmp_path / "tiny.ckpt"
     shutil.copy(resolve_checkpoint(tiny_run), copy)
     return copy
+
+
+@pytest.fixture
+def hydra_run(tmp_path):
+    """Run ``train(cfg)`` with Hydra's runtime config set, as ``@hydra.main`` would."""
+    from hydra.core.hydra_config import HydraConfig
+
+    from lenscnn.cli.train import train
+
+    def run(overrides: list[str]) -> tuple[DictConfig, dict]:
+        cfg = compose_train(tmp_path, overrides)
+        HydraConfig.instance().set_config(cfg)
+        return cfg, train(cfg)
+
+    yield run
+    GlobalHydra.instance().clear()

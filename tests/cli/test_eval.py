@@ -11,8 +11,7 @@ import torch
 from scipy import stats
 
 from lenscnn.models.checkpoint import read_checkpoint
-from tests.models.test_ensemble import perturbed_copy
-from tests.training.conftest import run_cli
+from tests.helpers import perturbed_copy, run_cli
 
 NAMES = ("theta_E", "e1", "e2", "center_x", "center_y")
 

@@ -13,8 +13,7 @@ from astropy.wcs import WCS
 from lenscnn.models.checkpoint import read_checkpoint
 from lenscnn.models.ensemble import Ensemble
 from lenscnn.sim import Simulator
-from tests.io.test_cutouts import celestial_header
-from tests.training.conftest import run_cli
+from tests.helpers import celestial_header, run_cli
 
 NAMES = ("theta_E", "e1", "e2", "center_x", "center_y")
 

@@ -12,7 +12,7 @@ from hydra import compose, initialize_config_module
 from omegaconf import OmegaConf
 
 from lenscnn.data import FileLensDataModule, LensDataModule
-from lenscnn.data.datamodule import EpochSampler, ParameterBatches
+from lenscnn.data.streams import EpochSampler, ParameterBatches
 
 
 @pytest.fixture(scope="module")

@@ -5,19 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from astropy.io import fits
-from astropy.wcs import WCS
 
 from lenscnn.errors import UserError
 from lenscnn.io.cutouts import Cutout, find_inputs, pixel_scale_from_header, prepare, read_cutouts
-
-
-def celestial_header(scale_arcsec: float, size: int, ratio: float = 1.0) -> fits.Header:
-    w = WCS(naxis=2)
-    w.wcs.ctype = ["RA---TAN", "DEC--TAN"]
-    w.wcs.crval = [150.1, 2.2]
-    w.wcs.crpix = [(size + 1) / 2, (size + 1) / 2]
-    w.wcs.cdelt = [-scale_arcsec / 3600, ratio * scale_arcsec / 3600]
-    return w.to_header()
+from tests.helpers import celestial_header
 
 
 def test_pixel_scale_from_celestial_wcs_cd_matrix_and_pixscale():

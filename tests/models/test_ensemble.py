@@ -10,6 +10,7 @@ import torch
 from lenscnn.errors import UserError
 from lenscnn.models.checkpoint import load_regressor, read_checkpoint
 from lenscnn.models.ensemble import Ensemble
+from tests.helpers import perturbed_copy
 
 
 def images_for(model, n: int = 12, seed: int = 3) -> torch.Tensor:
@@ -18,16 +19,6 @@ def images_for(model, n: int = 12, seed: int = 3) -> torch.Tensor:
     sim = Simulator.from_config({**model.hparams.simulator, "compile": False})
     images, _ = sim.sample(n, generator=torch.Generator().manual_seed(seed))
     return images
-
-
-def perturbed_copy(src, dst, scale: float = 1.05, **hparams) -> None:
-    """A second, different member: weights scaled, hyperparameters optionally changed."""
-    checkpoint = read_checkpoint(src)
-    checkpoint["state_dict"] = {
-        k: v * scale if v.is_floating_point() else v for k, v in checkpoint["state_dict"].items()
-    }
-    checkpoint["hyper_parameters"].update(hparams)
-    torch.save(checkpoint, dst)
 
 
 def test_ensemble_of_identical_checkpoints_equals_the_single_model(tiny_checkpoint):

@@ -14,7 +14,7 @@ from astropy.io import fits
 from lenscnn.errors import UserError
 from lenscnn.sim.galaxies import SPLITS, GalaxyLibrary, galaxy_split, hudf, load_library, prepare_stamp
 from lenscnn.sim.galaxies.library import MIN_R_HALF, half_light_radius
-from tests.training.conftest import run_cli
+from tests.helpers import run_cli
 
 SIZE = 64
 CENTRE = (SIZE - 1) / 2

@@ -11,7 +11,7 @@ from lenstronomy.LightModel.light_model import LightModel
 from lenstronomy.Util import param_util
 
 from lenscnn.sim import func
-from tests.conftest import lenstronomy_kwargs, load_conf
+from tests.helpers import lenstronomy_kwargs, load_conf
 
 
 def _stamp(rng: np.random.Generator, shape: tuple[int, int] = (24, 20)) -> np.ndarray:

@@ -11,17 +11,16 @@ import pytest
 import torch
 from hydra.utils import instantiate
 
-from lenscnn.data.datamodule import TEST_SEED, VAL_SEED, FixedLenses, ParameterBatches
+from lenscnn.data.streams import TEST_SEED, VAL_SEED, FixedLenses, ParameterBatches, shard_bounds
 from lenscnn.training.distributed import (
     RUN_STAMP_ENV,
     launch_arguments,
     launcher_rank,
     requeued_checkpoint,
-    shard_bounds,
     slurm_run_stamp,
 )
 from lenscnn.training.summary import prior_mean_rmse
-from tests.training.conftest import TINY_FAST, compose_train, run_cli
+from tests.helpers import TINY_FAST, compose_train, run_cli
 
 REPO = Path(__file__).parents[2]
 TARGETS = ["theta_E", "e1", "e2", "center_x", "center_y"]

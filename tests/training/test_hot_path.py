@@ -23,7 +23,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
 from lenscnn.cli.train import build_model
-from tests.training.conftest import TINY_FAST, compose_train
+from tests.helpers import TINY_FAST, compose_train
 
 aten = torch.ops.aten
 #: Device-to-host reads (``.item()``, ``float(t)``, ``bool(t)``) and tensors made from Python data.

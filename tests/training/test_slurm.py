@@ -16,7 +16,7 @@ import pytest
 import torch
 from hydra.utils import instantiate
 
-from tests.training.conftest import TINY, TINY_FAST, compose_train, run_cli
+from tests.helpers import TINY, TINY_FAST, compose_train, run_cli
 
 REPO = Path(__file__).parents[2]
 

@@ -1,4 +1,4 @@
-"""Shared behaviour of the entry points: one-line user errors and atomic outputs."""
+"""Shared behaviour of the entry points: set-up, one-line user errors, config checks, models."""
 
 from __future__ import annotations
 
@@ -16,8 +16,26 @@ from lenscnn.errors import UserError
 F = TypeVar("F", bound=Callable[..., Any])
 log = logging.getLogger(__name__)
 
-# ${lenscnn_pretrained:<name>} in configs (conf/ensemble/pretrained.yaml): registered before any compose
-pretrained.register_resolver()
+#: Width of rich tables when the output is not a terminal (a log file, ``| tee``, CI): wide
+#: enough that no column is cut.
+PIPE_WIDTH = 200
+
+
+def prepare_app() -> None:
+    """What every command-line app does first: matplotlib's non-interactive Agg backend (figures
+    are only written to files), and the ``${lenscnn_pretrained:<name>}`` config resolver
+    (``conf/ensemble/pretrained.yaml``) before any config is composed."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    pretrained.register_resolver()
+
+
+def console() -> Any:
+    """A rich console for tables: the terminal's width, or :data:`PIPE_WIDTH` when not a terminal."""
+    from rich.console import Console
+
+    return Console() if sys.stdout.isatty() else Console(width=PIPE_WIDTH)
 
 
 def report_user_errors(task: F) -> F:

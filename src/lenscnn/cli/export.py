@@ -25,7 +25,7 @@ import hydra
 import torch
 from omegaconf import DictConfig
 
-from lenscnn.cli.common import check_config, checkpoint_paths, report_user_errors
+from lenscnn.cli.common import check_config, checkpoint_paths, prepare_app, report_user_errors
 from lenscnn.errors import UserError
 from lenscnn.models.checkpoint import export_weights, resolve_checkpoint
 from lenscnn.models.ensemble import read_calibration
@@ -103,6 +103,7 @@ def _main(cfg: DictConfig) -> None:
 
 
 def main() -> None:
+    prepare_app()
     check_config("export", sys.argv[1:])
     _main()
 

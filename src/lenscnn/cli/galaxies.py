@@ -17,7 +17,7 @@ import matplotlib
 import numpy as np
 from omegaconf import DictConfig
 
-from lenscnn.cli.common import check_config, report_user_errors
+from lenscnn.cli.common import check_config, prepare_app, report_user_errors
 from lenscnn.errors import UserError
 from lenscnn.io.atomic import atomic_path
 from lenscnn.sim.galaxies import SPLITS, GalaxyLibrary, hudf, load_library
@@ -101,6 +101,7 @@ def _main(cfg: DictConfig) -> None:
 
 def main() -> None:
     """Console entry point: one-line errors for bad overrides, then the Hydra app."""
+    prepare_app()
     check_config("galaxies", sys.argv[1:])
     _main()
 

@@ -26,12 +26,13 @@ import torch
 from omegaconf import DictConfig
 from rich.progress import Progress
 
-from lenscnn.cli.common import check_config, load_ensemble, report_user_errors, resolve_device
+from lenscnn.cli.common import check_config, load_ensemble, prepare_app, report_user_errors, resolve_device
 from lenscnn.errors import UserError
-from lenscnn.evaluation.plots import critical_curve_figure
 from lenscnn.io.atomic import atomic_path
 from lenscnn.io.cutouts import Cutout, Prepared, find_inputs, prepare, read_cutouts
 from lenscnn.models.ensemble import Ensemble
+from lenscnn.params import LENS
+from lenscnn.plots import critical_curve_figure
 
 log = logging.getLogger(__name__)
 
@@ -111,12 +112,11 @@ def predict(cfg: DictConfig) -> Path:
     ensemble.to(device)
     ensemble.check_calibration_mode(cfg.mc_samples)
     names = ensemble.target_names
-    lens = ("theta_E", "e1", "e2", "center_x", "center_y")
-    if cfg.plots and not set(lens) <= set(names):
+    if cfg.plots and not set(LENS) <= set(names):
         raise UserError(
-            f"plots=true draws the SIE critical curve, which needs {list(lens)}; the model predicts {list(names)}"
+            f"plots=true draws the SIE critical curve, which needs {list(LENS)}; the model predicts {list(names)}"
         )
-    with_sigma = ensemble.predicts_uncertainty or len(ensemble.members) > 1 or cfg.mc_samples > 0
+    with_sigma = ensemble.gives_sigma(cfg.mc_samples)
     plot_dir = run_dir / "plots"
     run_dir.mkdir(parents=True, exist_ok=True)
     out = run_dir / "predictions.csv"
@@ -153,6 +153,7 @@ def _main(cfg: DictConfig) -> None:
 
 
 def main() -> None:
+    prepare_app()
     check_config("predict", sys.argv[1:])
     _main()
 

@@ -17,12 +17,12 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from rich.progress import Progress
 
-from lenscnn.cli.common import check_config, report_user_errors
+from lenscnn.cli.common import check_config, prepare_app, report_user_errors
 from lenscnn.errors import UserError
-from lenscnn.evaluation.plots import lens_grid_figure
 from lenscnn.io.atomic import atomic_path
 from lenscnn.io.fits import write_lens_dataset_fits
 from lenscnn.io.hdf5 import create_lens_dataset, write_batch
+from lenscnn.plots import lens_grid_figure
 from lenscnn.sim import Simulator
 from lenscnn.sim.galaxies import SPLITS
 
@@ -101,6 +101,7 @@ def _main(cfg: DictConfig) -> None:
 
 def main() -> None:
     """Console entry point: one-line errors for bad overrides, then the Hydra app."""
+    prepare_app()
     check_config("simulate", sys.argv[1:])
     _main()
 

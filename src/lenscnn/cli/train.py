@@ -21,7 +21,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
-from lenscnn.cli.common import check_config, report_user_errors
+from lenscnn.cli.common import check_config, console, prepare_app, report_user_errors
 from lenscnn.data.normalization import TargetScaler
 from lenscnn.errors import UserError
 from lenscnn.io.atomic import write_json
@@ -33,7 +33,7 @@ from lenscnn.training.distributed import (
 )
 from lenscnn.training.loggers import build_loggers, finish_loggers
 from lenscnn.training.resume import resume_arguments
-from lenscnn.training.summary import error_table, print_table, prior_mean_rmse
+from lenscnn.training.summary import error_table, prior_mean_rmse
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +81,20 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     scaler = datamodule.target_scaler()
     model = build_model(cfg.model, datamodule, scaler)
     loggers = build_loggers(cfg.get("logger"), run_dir)
+    completed = False
+    try:
+        payload = fit_and_test(cfg, datamodule, model, loggers)
+        completed = True
+        return payload
+    finally:  # also when the run fails: close wandb's run and the process group for the next job
+        finish_loggers(loggers)
+        close_process_group(wait=completed)
+
+
+def fit_and_test(cfg: DictConfig, datamodule: Any, model: pl.LightningModule, loggers: list) -> dict[str, Any]:
+    """Fit (or resume) and test ``model`` with the configured trainer; write ``metrics.json``."""
+    run_dir = Path(cfg.paths.output_dir)
+    scaler = model.scaler
     trainer: pl.Trainer = _instantiate(
         cfg.trainer, "trainer", callbacks=build_callbacks(cfg.get("callbacks")), logger=loggers or False
     )
@@ -115,11 +129,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         payload["prior_mean_rmse"] = baseline
         payload["rmse_ratio"] = {n: results[f"test/rmse/{n}"] / baseline[n] for n in scaler.names}
         if trainer.is_global_zero:
-            print_table(error_table(results, baseline, scaler.names))
+            console().print(error_table(results, baseline, scaler.names))
     if trainer.is_global_zero:
         write_json(run_dir / "metrics.json", payload)
-    finish_loggers(loggers)
-    close_process_group()
     return payload
 
 
@@ -138,6 +150,7 @@ def main() -> None:
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
+    prepare_app()
     check_config("train", sys.argv[1:])
     _main()
 

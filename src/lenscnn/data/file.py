@@ -15,6 +15,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from lenscnn.data.normalization import InputNormalizer, TargetScaler
 from lenscnn.errors import UserError
 from lenscnn.io.hdf5 import read_lens_dataset
+from lenscnn.params import LENS
 
 
 class _Lenses(Dataset):
@@ -43,7 +44,7 @@ class FileLensDataModule(LightningDataModule):
     def __init__(
         self,
         path: str,
-        targets: Sequence[str] = ("theta_E", "e1", "e2", "center_x", "center_y"),
+        targets: Sequence[str] = LENS,
         batch_size: int = 128,
         val_fraction: float = 0.1,
         test_fraction: float = 0.1,

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from lenscnn.data.datamodule import TEST_SEED, VAL_SEED, FixedLenses
+from lenscnn.data.streams import TEST_SEED, VAL_SEED, FixedLenses
 from lenscnn.errors import UserError
 from lenscnn.io.fits import read_lens_dataset_fits
 from lenscnn.io.hdf5 import read_lens_dataset

@@ -11,9 +11,9 @@ from rich.progress import Progress
 from torch import Tensor
 
 from lenscnn.errors import UserError
-from lenscnn.evaluation.calibration import LEVELS, calibration_curve, coverage, fit_sigma_scale
 from lenscnn.evaluation.datasets import EvaluationSet
-from lenscnn.evaluation.metrics import evaluation_metrics
+from lenscnn.metrics.calibration import LEVELS, calibration_curve, coverage, fit_sigma_scale
+from lenscnn.metrics.regression import evaluation_metrics
 from lenscnn.models.ensemble import Ensemble
 
 #: Nominal levels of the calibration curves.
@@ -92,7 +92,7 @@ def normalised_rmse(truth: Tensor, mean: Tensor, prior_std: Sequence[float]) -> 
 
 
 def score(predictions: Predictions, outlier_nsigma: float = 3.0) -> dict[str, dict[str, float]]:
-    """Per-target metrics of :func:`lenscnn.evaluation.metrics.evaluation_metrics`."""
+    """Per-target metrics of :func:`lenscnn.metrics.regression.evaluation_metrics`."""
     p = predictions
     return evaluation_metrics(p.truth, p.mean, p.sigma, p.names, outlier_nsigma)
 

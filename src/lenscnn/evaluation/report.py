@@ -1,4 +1,5 @@
-"""Evaluation outputs: ``metrics.json``, ``metrics.csv``, ``predictions.csv``, ``report.md``.
+"""Evaluation outputs: ``metrics.json``, ``metrics.csv``, ``predictions.csv``, ``comparison.{md,csv}``,
+``plots/*.png`` and ``report.md``.
 
 Every file is written to a temporary sibling and renamed, so a failed run leaves no
 half-written file and never clobbers a good one.
@@ -11,41 +12,21 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from rich.table import Table
+import matplotlib.pyplot as plt
+import torch
+from matplotlib.figure import Figure
 
-from lenscnn.evaluation.evaluate import Predictions
-from lenscnn.io.atomic import atomic_path, write_text
-from lenscnn.training.summary import UNITS
-
-#: Column order of ``metrics.csv`` (metrics a model without uncertainties lacks are left empty).
-METRIC_COLUMNS = (
-    "rmse",
-    "mae",
-    "bias",
-    "median_abs_error",
-    "outlier_fraction",
-    "nll",
-    "coverage_68",
-    "coverage_95",
-)
-
-
-#: Column titles of the terminal table (narrow terminals).
-SHORT_NAMES = {
-    "median_abs_error": "med|err|",
-    "outlier_fraction": "outliers",
-    "coverage_68": "cov68",
-    "coverage_95": "cov95",
-}
+from lenscnn import plots
+from lenscnn.evaluation.evaluate import CURVE_LEVELS, Predictions, curve
+from lenscnn.evaluation.pipeline import EvaluationResult
+from lenscnn.io.atomic import atomic_path, write_json, write_text
+from lenscnn.metrics.tables import MetricsTable, markdown_table
 
 
 def write_metrics_csv(path: Path, metrics: Mapping[str, Mapping[str, float]]) -> None:
-    """One row per target: its unit and every metric of :data:`METRIC_COLUMNS`."""
+    """One row per target: its unit and every metric ``lenscnn-eval`` reports (empty if missing)."""
     with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["target", "unit", *METRIC_COLUMNS])
-        for name, values in metrics.items():
-            writer.writerow([name, UNITS.get(name, ""), *(_fmt(values.get(c)) for c in METRIC_COLUMNS)])
+        csv.writer(f).writerows(MetricsTable(metrics).csv_rows())
 
 
 def write_predictions_csv(path: Path, predictions: Predictions) -> None:
@@ -71,18 +52,6 @@ def _fmt(value: float | None) -> str:
     return "" if value is None else f"{value:.7g}"
 
 
-def markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
-    return "\n".join(lines)
-
-
-def metrics_markdown(metrics: Mapping[str, Mapping[str, float]]) -> str:
-    present = [c for c in METRIC_COLUMNS if any(c in v for v in metrics.values())]
-    rows = [[name, UNITS.get(name, "-"), *(f"{values[c]:.4g}" for c in present)] for name, values in metrics.items()]
-    return markdown_table(["target", "unit", *present], rows)
-
-
 def write_report(
     path: Path,
     payload: Mapping[str, Any],
@@ -100,7 +69,7 @@ def write_report(
         "",
         "## Metrics (physical units)",
         "",
-        metrics_markdown(payload["metrics"]),
+        MetricsTable(payload["metrics"]).markdown(),
         "",
         "Outliers: |error| above "
         f"{payload['outlier_nsigma']:g} robust (NMAD) standard deviations. NLL in nats per lens. "
@@ -133,14 +102,50 @@ def calibration_markdown(calibration: Mapping[str, Any]) -> str:
     return markdown_table(header, rows) + note
 
 
-def metrics_rich_table(metrics: Mapping[str, Mapping[str, float]], title: str) -> Table:
-    """The metrics as a rich table for the terminal."""
-    present = [c for c in METRIC_COLUMNS if any(c in v for v in metrics.values())]
-    table = Table(title=title)
-    table.add_column("target")
-    table.add_column("unit")
-    for column in present:
-        table.add_column(SHORT_NAMES.get(column, column), justify="right")
-    for name, values in metrics.items():
-        table.add_row(name, UNITS.get(name, "-"), *(f"{values[c]:.4g}" for c in present))
-    return table
+def evaluation_figures(test: Predictions, calibration: Mapping[str, Any] | None) -> dict[str, Figure]:
+    """Predicted against true values, residual histograms and (with sigma) calibration curves,
+    before and after calibration when one was fitted."""
+    names = test.names
+    truth, mean = test.truth.numpy(), test.mean.numpy()
+    sigma = None if test.sigma is None else test.sigma.numpy()
+    figures = {
+        "predicted_vs_true": plots.predicted_vs_true_figure(truth, mean, sigma, names),
+        "residuals": plots.residual_histograms_figure(truth, mean, names),
+    }
+    if sigma is not None:
+        curves = {"as predicted": curve(test)}
+        if calibration is not None:
+            scale = torch.tensor([calibration["sigma_scale"][n] for n in names])
+            curves = {"before calibration": curve(test, 1 / scale), "after calibration": curves["as predicted"]}
+        figures["calibration"] = plots.calibration_figure(CURVE_LEVELS, curves, names)
+    return figures
+
+
+def write_comparison(run_dir: Path, result: EvaluationResult) -> None:
+    """``comparison.md`` and ``comparison.csv`` (normalised RMSE of each member and the ensemble)."""
+    comparison = result.payload["comparison"]
+    write_text(run_dir / "comparison.md", result.comparison_md + "\n")
+    rows = [[src, f"{v:.6f}"] for src, v in comparison["members"].items()]
+    rows.append(["ensemble", f"{comparison['ensemble']:.6f}"])
+    write_text(run_dir / "comparison.csv", "model,nrmse\n" + "\n".join(",".join(r) for r in rows) + "\n")
+
+
+def write_outputs(run_dir: Path, result: EvaluationResult, figures: Mapping[str, Figure] | None = None) -> None:
+    """Every evaluation file into ``run_dir``: the figures as ``plots/<name>.png`` (closed after),
+    the CSVs, the comparison, ``report.md`` and last ``metrics.json`` (a run directory with a
+    ``metrics.json`` is complete)."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_predictions_csv(run_dir / "predictions.csv", result.test)
+    write_metrics_csv(run_dir / "metrics.csv", result.metrics)
+    files = []
+    if figures:
+        (run_dir / "plots").mkdir(exist_ok=True)
+        for key, fig in figures.items():
+            with atomic_path(run_dir / "plots" / f"{key}.png") as tmp:
+                fig.savefig(tmp, dpi=100, format="png")
+            files.append(f"plots/{key}.png")
+            plt.close(fig)
+    if result.comparison_md:
+        write_comparison(run_dir, result)
+    write_report(run_dir / "report.md", result.payload, files, result.comparison_md)
+    write_json(run_dir / "metrics.json", result.payload)

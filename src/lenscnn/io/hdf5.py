@@ -1,7 +1,7 @@
 """HDF5 datasets of simulated lenses (h5py).
 
 Layout: ``images`` ``(N, 1, H, W)`` float32 [counts/s per pixel]; ``params/<name>`` ``(N,)``
-per parameter (DESIGN.md names); file attributes ``pixel_scale`` [arcsec/pixel] and
+per parameter (names of :mod:`lenscnn.params`); file attributes ``pixel_scale`` [arcsec/pixel] and
 ``config`` (the simulator config as YAML) so a dataset documents itself.
 """
 

@@ -26,7 +26,10 @@ from lenscnn.models.regressor import LensRegressor
 #: Keys a usable checkpoint has.
 REQUIRED_KEYS = ("hyper_parameters", "state_dict")
 #: Hyperparameters that only matter for training, reset when a model is loaded for inference.
-INFERENCE_OVERRIDES = {"compile": False, "example_lenses": 0}
+INFERENCE_OVERRIDES = {"compile": False}
+#: Hyperparameters of older checkpoints that the model no longer takes (``example_lenses`` is now
+#: the ``ExampleLenses`` callback); ignored when loading.
+RETIRED_HPARAMS = ("example_lenses",)
 
 
 def resolve_checkpoint(path: str | Path) -> Path:
@@ -66,7 +69,8 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
 
 def model_from_checkpoint(checkpoint: Mapping[str, Any], source: str = "checkpoint") -> LensRegressor:
     """Rebuild the :class:`LensRegressor` of a checkpoint dictionary, in eval mode on the CPU."""
-    hparams = {**checkpoint["hyper_parameters"], **INFERENCE_OVERRIDES}
+    saved = {k: v for k, v in checkpoint["hyper_parameters"].items() if k not in RETIRED_HPARAMS}
+    hparams = {**saved, **INFERENCE_OVERRIDES}
     try:
         model = LensRegressor(**hparams)
     except UserError as exc:

@@ -9,7 +9,7 @@ The ensemble is the equal-weight mixture of all ``K`` components:
 * aleatoric variance ``mean_k sigma_k^2`` (the noise the networks see in the data);
 * epistemic variance ``mean_k (mu_k - mu)^2`` (members and dropout passes disagreeing);
 * total variance = aleatoric + epistemic (the mixture variance), times the calibration
-  scale squared (see :mod:`lenscnn.evaluation.calibration`).
+  scale squared (see :mod:`lenscnn.metrics.calibration`).
 
 An ensemble of one member without MC dropout is exactly that member.
 """
@@ -30,7 +30,13 @@ from torch import Tensor, nn
 
 from lenscnn.errors import UserError
 from lenscnn.io.atomic import write_json
-from lenscnn.models.checkpoint import file_digest, model_from_checkpoint, read_checkpoint, resolve_checkpoint
+from lenscnn.models.checkpoint import (
+    file_digest,
+    model_from_checkpoint,
+    read_checkpoint,
+    resolve_checkpoint,
+    save_checkpoint_atomic,
+)
 from lenscnn.models.regressor import LensRegressor
 
 log = logging.getLogger(__name__)
@@ -154,7 +160,13 @@ class Ensemble(nn.Module):
 
     @property
     def predicts_uncertainty(self) -> bool:
+        """True if every member predicts its own (aleatoric) sigma (none was trained with ``mse``)."""
         return all(m.hparams.loss != "mse" for m in self.members)
+
+    def gives_sigma(self, mc_samples: int = 0) -> bool:
+        """True if :meth:`predict` returns a sigma: the members predict one, or there are several
+        mixture components (members or MC-dropout passes) whose spread is one."""
+        return self.predicts_uncertainty or len(self.members) > 1 or mc_samples > 0
 
     @property
     def device(self) -> torch.device:
@@ -250,3 +262,18 @@ def write_calibration(path: str | Path, record: Mapping[str, Any], members: Sequ
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     write_json(path, {**record, "members": [file_digest(m) for m in members]})
+
+
+def store_calibration(ensemble: Ensemble, record: Mapping[str, Any], calibration_file: str | Path | None) -> Path:
+    """Store a calibration ``record``: in the checkpoint of a single-member ensemble (atomically),
+    else as JSON at ``calibration_file`` (:func:`write_calibration`). Returns where it went."""
+    sources = ensemble.sources
+    if len(sources) == 1:
+        checkpoint = read_checkpoint(sources[0])
+        checkpoint["calibration"] = dict(record)
+        save_checkpoint_atomic(checkpoint, sources[0])
+        return Path(sources[0])
+    if calibration_file is None:
+        raise UserError("an ensemble of several members needs ensemble.calibration=<file> to store its calibration")
+    write_calibration(calibration_file, record, sources)
+    return Path(calibration_file)

@@ -13,7 +13,7 @@ position information up to the output layer:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -75,29 +75,11 @@ def conv_block(
     return nn.Sequential(*layers)
 
 
-def five_conv_features(
-    in_channels: int, channels: Sequence[int], stride: int, pool: Callable[[], nn.Module]
-) -> nn.Sequential:
-    """The feature extractor OverFeat and AlexNet share: a ``2 stride + 3`` pixel stem with ``stride``,
-    pool, 5x5, pool, three 3x3, pool; five ReLU convolutions with ``channels`` outputs, no BatchNorm."""
-    c1, c2, c3, c4, c5 = channels
-    return nn.Sequential(
-        conv_block(in_channels, c1, 2 * stride + 3, stride, batch_norm=False),
-        pool(),
-        conv_block(c1, c2, 5, batch_norm=False),
-        pool(),
-        conv_block(c2, c3, 3, batch_norm=False),
-        conv_block(c3, c4, 3, batch_norm=False),
-        conv_block(c4, c5, 3, batch_norm=False),
-        pool(),
-    )
-
-
 class CoordChannels(nn.Module):
     """Append two coordinate channels ``x, y`` in ``[-1, 1]`` to the input (CoordConv).
 
     ``x`` runs along the columns (first column -1, last column +1) and ``y`` along the rows
-    (first row -1, last row +1), the orientation of the pixel grid in DESIGN.md (row ``i`` has
+    (first row -1, last row +1), the orientation of the pixel grid in ``docs/architecture.md`` (row ``i`` has
     ``y`` increasing with ``i``). Works for any image size: ``(B, C, H, W) -> (B, C + 2, H, W)``.
     """
 

@@ -6,18 +6,15 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import matplotlib.pyplot as plt
 import torch
 from pytorch_lightning import LightningModule
 from torch import Tensor
 
 from lenscnn.data.normalization import InputNormalizer, TargetScaler
 from lenscnn.errors import UserError
-from lenscnn.evaluation.metrics import per_target, regression_metrics
-from lenscnn.evaluation.plots import lens_grid_figure
+from lenscnn.metrics.regression import per_target, regression_metrics
 from lenscnn.models import build_backbone
 from lenscnn.models.losses import LOSSES, covariance, loss_value, num_outputs, split_outputs
-from lenscnn.training.figures import log_figure
 
 OPTIMIZERS = {"adamw": torch.optim.AdamW, "adam": torch.optim.Adam, "sgd": torch.optim.SGD}
 SCHEDULERS = ("cosine", "constant")
@@ -42,7 +39,6 @@ class LensRegressor(LightningModule):
         simulator: the simulator config the training data came from (provenance).
         compile: compile the backbone with ``torch.compile``.
         channels_last: run convolutions in channels-last memory format.
-        example_lenses: validation lenses drawn with their predictions each epoch.
     """
 
     def __init__(
@@ -59,7 +55,6 @@ class LensRegressor(LightningModule):
         simulator: Mapping[str, Any] | None = None,
         compile: bool = False,
         channels_last: bool = False,
-        example_lenses: int = 8,
     ):
         super().__init__()
         if loss not in LOSSES:
@@ -89,7 +84,6 @@ class LensRegressor(LightningModule):
             self.net.compile()
         self.val_metrics = regression_metrics(self.num_targets)
         self.test_metrics = regression_metrics(self.num_targets)
-        self._examples: dict[str, Tensor] | None = None
 
     # -- prediction -------------------------------------------------------------------
 
@@ -136,13 +130,13 @@ class LensRegressor(LightningModule):
         self.log("train/loss", loss)  # not on the progress bar: that would read it back to the host every step
         return loss
 
-    def validation_step(self, batch: Mapping[str, Any], batch_idx: int) -> None:
+    def validation_step(self, batch: Mapping[str, Any], batch_idx: int) -> dict[str, Tensor]:
+        """Update the validation metrics; returns ``truth`` and ``prediction`` ``(B, T)`` in physical
+        units (for callbacks such as :class:`lenscnn.training.callbacks.ExampleLenses`)."""
         loss, prediction, truth = self._step(batch)
         self.val_metrics.update(prediction, truth)
         self.log("val/loss", loss, prog_bar=True, sync_dist=True)
-        if batch_idx == 0 and self.hparams.example_lenses:
-            k = self.hparams.example_lenses
-            self._examples = {"image": batch["image"][:k], "truth": truth[:k], "prediction": prediction[:k]}
+        return {"truth": truth, "prediction": prediction}
 
     def _log_epoch_metrics(self, stage: str) -> None:
         """Log the epoch's per-target RMSE/MAE/bias and ``<stage>/nrmse`` (mean of RMSE / prior std)."""
@@ -155,22 +149,6 @@ class LensRegressor(LightningModule):
 
     def on_validation_epoch_end(self) -> None:
         self._log_epoch_metrics("val")
-        if self._examples is not None and not self.trainer.sanity_checking:
-            self._log_examples()
-        self._examples = None
-
-    def _log_examples(self) -> None:
-        ex = {k: v.detach().float().cpu().numpy() for k, v in self._examples.items()}
-        names = self.target_names
-        fig = lens_grid_figure(
-            ex["image"],
-            self.hparams.pixel_scale,
-            {n: ex["truth"][:, i] for i, n in enumerate(names)},
-            names=names,
-            predictions={n: ex["prediction"][:, i] for i, n in enumerate(names)},
-        )
-        log_figure(self.trainer, "val/examples", fig)
-        plt.close(fig)
 
     def test_step(self, batch: Mapping[str, Any], batch_idx: int) -> None:
         loss, prediction, truth = self._step(batch)

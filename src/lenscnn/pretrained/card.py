@@ -15,44 +15,36 @@ from pathlib import Path
 from typing import Any
 
 from lenscnn.errors import UserError
-from lenscnn.evaluation.report import markdown_table
 from lenscnn.io.atomic import write_text
-from lenscnn.training.summary import UNITS
+from lenscnn.metrics.tables import Column, MetricsTable, markdown_table
 
 BEGIN = "<!-- BEGIN generated metrics: make pretrained writes this block from lenscnn-eval's metrics.json -->"
 END = "<!-- END generated metrics -->"
 
 #: Metric table columns: key in ``metrics.json`` (``sigma_scale`` from its own entry) and header.
 COLUMNS = (
-    ("rmse", "RMSE"),
-    ("mae", "MAE"),
-    ("bias", "bias"),
-    ("median_abs_error", "median abs. error"),
-    ("outlier_fraction", "outliers"),
-    ("coverage_68", "68% coverage"),
-    ("coverage_95", "95% coverage"),
-    ("sigma_scale", "sigma scale"),
+    Column("rmse", "RMSE"),
+    Column("mae", "MAE"),
+    Column("bias", "bias"),
+    Column("median_abs_error", "median abs. error"),
+    Column("outlier_fraction", "outliers"),
+    Column("coverage_68", "68% coverage"),
+    Column("coverage_95", "95% coverage"),
+    Column("sigma_scale", "sigma scale"),
 )
 NRMSE_LABEL = "Normalised RMSE (mean over targets of RMSE / prior std)"
-#: Row order of the targets (``metrics.json`` sorts them by name); others follow by name.
-ORDER = ("theta_E", "e1", "e2", "center_x", "center_y", "gamma1", "gamma2")
 
 
 def metrics_table(payload: Mapping[str, Any]) -> list[str]:
-    """The lines of one evaluation's per-target table (with its test set and normalised RMSE)."""
-    metrics, scale = payload["metrics"], payload.get("sigma_scale", {})
-    rows = []
-    for name in sorted(metrics, key=lambda n: (ORDER.index(n) if n in ORDER else len(ORDER), n)):
-        values = metrics[name]
-        row = [f"`{name}`", UNITS.get(name, "-")]
-        for key, _ in COLUMNS:
-            value = scale.get(name) if key == "sigma_scale" else values.get(key)
-            row.append("-" if value is None else f"{value:.4g}")
-        rows.append(row)
+    """The lines of one evaluation's per-target table (with its test set and normalised RMSE);
+    targets in vocabulary order (``metrics.json`` sorts them by name)."""
+    scale = payload.get("sigma_scale", {})
+    metrics = {name: {**values, "sigma_scale": scale.get(name)} for name, values in payload["metrics"].items()}
+    table = MetricsTable(metrics, COLUMNS, name=lambda n: f"`{n}`", drop_empty=False)
     return [
         f"Test set: {payload['dataset']}; MC-dropout passes per member: {payload['mc_samples']}.",
         "",
-        markdown_table(["target", "unit", *(label for _, label in COLUMNS)], rows),
+        table.markdown(),
         "",
         f"{NRMSE_LABEL}: **{payload['nrmse']:.4f}**.",
     ]
@@ -103,7 +95,7 @@ def card_metrics(text: str) -> list[dict[str, Any]]:
     if start < 0 or stop < start:
         raise UserError("the model card has no generated metrics block")
     block = text[start:stop].splitlines()
-    labels = {label: key for key, label in COLUMNS}
+    labels = {c.title: c.key for c in COLUMNS}
     tables = []
     for at, line in enumerate(block):
         if not line.startswith("Test set: "):

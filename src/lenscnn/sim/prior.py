@@ -34,7 +34,7 @@ be ``{dist: velocity_dispersion, sigma_v: ..., z_lens: ..., z_source: ...}``: th
 radius of a singular isothermal sphere with that velocity dispersion [km/s] at those
 redshifts in a flat LambdaCDM cosmology (``cosmology: {H0: 70, Om0: 0.3}`` by default).
 
-Sampled parameters use the names of DESIGN.md: ``theta_E e1 e2 center_x center_y
+Sampled parameters use the names of :mod:`lenscnn.params`: ``theta_E e1 e2 center_x center_y
 gamma1 gamma2``, ``source_*`` and ``lens_light_*`` (the lens light is centred on the lens);
 galaxy sources add ``source_galaxy`` (library index, -1 for a Sersic source),
 ``source_phi_G`` [rad] and ``source_flip`` (0 or 1).

@@ -11,6 +11,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
 
 from lenscnn.errors import UserError
+from lenscnn.params import LENS, SERSIC, SHEAR
 from lenscnn.sim import func
 from lenscnn.sim.instrument import Instrument
 from lenscnn.sim.prior import Prior
@@ -160,7 +161,7 @@ class Simulator(nn.Module):
     ) -> Tensor:
         """Render images ``(n, 1, H, W)`` [counts/s per pixel] of the given parameters.
 
-        ``params`` maps DESIGN.md names to tensors of shape ``(n,)``; shear and lens light
+        ``params`` maps names of :mod:`lenscnn.params` to tensors of shape ``(n,)``; shear and lens light
         are included when their parameters are present, galaxy sources when ``source_galaxy``
         is (an index into the simulator's library; -1 keeps the Sersic source). With ``noise=True``, background
         and shot noise are drawn from ``generator``, or, for Gaussian noise, from given
@@ -231,12 +232,11 @@ class Simulator(nn.Module):
         return func.GalaxyStamps(self.galaxy_images, self.galaxy_r_half)
 
     def _check_params(self, params: Mapping[str, Tensor]) -> dict[str, Tensor]:
-        required = ["theta_E", "e1", "e2", "center_x", "center_y"]
-        required += [f"source_{k}" for k in ("amp", "R_sersic", "n_sersic", "e1", "e2", "center_x", "center_y")]
-        if "gamma1" in params or "gamma2" in params:
-            required += ["gamma1", "gamma2"]
+        required = [*LENS, *(f"source_{k}" for k in (*SERSIC, "center_x", "center_y"))]
+        if any(k in params for k in SHEAR):
+            required += SHEAR
         if any(k.startswith("lens_light_") for k in params):
-            required += [f"lens_light_{k}" for k in ("amp", "R_sersic", "n_sersic", "e1", "e2")]
+            required += [f"lens_light_{k}" for k in SERSIC]
         if self.galaxy_images is not None:
             required += ["source_galaxy", "source_phi_G", "source_flip"]
         elif "source_galaxy" in params:

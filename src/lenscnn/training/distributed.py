@@ -16,8 +16,8 @@ do. This module only makes the processes of one run agree with each other:
   directory on SIGUSR1 and requeues the job, and resumes from it when the job restarts.
   A job that was requeued without that signal (preemption: SIGTERM, which saves
   ``checkpoints/last.ckpt``) resumes from :func:`requeued_checkpoint`.
-* **Sharded evaluation.** :func:`shard_bounds` splits the fixed validation and test sets
-  into one contiguous block per rank; torchmetrics sums the metric states across ranks.
+* **Sharded evaluation.** :func:`lenscnn.data.streams.shard_bounds` splits the fixed validation
+  and test sets into one contiguous block per rank; torchmetrics sums the metric states across ranks.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ import pytorch_lightning as pl
 import torch
 
 from lenscnn.errors import UserError
+from lenscnn.training.resume import override_key
 
 #: Environment variable that, when set, replaces the date and time in the run directory name.
 RUN_STAMP_ENV = "LENSCNN_RUN_STAMP"
@@ -65,10 +66,6 @@ def launcher_rank(env: MutableMapping[str, str] | None = None) -> int:
     return 0
 
 
-def _key(override: str) -> str:
-    return override.split("=", 1)[0].lstrip("+~")
-
-
 def launch_arguments(argv: Sequence[str], env: MutableMapping[str, str] | None = None) -> list[str]:
     """Command-line overrides of one process of a (possibly distributed) run.
 
@@ -83,7 +80,7 @@ def launch_arguments(argv: Sequence[str], env: MutableMapping[str, str] | None =
     argv = list(argv)
     if launcher_rank(env) == 0 or any(a.startswith("-") for a in argv):
         return argv
-    given = {_key(a) for a in argv}
+    given = {override_key(a) for a in argv}
     extra = {"hydra.output_subdir": "null", "hydra/job_logging": "stdout"}
     return argv + [f"{k}={v}" for k, v in extra.items() if k not in given]
 
@@ -102,14 +99,6 @@ def requeued_checkpoint(run_dir: str | Path, env: MutableMapping[str, str] | Non
     candidates = [*run_dir.glob("hpc_ckpt_*.ckpt"), run_dir / "checkpoints" / "last.ckpt"]
     existing = [p for p in candidates if p.is_file()]
     return str(max(existing, key=lambda p: p.stat().st_mtime_ns)) if existing else None
-
-
-def shard_bounds(size: int, rank: int, world_size: int) -> tuple[int, int]:
-    """``(start, stop)`` of rank ``rank``'s contiguous block of ``size`` items split over ``world_size``
-    ranks; blocks differ in length by at most one and together cover every item once."""
-    if not 0 <= rank < world_size:
-        raise ValueError(f"rank {rank} outside world of size {world_size}")
-    return rank * size // world_size, (rank + 1) * size // world_size
 
 
 def check_sweep_launch(trainer: pl.Trainer) -> None:
@@ -131,10 +120,12 @@ def check_sweep_launch(trainer: pl.Trainer) -> None:
         )
 
 
-def close_process_group() -> None:
-    """Wait for every rank, then tear the process group down. Ranks started separately (``srun``)
-    each exit on their own: without this, a rank can exit while gloo's threads of another are
-    still live, which aborts that process ("terminate called without an active exception")."""
+def close_process_group(wait: bool = True) -> None:
+    """Wait for every rank (unless ``wait`` is false: a failed rank must not block on the others),
+    then tear the process group down. Ranks started separately (``srun``) each exit on their own:
+    without this, a rank can exit while gloo's threads of another are still live, which aborts
+    that process ("terminate called without an active exception")."""
     if torch.distributed.is_available() and torch.distributed.is_initialized():
-        torch.distributed.barrier()
+        if wait:
+            torch.distributed.barrier()
         torch.distributed.destroy_process_group()

@@ -12,6 +12,9 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
+from lenscnn.io.atomic import atomic_path, write_text
+from lenscnn.metrics.tables import markdown_table
+
 log = logging.getLogger(__name__)
 
 
@@ -44,16 +47,15 @@ def leaderboard_rows(runs: list[dict[str, Any]]) -> tuple[list[str], list[list[s
 
 
 def write_leaderboard(sweep_dir: Path) -> list[dict[str, Any]]:
-    """Write ``leaderboard.csv`` and ``leaderboard.md`` into ``sweep_dir``; return the ranked runs."""
+    """Write ``leaderboard.csv`` and ``leaderboard.md`` into ``sweep_dir`` (each atomically);
+    return the ranked runs."""
     runs = collect_runs(sweep_dir)
     header, rows = leaderboard_rows(runs)
-    with open(sweep_dir / "leaderboard.csv", "w", newline="") as f:
+    with atomic_path(sweep_dir / "leaderboard.csv") as tmp, open(tmp, "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(header)
         writer.writerows(rows)
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in rows]
-    (sweep_dir / "leaderboard.md").write_text("\n".join(lines) + "\n")
+    write_text(sweep_dir / "leaderboard.md", markdown_table(header, rows) + "\n")
     return runs
 
 

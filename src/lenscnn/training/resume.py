@@ -19,7 +19,8 @@ CHECKPOINT_DIR = "checkpoints"
 LAST = "last.ckpt"
 
 
-def _key(override: str) -> str:
+def override_key(override: str) -> str:
+    """The key a command-line override sets: ``+a.b=1``, ``~a.b`` and ``a.b=1`` all set ``a.b``."""
     return override.split("=", 1)[0].lstrip("+~")
 
 
@@ -42,7 +43,7 @@ def find_run_dir(ckpt_path: str, log_dir: str, task_name: str = "train") -> tupl
 
 def resume_arguments(argv: list[str]) -> list[str]:
     """Command-line overrides rewritten for a resume (unchanged when not resuming)."""
-    overrides = dict((_key(a), a) for a in argv if "=" in a and not a.startswith("-"))
+    overrides = dict((override_key(a), a) for a in argv if "=" in a and not a.startswith("-"))
     if "ckpt_path" not in overrides or any(a in ("-m", "--multirun") for a in argv):
         return argv
     ckpt_path = overrides["ckpt_path"].split("=", 1)[1]
@@ -52,6 +53,7 @@ def resume_arguments(argv: list[str]) -> list[str]:
     run_dir, checkpoint = find_run_dir(ckpt_path, log_dir)
     saved_file = run_dir / ".hydra" / "overrides.yaml"
     saved = yaml.safe_load(saved_file.read_text()) if saved_file.is_file() else []
-    kept = [o for o in saved if _key(o) not in overrides and _key(o) not in ("ckpt_path", "hydra.run.dir")]
-    new = [a for a in argv if _key(a) not in ("ckpt_path", "hydra.run.dir")]
+    replaced = ("ckpt_path", "hydra.run.dir")
+    kept = [o for o in saved if override_key(o) not in overrides and override_key(o) not in replaced]
+    new = [a for a in argv if override_key(a) not in replaced]
     return kept + new + [f"ckpt_path={checkpoint.resolve()}", f"hydra.run.dir={run_dir.resolve()}"]

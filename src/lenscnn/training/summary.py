@@ -8,12 +8,19 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
-from rich.console import Console
 from rich.table import Table
 
 from lenscnn.data.normalization import TargetScaler
+from lenscnn.metrics.tables import Column, MetricsTable
 
-UNITS = {"theta_E": "arcsec", "center_x": "arcsec", "center_y": "arcsec"}
+#: Columns of the end-of-run table: the test errors and the prior-mean baseline.
+SUMMARY_COLUMNS = (
+    Column("rmse", "RMSE", fmt="{:.4f}"),
+    Column("mae", "MAE", fmt="{:.4f}"),
+    Column("bias", "bias", fmt="{:+.4f}"),
+    Column("prior_mean_rmse", "prior-mean RMSE", fmt="{:.4f}"),
+    Column("rmse_ratio", "RMSE / prior-mean", fmt="{:.3f}"),
+)
 
 
 def prior_mean_rmse(
@@ -36,22 +43,11 @@ def prior_mean_rmse(
 
 
 def error_table(test: Mapping[str, float], baseline: Mapping[str, float], names: Iterable[str]) -> Table:
-    table = Table(title="test set: errors in physical units")
-    for column in ("target", "unit", "RMSE", "MAE", "bias", "prior-mean RMSE", "RMSE / prior-mean"):
-        table.add_column(column, justify="left" if column in ("target", "unit") else "right")
-    for name in names:
-        rmse = test[f"test/rmse/{name}"]
-        table.add_row(
-            name,
-            UNITS.get(name, "-"),
-            f"{rmse:.4f}",
-            f"{test[f'test/mae/{name}']:.4f}",
-            f"{test[f'test/bias/{name}']:+.4f}",
-            f"{baseline[name]:.4f}",
-            f"{rmse / baseline[name]:.3f}",
-        )
-    return table
-
-
-def print_table(table: Table) -> None:
-    Console().print(table)
+    """The test errors per target (``test/<metric>/<name>`` from Lightning's test results) beside
+    the RMSE of always predicting the prior mean."""
+    metrics = {
+        name: {m: test[f"test/{m}/{name}"] for m in ("rmse", "mae", "bias")}
+        | {"prior_mean_rmse": baseline[name], "rmse_ratio": test[f"test/rmse/{name}"] / baseline[name]}
+        for name in names
+    }
+    return MetricsTable(metrics, SUMMARY_COLUMNS).rich("test set: errors in physical units", short_titles=False)

@@ -1,7 +1,7 @@
 """Pure, batched, differentiable tensor functions of the lens simulator.
 
 Angles in arcsec, surface brightness in counts/s/arcsec^2, images in counts/s per pixel.
-Conventions are lenstronomy's (see DESIGN.md).
+Conventions are lenstronomy's (see ``docs/architecture.md``).
 """
 
 from lenscnn.sim.func.cosmology import sis_einstein_radius

@@ -1,6 +1,6 @@
 """The noiseless lens image: lens equation, light profiles, pixel integration and PSF.
 
-Pure function of a parameter mapping (names of DESIGN.md, each value of shape ``(B, 1, 1)``)
+Pure function of a parameter mapping (names of :mod:`lenscnn.params`, each value of shape ``(B, 1, 1)``)
 and a pixel grid, so it can be compiled and fused as one kernel.
 """
 

@@ -7,8 +7,8 @@ import pytest
 import torch
 from scipy import stats
 
-from lenscnn.evaluation.calibration import calibration_curve, coverage, fit_sigma_scale, gaussian_quantile
-from lenscnn.evaluation.metrics import evaluation_metrics, robust_sigma
+from lenscnn.metrics.calibration import calibration_curve, coverage, fit_sigma_scale, gaussian_quantile
+from lenscnn.metrics.regression import evaluation_metrics, robust_sigma
 
 
 def test_gaussian_quantile_matches_scipy():

@@ -1,42 +1,32 @@
 """The pretrained ensemble shipped in the package: safe loading, calibration, the default model of
-lenscnn-predict, the model card's numbers, the export app and the reproducibility of its recipe."""
+lenscnn-predict, the model card's numbers, and the recipe for Ensai's setting."""
 
 from __future__ import annotations
 
 import csv
 import fnmatch
-import hashlib
 import json
 import math
 import re
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from astropy.io import fits
-from hydra import compose, initialize_config_module
 from hydra.core.global_hydra import GlobalHydra
 
 from lenscnn import pretrained
 from lenscnn.cli.common import load_ensemble
-from lenscnn.cli.export import export, export_members
 from lenscnn.errors import UserError
 from lenscnn.models.checkpoint import file_digest
 from lenscnn.models.ensemble import Ensemble
 from lenscnn.pretrained.card import BEGIN, card_metrics, metrics_block, update_card
 from lenscnn.sim import Simulator
-from tests.training.conftest import TINY_FAST, compose_train, run_cli
+from tests.helpers import TINY_FAST, compose_config, compose_train, run_cli
 
-REPO = Path(__file__).parents[1]
+REPO = Path(__file__).parents[2]
 TARGETS = ("theta_E", "e1", "e2", "center_x", "center_y")
-
-
-def compose_config(name: str, overrides: list[str]):
-    GlobalHydra.instance().clear()
-    with initialize_config_module("lenscnn.conf", version_base="1.3"):
-        return compose(name, overrides=overrides, return_hydra_config=True)
 
 
 @pytest.fixture(scope="module")
@@ -198,65 +188,6 @@ def test_model_card_block_is_generated_and_read_back(tmp_path):
     with pytest.raises(UserError, match="no generated block"):
         (tmp_path / "bare.md").write_text("# nothing\n")
         update_card(tmp_path / "bare.md", payload)
-
-
-# -- the recipe: export and reproducibility -------------------------------------------------
-
-
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def test_realistic_ensemble_recipe_is_bit_for_bit_reproducible(tmp_path):
-    """Two processes train the same (tiny) member of experiment=realistic_ensemble (the shipped recipe, galaxy
-    sources and lens light included): identical weights, and lenscnn-export turns them into byte-identical files."""
-    runs = [tmp_path / "a", tmp_path / "b"]
-
-    def train(run: Path):
-        overrides = ["experiment=realistic_ensemble", "seed=3", *TINY_FAST, "data.batches_per_epoch=4"]
-        return run_cli("train", [*overrides, "trainer.max_epochs=2", f"hydra.run.dir={run}"])
-
-    with ThreadPoolExecutor(2) as pool:
-        results = list(pool.map(train, runs))
-    for result in results:
-        assert result.returncode == 0, result.stderr[-2000:]
-    states = [torch.load(r / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"] for r in runs]
-    assert states[0].keys() == states[1].keys()
-    for key in states[0]:
-        assert torch.equal(states[0][key], states[1][key]), key
-
-    a, b = (export_members([str(r)], r / "exported", "float16")[0] for r in runs)  # what `make pretrained` does
-    assert _sha256(a) == _sha256(b)
-    exported = torch.load(a, weights_only=True)
-    assert set(exported) == {"hyper_parameters", "state_dict"}  # no optimizer state
-    assert exported["hyper_parameters"]["net"]["dropout"] == pytest.approx(0.1)
-
-
-def test_export_keeps_a_matching_calibration_and_drops_a_stale_one(tmp_path):
-    sources = [str(p) for p in pretrained.checkpoints()[:2]]
-    out = tmp_path / "exported"
-    files = export_members(sources, out, "float16")
-    assert [_sha256(f) for f in files] == [_sha256(Path(s)) for s in sources]  # re-export: same bytes
-    calibration = out / "calibration.json"
-    calibration.write_text(json.dumps({"sigma_scale": {}, "members": [file_digest(f) for f in files]}))
-    export_members(sources, out, "float16")
-    assert calibration.is_file()
-    (out / "member_3.pt").write_bytes(b"stale")
-    export_members(sources[::-1], out, "float32")
-    assert not calibration.exists() and not (out / "member_3.pt").exists()
-    state = torch.load(out / "member_1.pt", weights_only=True)["state_dict"]
-    assert all(v.dtype == torch.float32 for v in state.values() if v.is_floating_point())
-
-
-def test_export_reports_bad_requests(tmp_path):
-    result = run_cli("export", [f"hydra.run.dir={tmp_path}"])
-    assert result.returncode == 2 and "nothing to do" in result.stderr
-    with pytest.raises(UserError, match="out_dir"):
-        export(compose_config("export", ["ensemble=pretrained"]))
-    with pytest.raises(UserError, match="go together"):
-        export(compose_config("export", ["card=MODEL_CARD.md"]))
-    with pytest.raises(UserError, match="dtype"):
-        export(compose_config("export", ["ensemble=pretrained", f"out_dir={tmp_path}", "dtype=int8"]))
 
 
 # -- the same recipe for Ensai's setting (GPU) -----------------------------------------------

@@ -1,37 +1,28 @@
-"""Figures (matplotlib). Images are shown with ``origin="lower"`` and axes in arcsec."""
+"""Figures (matplotlib). Images are shown with ``origin="lower"`` and axes in arcsec.
+
+Importing this module chooses no matplotlib backend: the command-line apps choose Agg
+(:func:`lenscnn.cli.common.prepare_app`), a notebook keeps its inline backend.
+"""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
 
-import matplotlib
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
-
-from lenscnn.sim.func import shear_deflection, sie_deflection  # noqa: E402
-
-#: How each parameter is written on a figure: label and unit.
-LABELS = {
-    "theta_E": (r"$\theta_E$", '"'),
-    "e1": ("$e_1$", ""),
-    "e2": ("$e_2$", ""),
-    "center_x": ("$x_c$", '"'),
-    "center_y": ("$y_c$", '"'),
-    "gamma1": (r"$\gamma_1$", ""),
-    "gamma2": (r"$\gamma_2$", ""),
-}
+from lenscnn.params import LENS, parameter
+from lenscnn.sim.func import shear_deflection, sie_deflection
 
 
 def lens_grid_figure(
     images: np.ndarray,
     pixel_scale: float,
     params: Mapping[str, np.ndarray],
-    names: Sequence[str] = ("theta_E", "e1", "e2", "center_x", "center_y"),
+    names: Sequence[str] = LENS,
     predictions: Mapping[str, np.ndarray] | None = None,
     ncols: int = 4,
 ) -> Figure:
@@ -67,8 +58,7 @@ def lens_grid_figure(
         for name in names:
             if name not in params:
                 continue
-            label, unit = LABELS.get(name, (name, ""))
-            text = f"{label}={params[name][k]:.3f}{unit}"
+            text = f"{parameter(name).label}={params[name][k]:.3f}{parameter(name).plot_unit}"
             if predictions is not None and name in predictions:
                 text += f" | {predictions[name][k]:.3f}"
             lines.append(text)
@@ -92,8 +82,8 @@ def lens_grid_figure(
 
 
 def _label(name: str) -> str:
-    label, unit = LABELS.get(name, (name, ""))
-    return f"{label} [{unit}]" if unit else label
+    p = parameter(name)
+    return f"{p.label} [{p.plot_unit}]" if p.plot_unit else p.label
 
 
 def predicted_vs_true_figure(

@@ -1,4 +1,4 @@
-"""Per-target regression metrics (torchmetrics), in physical units."""
+"""Per-target regression metrics in physical units: torchmetrics for training, tensors for evaluation."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from torch import Tensor
 from torchmetrics import MeanAbsoluteError, MeanSquaredError, Metric, MetricCollection
 from torchmetrics.functional import mean_absolute_error, mean_squared_error
 
-from lenscnn.evaluation.calibration import coverage
+from lenscnn.metrics.calibration import coverage
 
 
 class Bias(Metric):

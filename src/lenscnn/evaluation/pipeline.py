@@ -1,0 +1,131 @@
+"""One evaluation: optionally calibrate on a validation set, predict a test set, score it,
+compare the members; everything ``lenscnn-eval`` then writes is in the returned
+:class:`EvaluationResult`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rich.progress import Progress
+
+from lenscnn.errors import UserError
+from lenscnn.evaluation.datasets import EvaluationSet
+from lenscnn.evaluation.evaluate import Predictions, calibrate, coverage_table, normalised_rmse, predict_set, score
+from lenscnn.metrics.tables import markdown_table
+from lenscnn.models.ensemble import Ensemble
+
+
+@dataclass
+class EvaluationResult:
+    """What an evaluation found.
+
+    Attributes:
+        payload: the ``metrics.json`` content: members, data, ``metrics`` per target, ``nrmse``,
+            the ``calibration`` record (if fitted) and the member ``comparison`` (if asked).
+        test: the test-set predictions (sigma calibrated when a calibration was fitted).
+        comparison_md: the member comparison as markdown (``None`` unless asked).
+    """
+
+    payload: dict[str, Any]
+    test: Predictions
+    comparison_md: str | None = None
+
+    @property
+    def metrics(self) -> dict[str, dict[str, float]]:
+        return self.payload["metrics"]
+
+    @property
+    def calibration(self) -> dict[str, Any] | None:
+        return self.payload.get("calibration")
+
+
+def member_label(source: str, k: int) -> str:
+    """``<k>: <run directory name>/<checkpoint file>`` (short enough for a table)."""
+    path = Path(source)
+    run = path.parent.parent.name if path.parent.name == "checkpoints" else path.parent.name
+    return f"{k}: {run}/{path.name}"
+
+
+def compare_members(ensemble: Ensemble, test: Predictions) -> tuple[dict[str, Any], str]:
+    """Normalised RMSE of every member and the ensemble on the same lenses; and as markdown."""
+    prior_std = ensemble.reference.scaler.std
+    labels = [member_label(src, k) for k, src in enumerate(ensemble.sources)]
+    rows = {label: normalised_rmse(test.truth, m, prior_std) for label, m in zip(labels, test.members, strict=True)}
+    best = min(rows, key=rows.get)
+    ens = normalised_rmse(test.truth, test.mean, prior_std)
+    result = {
+        "members": rows,
+        "ensemble": ens,
+        "best_member": best,
+        "best_member_nrmse": rows[best],
+        "improvement_over_best": 1 - ens / rows[best],
+    }
+    table = [[label, f"{v:.4f}"] for label, v in rows.items()] + [["**ensemble**", f"**{ens:.4f}**"]]
+    text = markdown_table(["model", "normalised RMSE"], table)
+    text += (
+        f"\n\nThe ensemble's normalised RMSE is {100 * result['improvement_over_best']:.1f}% "
+        f"below its best member's ({rows[best]:.4f})."
+    )
+    return result, text
+
+
+def evaluate(
+    ensemble: Ensemble,
+    dataset: EvaluationSet,
+    *,
+    val_set: EvaluationSet | None = None,
+    batch_size: int = 256,
+    mc_samples: int = 0,
+    compare: bool = False,
+    outlier_nsigma: float = 3.0,
+    progress: Progress | None = None,
+) -> EvaluationResult:
+    """Evaluate ``ensemble`` on ``dataset`` (on the ensemble's device).
+
+    With ``val_set`` the sigma scale per target is first fitted on it (from an uncalibrated
+    ensemble) and set in ``ensemble.sigma_scale``; the result then holds the calibration
+    record with the coverage on both sets before and after. ``compare`` also scores each member.
+    """
+    if mc_samples < 0:
+        raise UserError(f"mc_samples must be >= 0, got {mc_samples}")
+    dataset.check_geometry(ensemble.image_size, ensemble.pixel_scale)
+    if val_set is not None and not ensemble.gives_sigma(mc_samples):
+        raise UserError("calibrate=true needs uncertainties: a gaussian_nll model, an ensemble or mc_samples > 0")
+    if val_set is not None:
+        ensemble.sigma_scale.fill_(1.0)
+        val = predict_set(ensemble, val_set, batch_size, mc_samples, progress=progress)
+        scale = calibrate(val)
+    test = predict_set(ensemble, dataset, batch_size, mc_samples, compare, progress)
+    names = test.names
+    calibration = None
+    if val_set is not None:
+        before = coverage_table(test.residual, test.sigma, names)
+        test.sigma = test.sigma * scale
+        ensemble.sigma_scale.copy_(scale)
+        calibration = {
+            "sigma_scale": {n: float(s) for n, s in zip(names, scale, strict=True)},
+            "fitted_on": val_set.description,
+            "mc_samples": mc_samples,
+            "coverage_val_before": coverage_table(val.residual, val.sigma, names),
+            "coverage_val_after": coverage_table(val.residual, val.sigma * scale, names),
+            "coverage_before": before,
+            "coverage_after": coverage_table(test.residual, test.sigma, names),
+        }
+    payload: dict[str, Any] = {
+        "members": ensemble.sources,
+        "dataset": dataset.description,
+        "n": int(test.truth.shape[0]),
+        "mc_samples": mc_samples,
+        "outlier_nsigma": outlier_nsigma,
+        "sigma_scale": {n: float(s) for n, s in zip(names, ensemble.sigma_scale.cpu(), strict=True)},
+        "metrics": score(test, outlier_nsigma),
+        "nrmse": normalised_rmse(test.truth, test.mean, ensemble.reference.scaler.std),
+    }
+    if calibration:
+        payload["calibration"] = calibration
+    comparison_md = None
+    if compare:
+        payload["comparison"], comparison_md = compare_members(ensemble, test)
+    return EvaluationResult(payload, test, comparison_md)

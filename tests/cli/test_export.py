@@ -1,0 +1,74 @@
+"""lenscnn-export: weights-only members, calibration kept or dropped, bad requests; and the shipped
+recipe exports byte-identical files from two identical trainings."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+import torch
+
+from lenscnn import pretrained
+from lenscnn.cli.export import export, export_members
+from lenscnn.errors import UserError
+from lenscnn.models.checkpoint import file_digest
+from tests.helpers import TINY_FAST, compose_config, run_cli
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_realistic_ensemble_recipe_is_bit_for_bit_reproducible(tmp_path):
+    """Two processes train the same (tiny) member of experiment=realistic_ensemble (the shipped recipe, galaxy
+    sources and lens light included): identical weights, and lenscnn-export turns them into byte-identical files."""
+    runs = [tmp_path / "a", tmp_path / "b"]
+
+    def train(run: Path):
+        overrides = ["experiment=realistic_ensemble", "seed=3", *TINY_FAST, "data.batches_per_epoch=4"]
+        return run_cli("train", [*overrides, "trainer.max_epochs=2", f"hydra.run.dir={run}"])
+
+    with ThreadPoolExecutor(2) as pool:
+        results = list(pool.map(train, runs))
+    for result in results:
+        assert result.returncode == 0, result.stderr[-2000:]
+    states = [torch.load(r / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"] for r in runs]
+    assert states[0].keys() == states[1].keys()
+    for key in states[0]:
+        assert torch.equal(states[0][key], states[1][key]), key
+
+    a, b = (export_members([str(r)], r / "exported", "float16")[0] for r in runs)  # what `make pretrained` does
+    assert _sha256(a) == _sha256(b)
+    exported = torch.load(a, weights_only=True)
+    assert set(exported) == {"hyper_parameters", "state_dict"}  # no optimizer state
+    assert exported["hyper_parameters"]["net"]["dropout"] == pytest.approx(0.1)
+
+
+def test_export_keeps_a_matching_calibration_and_drops_a_stale_one(tmp_path):
+    sources = [str(p) for p in pretrained.checkpoints()[:2]]
+    out = tmp_path / "exported"
+    files = export_members(sources, out, "float16")
+    assert [_sha256(f) for f in files] == [_sha256(Path(s)) for s in sources]  # re-export: same bytes
+    calibration = out / "calibration.json"
+    calibration.write_text(json.dumps({"sigma_scale": {}, "members": [file_digest(f) for f in files]}))
+    export_members(sources, out, "float16")
+    assert calibration.is_file()
+    (out / "member_3.pt").write_bytes(b"stale")
+    export_members(sources[::-1], out, "float32")
+    assert not calibration.exists() and not (out / "member_3.pt").exists()
+    state = torch.load(out / "member_1.pt", weights_only=True)["state_dict"]
+    assert all(v.dtype == torch.float32 for v in state.values() if v.is_floating_point())
+
+
+def test_export_reports_bad_requests(tmp_path):
+    result = run_cli("export", [f"hydra.run.dir={tmp_path}"])
+    assert result.returncode == 2 and "nothing to do" in result.stderr
+    with pytest.raises(UserError, match="out_dir"):
+        export(compose_config("export", ["ensemble=pretrained"]))
+    with pytest.raises(UserError, match="go together"):
+        export(compose_config("export", ["card=MODEL_CARD.md"]))
+    with pytest.raises(UserError, match="dtype"):
+        export(compose_config("export", ["ensemble=pretrained", f"out_dir={tmp_path}", "dtype=int8"]))
