@@ -21,7 +21,7 @@ LAYERS = (
     ("sim",),
     ("data", "plots"),
     ("models",),
-    ("training", "evaluation"),
+    ("training", "evaluation", "fit"),
     ("pretrained",),
     ("cli", "conf"),
 )

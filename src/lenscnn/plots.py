@@ -189,3 +189,32 @@ def critical_curve_figure(
     ax.set_title(title, fontsize=8)
     fig.tight_layout()
     return fig
+
+
+def fit_figure(
+    data: np.ndarray, model: np.ndarray, normalized_residual: np.ndarray, pixel_scale: float, title: str = ""
+) -> Figure:
+    """Data, model and normalised residual ``(data - model) / sigma`` of a lens-model fit, side by side.
+
+    Args:
+        data, model: ``(H, W)`` counts/s per pixel (one colour scale for both).
+        normalized_residual: ``(H, W)``, shown from -5 to 5.
+        pixel_scale: arcsec per pixel (axes in arcsec, centred on the image).
+    """
+    height, width = data.shape
+    extent = (-width / 2 * pixel_scale, width / 2 * pixel_scale, -height / 2 * pixel_scale, height / 2 * pixel_scale)
+    fig, axes = plt.subplots(1, 3, figsize=(10.5, 3.6))
+    vmax = float(np.percentile(data, 99.5))
+    vmin = min(0.0, float(data.min()))
+    panels = (("data", data, "magma", vmin, vmax), ("model", model, "magma", vmin, vmax))
+    panels += (("normalised residual", normalized_residual, "RdBu_r", -5.0, 5.0),)
+    for ax, (name, image, cmap, low, high) in zip(axes, panels, strict=True):
+        shown = ax.imshow(image, origin="lower", extent=extent, cmap=cmap, vmin=low, vmax=high)
+        ax.set_title(name, fontsize=9)
+        ax.set_xlabel("x [arcsec]")
+        fig.colorbar(shown, ax=ax, fraction=0.046, pad=0.04)
+    axes[0].set_ylabel("y [arcsec]")
+    if title:
+        fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    return fig

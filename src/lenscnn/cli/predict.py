@@ -4,16 +4,22 @@ lenscnn-predict input=lens.fits                             # the shipped pretra
 lenscnn-predict ckpt_path=MODEL.ckpt input=lens.fits
 lenscnn-predict ensemble=quickstart input='cutouts/*.fits' plots=true
 lenscnn-predict ckpt_path=MODEL.ckpt input=cutouts/ hdu=SCI resample=true fill_nan=0
+lenscnn-predict input=lens.fits formats=[csv,lenstronomy]   # also lenstronomy/<image>.json
 
 Writes ``predictions.csv`` into the Hydra run directory (and ``plots/<image>.png`` with the
-predicted critical curve and centre with ``plots=true``). Nothing is written if any input is
-refused.
+predicted critical curve and centre with ``plots=true``; with ``formats=[csv,lenstronomy]`` also
+``lenstronomy/<image>.json``: the lenstronomy keyword arguments of each image, see
+:mod:`lenscnn.fit.kwargs`). Nothing is written if any input is refused.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import json
 import logging
+import os
+import shutil
 import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -28,11 +34,13 @@ from rich.progress import Progress
 
 from lenscnn.cli.common import check_config, load_ensemble, prepare_app, report_user_errors, resolve_device
 from lenscnn.errors import UserError
+from lenscnn.fit.kwargs import lens_model_kwargs, light_moments, observation_kwargs
 from lenscnn.io.atomic import atomic_path
-from lenscnn.io.cutouts import Cutout, Prepared, find_inputs, prepare, read_cutouts
+from lenscnn.io.cutouts import Cutout, Prepared, find_inputs, image_stem, prepare, read_cutouts
 from lenscnn.models.ensemble import Ensemble
-from lenscnn.params import LENS
+from lenscnn.params import LENS, SHEAR
 from lenscnn.plots import critical_curve_figure
+from lenscnn.sim import Instrument
 
 log = logging.getLogger(__name__)
 
@@ -89,13 +97,47 @@ def rows(
         yield [*row, col, row_, ra, dec]
 
 
-def plot_name(label: str) -> str:
-    """A file name for an image label such as ``dir/lens.fits[3]``."""
-    name = Path(label.split("[")[0]).name
-    for suffix in (".gz", ".fz", ".fits", ".fit", ".fts", ".h5", ".hdf5"):
-        name = name.removesuffix(suffix)
-    index = label[label.index("[") + 1 : -1] if label.endswith("]") else None
-    return f"{name}_{index}.png" if index is not None else f"{name}.png"
+#: Output formats: ``predictions.csv`` always; ``lenstronomy``: ``lenstronomy/<image>.json`` per image.
+FORMATS = ("csv", "lenstronomy")
+
+
+class LenstronomyWriter:
+    """Writes one lenstronomy JSON per image (:func:`lenscnn.fit.kwargs.lens_model_kwargs`) into a
+    temporary directory that becomes ``directory`` only when every image succeeded."""
+
+    def __init__(self, directory: Path, ensemble: Ensemble):
+        config = ensemble.simulator_config
+        if not config:
+            raise UserError("formats=[...,lenstronomy] needs the model's simulator config, which its checkpoint lacks")
+        self.directory = directory
+        self.names = ensemble.target_names
+        self.observation = observation_kwargs(Instrument.from_config(config["instrument"]))
+        self.light = light_moments(config["prior"])
+        self.lens_light = any(k.startswith("lens_light_") for k in self.light)
+        self.shear = set(SHEAR) <= set(self.names) or bool(config["prior"].get("shear"))
+        self._tmp = directory.with_name(f".{directory.name}.partial")
+
+    def __enter__(self) -> LenstronomyWriter:
+        shutil.rmtree(self._tmp, ignore_errors=True)
+        self._tmp.mkdir(parents=True)
+        return self
+
+    def __exit__(self, kind: Any, *_: Any) -> None:
+        if kind is None:
+            shutil.rmtree(self.directory, ignore_errors=True)
+            os.replace(self._tmp, self.directory)
+        shutil.rmtree(self._tmp, ignore_errors=True)
+
+    def write(self, label: str, mean: np.ndarray, sigma: np.ndarray | None) -> None:
+        values = dict(zip(self.names, mean.tolist(), strict=True))
+        sigmas = None if sigma is None else dict(zip(self.names, sigma.tolist(), strict=True))
+        setup = lens_model_kwargs(
+            values, sigmas, self.observation, self.light, shear=self.shear, lens_light=self.lens_light
+        )
+        path = self._tmp / f"{image_stem(label)}.json"
+        if path.exists():
+            raise UserError(f"{label}: two input images share the output name {path.name}; rename one of them")
+        path.write_text(json.dumps({"image": label, **setup}, indent=1))
 
 
 def predict(cfg: DictConfig) -> Path:
@@ -116,12 +158,22 @@ def predict(cfg: DictConfig) -> Path:
         raise UserError(
             f"plots=true draws the SIE critical curve, which needs {list(LENS)}; the model predicts {list(names)}"
         )
+    formats = list(cfg.get("formats") or ["csv"])
+    unknown = sorted(set(formats) - set(FORMATS))
+    if unknown or "csv" not in formats:
+        raise UserError(f"formats={formats}: choose from {list(FORMATS)}; csv is always written")
+    lenstronomy = LenstronomyWriter(run_dir / "lenstronomy", ensemble) if "lenstronomy" in formats else None
     with_sigma = ensemble.gives_sigma(cfg.mc_samples)
     plot_dir = run_dir / "plots"
     run_dir.mkdir(parents=True, exist_ok=True)
     out = run_dir / "predictions.csv"
     count = 0
-    with atomic_path(out) as tmp, open(tmp, "w", newline="") as f, Progress(transient=True) as progress:
+    with (
+        atomic_path(out) as tmp,
+        open(tmp, "w", newline="") as f,
+        Progress(transient=True) as progress,
+        contextlib.nullcontext() if lenstronomy is None else lenstronomy,
+    ):
         writer = csv.writer(f)
         writer.writerow(columns(names, with_sigma))
         task = progress.add_task("predicting", total=None)
@@ -131,6 +183,9 @@ def predict(cfg: DictConfig) -> Path:
             mean = prediction.mean.cpu().numpy()
             sigma = None if prediction.sigma is None else prediction.sigma.cpu().numpy()
             writer.writerows(rows(items, mean, sigma, ensemble))
+            if lenstronomy is not None:
+                for k, (cutout, _) in enumerate(items):
+                    lenstronomy.write(cutout.label, mean[k], None if sigma is None else sigma[k])
             if cfg.plots:
                 plot_dir.mkdir(exist_ok=True)
                 for k, (cutout, prepared) in enumerate(items):
@@ -138,11 +193,13 @@ def predict(cfg: DictConfig) -> Path:
                     text = [f"{n}={v:.3f}" for n, v in values.items()]
                     title = "\n".join([Path(cutout.label).name, ", ".join(text[:3]), ", ".join(text[3:])])
                     fig = critical_curve_figure(prepared.image[0].numpy(), ensemble.pixel_scale, values, title)
-                    fig.savefig(plot_dir / plot_name(cutout.label), dpi=100)
+                    fig.savefig(plot_dir / f"{image_stem(cutout.label)}.png", dpi=100)
                     plt.close(fig)
             count += len(items)
             progress.advance(task, len(items))
     log.info("predicted %d images from %d files -> %s", count, len(files), out)
+    if lenstronomy is not None:
+        log.info("lenstronomy keyword arguments per image -> %s", lenstronomy.directory)
     return out
 
 

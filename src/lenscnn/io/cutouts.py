@@ -184,3 +184,12 @@ def prepare(
         )
     top, left = (height - h) // 2, (width - w) // 2
     return Prepared(tensor[top : top + h, left : left + w][None].contiguous(), (float(left), float(top)), zoom)
+
+
+def image_stem(label: str) -> str:
+    """A file name stem for an image label: ``dir/lens.fits[3]`` -> ``lens_3``, ``dir/lens.fits`` -> ``lens``."""
+    name = Path(label.split("[")[0]).name
+    for suffix in (".gz", ".fz", ".fits", ".fit", ".fts", ".h5", ".hdf5"):
+        name = name.removesuffix(suffix)
+    index = label[label.index("[") + 1 : -1] if label.endswith("]") else None
+    return f"{name}_{index}" if index is not None else name

@@ -1,0 +1,269 @@
+"""``lenscnn-refine``: lenstronomy lens-model fits of images, started from the network's predictions.
+
+lenscnn-predict input=cutouts/ hydra.run.dir=outputs/predict/mine
+lenscnn-refine input=cutouts/ predictions=outputs/predict/mine                # PSO, 2 processes
+lenscnn-refine input=cutouts/ predictions=... fit.mcmc_burn=100 fit.mcmc_run=200 network_prior=true
+lenscnn-refine -m input=cutouts/ predictions=... shard=0/4,1/4,2/4,3/4 hydra/launcher=slurm
+lenscnn-refine merge=outputs/refine/multiruns/<time>                          # collect the shards
+
+Writes ``refined.csv`` (network and fit per image), ``plots/<image>.png`` (data, model, residual)
+and ``report.md`` into the Hydra run directory. A failed image is reported in its row and in one
+log line; it never stops the others. Needs lenstronomy (``pip install lenscnn[fit]``).
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import os
+import sys
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any
+
+import hydra
+import matplotlib.pyplot as plt
+import numpy as np
+from omegaconf import DictConfig, OmegaConf
+from rich.progress import Progress, TimeElapsedColumn
+
+from lenscnn.cli.common import check_config, prepare_app, report_user_errors
+from lenscnn.data.streams import shard_bounds
+from lenscnn.errors import UserError
+from lenscnn.fit.kwargs import lens_model_kwargs, light_moments, observation_kwargs
+from lenscnn.fit.refine import Budget, refine
+from lenscnn.fit.report import merge_shards, write_refined_csv, write_report
+from lenscnn.io.cutouts import find_inputs, image_stem, prepare, read_cutouts
+from lenscnn.io.fits import read_psf_kernel
+from lenscnn.params import LENS, SHEAR
+from lenscnn.plots import fit_figure
+from lenscnn.sim import Instrument
+
+log = logging.getLogger(__name__)
+
+
+def image_key(label: str) -> tuple[str, str]:
+    """An image label (``path`` or ``path[k]``) as ``(resolved path, index)``, to match predictions."""
+    path, _, index = label.partition("[")
+    return str(Path(path).expanduser().resolve()), index.rstrip("]")
+
+
+def read_predictions(path: str) -> dict[tuple[str, str], dict[str, float]]:
+    """The rows of a ``predictions.csv`` (or of the one in a ``lenscnn-predict`` run directory) by image."""
+    file = Path(path).expanduser()
+    file = file / "predictions.csv" if file.is_dir() else file
+    if not file.is_file():
+        raise UserError(f"predictions={path}: no predictions.csv there; run lenscnn-predict first")
+    with open(file, newline="") as f:
+        reader = csv.DictReader(f)
+        missing = [n for n in ("image", *LENS) if n not in (reader.fieldnames or [])]
+        if missing:
+            raise UserError(f"predictions={file}: lacks the columns {missing}; is it a lenscnn-predict output?")
+        rows = {}
+        for row in reader:
+            values = {k: float(v) for k, v in row.items() if k != "image" and v not in ("", None)}
+            rows[image_key(row["image"])] = values
+    return rows
+
+
+def parse_shard(shard: Any) -> tuple[int, int] | None:
+    """``"i/N"`` as ``(i, N)`` with ``0 <= i < N`` (``None`` when not sharded)."""
+    if shard in (None, ""):
+        return None
+    index, _, count = str(shard).partition("/")
+    if not (index.isdigit() and count.isdigit()) or not 0 <= int(index) < int(count):
+        raise UserError(f"shard={shard!r}: give i/N with 0 <= i < N, e.g. shard=0/4")
+    return int(index), int(count)
+
+
+def setups(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, tuple[float, float]], Instrument]:
+    """The observation kwargs (instrument, or the ``psf`` file) and the source/lens-light moments."""
+    instrument = Instrument.from_config(OmegaConf.to_container(cfg.instrument, resolve=True))
+    kernel = None
+    if cfg.psf:
+        kernel = read_psf_kernel(cfg.psf)
+        height, width = instrument.image_size
+        if kernel.shape[0] > height or kernel.shape[1] > width:
+            raise UserError(f"psf={cfg.psf}: kernel {kernel.shape} is larger than the {height}x{width} images")
+    observation = observation_kwargs(instrument, kernel)
+    return observation, light_moments(OmegaConf.to_container(cfg.prior, resolve=True)), instrument
+
+
+def tasks(cfg: DictConfig, instrument: Instrument) -> list[dict[str, Any]]:
+    """One task per input image of this shard: the prepared image and noise map, or the reason it
+    cannot be fitted (no pixel scale, another pixel scale, NaNs, no weight map...)."""
+    items = []
+    for path in find_inputs(str(cfg.input)):
+        try:
+            cutouts = list(read_cutouts(path, cfg.hdu))
+        except UserError as exc:
+            items.append({"image": str(path), "error": str(exc)})
+            continue
+        weights = None
+        if cfg.weight_hdu is not None:
+            try:
+                weights = [c.image for c in read_cutouts(path, cfg.weight_hdu)]
+            except UserError as exc:
+                weights = str(exc)
+        if not isinstance(weights, str):
+            weights = weights or [None] * len(cutouts)
+        for k, cutout in enumerate(cutouts):
+            items.append(_task(cfg, instrument, cutout, weights if isinstance(weights, str) else weights[k]))
+    items.sort(key=lambda t: t["image"])
+    shard = parse_shard(cfg.shard)
+    if shard is not None:
+        start, stop = shard_bounds(len(items), *shard)
+        items = items[start:stop]
+    return items
+
+
+def _task(cfg: DictConfig, instrument: Instrument, cutout: Any, weight: np.ndarray | str | None) -> dict[str, Any]:
+    if isinstance(weight, str):
+        return {"image": cutout.label, "error": f"weight map: {weight}"}
+    scale = cutout.pixel_scale if cutout.pixel_scale is not None else cfg.pixel_scale
+    if scale is None:
+        return {
+            "image": cutout.label,
+            "error": "no pixel scale (no WCS or PIXSCALE in its header); give pixel_scale=<arcsec/px>",
+        }
+    cutout.pixel_scale = float(scale)
+    try:
+        prepared = prepare(cutout, instrument.image_size, instrument.pixel_scale, False, cfg.fill_nan)
+        noise = None
+        if weight is not None:
+            weight = np.where(np.isfinite(weight) & (weight > 0), weight, 0.0)
+            sigma = 1.0 / np.sqrt(np.maximum(weight, 1e-30))  # zero weight: a pixel that does not count
+            noise_cutout = type(cutout)(cutout.label, sigma, cutout.pixel_scale, None)
+            noise = prepare(noise_cutout, instrument.image_size, instrument.pixel_scale).image[0].numpy().astype(float)
+    except UserError as exc:
+        return {"image": cutout.label, "error": str(exc)}
+    return {"image": cutout.label, "data": prepared.image[0].numpy().astype(float), "noise": noise}
+
+
+def fit_task(
+    task: dict[str, Any], setup: dict[str, Any], budget: Budget, network_prior: bool, seed: int
+) -> dict[str, Any]:
+    """Fit one image in a worker process; never raises (a failure is returned as its status)."""
+    try:
+        result = refine(task["data"], setup, budget, task["noise"], network_prior, seed)
+    except Exception as exc:  # a fit that fails must not stop the others: reported in its row
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        return {"status": f"failed: {type(exc).__name__}: {first}"}
+    return {
+        "status": "ok",
+        "lens": result.lens,
+        "sigma": result.sigma,
+        "reduced_chi2": result.reduced_chi2,
+        "seconds": result.seconds,
+        "model": result.model,
+        "residual": result.normalized_residual,
+    }
+
+
+def run(cfg: DictConfig) -> Path:
+    """Refine every input image (of this shard); returns the path of ``refined.csv``."""
+    run_dir = Path(cfg.paths.output_dir)
+    if cfg.merge:
+        return merge(cfg, Path(cfg.merge), run_dir)
+    if not cfg.input or not cfg.predictions:
+        raise UserError("give input=<images> and predictions=<predictions.csv or lenscnn-predict run directory>")
+    if not isinstance(cfg.workers, int) or cfg.workers < 1:
+        raise UserError(f"workers must be a positive integer, got {cfg.workers!r}")
+    budget = Budget(**OmegaConf.to_container(cfg.fit, resolve=True))
+    predictions = read_predictions(cfg.predictions)
+    observation, light, instrument = setups(cfg)
+    items = tasks(cfg, instrument)
+    if not items:
+        raise UserError(f"input={cfg.input}: no images in this shard ({cfg.shard})")
+    names = [*LENS, *SHEAR] if cfg.shear else list(LENS)
+    rows: list[dict[str, Any]] = []
+    jobs = {}
+    with ProcessPoolExecutor(min(cfg.workers, len(items)), mp_context=get_context("spawn")) as pool:
+        for k, item in enumerate(items):
+            row = {"image": item["image"], "status": "", "converged": False}
+            values = predictions.get(image_key(item["image"]))
+            if "error" not in item and values is None:
+                item["error"] = f"no predictions for this image in {cfg.predictions}"
+            if "error" in item:
+                row["status"] = f"failed: {item['error']}"
+                log.warning("%s: %s", item["image"], item["error"])
+                rows.append(row)
+                continue
+            sigmas = {n: values[f"{n}_sigma"] for n in names if f"{n}_sigma" in values}
+            row |= {f"net_{n}": values.get(n) for n in names} | {f"net_{n}_sigma": sigmas.get(n) for n in names}
+            setup = lens_model_kwargs(values, sigmas, observation, light, shear=cfg.shear, lens_light=cfg.lens_light)
+            jobs[pool.submit(fit_task, item, setup, budget, cfg.network_prior, cfg.seed + k)] = (row, item)
+            rows.append(row)
+        with Progress(*Progress.get_default_columns(), TimeElapsedColumn()) as progress:
+            bar = progress.add_task("fitting", total=len(jobs))
+            for future in as_completed(jobs):
+                row, item = jobs[future]
+                outcome = future.result()
+                row["status"] = outcome["status"]
+                if outcome["status"] == "ok":
+                    finish_row(cfg, run_dir, row, item, outcome, instrument.pixel_scale)
+                else:
+                    log.warning("%s: %s", item["image"], outcome["status"])
+                progress.advance(bar)
+    return write_outputs(cfg, run_dir, rows, names)
+
+
+def finish_row(cfg: DictConfig, run_dir: Path, row: dict, item: dict, outcome: dict, pixel_scale: float) -> None:
+    """The fit's values in its row, and its figure."""
+    row |= outcome["lens"] | {f"{k}_sigma": v for k, v in outcome["sigma"].items()}
+    row |= {"reduced_chi2": outcome["reduced_chi2"], "seconds": outcome["seconds"]}
+    row["converged"] = outcome["reduced_chi2"] <= cfg.converged_chi2
+    if cfg.plots:
+        title = (
+            f'{Path(item["image"]).name}: reduced chi^2 {outcome["reduced_chi2"]:.3f}, theta_E {row["theta_E"]:.4f}"'
+        )
+        fig = fit_figure(item["data"], outcome["model"], outcome["residual"], pixel_scale, title)
+        (run_dir / "plots").mkdir(parents=True, exist_ok=True)
+        fig.savefig(run_dir / "plots" / f"{image_stem(item['image'])}.png", dpi=90)
+        plt.close(fig)
+
+
+def write_outputs(cfg: DictConfig, run_dir: Path, rows: list[dict[str, Any]], names: list[str]) -> Path:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    out = run_dir / "refined.csv"
+    write_refined_csv(out, rows, names)
+    settings = {
+        "fit": OmegaConf.to_container(cfg.fit),
+        "network_prior": cfg.network_prior,
+        "converged_chi2": cfg.converged_chi2,
+    }
+    write_report(run_dir / "report.md", rows, names, settings)
+    ok = sum(r["status"] == "ok" for r in rows)
+    log.info("fitted %d of %d images -> %s, %s", ok, len(rows), out, run_dir / "report.md")
+    if ok == 0:
+        raise UserError(f"no image could be fitted (see {out})")
+    return out
+
+
+def merge(cfg: DictConfig, directory: Path, run_dir: Path) -> Path:
+    """Collect the ``refined.csv`` of every shard of a multirun into ``<directory>/refined.csv``."""
+    rows, names = merge_shards(directory)
+    out = directory / "refined.csv"
+    write_refined_csv(out, rows, names)
+    settings = {"fit": "see the shards' .hydra/config.yaml", "converged_chi2": cfg.converged_chi2}
+    write_report(directory / "report.md", rows, names, settings)
+    log.info("merged %d rows of %d shards -> %s", len(rows), len(list(directory.glob("*/refined.csv"))), out)
+    return out
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="refine")
+@report_user_errors
+def _main(cfg: DictConfig) -> None:
+    os.environ.setdefault("OMP_NUM_THREADS", "1")  # one fit per process; numpy threads would oversubscribe
+    run(cfg)
+
+
+def main() -> None:
+    prepare_app()
+    check_config("refine", sys.argv[1:])
+    _main()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Lens-model fits with lenstronomy, started from the network's estimate (``lenscnn-refine``)."""

@@ -1,0 +1,220 @@
+"""A lenstronomy lens-model fit of one image, started from the network's estimate.
+
+lenstronomy's ``FittingSequence`` runs a particle-swarm optimisation (PSO) and optionally an
+emcee MCMC, with the SIE (+ shear) mass, an elliptical Sersic source and, when modelled, a Sersic
+lens light on the lens centre; the amplitudes are solved linearly. The swarm starts at the
+network's means with the network's sigmas as its spread (times ``sigma_scale``); with
+``network_prior`` the network's Gaussian posterior is also a prior of the fit. lenstronomy is
+an optional dependency (``pip install lenscnn[fit]``), imported only here.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from lenscnn.errors import UserError
+from lenscnn.fit.kwargs import with_arrays
+
+
+@dataclass(frozen=True)
+class Budget:
+    """How much fitting each image gets.
+
+    Attributes:
+        n_particles, n_iterations: the PSO swarm and its steps.
+        sigma_scale: the swarm's initial spread in units of the starting sigmas.
+        mcmc_burn, mcmc_run: emcee steps (0, 0: no MCMC, uncertainties are then not estimated).
+        walker_ratio: emcee walkers per fitted parameter.
+    """
+
+    n_particles: int = 60
+    n_iterations: int = 100
+    sigma_scale: float = 1.0
+    mcmc_burn: int = 0
+    mcmc_run: int = 0
+    walker_ratio: int = 4
+
+    def __post_init__(self) -> None:
+        for name in ("n_particles", "n_iterations", "walker_ratio"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+                raise UserError(f"fit.{name} must be a positive integer, got {getattr(self, name)!r}")
+        for name in ("mcmc_burn", "mcmc_run"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 0:
+                raise UserError(f"fit.{name} must be an integer >= 0, got {getattr(self, name)!r}")
+        if not self.sigma_scale > 0:
+            raise UserError(f"fit.sigma_scale must be > 0, got {self.sigma_scale!r}")
+
+
+@dataclass
+class FitResult:
+    """The fit of one image.
+
+    ``lens`` holds the fitted lens parameters by lenscnn name, ``sigma`` their MCMC standard
+    deviations (empty without MCMC); ``reduced_chi2`` of the best fit over all pixels;
+    ``model`` and ``normalized_residual`` are images like the data; ``seconds`` of wall time.
+    """
+
+    lens: dict[str, float]
+    sigma: dict[str, float]
+    reduced_chi2: float
+    seconds: float
+    model: np.ndarray
+    normalized_residual: np.ndarray
+    source: list[dict[str, float]] = field(default_factory=list)
+    lens_light: list[dict[str, float]] = field(default_factory=list)
+
+
+def _lens_names(setup: Mapping[str, Any]) -> list[tuple[int, str]]:
+    """``(component, keyword)`` of the fitted lens parameters (the shear's origin is fixed)."""
+    out = [(0, k) for k in setup["kwargs_lens"][0]]
+    if len(setup["kwargs_lens"]) > 1:
+        out += [(1, "gamma1"), (1, "gamma2")]
+    return out
+
+
+def image_fit_class(setup: Mapping[str, Any], image: np.ndarray, noise_map: np.ndarray | None) -> Any:
+    """lenstronomy's ``ImageLinearFit`` of the setup's model on ``image``."""
+    from lenstronomy.Data.imaging_data import ImageData
+    from lenstronomy.Data.psf import PSF
+    from lenstronomy.ImSim.image_linear_solve import ImageLinearFit
+    from lenstronomy.LensModel.lens_model import LensModel
+    from lenstronomy.LightModel.light_model import LightModel
+
+    setup = with_arrays(setup)
+    model = setup["kwargs_model"]
+    data = ImageData(**data_kwargs(setup, image, noise_map))
+    return ImageLinearFit(
+        data,
+        PSF(**setup["kwargs_psf"]),
+        LensModel(model["lens_model_list"]),
+        LightModel(model["source_light_model_list"]),
+        LightModel(model["lens_light_model_list"]),
+        kwargs_numerics=setup["kwargs_numerics"],
+    )
+
+
+def data_kwargs(setup: Mapping[str, Any], image: np.ndarray, noise_map: np.ndarray | None) -> dict[str, Any]:
+    """``ImageData`` keyword arguments: the setup's grid and noise, the image, an optional noise map."""
+    kwargs = {**setup["kwargs_data"], "image_data": np.asarray(image, dtype=float)}
+    if noise_map is not None:
+        kwargs["noise_map"] = np.asarray(noise_map, dtype=float)
+    elif kwargs.get("exposure_time") is None:
+        kwargs["exposure_time"] = 1e30  # no shot noise: lenstronomy needs a number
+    return kwargs
+
+
+def reduced_chi2(setup: Mapping[str, Any], image: np.ndarray, noise_map: np.ndarray | None, kwargs: Mapping) -> tuple:
+    """``(reduced chi^2, model image, normalised residual)`` of ``kwargs`` (lens, source, lens light;
+    amplitudes solved linearly) on ``image``."""
+    fit = image_fit_class(setup, image, noise_map)
+    model, error_map, _, _ = fit.image_linear_solve(
+        kwargs["kwargs_lens"], kwargs["kwargs_source"], kwargs.get("kwargs_lens_light") or None
+    )
+    return float(fit.reduced_chi2(model, error_map)), model, fit.reduced_residuals(model, error_map)
+
+
+def refine(
+    image: np.ndarray,
+    setup: Mapping[str, Any],
+    budget: Budget,
+    noise_map: np.ndarray | None = None,
+    network_prior: bool = False,
+    seed: int = 0,
+) -> FitResult:
+    """Fit ``image`` (counts/s per pixel, the grid of ``setup``) starting from ``setup``
+    (:func:`lenscnn.fit.kwargs.lens_model_kwargs`); raises on a fit that fails."""
+    from lenstronomy.Workflow.fitting_sequence import FittingSequence
+
+    start = time.perf_counter()
+    setup = with_arrays(setup)
+    np.random.seed(seed)  # lenstronomy's PSO and emcee draw from numpy's global generator
+    lens_sigma = [
+        {k: (v if v > 0 else abs(setup["kwargs_lens"][i][k]) * 0.1 + 0.01) for k, v in component.items()}
+        for i, component in enumerate(setup["kwargs_lens_sigma"])
+    ]
+    params = {
+        "lens_model": [
+            setup["kwargs_lens"],
+            lens_sigma,
+            setup["kwargs_lens_fixed"],
+            setup["kwargs_lens_lower"],
+            setup["kwargs_lens_upper"],
+        ],
+        "source_model": [
+            setup["kwargs_source"],
+            setup["kwargs_source_sigma"],
+            [{} for _ in setup["kwargs_source"]],
+            setup["kwargs_source_lower"],
+            setup["kwargs_source_upper"],
+        ],
+    }
+    if setup["kwargs_lens_light"]:
+        params["lens_light_model"] = [
+            setup["kwargs_lens_light"],
+            setup["kwargs_lens_light_sigma"],
+            [{} for _ in setup["kwargs_lens_light"]],
+            setup["kwargs_lens_light_lower"],
+            setup["kwargs_lens_light_upper"],
+        ]
+    likelihood: dict[str, Any] = {"check_bounds": True}
+    if network_prior:
+        likelihood["prior_lens"] = [
+            [i, k, setup["kwargs_lens"][i][k], lens_sigma[i][k]]
+            for i, k in _lens_names(setup)
+            if setup["kwargs_lens_sigma"][i].get(k, 0) > 0
+        ]
+    data = [[data_kwargs(setup, image, noise_map), setup["kwargs_psf"], setup["kwargs_numerics"]]]
+    sequence = FittingSequence(
+        {"multi_band_list": data, "multi_band_type": "single-band"},
+        setup["kwargs_model"],
+        setup["kwargs_constraints"],
+        likelihood,
+        params,
+        verbose=False,
+    )
+    steps: list[list[Any]] = [
+        [
+            "PSO",
+            {"sigma_scale": budget.sigma_scale, "n_particles": budget.n_particles, "n_iterations": budget.n_iterations},
+        ]
+    ]
+    if budget.mcmc_run > 0:
+        mcmc = {"n_burn": budget.mcmc_burn, "n_run": budget.mcmc_run, "walkerRatio": budget.walker_ratio}
+        steps.append(["MCMC", {**mcmc, "sigma_scale": 0.1, "progress": False}])
+    chain = sequence.fit_sequence(steps)
+    best = sequence.best_fit()
+    names = _lens_names(setup)
+    lens = {k: float(best["kwargs_lens"][i][k]) for i, k in names}  # SIE and SHEAR keywords are lenscnn names
+    sigma: dict[str, float] = {}
+    if budget.mcmc_run > 0:
+        _, samples, param_names, _ = chain[-1]
+        keys = {_keyword(p): j for j, p in enumerate(param_names)}
+        for i, k in names:
+            column = keys.get((k, i))
+            if column is not None:
+                sigma[k] = float(np.std(samples[:, column]))
+    chi2, model, residual = reduced_chi2(setup, image, noise_map, best)
+    if not math.isfinite(chi2):
+        raise RuntimeError("the best fit has a non-finite chi^2")
+    return FitResult(
+        lens=lens,
+        sigma=sigma,
+        reduced_chi2=chi2,
+        seconds=time.perf_counter() - start,
+        model=model,
+        normalized_residual=residual,
+        source=[dict(c) for c in best["kwargs_source"]],
+        lens_light=[dict(c) for c in best.get("kwargs_lens_light") or []],
+    )
+
+
+def _keyword(param_name: str) -> tuple[str, int]:
+    """lenstronomy's sampled-parameter label ``<keyword>_lens<component>`` as ``(keyword, component)``."""
+    keyword, _, component = param_name.rpartition("_lens")
+    return (keyword, int(component)) if component.isdigit() else (param_name, -1)
