@@ -165,7 +165,12 @@ def compose_config(name: str, overrides: list[str]) -> DictConfig:
 
 def compose_train(tmp_path: Path, overrides: list[str]) -> DictConfig:
     """The train config with ``overrides``, writing into ``tmp_path`` (as Hydra's run would)."""
-    cfg = compose_config("train", overrides)
+    return compose_run("train", tmp_path, overrides)
+
+
+def compose_run(name: str, tmp_path: Path, overrides: list[str]) -> DictConfig:
+    """The config of app ``name`` with ``overrides``, its run directory ``tmp_path`` (as Hydra's run would)."""
+    cfg = compose_config(name, overrides)
     with open_dict(cfg):
         cfg.paths.output_dir = str(tmp_path)
         cfg.paths.log_dir = str(tmp_path)
@@ -205,3 +210,27 @@ def celestial_header(scale_arcsec: float, size: int, ratio: float = 1.0) -> fits
     w.wcs.crpix = [(size + 1) / 2, (size + 1) / 2]
     w.wcs.cdelt = [-scale_arcsec / 3600, ratio * scale_arcsec / 3600]
     return w.to_header()
+
+
+def render_lenstronomy_lens(lens: dict, source: dict, instrument, rng: np.random.Generator) -> np.ndarray:
+    """A noisy image of an SIE lens with a Sersic source rendered by lenstronomy's ``ImageModel`` on the
+    instrument's grid and PSF kernel (Gaussian background plus shot noise), independent of lenscnn's renderer."""
+    from lenstronomy.Data.pixel_grid import PixelGrid
+    from lenstronomy.Data.psf import PSF
+    from lenstronomy.ImSim.image_model import ImageModel
+    from lenstronomy.LensModel.lens_model import LensModel
+    from lenstronomy.LightModel.light_model import LightModel
+
+    from lenscnn.fit.kwargs import observation_kwargs, with_arrays
+
+    setup = with_arrays(observation_kwargs(instrument))
+    model = ImageModel(
+        PixelGrid(**setup["kwargs_pixel_grid"]),
+        PSF(**setup["kwargs_psf"]),
+        LensModel(["SIE"]),
+        LightModel(["SERSIC_ELLIPSE"]),
+        kwargs_numerics=setup["kwargs_numerics"],
+    )
+    image = model.image([lens], [source])
+    sigma = np.sqrt(instrument.background_rms**2 + np.abs(image) / instrument.exposure_time)
+    return image + rng.normal(size=image.shape) * sigma

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 
 import numpy as np
 import pytest
@@ -45,7 +46,7 @@ def test_predict_fits_with_wcs_matches_the_in_memory_prediction(tiny_checkpoint,
     # a larger cutout (zero border) is centre-cropped back to the model's 32 x 32
     write_fits(inputs / "lens2_large.fits", np.pad(images[2, 0].numpy(), 5))
     out = tmp_path / "run"
-    result = predict(out, f"ckpt_path={tiny_checkpoint}", f"input={inputs}", "plots=true")
+    result = predict(out, f"ckpt_path={tiny_checkpoint}", f"input={inputs}", "plots=true", "formats=[csv,lenstronomy]")
     assert result.returncode == 0, result.stderr[-2000:]
     rows = read_rows(out / "predictions.csv")
     assert [r["image"].rsplit("/", 1)[-1] for r in rows] == ["lens0.fits", "lens1.fits", "lens2_large.fits"]
@@ -66,6 +67,15 @@ def test_predict_fits_with_wcs_matches_the_in_memory_prediction(tiny_checkpoint,
         assert float(row["center_dec"]) == pytest.approx(float(dec), abs=1e-7)
     for name in ("lens0", "lens1", "lens2_large"):
         assert (out / "plots" / f"{name}.png").read_bytes()[:4] == b"\x89PNG"
+    # formats=[...,lenstronomy]: per image the kwargs of a lenstronomy fit, at the predicted values
+    for row, name in zip(rows, ("lens0", "lens1", "lens2_large"), strict=True):
+        setup = json.loads((out / "lenstronomy" / f"{name}.json").read_text())
+        assert setup["image"] == row["image"] and setup["kwargs_model"]["lens_model_list"][0] == "SIE"
+        for key in NAMES:
+            assert setup["kwargs_lens"][0][key] == pytest.approx(float(row[key]), rel=1e-5, abs=1e-6)
+            assert setup["kwargs_lens_sigma"][0][key] == pytest.approx(float(row[f"{key}_sigma"]), rel=1e-5)
+        assert setup["kwargs_pixel_grid"]["nx"] == 32 and setup["kwargs_data"]["background_rms"] > 0
+    assert not list(out.glob(".lenstronomy*"))
 
 
 def test_predict_resamples_fills_and_reads_hdf5(tiny_checkpoint, tmp_path):

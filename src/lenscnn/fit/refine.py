@@ -57,7 +57,9 @@ class FitResult:
 
     ``lens`` holds the fitted lens parameters by lenscnn name, ``sigma`` their MCMC standard
     deviations (empty without MCMC); ``reduced_chi2`` of the best fit over all pixels;
-    ``model`` and ``normalized_residual`` are images like the data; ``seconds`` of wall time.
+    ``model`` and ``normalized_residual`` are images like the data; ``seconds`` of wall time;
+    ``pso_chi2`` the reduced chi^2 of the swarm's best position after each PSO iteration
+    (``-2 log L / pixels``), which shows when the fit converged.
     """
 
     lens: dict[str, float]
@@ -66,6 +68,7 @@ class FitResult:
     seconds: float
     model: np.ndarray
     normalized_residual: np.ndarray
+    pso_chi2: list[float] = field(default_factory=list)
     source: list[dict[str, float]] = field(default_factory=list)
     lens_light: list[dict[str, float]] = field(default_factory=list)
 
@@ -154,14 +157,13 @@ def refine(
             setup["kwargs_source_upper"],
         ],
     }
-    if setup["kwargs_lens_light"]:
-        params["lens_light_model"] = [
-            setup["kwargs_lens_light"],
-            setup["kwargs_lens_light_sigma"],
-            [{} for _ in setup["kwargs_lens_light"]],
-            setup["kwargs_lens_light_lower"],
-            setup["kwargs_lens_light_upper"],
-        ]
+    params["lens_light_model"] = [  # empty lists without lens light: lenstronomy expects the key
+        setup["kwargs_lens_light"],
+        setup["kwargs_lens_light_sigma"],
+        [{} for _ in setup["kwargs_lens_light"]],
+        setup["kwargs_lens_light_lower"],
+        setup["kwargs_lens_light_upper"],
+    ]
     likelihood: dict[str, Any] = {"check_bounds": True}
     if network_prior:
         likelihood["prior_lens"] = [
@@ -200,6 +202,8 @@ def refine(
             if column is not None:
                 sigma[k] = float(np.std(samples[:, column]))
     chi2, model, residual = reduced_chi2(setup, image, noise_map, best)
+    pixels = np.asarray(image).size
+    pso_chi2 = [-2.0 * float(log_l) / pixels for log_l in chain[0][1][0]]
     if not math.isfinite(chi2):
         raise RuntimeError("the best fit has a non-finite chi^2")
     return FitResult(
@@ -209,6 +213,7 @@ def refine(
         seconds=time.perf_counter() - start,
         model=model,
         normalized_residual=residual,
+        pso_chi2=pso_chi2,
         source=[dict(c) for c in best["kwargs_source"]],
         lens_light=[dict(c) for c in best.get("kwargs_lens_light") or []],
     )

@@ -1,0 +1,218 @@
+"""What the network buys a lenstronomy fit: accuracy and wall time of the network alone, of the fit
+started from the network, and of the same fit started from the prior mean.
+
+Lenses are rendered by lenstronomy itself (``ImageModel``: SIE, elliptical Sersic source, the
+quickstart instrument's pixel grid, PSF kernel and noise), with parameters from the quickstart
+prior, so neither the network nor the fit sees lenscnn's own renderer. In the same run:
+
+* (a) the shipped pretrained ensemble alone (mean and sigma per lens);
+* (b) ``lenscnn.fit.refine`` started at the network's means, the swarm spread by its sigmas, the
+  source started where the network's lens model maps the arcs (``lenscnn.fit.kwargs.seed_source``);
+* (c) the same fit, same budget, started at the prior mean with the prior's standard deviations
+  as step sizes (what a modeller without the network would do).
+
+A fit has converged when its reduced chi^2 is within 10% of the truth's (the true parameters'
+reduced chi^2 on the same noisy image). Its time to converge is the wall time up to the first PSO
+iteration that met that bound. Printed: theta_E RMSE (and the other lens parameters), the share
+of converged fits, the median time to converge and the ratios the issue asks for.
+
+    python benchmarks/refine.py [--lenses 24] [--particles 60] [--iterations 100] [--workers 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import time
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_context
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+
+from lenscnn import pretrained
+from lenscnn.fit.kwargs import (
+    lens_model_kwargs,
+    light_moments,
+    observation_kwargs,
+    psf_kernel,
+    seed_source,
+    with_arrays,
+)
+from lenscnn.fit.refine import Budget, reduced_chi2, refine
+from lenscnn.params import LENS
+from lenscnn.sim import Instrument, Prior
+
+CONF = Path(pretrained.__file__).parents[1] / "conf"
+TOLERANCE = 1.10  # converged: reduced chi^2 <= 1.1 x the truth's
+
+
+def load_conf(name: str) -> dict:
+    with open(CONF / f"{name}.yaml") as f:
+        return yaml.safe_load(f)
+
+
+def render_with_lenstronomy(params: dict[str, float], instrument: Instrument, rng: np.random.Generator) -> np.ndarray:
+    """A noisy image of one lens from lenstronomy's ``ImageModel`` (Gaussian background + shot noise)."""
+    from lenstronomy.Data.pixel_grid import PixelGrid
+    from lenstronomy.Data.psf import PSF
+    from lenstronomy.ImSim.image_model import ImageModel
+    from lenstronomy.LensModel.lens_model import LensModel
+    from lenstronomy.LightModel.light_model import LightModel
+
+    setup = with_arrays(observation_kwargs(instrument))
+    model = ImageModel(
+        PixelGrid(**setup["kwargs_pixel_grid"]),
+        PSF(**setup["kwargs_psf"]),
+        LensModel(["SIE"]),
+        LightModel(["SERSIC_ELLIPSE"]),
+        kwargs_numerics=setup["kwargs_numerics"],
+    )
+    source = {k: params[f"source_{k}"] for k in ("amp", "R_sersic", "n_sersic", "e1", "e2", "center_x", "center_y")}
+    image = model.image([{k: params[k] for k in LENS}], [source])
+    sigma = np.sqrt(instrument.background_rms**2 + np.abs(image) / instrument.exposure_time)
+    return image + rng.normal(size=image.shape) * sigma
+
+
+def fit_one(args: tuple) -> dict:
+    image, setup, budget, truth_kwargs, seed = args
+    truth_chi2, _, _ = reduced_chi2(setup, image, None, truth_kwargs)
+    start = time.perf_counter()
+    try:
+        result = refine(image, setup, budget, seed=seed)
+    except Exception as exc:  # a failed fit counts as not converged
+        return {
+            "failed": f"{type(exc).__name__}: {exc}",
+            "truth_chi2": truth_chi2,
+            "seconds": time.perf_counter() - start,
+        }
+    bound = TOLERANCE * truth_chi2
+    first = next((i for i, chi2 in enumerate(result.pso_chi2) if chi2 <= bound), None)
+    converged = result.reduced_chi2 <= bound
+    return {
+        "lens": result.lens,
+        "chi2": result.reduced_chi2,
+        "truth_chi2": truth_chi2,
+        "converged": converged,
+        "seconds": result.seconds,
+        "seconds_to_converge": None
+        if first is None or not converged
+        else result.seconds * (first + 1) / max(1, len(result.pso_chi2)),
+    }
+
+
+def rmse(estimates: list[float], truths: list[float]) -> float:
+    return math.sqrt(float(np.mean((np.asarray(estimates) - np.asarray(truths)) ** 2)))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--lenses", type=int, default=24)
+    parser.add_argument("--particles", type=int, default=60)
+    parser.add_argument("--iterations", type=int, default=100)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--seed", type=int, default=7)
+    args = parser.parse_args()
+    torch.set_num_threads(2)
+
+    instrument = Instrument.from_config(load_conf("instrument/quickstart"))
+    prior_spec = load_conf("prior/quickstart")
+    prior = Prior(prior_spec)
+    drawn = prior.sample(args.lenses, torch.Generator().manual_seed(args.seed), dtype=torch.float64)
+    lenses = [{k: float(v[i]) for k, v in drawn.items()} for i in range(args.lenses)]
+    rng = np.random.default_rng(args.seed)
+    images = [render_with_lenstronomy(p, instrument, rng) for p in lenses]
+
+    # (a) the network alone
+    ensemble = pretrained.load()
+    start = time.perf_counter()
+    prediction = ensemble.predict(torch.tensor(np.stack(images)[:, None], dtype=torch.float32))
+    network_seconds = (time.perf_counter() - start) / args.lenses
+    names = ensemble.target_names
+    mean, sigma = prediction.mean.double().numpy(), prediction.sigma.double().numpy()
+
+    observation = observation_kwargs(instrument, psf_kernel(instrument))
+    light = light_moments(prior_spec)
+    moments = prior.sample(20_000, torch.Generator().manual_seed(0), dtype=torch.float64)
+    prior_mean = {n: float(moments[n].mean()) for n in LENS}
+    prior_std = {n: float(moments[n].std()) for n in LENS}
+    budget = Budget(n_particles=args.particles, n_iterations=args.iterations)
+    jobs = {"network-seeded fit": [], "prior-started fit": []}
+    for i, p in enumerate(lenses):
+        truth = {
+            "kwargs_lens": [{n: p[n] for n in LENS}],
+            "kwargs_source": [
+                {k: p[f"source_{k}"] for k in ("amp", "R_sersic", "n_sersic", "e1", "e2", "center_x", "center_y")}
+            ],
+        }
+        values = dict(zip(names, mean[i].tolist(), strict=True))
+        sigmas = dict(zip(names, sigma[i].tolist(), strict=True))
+        seeded = lens_model_kwargs(values, sigmas, observation, light, shear=False, lens_light=False)
+        seeded = seed_source(seeded, images[i], instrument.background_rms, instrument.pixel_scale)
+        cold = lens_model_kwargs(prior_mean, prior_std, observation, light, shear=False, lens_light=False)
+        jobs["network-seeded fit"].append((images[i], seeded, budget, truth, args.seed + i))
+        jobs["prior-started fit"].append((images[i], cold, budget, truth, args.seed + i))
+
+    results = {}
+    with ProcessPoolExecutor(args.workers, mp_context=get_context("spawn")) as pool:
+        for name, work in jobs.items():
+            start = time.perf_counter()
+            results[name] = list(pool.map(fit_one, work))
+            print(f"{name}: {len(work)} fits in {time.perf_counter() - start:.0f} s with {args.workers} processes")
+
+    truth = {n: [p[n] for p in lenses] for n in LENS}
+    print(
+        f"\n{args.lenses} lenses rendered by lenstronomy (quickstart instrument and prior); PSO "
+        f"{args.particles} particles x {args.iterations} iterations per fit\n"
+    )
+    header = (
+        f"{'':22s}"
+        + "".join(f"{n + ' RMSE':>16s}" for n in LENS)
+        + f"{'converged':>11s}{'median s':>10s}{'s to conv.':>11s}"
+    )
+    print(header)
+    print(
+        f"{'network alone':22s}"
+        + "".join(f"{rmse(list(mean[:, names.index(n)]), truth[n]):16.5f}" for n in LENS)
+        + f"{'-':>11s}{network_seconds:10.4f}{'-':>11s}"
+    )
+    summary = {}
+    for name, rows in results.items():
+        ok = [r for r in rows if "lens" in r]
+        est = {n: [r["lens"][n] if "lens" in r else prior_mean[n] for r in rows] for n in LENS}
+        converged = [r for r in rows if r.get("converged")]
+        to_converge = [r["seconds_to_converge"] for r in converged if r["seconds_to_converge"] is not None]
+        summary[name] = {
+            "theta_E": rmse(est["theta_E"], truth["theta_E"]),
+            "converged": len(converged) / len(rows),
+            "seconds": float(np.median([r["seconds"] for r in rows])),
+            "to_converge": float(np.median(to_converge)) if to_converge else math.inf,
+            "failed": len(rows) - len(ok),
+        }
+        s = summary[name]
+        print(
+            f"{name:22s}"
+            + "".join(f"{rmse(est[n], truth[n]):16.5f}" for n in LENS)
+            + f"{s['converged']:11.2f}{s['seconds']:10.2f}{s['to_converge']:11.2f}"
+        )
+    seeded, cold = summary["network-seeded fit"], summary["prior-started fit"]
+    network_theta = rmse(list(mean[:, names.index("theta_E")]), truth["theta_E"])
+    print(
+        f"\ntheta_E RMSE, network-seeded fit / network alone: {seeded['theta_E'] / network_theta:.3f} (target <= 0.5)"
+    )
+    often = seeded["converged"] / cold["converged"] if cold["converged"] else math.inf
+    faster = cold["to_converge"] / seeded["to_converge"] if math.isfinite(seeded["to_converge"]) else 0.0
+    print(
+        f"converged, network-seeded / prior-started: {seeded['converged']:.2f} / {cold['converged']:.2f} = {often:.2f}x"
+    )
+    print(
+        f"median time to converge, prior-started / network-seeded: {cold['to_converge']:.2f} s / "
+        f"{seeded['to_converge']:.2f} s = {faster:.2f}x (target: 3x more often or 3x faster)"
+    )
+    print(f"failed fits: network-seeded {seeded['failed']}, prior-started {cold['failed']}")
+
+
+if __name__ == "__main__":
+    main()
