@@ -125,3 +125,30 @@ def test_a_bad_request_exits_2_with_one_line(inputs, tmp_path):
     assert [line for line in result.stderr.splitlines() if line.strip()] == [
         "error: shard=5: give i/N with 0 <= i < N, e.g. shard=0/4"
     ]
+
+
+def test_weight_hdu_gives_the_noise_map(tmp_path):
+    """An inverse-variance HDU replaces the instrument's noise: the true weights give the chi^2 of the
+    instrument's (true) noise model, weights 4x too high give 4x that chi^2."""
+    instrument = Instrument.from_config(load_conf("instrument", "quickstart"))
+    lens = LENSES["a"]
+    image = render_lenstronomy_lens(lens, SOURCE, instrument, np.random.default_rng(6))
+    sigma = np.sqrt(instrument.background_rms**2 + np.abs(image) / instrument.exposure_time)
+    chi2 = {}
+    for name, factor in (("instrument", None), ("true", 1.0), ("high", 4.0)):
+        path = tmp_path / f"{name}.fits"
+        hdus = [fits.PrimaryHDU(image.astype(np.float32), header=fits.Header({"PIXSCALE": 0.08}))]
+        if factor is not None:
+            hdus.append(fits.ImageHDU((factor / sigma**2).astype(np.float32), name="WHT"))
+        fits.HDUList(hdus).writeto(path)
+        predictions = tmp_path / f"{name}.csv"
+        predictions.write_text(
+            "image," + ",".join(lens) + "\n" + f"{path}," + ",".join(str(v) for v in lens.values()) + "\n"
+        )
+        out = tmp_path / name
+        weights = [] if factor is None else ["weight_hdu=WHT"]
+        refine_in_process(out, f"input={path}", f"predictions={predictions}", "plots=false", *weights)
+        rows, _ = read_refined_csv(out / "refined.csv")
+        chi2[name] = rows[0]["reduced_chi2"]
+    assert chi2["true"] == pytest.approx(chi2["instrument"], rel=0.15), chi2  # model- vs data-based shot noise
+    assert chi2["high"] == pytest.approx(4 * chi2["true"], rel=0.1), chi2

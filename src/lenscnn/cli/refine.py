@@ -3,7 +3,7 @@
 lenscnn-predict input=cutouts/ hydra.run.dir=outputs/predict/mine
 lenscnn-refine input=cutouts/ predictions=outputs/predict/mine                # PSO, 2 processes
 lenscnn-refine input=cutouts/ predictions=... fit.mcmc_burn=100 fit.mcmc_run=200 network_prior=true
-lenscnn-refine -m input=cutouts/ predictions=... shard=0/4,1/4,2/4,3/4 hydra/launcher=slurm
+lenscnn-refine -m input=cutouts/ predictions=... shard=0/4,1/4,2/4,3/4 hydra/launcher=slurm  # by file
 lenscnn-refine merge=outputs/refine/multiruns/<time>                          # collect the shards
 
 Writes ``refined.csv`` (network and fit per image), ``plots/<image>.png`` (data, model, residual)
@@ -14,6 +14,7 @@ log line; it never stops the others. Needs lenstronomy (``pip install lenscnn[fi
 from __future__ import annotations
 
 import csv
+import importlib.util
 import logging
 import os
 import sys
@@ -92,36 +93,36 @@ def setups(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, tuple[float, floa
 
 
 def tasks(cfg: DictConfig, instrument: Instrument) -> list[dict[str, Any]]:
-    """One task per input image of this shard: the prepared image and noise map, or the reason it
-    cannot be fitted (no pixel scale, another pixel scale, NaNs, no weight map...)."""
+    """One task per input image of this shard (a contiguous block of the sorted input files): the
+    prepared image and noise map, or the reason it cannot be fitted (no pixel scale, another pixel
+    scale, NaNs, a missing weight map...). Only this shard's files are read."""
+    files = find_inputs(str(cfg.input))
+    shard = parse_shard(cfg.shard)
+    if shard is not None:
+        start, stop = shard_bounds(len(files), *shard)
+        files = files[start:stop]
     items = []
-    for path in find_inputs(str(cfg.input)):
+    for path in files:
         try:
             cutouts = list(read_cutouts(path, cfg.hdu))
         except UserError as exc:
             items.append({"image": str(path), "error": str(exc)})
             continue
-        weights = None
+        weights: list[Any] = [None] * len(cutouts)
         if cfg.weight_hdu is not None:
             try:
                 weights = [c.image for c in read_cutouts(path, cfg.weight_hdu)]
+                if len(weights) != len(cutouts):
+                    raise UserError(f"{len(weights)} weight maps for {len(cutouts)} images")
             except UserError as exc:
-                weights = str(exc)
-        if not isinstance(weights, str):
-            weights = weights or [None] * len(cutouts)
-        for k, cutout in enumerate(cutouts):
-            items.append(_task(cfg, instrument, cutout, weights if isinstance(weights, str) else weights[k]))
-    items.sort(key=lambda t: t["image"])
-    shard = parse_shard(cfg.shard)
-    if shard is not None:
-        start, stop = shard_bounds(len(items), *shard)
-        items = items[start:stop]
+                weights = [f"weight_hdu={cfg.weight_hdu}: {exc}"] * len(cutouts)
+        items += [_task(cfg, instrument, cutout, weight) for cutout, weight in zip(cutouts, weights, strict=True)]
     return items
 
 
 def _task(cfg: DictConfig, instrument: Instrument, cutout: Any, weight: np.ndarray | str | None) -> dict[str, Any]:
     if isinstance(weight, str):
-        return {"image": cutout.label, "error": f"weight map: {weight}"}
+        return {"image": cutout.label, "error": weight}
     scale = cutout.pixel_scale if cutout.pixel_scale is not None else cfg.pixel_scale
     if scale is None:
         return {
@@ -162,6 +163,14 @@ def fit_task(
     }
 
 
+def check_installed(budget: Budget) -> None:
+    """Refuse to start without lenstronomy (and emcee for an MCMC): both are the ``fit`` extra."""
+    needed = ["lenstronomy", *(["emcee"] if budget.mcmc_run > 0 else [])]
+    missing = [name for name in needed if importlib.util.find_spec(name) is None]
+    if missing:
+        raise UserError(f"lenscnn-refine needs {' and '.join(missing)}: pip install 'lenscnn[fit]'")
+
+
 def fit_all(jobs: list[tuple], workers: int) -> Iterator[tuple[dict, dict, dict]]:
     """``(row, item, outcome)`` of every job as it finishes: in ``workers`` processes, or in this
     one for ``workers=1``."""
@@ -185,6 +194,7 @@ def run(cfg: DictConfig) -> Path:
     if not isinstance(cfg.workers, int) or cfg.workers < 1:
         raise UserError(f"workers must be a positive integer, got {cfg.workers!r}")
     budget = Budget(**OmegaConf.to_container(cfg.fit, resolve=True))
+    check_installed(budget)
     predictions = read_predictions(cfg.predictions)
     observation, light, instrument = setups(cfg)
     items = tasks(cfg, instrument)
