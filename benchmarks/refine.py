@@ -16,7 +16,7 @@ reduced chi^2 on the same noisy image). Its time to converge is the wall time up
 iteration that met that bound. Printed: theta_E RMSE (and the other lens parameters), the share
 of converged fits, the median time to converge and the ratios the issue asks for.
 
-    python benchmarks/refine.py [--lenses 24] [--particles 60] [--iterations 100] [--workers 2]
+    python benchmarks/refine.py [--lenses 24] [--budgets 30x50,40x60,60x100] [--workers 2]
 """
 
 from __future__ import annotations
@@ -107,11 +107,36 @@ def rmse(estimates: list[float], truths: list[float]) -> float:
     return math.sqrt(float(np.mean((np.asarray(estimates) - np.asarray(truths)) ** 2)))
 
 
+def parse_budgets(text: str) -> list[Budget]:
+    """``"30x50,60x100"``: PSO particles x iterations per budget."""
+    return [Budget(n_particles=int(p), n_iterations=int(i)) for p, i in (b.split("x") for b in text.split(","))]
+
+
+def report(name: str, rows: list[dict], truth: dict[str, list[float]], prior_mean: dict[str, float]) -> dict:
+    """Print one row of the table; return its summary (a failed fit counts as the prior mean, not converged)."""
+    est = {n: [r["lens"][n] if "lens" in r else prior_mean[n] for r in rows] for n in LENS}
+    converged = [r for r in rows if r.get("converged")]
+    to_converge = [r["seconds_to_converge"] for r in converged if r["seconds_to_converge"] is not None]
+    summary = {
+        "theta_E": rmse(est["theta_E"], truth["theta_E"]),
+        "converged": len(converged) / len(rows),
+        "seconds": float(np.median([r["seconds"] for r in rows])),
+        "to_converge": float(np.median(to_converge)) if to_converge else math.inf,
+        "failed": sum("lens" not in r for r in rows),
+    }
+    s = summary
+    print(
+        f"{name:22s}"
+        + "".join(f"{rmse(est[n], truth[n]):16.5f}" for n in LENS)
+        + f"{s['converged']:11.2f}{s['seconds']:10.2f}{s['to_converge']:11.2f}"
+    )
+    return summary
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--lenses", type=int, default=24)
-    parser.add_argument("--particles", type=int, default=60)
-    parser.add_argument("--iterations", type=int, default=100)
+    parser.add_argument("--budgets", default="30x50,40x60,60x100", help="PSO particles x iterations, comma-separated")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--seed", type=int, default=7)
     args = parser.parse_args()
@@ -130,88 +155,51 @@ def main() -> None:
     start = time.perf_counter()
     prediction = ensemble.predict(torch.tensor(np.stack(images)[:, None], dtype=torch.float32))
     network_seconds = (time.perf_counter() - start) / args.lenses
-    names = ensemble.target_names
+    names = list(ensemble.target_names)
     mean, sigma = prediction.mean.double().numpy(), prediction.sigma.double().numpy()
+    truth = {n: [p[n] for p in lenses] for n in LENS}
+    network_theta = rmse(list(mean[:, names.index("theta_E")]), truth["theta_E"])
 
     observation = observation_kwargs(instrument, psf_kernel(instrument))
     light = light_moments(prior_spec)
     moments = prior.sample(20_000, torch.Generator().manual_seed(0), dtype=torch.float64)
     prior_mean = {n: float(moments[n].mean()) for n in LENS}
     prior_std = {n: float(moments[n].std()) for n in LENS}
-    budget = Budget(n_particles=args.particles, n_iterations=args.iterations)
-    jobs = {"network-seeded fit": [], "prior-started fit": []}
+    starts = {"network-seeded fit": [], "prior-started fit": []}
+    truths = []
     for i, p in enumerate(lenses):
-        truth = {
-            "kwargs_lens": [{n: p[n] for n in LENS}],
-            "kwargs_source": [
-                {k: p[f"source_{k}"] for k in ("amp", "R_sersic", "n_sersic", "e1", "e2", "center_x", "center_y")}
-            ],
-        }
+        source = {k: p[f"source_{k}"] for k in ("amp", "R_sersic", "n_sersic", "e1", "e2", "center_x", "center_y")}
+        truths.append({"kwargs_lens": [{n: p[n] for n in LENS}], "kwargs_source": [source]})
         values = dict(zip(names, mean[i].tolist(), strict=True))
         sigmas = dict(zip(names, sigma[i].tolist(), strict=True))
         seeded = lens_model_kwargs(values, sigmas, observation, light, shear=False, lens_light=False)
-        seeded = seed_source(seeded, images[i], instrument.background_rms, instrument.pixel_scale)
-        cold = lens_model_kwargs(prior_mean, prior_std, observation, light, shear=False, lens_light=False)
-        jobs["network-seeded fit"].append((images[i], seeded, budget, truth, args.seed + i))
-        jobs["prior-started fit"].append((images[i], cold, budget, truth, args.seed + i))
-
-    results = {}
-    with ProcessPoolExecutor(args.workers, mp_context=get_context("spawn")) as pool:
-        for name, work in jobs.items():
-            start = time.perf_counter()
-            results[name] = list(pool.map(fit_one, work))
-            print(f"{name}: {len(work)} fits in {time.perf_counter() - start:.0f} s with {args.workers} processes")
-
-    truth = {n: [p[n] for p in lenses] for n in LENS}
-    print(
-        f"\n{args.lenses} lenses rendered by lenstronomy (quickstart instrument and prior); PSO "
-        f"{args.particles} particles x {args.iterations} iterations per fit\n"
-    )
-    header = (
-        f"{'':22s}"
-        + "".join(f"{n + ' RMSE':>16s}" for n in LENS)
-        + f"{'converged':>11s}{'median s':>10s}{'s to conv.':>11s}"
-    )
-    print(header)
-    print(
-        f"{'network alone':22s}"
-        + "".join(f"{rmse(list(mean[:, names.index(n)]), truth[n]):16.5f}" for n in LENS)
-        + f"{'-':>11s}{network_seconds:10.4f}{'-':>11s}"
-    )
-    summary = {}
-    for name, rows in results.items():
-        ok = [r for r in rows if "lens" in r]
-        est = {n: [r["lens"][n] if "lens" in r else prior_mean[n] for r in rows] for n in LENS}
-        converged = [r for r in rows if r.get("converged")]
-        to_converge = [r["seconds_to_converge"] for r in converged if r["seconds_to_converge"] is not None]
-        summary[name] = {
-            "theta_E": rmse(est["theta_E"], truth["theta_E"]),
-            "converged": len(converged) / len(rows),
-            "seconds": float(np.median([r["seconds"] for r in rows])),
-            "to_converge": float(np.median(to_converge)) if to_converge else math.inf,
-            "failed": len(rows) - len(ok),
-        }
-        s = summary[name]
-        print(
-            f"{name:22s}"
-            + "".join(f"{rmse(est[n], truth[n]):16.5f}" for n in LENS)
-            + f"{s['converged']:11.2f}{s['seconds']:10.2f}{s['to_converge']:11.2f}"
+        starts["network-seeded fit"].append(
+            seed_source(seeded, images[i], instrument.background_rms, instrument.pixel_scale)
         )
-    seeded, cold = summary["network-seeded fit"], summary["prior-started fit"]
-    network_theta = rmse(list(mean[:, names.index("theta_E")]), truth["theta_E"])
-    print(
-        f"\ntheta_E RMSE, network-seeded fit / network alone: {seeded['theta_E'] / network_theta:.3f} (target <= 0.5)"
-    )
-    often = seeded["converged"] / cold["converged"] if cold["converged"] else math.inf
-    faster = cold["to_converge"] / seeded["to_converge"] if math.isfinite(seeded["to_converge"]) else 0.0
-    print(
-        f"converged, network-seeded / prior-started: {seeded['converged']:.2f} / {cold['converged']:.2f} = {often:.2f}x"
-    )
-    print(
-        f"median time to converge, prior-started / network-seeded: {cold['to_converge']:.2f} s / "
-        f"{seeded['to_converge']:.2f} s = {faster:.2f}x (target: 3x more often or 3x faster)"
-    )
-    print(f"failed fits: network-seeded {seeded['failed']}, prior-started {cold['failed']}")
+        starts["prior-started fit"].append(
+            lens_model_kwargs(prior_mean, prior_std, observation, light, shear=False, lens_light=False)
+        )
+
+    print(f"{args.lenses} lenses rendered by lenstronomy (quickstart instrument and prior), {args.workers} processes")
+    header = "".join(f"{n + ' RMSE':>16s}" for n in LENS) + f"{'converged':>11s}{'median s':>10s}{'s to conv.':>11s}"
+    with ProcessPoolExecutor(args.workers, mp_context=get_context("spawn")) as pool:
+        for budget in parse_budgets(args.budgets):
+            print(f"\nPSO {budget.n_particles} particles x {budget.n_iterations} iterations per fit")
+            print(f"{'':22s}{header}")
+            line = "".join(f"{rmse(list(mean[:, names.index(n)]), truth[n]):16.5f}" for n in LENS)
+            print(f"{'network alone':22s}{line}{'-':>11s}{network_seconds:10.4f}{'-':>11s}")
+            summary = {}
+            for name, setups in starts.items():
+                work = [(images[i], setups[i], budget, truths[i], args.seed + i) for i in range(args.lenses)]
+                summary[name] = report(name, list(pool.map(fit_one, work)), truth, prior_mean)
+            seeded, cold = summary["network-seeded fit"], summary["prior-started fit"]
+            often = seeded["converged"] / cold["converged"] if cold["converged"] else math.inf
+            faster = cold["to_converge"] / seeded["to_converge"] if math.isfinite(seeded["to_converge"]) else 0.0
+            print(
+                f"theta_E RMSE seeded fit / network: {seeded['theta_E'] / network_theta:.3f} (target <= 0.5); "
+                f"converged {often:.2f}x as often; converged {faster:.2f}x faster (target: 3x either); "
+                f"failed fits {seeded['failed']} / {cold['failed']}"
+            )
 
 
 if __name__ == "__main__":
