@@ -16,10 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import json
 import logging
-import os
-import shutil
 import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -34,13 +31,12 @@ from rich.progress import Progress
 
 from lenscnn.cli.common import check_config, load_ensemble, prepare_app, report_user_errors, resolve_device
 from lenscnn.errors import UserError
-from lenscnn.fit.kwargs import lens_model_kwargs, light_moments, observation_kwargs
+from lenscnn.fit.lenstronomy_files import LenstronomyWriter
 from lenscnn.io.atomic import atomic_path
 from lenscnn.io.cutouts import Cutout, Prepared, find_inputs, image_stem, prepare, read_cutouts
 from lenscnn.models.ensemble import Ensemble
-from lenscnn.params import LENS, SHEAR
+from lenscnn.params import LENS
 from lenscnn.plots import critical_curve_figure
-from lenscnn.sim import Instrument
 
 log = logging.getLogger(__name__)
 
@@ -99,45 +95,6 @@ def rows(
 
 #: Output formats: ``predictions.csv`` always; ``lenstronomy``: ``lenstronomy/<image>.json`` per image.
 FORMATS = ("csv", "lenstronomy")
-
-
-class LenstronomyWriter:
-    """Writes one lenstronomy JSON per image (:func:`lenscnn.fit.kwargs.lens_model_kwargs`) into a
-    temporary directory that becomes ``directory`` only when every image succeeded."""
-
-    def __init__(self, directory: Path, ensemble: Ensemble):
-        config = ensemble.simulator_config
-        if not config:
-            raise UserError("formats=[...,lenstronomy] needs the model's simulator config, which its checkpoint lacks")
-        self.directory = directory
-        self.names = ensemble.target_names
-        self.observation = observation_kwargs(Instrument.from_config(config["instrument"]))
-        self.light = light_moments(config["prior"])
-        self.lens_light = any(k.startswith("lens_light_") for k in self.light)
-        self.shear = set(SHEAR) <= set(self.names) or bool(config["prior"].get("shear"))
-        self._tmp = directory.with_name(f".{directory.name}.partial")
-
-    def __enter__(self) -> LenstronomyWriter:
-        shutil.rmtree(self._tmp, ignore_errors=True)
-        self._tmp.mkdir(parents=True)
-        return self
-
-    def __exit__(self, kind: Any, *_: Any) -> None:
-        if kind is None:
-            shutil.rmtree(self.directory, ignore_errors=True)
-            os.replace(self._tmp, self.directory)
-        shutil.rmtree(self._tmp, ignore_errors=True)
-
-    def write(self, label: str, mean: np.ndarray, sigma: np.ndarray | None) -> None:
-        values = dict(zip(self.names, mean.tolist(), strict=True))
-        sigmas = None if sigma is None else dict(zip(self.names, sigma.tolist(), strict=True))
-        setup = lens_model_kwargs(
-            values, sigmas, self.observation, self.light, shear=self.shear, lens_light=self.lens_light
-        )
-        path = self._tmp / f"{image_stem(label)}.json"
-        if path.exists():
-            raise UserError(f"{label}: two input images share the output name {path.name}; rename one of them")
-        path.write_text(json.dumps({"image": label, **setup}, indent=1))
 
 
 def predict(cfg: DictConfig) -> Path:
