@@ -69,8 +69,6 @@ class FitResult:
     model: np.ndarray
     normalized_residual: np.ndarray
     pso_chi2: list[float] = field(default_factory=list)
-    source: list[dict[str, float]] = field(default_factory=list)
-    lens_light: list[dict[str, float]] = field(default_factory=list)
 
 
 def _lens_names(setup: Mapping[str, Any]) -> list[tuple[int, str]]:
@@ -214,8 +212,6 @@ def refine(
         model=model,
         normalized_residual=residual,
         pso_chi2=pso_chi2,
-        source=[dict(c) for c in best["kwargs_source"]],
-        lens_light=[dict(c) for c in best.get("kwargs_lens_light") or []],
     )
 
 
