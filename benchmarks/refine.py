@@ -39,13 +39,13 @@ from lenscnn.fit.kwargs import (
     observation_kwargs,
     psf_kernel,
     seed_source,
-    with_arrays,
 )
-from lenscnn.fit.refine import Budget, reduced_chi2, refine
+from lenscnn.fit.refine import Budget, lenstronomy_image, reduced_chi2, refine
 from lenscnn.params import LENS
 from lenscnn.sim import Instrument, Prior
 
 CONF = Path(pretrained.__file__).parents[1] / "conf"
+SOURCE_KEYS = ("amp", "R_sersic", "n_sersic", "e1", "e2", "center_x", "center_y")
 TOLERANCE = 1.10  # converged: reduced chi^2 <= 1.1 x the truth's
 
 
@@ -56,22 +56,10 @@ def load_conf(name: str) -> dict:
 
 def render_with_lenstronomy(params: dict[str, float], instrument: Instrument, rng: np.random.Generator) -> np.ndarray:
     """A noisy image of one lens from lenstronomy's ``ImageModel`` (Gaussian background + shot noise)."""
-    from lenstronomy.Data.pixel_grid import PixelGrid
-    from lenstronomy.Data.psf import PSF
-    from lenstronomy.ImSim.image_model import ImageModel
-    from lenstronomy.LensModel.lens_model import LensModel
-    from lenstronomy.LightModel.light_model import LightModel
-
-    setup = with_arrays(observation_kwargs(instrument))
-    model = ImageModel(
-        PixelGrid(**setup["kwargs_pixel_grid"]),
-        PSF(**setup["kwargs_psf"]),
-        LensModel(["SIE"]),
-        LightModel(["SERSIC_ELLIPSE"]),
-        kwargs_numerics=setup["kwargs_numerics"],
-    )
-    source = {k: params[f"source_{k}"] for k in ("amp", "R_sersic", "n_sersic", "e1", "e2", "center_x", "center_y")}
-    image = model.image([{k: params[k] for k in LENS}], [source])
+    model = {"lens_model_list": ["SIE"], "source_light_model_list": ["SERSIC_ELLIPSE"]}
+    source = {k: params[f"source_{k}"] for k in SOURCE_KEYS}
+    kwargs = {"kwargs_lens": [{k: params[k] for k in LENS}], "kwargs_source": [source]}
+    image = lenstronomy_image({**observation_kwargs(instrument), "kwargs_model": model}, kwargs)
     sigma = np.sqrt(instrument.background_rms**2 + np.abs(image) / instrument.exposure_time)
     return image + rng.normal(size=image.shape) * sigma
 
@@ -168,7 +156,7 @@ def main() -> None:
     starts = {"network-seeded fit": [], "prior-started fit": []}
     truths = []
     for i, p in enumerate(lenses):
-        source = {k: p[f"source_{k}"] for k in ("amp", "R_sersic", "n_sersic", "e1", "e2", "center_x", "center_y")}
+        source = {k: p[f"source_{k}"] for k in SOURCE_KEYS}
         truths.append({"kwargs_lens": [{n: p[n] for n in LENS}], "kwargs_source": [source]})
         values = dict(zip(names, mean[i].tolist(), strict=True))
         sigmas = dict(zip(names, sigma[i].tolist(), strict=True))

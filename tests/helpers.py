@@ -215,22 +215,13 @@ def celestial_header(scale_arcsec: float, size: int, ratio: float = 1.0) -> fits
 def render_lenstronomy_lens(lens: dict, source: dict, instrument, rng: np.random.Generator) -> np.ndarray:
     """A noisy image of an SIE lens with a Sersic source rendered by lenstronomy's ``ImageModel`` on the
     instrument's grid and PSF kernel (Gaussian background plus shot noise), independent of lenscnn's renderer."""
-    from lenstronomy.Data.pixel_grid import PixelGrid
-    from lenstronomy.Data.psf import PSF
-    from lenstronomy.ImSim.image_model import ImageModel
-    from lenstronomy.LensModel.lens_model import LensModel
-    from lenstronomy.LightModel.light_model import LightModel
+    from lenscnn.fit.kwargs import observation_kwargs
+    from lenscnn.fit.refine import lenstronomy_image
 
-    from lenscnn.fit.kwargs import observation_kwargs, with_arrays
-
-    setup = with_arrays(observation_kwargs(instrument))
-    model = ImageModel(
-        PixelGrid(**setup["kwargs_pixel_grid"]),
-        PSF(**setup["kwargs_psf"]),
-        LensModel(["SIE"]),
-        LightModel(["SERSIC_ELLIPSE"]),
-        kwargs_numerics=setup["kwargs_numerics"],
-    )
-    image = model.image([lens], [source])
+    setup = {
+        **observation_kwargs(instrument),
+        "kwargs_model": {"lens_model_list": ["SIE"], "source_light_model_list": ["SERSIC_ELLIPSE"]},
+    }
+    image = lenstronomy_image(setup, {"kwargs_lens": [lens], "kwargs_source": [source]})
     sigma = np.sqrt(instrument.background_rms**2 + np.abs(image) / instrument.exposure_time)
     return image + rng.normal(size=image.shape) * sigma

@@ -100,6 +100,28 @@ def image_fit_class(setup: Mapping[str, Any], image: np.ndarray, noise_map: np.n
     )
 
 
+def lenstronomy_image(setup: Mapping[str, Any], kwargs: Mapping[str, Any]) -> np.ndarray:
+    """The noiseless image lenstronomy's ``ImageModel`` renders for ``kwargs`` (``kwargs_lens``,
+    ``kwargs_source``, optional ``kwargs_lens_light``) on the setup's grid, PSF and numerics."""
+    from lenstronomy.Data.pixel_grid import PixelGrid
+    from lenstronomy.Data.psf import PSF
+    from lenstronomy.ImSim.image_model import ImageModel
+    from lenstronomy.LensModel.lens_model import LensModel
+    from lenstronomy.LightModel.light_model import LightModel
+
+    setup = with_arrays(setup)
+    model = setup["kwargs_model"]
+    image_model = ImageModel(
+        PixelGrid(**setup["kwargs_pixel_grid"]),
+        PSF(**setup["kwargs_psf"]),
+        LensModel(model["lens_model_list"]),
+        LightModel(model["source_light_model_list"]),
+        LightModel(model.get("lens_light_model_list", [])),
+        kwargs_numerics=setup["kwargs_numerics"],
+    )
+    return image_model.image(kwargs["kwargs_lens"], kwargs["kwargs_source"], kwargs.get("kwargs_lens_light") or None)
+
+
 def data_kwargs(setup: Mapping[str, Any], image: np.ndarray, noise_map: np.ndarray | None) -> dict[str, Any]:
     """``ImageData`` keyword arguments: the setup's grid and noise, the image, an optional noise map."""
     kwargs = {**setup["kwargs_data"], "image_data": np.asarray(image, dtype=float)}
