@@ -1,7 +1,8 @@
 """Resume a run into its own directory with its own overrides.
 
-``lenscnn-train ckpt_path=last`` resumes the newest run under ``<paths.log_dir>/train/runs``;
-``ckpt_path=<file>`` resumes the run whose ``checkpoints/`` holds that file. Before Hydra
+``lenscnn-train ckpt_path=last`` resumes the newest run under ``<paths.log_dir>/train/runs``, or
+the run in ``hydra.run.dir`` when that is given; ``ckpt_path=<file>`` resumes the run whose
+``checkpoints/`` holds that file, ``ckpt_path=<run directory>`` that run from its ``last.ckpt``. Before Hydra
 composes the config, the command line is rewritten to: the run's saved overrides, then the
 new ones (which win), then ``hydra.run.dir=<run>`` — so the run continues in the same
 directory, with the same config, logger versions and wandb id.
@@ -24,16 +25,28 @@ def override_key(override: str) -> str:
     return override.split("=", 1)[0].lstrip("+~")
 
 
-def find_run_dir(ckpt_path: str, log_dir: str, task_name: str = "train") -> tuple[Path, Path]:
-    """``(run_dir, checkpoint)`` of the run to resume."""
+def _last_of(run_dir: Path, given: str) -> tuple[Path, Path]:
+    last = run_dir / CHECKPOINT_DIR / LAST
+    if not last.is_file():
+        raise UserError(f"{given}: {run_dir} has no {CHECKPOINT_DIR}/{LAST}; give a checkpoint file")
+    return run_dir, last
+
+
+def find_run_dir(
+    ckpt_path: str, log_dir: str, task_name: str = "train", run_dir: str | None = None
+) -> tuple[Path, Path]:
+    """``(run_dir, checkpoint)`` of the run to resume (``run_dir``: an explicit ``hydra.run.dir``)."""
     if ckpt_path == "last":
+        if run_dir:
+            return _last_of(Path(run_dir).expanduser(), f"ckpt_path=last hydra.run.dir={run_dir}")
         runs = Path(log_dir) / task_name / "runs"
         candidates = sorted(p.parent.parent for p in runs.glob(f"*/{CHECKPOINT_DIR}/{LAST}"))
         if not candidates:
             raise UserError(f"ckpt_path=last: no run with {CHECKPOINT_DIR}/{LAST} under {runs}; give a checkpoint path")
-        run_dir = candidates[-1]
-        return run_dir, run_dir / CHECKPOINT_DIR / LAST
+        return candidates[-1], candidates[-1] / CHECKPOINT_DIR / LAST
     checkpoint = Path(ckpt_path).expanduser()
+    if checkpoint.is_dir():
+        return _last_of(checkpoint, f"ckpt_path={ckpt_path}")
     if not checkpoint.is_file():
         raise UserError(f"ckpt_path={ckpt_path}: no such checkpoint file")
     if checkpoint.parent.name != CHECKPOINT_DIR or not (checkpoint.parent.parent / ".hydra").is_dir():
@@ -50,7 +63,8 @@ def resume_arguments(argv: list[str]) -> list[str]:
     if ckpt_path in ("", "null", "None"):
         return argv
     log_dir = overrides.get("paths.log_dir", "paths.log_dir=outputs").split("=", 1)[1]
-    run_dir, checkpoint = find_run_dir(ckpt_path, log_dir)
+    given_dir = overrides["hydra.run.dir"].split("=", 1)[1] if "hydra.run.dir" in overrides else None
+    run_dir, checkpoint = find_run_dir(ckpt_path, log_dir, run_dir=given_dir)
     saved_file = run_dir / ".hydra" / "overrides.yaml"
     saved = yaml.safe_load(saved_file.read_text()) if saved_file.is_file() else []
     replaced = ("ckpt_path", "hydra.run.dir")
