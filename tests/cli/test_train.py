@@ -199,8 +199,9 @@ def _wandb_history(path: Path) -> dict[str, object]:
     ("override", "message"),
     [
         ("model=resnet99", "Could not find 'model/resnet99' Available: alexnet"),
-        ("trainer.max_epocs=3", "Could not override 'trainer.max_epocs'"),
-        ("modle=fast", "Could not override 'modle'"),
+        ("trainer.max_epocs=3", "no config key 'trainer.max_epocs'; did you mean 'trainer.max_epochs'?"),
+        ("modle=fast", "no config key 'modle'; did you mean 'model'?"),
+        ("trainer.bogus=1", "no config key 'trainer.bogus'; append a new key with +trainer.bogus=..."),
     ],
 )
 def test_override_checker_reports_a_typo_in_one_line(override, message, capsys):

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import difflib
 import functools
 import logging
 import os
+import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -74,10 +76,29 @@ def check_config(config_name: str, argv: list[str]) -> None:
             listed = listed[: listed.index("Config search path:")] if "Config search path:" in listed else listed
             choices = ", ".join(listed)
             detail = f"{detail} Available: {choices}"
+        elif (unknown := re.match(r"Could not override '([^']+)'", detail)) is not None:
+            detail = f"no config key {unknown.group(1)!r}" + did_you_mean(config_name, unknown.group(1))
         elif len(lines) > 1 and "full_key" not in lines[1]:
             detail = f"{detail} {lines[1]}"
         print(f"error: {detail}", file=sys.stderr)
         raise SystemExit(2) from None
+
+
+def did_you_mean(config_name: str, key: str) -> str:
+    """``"; did you mean 'model=...'?"`` for an override key close to a key of the composed config
+    (at the same level), else ``"; append a new key with +<key>=..."``."""
+    from hydra import compose, initialize_config_module
+    from omegaconf import OmegaConf
+
+    parent, _, leaf = key.rpartition(".")
+    with initialize_config_module("lenscnn.conf", version_base="1.3"):
+        cfg = compose(config_name, return_hydra_config=False)
+    node = OmegaConf.select(cfg, parent) if parent else cfg
+    keys = [str(k) for k in node] if OmegaConf.is_dict(node) else []
+    close = difflib.get_close_matches(leaf, keys, n=1, cutoff=0.6)
+    if close:
+        return f"; did you mean {'.'.join(filter(None, (parent, close[0])))!r}?"
+    return f"; append a new key with +{key}=..."
 
 
 def resolve_device(name: str) -> Any:
