@@ -188,7 +188,7 @@ def run(cfg: DictConfig) -> Path:
     """Refine every input image (of this shard); returns the path of ``refined.csv``."""
     run_dir = Path(cfg.paths.output_dir)
     if cfg.merge:
-        return merge(cfg, Path(cfg.merge), run_dir)
+        return merge(cfg, Path(cfg.merge))
     if not cfg.input or not cfg.predictions:
         raise UserError("give input=<images> and predictions=<predictions.csv or lenscnn-predict run directory>")
     if not isinstance(cfg.workers, int) or cfg.workers < 1:
@@ -264,14 +264,14 @@ def write_outputs(cfg: DictConfig, run_dir: Path, rows: list[dict[str, Any]], na
     return out
 
 
-def merge(cfg: DictConfig, directory: Path, run_dir: Path) -> Path:
+def merge(cfg: DictConfig, directory: Path) -> Path:
     """Collect the ``refined.csv`` of every shard of a multirun into ``<directory>/refined.csv``."""
-    rows, names = merge_shards(directory)
+    rows, names, shards = merge_shards(directory)
     out = directory / "refined.csv"
     write_refined_csv(out, rows, names)
     settings = {"fit": "see the shards' .hydra/config.yaml", "converged_chi2": cfg.converged_chi2}
     write_report(directory / "report.md", rows, names, settings)
-    log.info("merged %d rows of %d shards -> %s", len(rows), len(list(directory.glob("*/refined.csv"))), out)
+    log.info("merged %d rows of %d shards -> %s", len(rows), shards, out)
     return out
 
 

@@ -79,46 +79,41 @@ def _lens_names(setup: Mapping[str, Any]) -> list[tuple[int, str]]:
     return out
 
 
-def image_fit_class(setup: Mapping[str, Any], image: np.ndarray, noise_map: np.ndarray | None) -> Any:
-    """lenstronomy's ``ImageLinearFit`` of the setup's model on ``image``."""
-    from lenstronomy.Data.imaging_data import ImageData
+def _components(setup: Mapping[str, Any]) -> tuple[Any, Any, Any, Any]:
+    """lenstronomy's ``PSF``, ``LensModel`` and source and lens-light ``LightModel`` of a setup
+    (whose arrays are already numpy arrays, see :func:`with_arrays`)."""
     from lenstronomy.Data.psf import PSF
-    from lenstronomy.ImSim.image_linear_solve import ImageLinearFit
     from lenstronomy.LensModel.lens_model import LensModel
     from lenstronomy.LightModel.light_model import LightModel
 
-    setup = with_arrays(setup)
     model = setup["kwargs_model"]
-    data = ImageData(**data_kwargs(setup, image, noise_map))
-    return ImageLinearFit(
-        data,
+    return (
         PSF(**setup["kwargs_psf"]),
         LensModel(model["lens_model_list"]),
         LightModel(model["source_light_model_list"]),
-        LightModel(model["lens_light_model_list"]),
-        kwargs_numerics=setup["kwargs_numerics"],
+        LightModel(model.get("lens_light_model_list", [])),
     )
+
+
+def image_fit_class(setup: Mapping[str, Any], image: np.ndarray, noise_map: np.ndarray | None) -> Any:
+    """lenstronomy's ``ImageLinearFit`` of the setup's model on ``image``."""
+    from lenstronomy.Data.imaging_data import ImageData
+    from lenstronomy.ImSim.image_linear_solve import ImageLinearFit
+
+    setup = with_arrays(setup)
+    data = ImageData(**data_kwargs(setup, image, noise_map))
+    return ImageLinearFit(data, *_components(setup), kwargs_numerics=setup["kwargs_numerics"])
 
 
 def lenstronomy_image(setup: Mapping[str, Any], kwargs: Mapping[str, Any]) -> np.ndarray:
     """The noiseless image lenstronomy's ``ImageModel`` renders for ``kwargs`` (``kwargs_lens``,
     ``kwargs_source``, optional ``kwargs_lens_light``) on the setup's grid, PSF and numerics."""
     from lenstronomy.Data.pixel_grid import PixelGrid
-    from lenstronomy.Data.psf import PSF
     from lenstronomy.ImSim.image_model import ImageModel
-    from lenstronomy.LensModel.lens_model import LensModel
-    from lenstronomy.LightModel.light_model import LightModel
 
     setup = with_arrays(setup)
-    model = setup["kwargs_model"]
-    image_model = ImageModel(
-        PixelGrid(**setup["kwargs_pixel_grid"]),
-        PSF(**setup["kwargs_psf"]),
-        LensModel(model["lens_model_list"]),
-        LightModel(model["source_light_model_list"]),
-        LightModel(model.get("lens_light_model_list", [])),
-        kwargs_numerics=setup["kwargs_numerics"],
-    )
+    grid = PixelGrid(**setup["kwargs_pixel_grid"])
+    image_model = ImageModel(grid, *_components(setup), kwargs_numerics=setup["kwargs_numerics"])
     return image_model.image(kwargs["kwargs_lens"], kwargs["kwargs_source"], kwargs.get("kwargs_lens_light") or None)
 
 

@@ -126,8 +126,9 @@ def report_markdown(rows: Sequence[Mapping[str, Any]], names: Sequence[str], set
     return "\n".join(lines) + "\n"
 
 
-def merge_shards(directory: Path) -> tuple[list[dict[str, Any]], list[str]]:
-    """The rows of every ``*/refined.csv`` under a multirun ``directory`` (one per shard)."""
+def merge_shards(directory: Path) -> tuple[list[dict[str, Any]], list[str], int]:
+    """The rows and lens parameter names of every ``*/refined.csv`` under a multirun ``directory``
+    (one per shard), and the number of shards."""
     files = sorted(directory.glob("*/refined.csv"))
     if not files:
         raise UserError(f"merge={directory}: no */refined.csv below it; give the multirun directory of the shards")
@@ -139,7 +140,7 @@ def merge_shards(directory: Path) -> tuple[list[dict[str, Any]], list[str]]:
             raise UserError(f"{path}: other lens parameters ({part_names}) than the other shards ({names})")
         names = part_names
         rows += part
-    return rows, names
+    return rows, names, len(files)
 
 
 def write_report(
