@@ -13,14 +13,10 @@ log line; it never stops the others. Needs lenstronomy (``pip install lenscnn[fi
 
 from __future__ import annotations
 
-import csv
 import importlib.util
 import logging
 import os
 import sys
-from collections.abc import Iterator
-from concurrent.futures import ProcessPoolExecutor, as_completed
-from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
@@ -31,52 +27,18 @@ from omegaconf import DictConfig, OmegaConf
 from rich.progress import Progress, TimeElapsedColumn
 
 from lenscnn.cli.common import check_config, prepare_app, report_user_errors
-from lenscnn.data.streams import shard_bounds
 from lenscnn.errors import UserError
+from lenscnn.fit.inputs import image_key, load_images, read_predictions
 from lenscnn.fit.kwargs import lens_model_kwargs, light_moments, observation_kwargs, seed_source
-from lenscnn.fit.refine import Budget, refine
+from lenscnn.fit.refine import Budget, fit_all
 from lenscnn.fit.report import merge_shards, write_refined_csv, write_report
-from lenscnn.io.cutouts import find_inputs, image_stem, prepare, read_cutouts
+from lenscnn.io.cutouts import image_stem
 from lenscnn.io.fits import read_psf_kernel
 from lenscnn.params import LENS, SHEAR
 from lenscnn.plots import fit_figure
 from lenscnn.sim import Instrument
 
 log = logging.getLogger(__name__)
-
-
-def image_key(label: str) -> tuple[str, str]:
-    """An image label (``path`` or ``path[k]``) as ``(resolved path, index)``, to match predictions."""
-    path, _, index = label.partition("[")
-    return str(Path(path).expanduser().resolve()), index.rstrip("]")
-
-
-def read_predictions(path: str) -> dict[tuple[str, str], dict[str, float]]:
-    """The rows of a ``predictions.csv`` (or of the one in a ``lenscnn-predict`` run directory) by image."""
-    file = Path(path).expanduser()
-    file = file / "predictions.csv" if file.is_dir() else file
-    if not file.is_file():
-        raise UserError(f"predictions={path}: no predictions.csv there; run lenscnn-predict first")
-    with open(file, newline="") as f:
-        reader = csv.DictReader(f)
-        missing = [n for n in ("image", *LENS) if n not in (reader.fieldnames or [])]
-        if missing:
-            raise UserError(f"predictions={file}: lacks the columns {missing}; is it a lenscnn-predict output?")
-        rows = {}
-        for row in reader:
-            values = {k: float(v) for k, v in row.items() if k != "image" and v not in ("", None)}
-            rows[image_key(row["image"])] = values
-    return rows
-
-
-def parse_shard(shard: Any) -> tuple[int, int] | None:
-    """``"i/N"`` as ``(i, N)`` with ``0 <= i < N`` (``None`` when not sharded)."""
-    if shard in (None, ""):
-        return None
-    index, _, count = str(shard).partition("/")
-    if not (index.isdigit() and count.isdigit()) or not 0 <= int(index) < int(count):
-        raise UserError(f"shard={shard!r}: give i/N with 0 <= i < N, e.g. shard=0/4")
-    return int(index), int(count)
 
 
 def setups(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, tuple[float, float]], Instrument]:
@@ -92,96 +54,12 @@ def setups(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, tuple[float, floa
     return observation, light_moments(OmegaConf.to_container(cfg.prior, resolve=True)), instrument
 
 
-def tasks(cfg: DictConfig, instrument: Instrument) -> list[dict[str, Any]]:
-    """One task per input image of this shard (a contiguous block of the sorted input files): the
-    prepared image and noise map, or the reason it cannot be fitted (no pixel scale, another pixel
-    scale, NaNs, a missing weight map...). Only this shard's files are read."""
-    files = find_inputs(str(cfg.input))
-    shard = parse_shard(cfg.shard)
-    if shard is not None:
-        start, stop = shard_bounds(len(files), *shard)
-        files = files[start:stop]
-    items = []
-    for path in files:
-        try:
-            cutouts = list(read_cutouts(path, cfg.hdu))
-        except UserError as exc:
-            items.append({"image": str(path), "error": str(exc)})
-            continue
-        weights: list[Any] = [None] * len(cutouts)
-        if cfg.weight_hdu is not None:
-            try:
-                weights = [c.image for c in read_cutouts(path, cfg.weight_hdu)]
-                if len(weights) != len(cutouts):
-                    raise UserError(f"{len(weights)} weight maps for {len(cutouts)} images")
-            except UserError as exc:
-                weights = [f"weight_hdu={cfg.weight_hdu}: {exc}"] * len(cutouts)
-        items += [_task(cfg, instrument, cutout, weight) for cutout, weight in zip(cutouts, weights, strict=True)]
-    return items
-
-
-def _task(cfg: DictConfig, instrument: Instrument, cutout: Any, weight: np.ndarray | str | None) -> dict[str, Any]:
-    if isinstance(weight, str):
-        return {"image": cutout.label, "error": weight}
-    scale = cutout.pixel_scale if cutout.pixel_scale is not None else cfg.pixel_scale
-    if scale is None:
-        return {
-            "image": cutout.label,
-            "error": "no pixel scale (no WCS or PIXSCALE in its header); give pixel_scale=<arcsec/px>",
-        }
-    cutout.pixel_scale = float(scale)
-    try:
-        prepared = prepare(cutout, instrument.image_size, instrument.pixel_scale, False, cfg.fill_nan)
-        noise = None
-        if weight is not None:
-            weight = np.where(np.isfinite(weight) & (weight > 0), weight, 0.0)
-            sigma = 1.0 / np.sqrt(np.maximum(weight, 1e-30))  # zero weight: a pixel that does not count
-            noise_cutout = type(cutout)(cutout.label, sigma, cutout.pixel_scale, None)
-            noise = prepare(noise_cutout, instrument.image_size, instrument.pixel_scale).image[0].numpy().astype(float)
-    except UserError as exc:
-        return {"image": cutout.label, "error": str(exc)}
-    return {"image": cutout.label, "data": prepared.image[0].numpy().astype(float), "noise": noise}
-
-
-def fit_task(
-    task: dict[str, Any], setup: dict[str, Any], budget: Budget, network_prior: bool, seed: int
-) -> dict[str, Any]:
-    """Fit one image in a worker process; never raises (a failure is returned as its status)."""
-    try:
-        result = refine(task["data"], setup, budget, task["noise"], network_prior, seed)
-    except Exception as exc:  # a fit that fails must not stop the others: reported in its row
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        return {"status": f"failed: {type(exc).__name__}: {first}"}
-    return {
-        "status": "ok",
-        "lens": result.lens,
-        "sigma": result.sigma,
-        "reduced_chi2": result.reduced_chi2,
-        "seconds": result.seconds,
-        "model": result.model,
-        "residual": result.normalized_residual,
-    }
-
-
 def check_installed(budget: Budget) -> None:
     """Refuse to start without lenstronomy (and emcee for an MCMC): both are the ``fit`` extra."""
     needed = ["lenstronomy", *(["emcee"] if budget.mcmc_run > 0 else [])]
     missing = [name for name in needed if importlib.util.find_spec(name) is None]
     if missing:
         raise UserError(f"lenscnn-refine needs {' and '.join(missing)}: pip install 'lenscnn[fit]'")
-
-
-def fit_all(jobs: list[tuple], workers: int) -> Iterator[tuple[dict, dict, dict]]:
-    """``(row, item, outcome)`` of every job as it finishes: in ``workers`` processes, or in this
-    one for ``workers=1``."""
-    if workers == 1 or len(jobs) <= 1:
-        for row, item, arguments in jobs:
-            yield row, item, fit_task(*arguments)
-        return
-    with ProcessPoolExecutor(min(workers, len(jobs)), mp_context=get_context("spawn")) as pool:
-        futures = {pool.submit(fit_task, *arguments): (row, item) for row, item, arguments in jobs}
-        for future in as_completed(futures):
-            yield (*futures[future], future.result())
 
 
 def run(cfg: DictConfig) -> Path:
@@ -197,7 +75,15 @@ def run(cfg: DictConfig) -> Path:
     check_installed(budget)
     predictions = read_predictions(cfg.predictions)
     observation, light, instrument = setups(cfg)
-    items = tasks(cfg, instrument)
+    items = load_images(
+        cfg.input,
+        instrument,
+        hdu=cfg.hdu,
+        weight_hdu=cfg.weight_hdu,
+        pixel_scale=cfg.pixel_scale,
+        fill_nan=cfg.fill_nan,
+        shard=cfg.shard,
+    )
     if not items:
         raise UserError(f"input={cfg.input}: no images in this shard ({cfg.shard})")
     names = [*LENS, *SHEAR] if cfg.shear else list(LENS)

@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
+from multiprocessing import get_context
 from typing import Any
 
 import numpy as np
@@ -230,6 +232,39 @@ def refine(
         normalized_residual=residual,
         pso_chi2=pso_chi2,
     )
+
+
+def fit_task(
+    task: dict[str, Any], setup: dict[str, Any], budget: Budget, network_prior: bool, seed: int
+) -> dict[str, Any]:
+    """Fit one image in a worker process; never raises (a failure is returned as its status)."""
+    try:
+        result = refine(task["data"], setup, budget, task["noise"], network_prior, seed)
+    except Exception as exc:  # a fit that fails must not stop the others: reported in its row
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        return {"status": f"failed: {type(exc).__name__}: {first}"}
+    return {
+        "status": "ok",
+        "lens": result.lens,
+        "sigma": result.sigma,
+        "reduced_chi2": result.reduced_chi2,
+        "seconds": result.seconds,
+        "model": result.model,
+        "residual": result.normalized_residual,
+    }
+
+
+def fit_all(jobs: list[tuple], workers: int) -> Iterator[tuple[dict, dict, dict]]:
+    """``(row, item, outcome)`` of every job as it finishes: in ``workers`` processes, or in this
+    one for ``workers=1``."""
+    if workers == 1 or len(jobs) <= 1:
+        for row, item, arguments in jobs:
+            yield row, item, fit_task(*arguments)
+        return
+    with ProcessPoolExecutor(min(workers, len(jobs)), mp_context=get_context("spawn")) as pool:
+        futures = {pool.submit(fit_task, *arguments): (row, item) for row, item, arguments in jobs}
+        for future in as_completed(futures):
+            yield (*futures[future], future.result())
 
 
 def _keyword(param_name: str) -> tuple[str, int]:
