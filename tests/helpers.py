@@ -18,7 +18,7 @@ from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig, open_dict
 
 import lenscnn
-from lenscnn import pretrained
+from lenscnn.cli.common import register_resolvers
 from lenscnn.models.checkpoint import read_checkpoint
 from lenscnn.sim import Simulator
 
@@ -156,8 +156,8 @@ TINY_FAST = [*TINY, "model.net.width=0.5"]
 
 def compose_config(name: str, overrides: list[str]) -> DictConfig:
     """The app config ``name`` composed with ``overrides`` (with Hydra's own config), after the set-up
-    every app does first (the ``${lenscnn_pretrained:...}`` resolver)."""
-    pretrained.register_resolver()
+    every app does first (the config resolvers)."""
+    register_resolvers()
     GlobalHydra.instance().clear()
     with initialize_config_module("lenscnn.conf", version_base="1.3"):
         return compose(name, overrides=overrides, return_hydra_config=True)

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from lenscnn import pretrained
+from lenscnn.cli import run_dirs
 from lenscnn.errors import UserError
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -25,12 +26,18 @@ PIPE_WIDTH = 200
 
 def prepare_app() -> None:
     """What every command-line app does first: matplotlib's non-interactive Agg backend (figures
-    are only written to files), and the ``${lenscnn_pretrained:<name>}`` config resolver
-    (``conf/ensemble/pretrained.yaml``) before any config is composed."""
+    are only written to files), and the config resolvers, before any config is composed."""
     import matplotlib
 
     matplotlib.use("Agg")
+    register_resolvers()
+
+
+def register_resolvers() -> None:
+    """``${lenscnn_pretrained:<name>}`` (``conf/ensemble/pretrained.yaml``) and
+    ``${lenscnn_run_dir:...}`` (``conf/hydra/default.yaml``)."""
     pretrained.register_resolver()
+    run_dirs.register_resolver()
 
 
 def console() -> Any:
@@ -41,7 +48,8 @@ def console() -> Any:
 
 
 def report_user_errors(task: F) -> F:
-    """Turn a :class:`UserError` raised by ``task`` into one line on stderr and exit code 2."""
+    """Turn a :class:`UserError` raised by ``task`` into one line on stderr and exit code 2; the
+    run directory is removed if the run wrote nothing into it."""
 
     @functools.wraps(task)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -49,9 +57,19 @@ def report_user_errors(task: F) -> F:
             return task(*args, **kwargs)
         except UserError as exc:
             print(f"error: {exc}", file=sys.stderr)
+            remove_unused_run_dir()
             raise SystemExit(2) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+def remove_unused_run_dir() -> None:
+    """Remove the current Hydra run's directory if this process created it and nothing but Hydra's
+    own files are in it (:func:`lenscnn.cli.run_dirs.remove_if_unused`)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if HydraConfig.initialized():
+        run_dirs.remove_if_unused(HydraConfig.get().runtime.output_dir)
 
 
 def check_config(config_name: str, argv: list[str]) -> None:
