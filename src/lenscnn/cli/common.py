@@ -26,10 +26,12 @@ PIPE_WIDTH = 200
 
 def prepare_app() -> None:
     """What every command-line app does first: matplotlib's non-interactive Agg backend (figures
-    are only written to files), and the config resolvers, before any config is composed."""
-    import matplotlib
-
-    matplotlib.use("Agg")
+    are only written to files), and the config resolvers, before any config is composed.
+    matplotlib itself is imported only by the apps that draw (a fast command line)."""
+    if "matplotlib" in sys.modules:
+        sys.modules["matplotlib"].use("Agg")
+    else:
+        os.environ["MPLBACKEND"] = "Agg"
     register_resolvers()
 
 

@@ -13,17 +13,15 @@ Writes into the Hydra run directory: ``metrics.json``, ``metrics.csv``, ``predic
 from __future__ import annotations
 
 import logging
-import sys
 from pathlib import Path
 from typing import Any
 
-import hydra
 import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 from rich.progress import Progress
 
-from lenscnn.cli.common import check_config, console, load_ensemble, prepare_app, report_user_errors, resolve_device
+from lenscnn.cli.common import console, load_ensemble, resolve_device
 from lenscnn.errors import UserError
 from lenscnn.evaluation.datasets import file_set, simulated_set
 from lenscnn.evaluation.pipeline import EvaluationResult, evaluate
@@ -106,17 +104,12 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     return result.payload
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="eval")
-@report_user_errors
-def _main(cfg: DictConfig) -> float:
+def task(cfg: DictConfig) -> float:
+    """The Hydra task: evaluate; returns ``nrmse`` (what a sweep minimises)."""
     return run(cfg)["nrmse"]
 
 
-def main() -> None:
-    prepare_app()
-    check_config("eval", sys.argv[1:])
-    _main()
-
-
 if __name__ == "__main__":
-    main()
+    from lenscnn.cli import entry
+
+    entry.evaluate()

@@ -17,15 +17,13 @@ from __future__ import annotations
 
 import json
 import logging
-import sys
 from pathlib import Path
 from typing import Any
 
-import hydra
 import torch
 from omegaconf import DictConfig
 
-from lenscnn.cli.common import check_config, checkpoint_paths, prepare_app, report_user_errors
+from lenscnn.cli.common import checkpoint_paths
 from lenscnn.errors import UserError
 from lenscnn.models.checkpoint import export_weights, resolve_checkpoint
 from lenscnn.models.ensemble import read_calibration
@@ -96,17 +94,12 @@ def read_metrics(path: Path) -> dict[str, Any]:
     return payload
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="export")
-@report_user_errors
-def _main(cfg: DictConfig) -> None:
+def task(cfg: DictConfig) -> None:
+    """The Hydra task."""
     export(cfg)
 
 
-def main() -> None:
-    prepare_app()
-    check_config("export", sys.argv[1:])
-    _main()
-
-
 if __name__ == "__main__":
-    main()
+    from lenscnn.cli import entry
+
+    entry.export()

@@ -9,15 +9,12 @@ from __future__ import annotations
 
 import logging
 import math
-import sys
 from pathlib import Path
 
-import hydra
 import matplotlib
 import numpy as np
 from omegaconf import DictConfig
 
-from lenscnn.cli.common import check_config, prepare_app, report_user_errors
 from lenscnn.errors import UserError
 from lenscnn.io.atomic import atomic_path
 from lenscnn.sim.galaxies import SPLITS, GalaxyLibrary, hudf, load_library
@@ -93,18 +90,12 @@ def galaxies(cfg: DictConfig) -> Path:
     return out
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="galaxies")
-@report_user_errors
-def _main(cfg: DictConfig) -> None:
+def task(cfg: DictConfig) -> None:
+    """The Hydra task."""
     galaxies(cfg)
 
 
-def main() -> None:
-    """Console entry point: one-line errors for bad overrides, then the Hydra app."""
-    prepare_app()
-    check_config("galaxies", sys.argv[1:])
-    _main()
-
-
 if __name__ == "__main__":
-    main()
+    from lenscnn.cli import entry
+
+    entry.galaxies()

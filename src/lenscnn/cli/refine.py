@@ -16,17 +16,14 @@ from __future__ import annotations
 import importlib.util
 import logging
 import os
-import sys
 from pathlib import Path
 from typing import Any
 
-import hydra
 import matplotlib.pyplot as plt
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 from rich.progress import Progress, TimeElapsedColumn
 
-from lenscnn.cli.common import check_config, prepare_app, report_user_errors
 from lenscnn.errors import UserError
 from lenscnn.fit.inputs import image_key, load_images, read_predictions
 from lenscnn.fit.kwargs import lens_model_kwargs, light_moments, observation_kwargs, seed_source
@@ -161,18 +158,13 @@ def merge(cfg: DictConfig, directory: Path) -> Path:
     return out
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="refine")
-@report_user_errors
-def _main(cfg: DictConfig) -> None:
+def task(cfg: DictConfig) -> None:
+    """The Hydra task."""
     os.environ.setdefault("OMP_NUM_THREADS", "1")  # one fit per process; numpy threads would oversubscribe
     run(cfg)
 
 
-def main() -> None:
-    prepare_app()
-    check_config("refine", sys.argv[1:])
-    _main()
-
-
 if __name__ == "__main__":
-    main()
+    from lenscnn.cli import entry
+
+    entry.refine()

@@ -8,16 +8,13 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import sys
 from pathlib import Path
 
-import hydra
 import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 from rich.progress import Progress
 
-from lenscnn.cli.common import check_config, prepare_app, report_user_errors
 from lenscnn.errors import UserError
 from lenscnn.io.atomic import atomic_path
 from lenscnn.io.fits import write_lens_dataset_fits
@@ -93,18 +90,12 @@ def simulate(cfg: DictConfig) -> Path:
     return out_dir
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="simulate")
-@report_user_errors
-def _main(cfg: DictConfig) -> None:
+def task(cfg: DictConfig) -> None:
+    """The Hydra task."""
     simulate(cfg)
 
 
-def main() -> None:
-    """Console entry point: one-line errors for bad overrides, then the Hydra app."""
-    prepare_app()
-    check_config("simulate", sys.argv[1:])
-    _main()
-
-
 if __name__ == "__main__":
-    main()
+    from lenscnn.cli import entry
+
+    entry.simulate()

@@ -9,11 +9,9 @@ lenscnn-train ckpt_path=last                       # resume the newest run in pl
 from __future__ import annotations
 
 import logging
-import sys
 from pathlib import Path
 from typing import Any
 
-import hydra
 import pytorch_lightning as pl
 import torch
 from hydra.core.hydra_config import HydraConfig
@@ -21,18 +19,12 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
-from lenscnn.cli.common import check_config, console, prepare_app, report_user_errors
+from lenscnn.cli.common import console
 from lenscnn.data.normalization import TargetScaler
 from lenscnn.errors import UserError
 from lenscnn.io.atomic import write_json
-from lenscnn.training.distributed import (
-    check_sweep_launch,
-    close_process_group,
-    launch_arguments,
-    requeued_checkpoint,
-)
+from lenscnn.training.distributed import check_sweep_launch, close_process_group, requeued_checkpoint
 from lenscnn.training.loggers import build_loggers, finish_loggers
-from lenscnn.training.resume import resume_arguments
 from lenscnn.training.summary import error_table, prior_mean_rmse
 
 log = logging.getLogger(__name__)
@@ -135,25 +127,12 @@ def fit_and_test(cfg: DictConfig, datamodule: Any, model: pl.LightningModule, lo
     return payload
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="train")
-@report_user_errors
-def _main(cfg: DictConfig) -> float | None:
-    payload = train(cfg)
-    return payload["val"].get(cfg.optimized_metric)
-
-
-def main() -> None:
-    """Console entry point: rewrites ``ckpt_path=...`` into a resume of that run, then runs Hydra."""
-    try:
-        sys.argv[1:] = resume_arguments(sys.argv[1:])
-        sys.argv[1:] = launch_arguments(sys.argv[1:])  # DDP/SLURM ranks: one run directory, written once
-    except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        raise SystemExit(2) from None
-    prepare_app()
-    check_config("train", sys.argv[1:])
-    _main()
+def task(cfg: DictConfig) -> float | None:
+    """The Hydra task: train; returns the optimized metric (what a sweep minimises)."""
+    return train(cfg)["val"].get(cfg.optimized_metric)
 
 
 if __name__ == "__main__":
-    main()
+    from lenscnn.cli import entry
+
+    entry.train()

@@ -26,11 +26,13 @@ import os
 from collections.abc import MutableMapping, Sequence
 from pathlib import Path
 
-import pytorch_lightning as pl
-import torch
+from typing import TYPE_CHECKING
 
 from lenscnn.errors import UserError
 from lenscnn.training.resume import override_key
+
+if TYPE_CHECKING:  # the launch helpers run before torch is imported (a fast command line)
+    import pytorch_lightning as pl
 
 #: Environment variable that, when set, replaces the date and time in the run directory name.
 RUN_STAMP_ENV = "LENSCNN_RUN_STAMP"
@@ -125,6 +127,8 @@ def close_process_group(wait: bool = True) -> None:
     then tear the process group down. Ranks started separately (``srun``) each exit on their own:
     without this, a rank can exit while gloo's threads of another are still live, which aborts
     that process ("terminate called without an active exception")."""
+    import torch
+
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         if wait:
             torch.distributed.barrier()
