@@ -5,7 +5,12 @@ from __future__ import annotations
 import csv
 import json
 import math
+import os
+import random
 import re
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -108,6 +113,55 @@ def test_sigterm_saves_last_and_resume_matches_an_uninterrupted_run(
         torch.testing.assert_close(final["state_dict"][key], value, rtol=1e-5, atol=1e-6, msg=f"{key} differs")
     steps = [int(r["step"]) for r in csv.DictReader((run_dir / "csv" / "version_0" / "metrics.csv").open())]
     assert min(steps) < step < max(steps), "the resumed run must append to the same metrics.csv"
+
+
+KILLS = int(os.environ.get("LENSCNN_TRAIN_KILLS", "3"))
+EVERY_STEP = [  # last.ckpt after every step, so kills land between, and during, checkpoint writes
+    "+callbacks.every_step._target_=pytorch_lightning.callbacks.ModelCheckpoint",
+    "+callbacks.every_step.dirpath=${paths.output_dir}/checkpoints",
+    "+callbacks.every_step.every_n_train_steps=1",
+    "+callbacks.every_step.save_top_k=0",
+    "+callbacks.every_step.save_last=true",
+]
+
+
+def _step(checkpoint: Path) -> int:
+    return torch.load(checkpoint, weights_only=True)["global_step"] if checkpoint.exists() else -1
+
+
+def _train(args: list[str], log: Path) -> subprocess.Popen:
+    env = {**os.environ, "WANDB_MODE": "offline", "HYDRA_FULL_ERROR": "0"}
+    with log.open("a") as stderr:  # a file, not a pipe: nobody reads it while the run goes on
+        return subprocess.Popen(
+            [sys.executable, "-m", "lenscnn.cli.train", *args], env=env, stdout=subprocess.DEVNULL, stderr=stderr
+        )
+
+
+def test_sigkill_at_random_moments_then_resume_matches_an_uninterrupted_run(tmp_path, uninterrupted_run):
+    """Training killed with SIGKILL (no chance to save) at random moments, :data:`KILLS` times, and
+    resumed each time with ``ckpt_path=last``: every resume finds a whole checkpoint, and the run
+    ends with the weights of a run that was never stopped (the same stream, continued)."""
+    run_dir, rng, kills = tmp_path / "run", random.Random(13), 0
+    last = run_dir / "checkpoints" / "last.ckpt"
+    log = tmp_path / "stderr.log"
+    process = _train([*RESUME_RUN, *EVERY_STEP, f"hydra.run.dir={run_dir}"], log)
+    while kills < KILLS:
+        seen = _step(last)
+        while process.poll() is None and _step(last) <= seen:  # a new checkpoint since the (re)start
+            time.sleep(0.05)
+        if process.poll() is not None:
+            break
+        time.sleep(rng.uniform(0.0, 0.3))
+        process.kill()
+        process.wait()
+        kills += 1
+        process = _train(["ckpt_path=last", f"hydra.run.dir={run_dir}"], log)
+    assert process.wait(timeout=600) == 0, log.read_text()[-2000:]
+    assert kills == KILLS, f"the run ended after {kills} kills"
+    final = torch.load(last, weights_only=True)
+    assert final["global_step"] == 24
+    for key, value in _weights(uninterrupted_run / "checkpoints" / "last.ckpt").items():
+        torch.testing.assert_close(final["state_dict"][key], value, rtol=1e-5, atol=1e-6, msg=f"{key} differs")
 
 
 def test_resume_refuses_a_changed_training_stream(tmp_path):

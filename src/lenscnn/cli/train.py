@@ -23,6 +23,7 @@ from lenscnn.cli.common import console
 from lenscnn.data.normalization import TargetScaler
 from lenscnn.errors import UserError
 from lenscnn.io.atomic import write_json
+from lenscnn.training.checkpoint_io import AtomicCheckpointIO
 from lenscnn.training.distributed import check_sweep_launch, close_process_group, requeued_checkpoint
 from lenscnn.training.loggers import build_loggers, finish_loggers
 from lenscnn.training.summary import error_table, prior_mean_rmse
@@ -88,7 +89,11 @@ def fit_and_test(cfg: DictConfig, datamodule: Any, model: pl.LightningModule, lo
     run_dir = Path(cfg.paths.output_dir)
     scaler = model.scaler
     trainer: pl.Trainer = _instantiate(
-        cfg.trainer, "trainer", callbacks=build_callbacks(cfg.get("callbacks")), logger=loggers or False
+        cfg.trainer,
+        "trainer",
+        callbacks=build_callbacks(cfg.get("callbacks")),
+        logger=loggers or False,
+        plugins=[AtomicCheckpointIO()],  # a run killed while checkpointing keeps its last good checkpoint
     )
     check_sweep_launch(trainer)
     for logger in loggers:
