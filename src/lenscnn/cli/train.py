@@ -26,6 +26,7 @@ from lenscnn.io.atomic import write_json
 from lenscnn.training.checkpoint_io import AtomicCheckpointIO
 from lenscnn.training.distributed import check_sweep_launch, close_process_group, requeued_checkpoint
 from lenscnn.training.loggers import build_loggers, finish_loggers
+from lenscnn.training.quiet import quiet_lightning
 from lenscnn.training.summary import error_table, prior_mean_rmse
 
 log = logging.getLogger(__name__)
@@ -88,6 +89,7 @@ def fit_and_test(cfg: DictConfig, datamodule: Any, model: pl.LightningModule, lo
     """Fit (or resume) and test ``model`` with the configured trainer; write ``metrics.json``."""
     run_dir = Path(cfg.paths.output_dir)
     scaler = model.scaler
+    quiet_lightning(simulated=getattr(datamodule, "simulator", None) is not None)
     trainer: pl.Trainer = _instantiate(
         cfg.trainer,
         "trainer",
@@ -102,7 +104,7 @@ def fit_and_test(cfg: DictConfig, datamodule: Any, model: pl.LightningModule, lo
     if cfg.train:
         try:
             ckpt_path = cfg.ckpt_path or requeued_checkpoint(run_dir)  # a requeued SLURM job continues
-            trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
+            trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
         except SIGTERMException:
             log.warning("SIGTERM: saved %s; resume with ckpt_path=last", run_dir / "checkpoints" / "last.ckpt")
             raise SystemExit(128 + 15) from None
@@ -120,7 +122,7 @@ def fit_and_test(cfg: DictConfig, datamodule: Any, model: pl.LightningModule, lo
         payload["val"][cfg.optimized_metric] = float(checkpoint.best_model_score)
     if cfg.test:
         best = "best" if cfg.train and payload.get("best_checkpoint") else None
-        results = trainer.test(model, datamodule=datamodule, ckpt_path=best, verbose=False)[0]
+        results = trainer.test(model, datamodule=datamodule, ckpt_path=best, verbose=False, weights_only=True)[0]
         baseline = prior_mean_rmse(scaler, datamodule.test_dataloader(), trainer)
         payload["test"] = {k: float(v) for k, v in results.items()}
         payload["prior_mean_rmse"] = baseline

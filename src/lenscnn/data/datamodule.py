@@ -197,8 +197,9 @@ class LensDataModule(LightningDataModule):
         return self._device_simulator
 
     def on_after_batch_transfer(self, batch: dict[str, Any], dataloader_idx: int) -> dict[str, Any]:
-        """Render the batch's images where the batch now is (the model's device)."""
-        if "image" in batch:
+        """Render the batch's images where the batch now is (the model's device); a batch with
+        images (a file's) or an image tensor (the model's ``example_input_array``) passes as it is."""
+        if not isinstance(batch, dict) or "image" in batch:
             return batch
         simulator = self._simulator_on(batch["noise_seeds"].device)
         with torch.no_grad():

@@ -82,6 +82,8 @@ class LensRegressor(LightningModule):
             self.net = self.net.to(memory_format=torch.channels_last)
         if compile:
             self.net.compile()
+        else:  # Lightning's model summary counts the FLOPs of one image (a compiled net would compile for it)
+            self.example_input_array = torch.zeros(1, 1, *image_size)
         self.val_metrics = regression_metrics(self.num_targets)
         self.test_metrics = regression_metrics(self.num_targets)
 
