@@ -191,6 +191,10 @@ def test_multirun_over_two_models_writes_a_leaderboard(tmp_path):
         assert float(r["test rmse theta_E"]) > 0
     md = (sweep / "leaderboard.md").read_text()
     assert "model=alexnet" in md and "| rank |" in md
+    assert md in result.stdout, "the sweep prints its leaderboard"
+    assert f"sweep directory: {sweep}" in result.stdout
+    for run in sweep.glob("[0-9]"):
+        assert f"run directory: {run}" in result.stdout and f"metrics: {run / 'metrics.json'}" in result.stdout
     # both runs were validated on the same fixed lenses: their val sets are identical by construction
     runs = [json.loads(p.read_text()) for p in sweep.glob("*/metrics.json")]
     assert {r["prior_mean_rmse"]["theta_E"] for r in runs}.__len__() == 1

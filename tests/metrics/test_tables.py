@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from rich.console import Console
 
 from lenscnn.metrics.tables import EVAL_COLUMNS, Column, MetricsTable, markdown_table
@@ -32,11 +33,20 @@ def test_csv_has_every_column_and_empty_cells():
     assert first == ["theta_E", "arcsec", "0.05", "0.04", "0.001", "", "", "", "0.69", ""]
 
 
-def test_rich_table_is_not_cut_and_uses_short_titles():
-    console = Console(width=200, record=True)
-    console.print(MetricsTable(METRICS).rich("errors"))
+@pytest.mark.parametrize(
+    ("width", "first_column"), [(200, ["theta_E", "e1"]), (60, ["rmse", "mae"]), (40, ["theta_E"] * 2)]
+)
+def test_rich_table_has_full_titles_and_is_never_cut(width, first_column):
+    """Wide enough: targets as rows; narrower: transposed (metrics as rows); narrower still: a row
+    per target and metric. No cell is cut."""
+    console = Console(width=width, record=True)
+    table = MetricsTable(METRICS)
+    console.print(table.rich("errors", width))
     text = console.export_text()
-    assert "cov68" in text and "coverage_68" not in text and "0.01235" in text and "…" not in text
+    assert ("coverage_68" in text or width < 40) and "0.01235" in text and "1e-05" in text and "…" not in text
+    assert max(len(line) for line in text.splitlines()) <= width
+    cells = [line.split("│")[1].strip() for line in text.splitlines() if line.startswith("│")]
+    assert cells[:2] == first_column
 
 
 def test_fixed_columns_custom_names_and_formats():

@@ -43,10 +43,11 @@ def register_resolvers() -> None:
 
 
 def console() -> Any:
-    """A rich console for tables: the terminal's width, or :data:`PIPE_WIDTH` when not a terminal."""
+    """A rich console for tables: the terminal's width (or ``$COLUMNS``), or :data:`PIPE_WIDTH` when
+    stdout is not a terminal. Tables given its ``width`` transpose rather than cut when too wide."""
     from rich.console import Console
 
-    return Console() if sys.stdout.isatty() else Console(width=PIPE_WIDTH)
+    return Console() if sys.stdout.isatty() or "COLUMNS" in os.environ else Console(width=PIPE_WIDTH)
 
 
 def report_user_errors(task: F) -> F:

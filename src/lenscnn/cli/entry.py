@@ -10,14 +10,18 @@ Hydra task, run with one-line user errors (:func:`report_user_errors`);
 from __future__ import annotations
 
 import importlib
+import logging
 import sys
 from typing import Any
 
 import hydra
+from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from lenscnn.cli.common import check_config, prepare_app, report_user_errors
 from lenscnn.errors import UserError
+
+log = logging.getLogger(__name__)
 
 
 def launch(app: str) -> None:
@@ -28,7 +32,9 @@ def launch(app: str) -> None:
     @hydra.main(version_base="1.3", config_path="../conf", config_name=app)
     @report_user_errors
     def task(cfg: DictConfig) -> Any:
-        return importlib.import_module(f"lenscnn.cli.{app}").task(cfg)
+        result = importlib.import_module(f"lenscnn.cli.{app}").task(cfg)
+        log.info("run directory: %s", HydraConfig.get().runtime.output_dir)
+        return result
 
     task()
 

@@ -97,9 +97,10 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     write_outputs(run_dir, result, figures)
     if result.calibration:
         log.info("stored the calibration in %s", store_calibration(ensemble, result.calibration, calibration_file))
-    console().print(MetricsTable(result.metrics).rich(f"{dataset.description}: errors in physical units"))
+    out = console()
+    out.print(MetricsTable(result.metrics).rich(f"{dataset.description}: errors in physical units", out.width))
     if result.comparison_md:
-        console().print(result.comparison_md)
+        out.print(result.comparison_md)
     log.info("wrote %s", run_dir / "report.md")
     return result.payload
 

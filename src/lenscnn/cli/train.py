@@ -23,6 +23,7 @@ from lenscnn.cli.common import console
 from lenscnn.data.normalization import TargetScaler
 from lenscnn.errors import UserError
 from lenscnn.io.atomic import write_json
+from lenscnn.training.callbacks import TimeBudget
 from lenscnn.training.checkpoint_io import AtomicCheckpointIO
 from lenscnn.training.distributed import check_sweep_launch, close_process_group, requeued_checkpoint
 from lenscnn.training.loggers import build_loggers, finish_loggers
@@ -116,6 +117,9 @@ def fit_and_test(cfg: DictConfig, datamodule: Any, model: pl.LightningModule, lo
         "optimized_metric": cfg.optimized_metric,
         "val": {cfg.optimized_metric: None if val_score is None else float(val_score)},
     }
+    budgets = [cb.summary for cb in trainer.callbacks if isinstance(cb, TimeBudget)]
+    if budgets:
+        payload["time_budget"] = budgets[0]
     checkpoint = trainer.checkpoint_callback
     if checkpoint is not None and checkpoint.best_model_path:
         payload["best_checkpoint"] = checkpoint.best_model_path
@@ -128,10 +132,30 @@ def fit_and_test(cfg: DictConfig, datamodule: Any, model: pl.LightningModule, lo
         payload["prior_mean_rmse"] = baseline
         payload["rmse_ratio"] = {n: results[f"test/rmse/{n}"] / baseline[n] for n in scaler.names}
         if trainer.is_global_zero:
-            console().print(error_table(results, baseline, scaler.names))
+            out = console()
+            out.print(error_table(results, baseline, scaler.names, out.width))
     if trainer.is_global_zero:
         write_json(run_dir / "metrics.json", payload)
+        log_outputs(run_dir, payload)
     return payload
+
+
+def log_outputs(run_dir: Path, payload: dict[str, Any]) -> None:
+    """Where the run's checkpoints and metrics are, and what a time budget cut."""
+    budget = payload.get("time_budget")
+    if budget and budget["shortened"]:
+        log.info(
+            "time budget of %.1f min: trained %d of %d epochs",
+            budget["minutes"],
+            budget["trained_epochs"],
+            budget["configured_epochs"],
+        )
+    if "best_checkpoint" in payload:
+        log.info("best checkpoint: %s", payload["best_checkpoint"])
+    last = run_dir / "checkpoints" / "last.ckpt"
+    if last.is_file():
+        log.info("last checkpoint: %s (resume with ckpt_path=%s)", last, run_dir)
+    log.info("metrics: %s", run_dir / "metrics.json")
 
 
 def task(cfg: DictConfig) -> float | None:

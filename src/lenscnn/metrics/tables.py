@@ -18,12 +18,10 @@ from lenscnn.params import ordered, unit
 
 @dataclass(frozen=True)
 class Column:
-    """A metric column: ``key`` in the per-target metric dict, its ``title``, a short title for
-    narrow terminals, and how a value is written."""
+    """A metric column: ``key`` in the per-target metric dict, its ``title``, and how a value is written."""
 
     key: str
     title: str
-    short: str = ""
     fmt: str = "{:.4g}"
 
 
@@ -32,11 +30,11 @@ EVAL_COLUMNS = (
     Column("rmse", "rmse"),
     Column("mae", "mae"),
     Column("bias", "bias"),
-    Column("median_abs_error", "median_abs_error", "med|err|"),
-    Column("outlier_fraction", "outlier_fraction", "outliers"),
+    Column("median_abs_error", "median_abs_error"),
+    Column("outlier_fraction", "outlier_fraction"),
     Column("nll", "nll"),
-    Column("coverage_68", "coverage_68", "cov68"),
-    Column("coverage_95", "coverage_95", "cov95"),
+    Column("coverage_68", "coverage_68"),
+    Column("coverage_95", "coverage_95"),
 )
 
 
@@ -86,16 +84,47 @@ class MetricsTable:
         columns = self.present()
         return markdown_table(["target", "unit", *(c.title for c in columns)], self.rows(columns))
 
-    def rich(self, title: str, short_titles: bool = True) -> Table:
-        """A rich table for the terminal (short column titles by default)."""
+    def rich(self, title: str, width: int | None = None) -> Table:
+        """A rich table with the full column titles. Targets as rows; if that is wider than
+        ``width`` characters (a narrow terminal or log), transposed (metrics as rows); if still too
+        wide, one row per target and metric (folded if even that is too wide). No cell is cut."""
         columns = self.present()
+        rows = self.rows(columns)
+        layouts = (self._by_target, self._by_metric, self._long)
+        for layout in layouts:
+            table = layout(title, columns, rows)
+            if width is None or _natural_width(table) <= width:
+                break
+        return table
+
+    @staticmethod
+    def _by_target(title: str, columns: Sequence[Column], rows: list[list[str]]) -> Table:
         table = Table(title=title)
-        table.add_column("target")
-        table.add_column("unit")
-        for c in columns:
-            table.add_column((c.short or c.title) if short_titles else c.title, justify="right")
-        for row in self.rows(columns):
+        for header in ("target", "unit", *(c.title for c in columns)):
+            table.add_column(header, justify="left" if header in ("target", "unit") else "right", no_wrap=True)
+        for row in rows:
             table.add_row(*row)
+        return table
+
+    @staticmethod
+    def _by_metric(title: str, columns: Sequence[Column], rows: list[list[str]]) -> Table:
+        table = Table(title=title)
+        table.add_column("metric", no_wrap=True)
+        for name, unit_, *_ in rows:
+            table.add_column(name if unit_ == "-" else f"{name} [{unit_}]", justify="right", no_wrap=True)
+        for i, column in enumerate(columns):
+            table.add_row(column.title, *(row[2 + i] for row in rows))
+        return table
+
+    @staticmethod
+    def _long(title: str, columns: Sequence[Column], rows: list[list[str]]) -> Table:
+        table = Table(title=title)
+        for header in ("target", "metric", "value"):  # the last resort: folds rather than cuts
+            table.add_column(header, justify="right" if header == "value" else "left", overflow="fold")
+        for name, unit_, *values in rows:
+            for column, value in zip(columns, values, strict=True):
+                table.add_row(name, column.title, value if unit_ == "-" else f"{value} {unit_}")
+            table.add_section()
         return table
 
     def csv_rows(self) -> list[list[str]]:
@@ -108,3 +137,10 @@ class MetricsTable:
             cells = ("" if values.get(c.key) is None else f"{values[c.key]:.7g}" for c in self.columns)
             rows.append([target, unit(target), *cells])
         return [header, *rows]
+
+
+def _natural_width(table: Table) -> int:
+    """The width ``table`` takes when nothing constrains it."""
+    from rich.console import Console
+
+    return Console(width=10_000).measure(table).maximum

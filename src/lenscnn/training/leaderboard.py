@@ -67,7 +67,9 @@ class LeaderboardCallback(Callback):
         if not sweep_dir.is_dir() or not any(sweep_dir.glob("*/metrics.json")):
             return
         runs = write_leaderboard(sweep_dir)
+        print((sweep_dir / "leaderboard.md").read_text(), end="", flush=True)
         log.info("leaderboard of %d runs: %s", len(runs), sweep_dir / "leaderboard.md")
+        log.info("sweep directory: %s", sweep_dir)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -42,12 +42,14 @@ def prior_mean_rmse(
     return {name: math.sqrt(float(v) / n) for name, v in zip(scaler.names, sums[:-1], strict=True)}
 
 
-def error_table(test: Mapping[str, float], baseline: Mapping[str, float], names: Iterable[str]) -> Table:
+def error_table(
+    test: Mapping[str, float], baseline: Mapping[str, float], names: Iterable[str], width: int | None = None
+) -> Table:
     """The test errors per target (``test/<metric>/<name>`` from Lightning's test results) beside
-    the RMSE of always predicting the prior mean."""
+    the RMSE of always predicting the prior mean (transposed when wider than ``width``)."""
     metrics = {
         name: {m: test[f"test/{m}/{name}"] for m in ("rmse", "mae", "bias")}
         | {"prior_mean_rmse": baseline[name], "rmse_ratio": test[f"test/rmse/{name}"] / baseline[name]}
         for name in names
     }
-    return MetricsTable(metrics, SUMMARY_COLUMNS).rich("test set: errors in physical units", short_titles=False)
+    return MetricsTable(metrics, SUMMARY_COLUMNS).rich("test set: errors in physical units", width)
