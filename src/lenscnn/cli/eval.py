@@ -19,7 +19,6 @@ from typing import Any
 import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
-from rich.progress import Progress
 
 from lenscnn.cli.common import console, load_ensemble, resolve_device
 from lenscnn.errors import UserError
@@ -81,17 +80,16 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     val_set = (
         simulated_set(simulator_config(ensemble, cfg), "val", cfg.val_size, prior_name()) if cfg.calibrate else None
     )
-    with Progress(transient=True) as progress:
-        result = evaluate(
-            ensemble,
-            dataset,
-            val_set=val_set,
-            batch_size=cfg.batch_size,
-            mc_samples=cfg.mc_samples,
-            compare=cfg.compare_members,
-            outlier_nsigma=cfg.outlier_nsigma,
-            progress=progress,
-        )
+    result = evaluate(
+        ensemble,
+        dataset,
+        val_set=val_set,
+        batch_size=cfg.batch_size,
+        mc_samples=cfg.mc_samples,
+        compare=cfg.compare_members,
+        outlier_nsigma=cfg.outlier_nsigma,
+        show_progress=True,
+    )
     figures = evaluation_figures(result.test, result.calibration) if cfg.plots else {}
     log_to_loggers(cfg, run_dir, result, figures)
     write_outputs(run_dir, result, figures)

@@ -22,7 +22,6 @@ from typing import Any
 import matplotlib.pyplot as plt
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
-from rich.progress import Progress, TimeElapsedColumn
 
 from lenscnn.errors import UserError
 from lenscnn.fit.inputs import image_key, load_images, read_predictions
@@ -33,6 +32,7 @@ from lenscnn.io.cutouts import image_stem
 from lenscnn.io.fits import read_psf_kernel
 from lenscnn.params import LENS, SHEAR
 from lenscnn.plots import fit_figure
+from lenscnn.progress import progress
 from lenscnn.sim import Instrument
 
 log = logging.getLogger(__name__)
@@ -103,15 +103,14 @@ def run(cfg: DictConfig) -> Path:
             noise = instrument.background_rms if item["noise"] is None else float(np.median(item["noise"]))
             setup = seed_source(setup, item["data"], noise, instrument.pixel_scale)
         jobs.append((row, item, (item, setup, budget, cfg.network_prior, cfg.seed + k)))
-    with Progress(*Progress.get_default_columns(), TimeElapsedColumn()) as progress:
-        bar = progress.add_task("fitting", total=len(jobs))
+    with progress("fitting", total=len(jobs), unit="lenses") as tracker:
         for row, item, outcome in fit_all(jobs, cfg.workers):
             row["status"] = outcome["status"]
             if outcome["status"] == "ok":
                 finish_row(cfg, run_dir, row, item, outcome, instrument.pixel_scale)
             else:
                 log.warning("%s: %s", item["image"], outcome["status"])
-            progress.advance(bar)
+            tracker.advance(1)
     return write_outputs(cfg, run_dir, rows, names)
 
 

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-from rich.progress import Progress
 from torch import Tensor
 
 from lenscnn.errors import UserError
@@ -15,6 +15,7 @@ from lenscnn.evaluation.datasets import EvaluationSet
 from lenscnn.metrics.calibration import LEVELS, calibration_curve, coverage, fit_sigma_scale
 from lenscnn.metrics.regression import evaluation_metrics
 from lenscnn.models.ensemble import Ensemble
+from lenscnn.progress import progress
 
 #: Nominal levels of the calibration curves.
 CURVE_LEVELS = np.round(np.linspace(0.05, 0.95, 19), 2)
@@ -42,18 +43,39 @@ class Predictions:
         return self.truth - self.mean
 
 
+def _predict_batch(
+    ensemble: Ensemble,
+    images: Tensor,
+    params: dict[str, Tensor],
+    names: tuple[str, ...],
+    mc_samples: int,
+    members: bool,
+    parts: dict[str, list[Tensor]],
+) -> None:
+    """Append one batch's truth and predictions to ``parts`` (on the CPU)."""
+    prediction = ensemble.predict(images, mc_samples)
+    parts["truth"].append(torch.stack([params[n] for n in names], -1).float().cpu())
+    for key in ("mean", "sigma", "aleatoric", "epistemic"):
+        value = getattr(prediction, key)
+        if value is not None:
+            parts[key].append(value.cpu())
+    if members:
+        parts["members"].append(prediction.member_means.cpu())
+
+
 def predict_set(
     ensemble: Ensemble,
     dataset: EvaluationSet,
     batch_size: int = 256,
     mc_samples: int = 0,
     members: bool = False,
-    progress: Progress | None = None,
+    show_progress: bool = False,
 ) -> Predictions:
     """Predict every lens of ``dataset`` on the ensemble's device (rendering simulated sets there).
 
     Args:
         members: also record each member's own mean prediction (for a member comparison).
+        show_progress: a progress bar on a terminal, log lines otherwise (:mod:`lenscnn.progress`).
     """
     names = ensemble.target_names
     missing = [n for n in names if n not in (dataset.params or dataset.lenses.params)]
@@ -61,18 +83,12 @@ def predict_set(
         raise UserError(f"{dataset.description}: has no true {missing}, which the model predicts")
     dataset.check_geometry(ensemble.image_size, ensemble.pixel_scale)
     parts: dict[str, list[Tensor]] = {k: [] for k in ("truth", "mean", "sigma", "aleatoric", "epistemic", "members")}
-    task = progress.add_task(f"predicting {dataset.description}", total=dataset.size) if progress else None
-    for images, params in dataset.batches(batch_size, ensemble.device):
-        prediction = ensemble.predict(images, mc_samples)
-        parts["truth"].append(torch.stack([params[n] for n in names], -1).float().cpu())
-        for key in ("mean", "sigma", "aleatoric", "epistemic"):
-            value = getattr(prediction, key)
-            if value is not None:
-                parts[key].append(value.cpu())
-        if members:
-            parts["members"].append(prediction.member_means.cpu())
-        if task is not None:
-            progress.advance(task, images.shape[0])
+    shown = progress(f"predicting {dataset.description}", total=dataset.size, unit="lenses")
+    with shown if show_progress else contextlib.nullcontext() as tracker:
+        for images, params in dataset.batches(batch_size, ensemble.device):
+            _predict_batch(ensemble, images, params, names, mc_samples, members, parts)
+            if tracker is not None:
+                tracker.advance(images.shape[0])
     joined = {k: torch.cat(v, dim=1 if k == "members" else 0) if v else None for k, v in parts.items()}
     return Predictions(
         names,

@@ -8,8 +8,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rich.progress import Progress
-
 from lenscnn.errors import UserError
 from lenscnn.evaluation.datasets import EvaluationSet
 from lenscnn.evaluation.evaluate import Predictions, calibrate, coverage_table, normalised_rmse, predict_set, score
@@ -80,7 +78,7 @@ def evaluate(
     mc_samples: int = 0,
     compare: bool = False,
     outlier_nsigma: float = 3.0,
-    progress: Progress | None = None,
+    show_progress: bool = False,
 ) -> EvaluationResult:
     """Evaluate ``ensemble`` on ``dataset`` (on the ensemble's device).
 
@@ -95,9 +93,9 @@ def evaluate(
         raise UserError("calibrate=true needs uncertainties: a gaussian_nll model, an ensemble or mc_samples > 0")
     if val_set is not None:
         ensemble.sigma_scale.fill_(1.0)
-        val = predict_set(ensemble, val_set, batch_size, mc_samples, progress=progress)
+        val = predict_set(ensemble, val_set, batch_size, mc_samples, show_progress=show_progress)
         scale = calibrate(val)
-    test = predict_set(ensemble, dataset, batch_size, mc_samples, compare, progress)
+    test = predict_set(ensemble, dataset, batch_size, mc_samples, compare, show_progress)
     names = test.names
     calibration = None
     if val_set is not None:
