@@ -1,9 +1,16 @@
-"""``lenscnn-predict``: FITS with a WCS in, the in-memory prediction out; bad input refused cleanly."""
+"""``lenscnn-predict``: FITS with a WCS in, the in-memory prediction out; bad input refused cleanly;
+a large directory streamed with bounded memory and progress lines; a light module import."""
 
 from __future__ import annotations
 
 import csv
+import io
 import json
+import logging
+import re
+import sys
+import threading
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,10 +18,13 @@ import torch
 from astropy.io import fits
 from astropy.wcs import WCS
 
+import lenscnn.cli.predict as predict_app
+from lenscnn import progress as progress_module
+from lenscnn.errors import UserError
 from lenscnn.models.checkpoint import read_checkpoint
 from lenscnn.models.ensemble import Ensemble
 from lenscnn.sim import Simulator
-from tests.helpers import celestial_header, run_cli
+from tests.helpers import celestial_header, compose_run, run_cli
 
 NAMES = ("theta_E", "e1", "e2", "center_x", "center_y")
 
@@ -147,3 +157,149 @@ def test_bad_prediction_input_is_one_line_and_writes_nothing(tiny_checkpoint, tm
     assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], result.stderr
     assert not (out / "predictions.csv").exists()
     assert not list(out.glob("*.partial"))
+
+
+def predict_in_process(out, *args):
+    """``predict(cfg)`` of ``lenscnn-predict args...`` in this process, writing into ``out``."""
+    return predict_app.predict(compose_run("predict", out, list(args)))
+
+
+def fits_bytes(image: np.ndarray, wcs: bool) -> bytes:
+    """A FITS file of ``image`` at 0.08"/px: a celestial WCS, or only ``PIXSCALE`` (quicker to read)."""
+    header = celestial_header(0.08, image.shape[-1]) if wcs else fits.Header({"PIXSCALE": 0.08})
+    buffer = io.BytesIO()
+    fits.PrimaryHDU(image.astype(np.float32), header=header).writeto(buffer)
+    return buffer.getvalue()
+
+
+def status_kb(key: str) -> int:
+    """A ``kB`` field of ``/proc/self/status`` (``VmRSS``, ``VmHWM``)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(f"{key}:"):
+            return int(line.split()[1])
+    raise KeyError(key)
+
+
+def peak_rss_growth_mb(task) -> float:
+    """Peak resident-set growth [MB] while ``task()`` runs: the kernel's high-water mark, reset to
+    the current RSS before (``/proc/self/clear_refs``), and a sampler thread every 5 ms."""
+    before = status_kb("VmRSS")
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        reset = True
+    except OSError:
+        reset = False
+    peak = [before]
+    stop = threading.Event()
+
+    def sample() -> None:
+        while not stop.wait(0.005):
+            peak[0] = max(peak[0], status_kb("VmRSS"))
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    try:
+        task()
+    finally:
+        stop.set()
+        sampler.join()
+    high = max(peak[0], status_kb("VmRSS"), status_kb("VmHWM") if reset else 0)
+    return (high - before) / 1024
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads the resident set from /proc")
+def test_predict_streams_a_large_directory_with_bounded_memory(tiny_checkpoint, tmp_path):
+    # 1,200 cutouts of 128 x 128 px (centre-cropped to the model's 32 x 32; one in 8 with a WCS):
+    # 128 kB of float64 pixels each as read, so holding every cutout would grow the process by
+    # ~150 MB, and by ~115 MB more over 1,200 files than over 300
+    images, _ = simulate(tiny_checkpoint, 8)
+    blobs = [fits_bytes(np.pad(image[0].numpy(), 48), wcs=k == 0) for k, image in enumerate(images)]
+    inputs = tmp_path / "cutouts"
+    inputs.mkdir()
+    names = [f"lens_{k:05d}.fits" for k in range(1200)]
+    for k, name in enumerate(names):
+        (inputs / name).write_bytes(blobs[k % len(blobs)])
+    model = [f"ckpt_path={tiny_checkpoint}", "batch_size=64"]
+    predict_in_process(tmp_path / "warm", *model, f"input='{inputs}/lens_000[0-6]*'")  # first-use allocations
+    small = peak_rss_growth_mb(lambda: predict_in_process(tmp_path / "300", *model, f"input='{inputs}/lens_00[0-2]*'"))
+    large = peak_rss_growth_mb(lambda: predict_in_process(tmp_path / "1200", *model, f"input={inputs}"))
+    assert len(read_rows(tmp_path / "300" / "predictions.csv")) == 300
+    rows = read_rows(tmp_path / "1200" / "predictions.csv")
+    assert [Path(r["image"]).name for r in rows] == names  # every file, in order, once
+    assert all(float(r["theta_E"]) > 0 and bool(r["center_ra"]) == (k % 8 == 0) for k, r in enumerate(rows))
+    # 4x the files, about the same memory: nothing is kept per file (a batch of 64 is ~8 MB)
+    assert large < 50, f"RSS grew by {large:.0f} MB over 1,200 files"
+    assert large - small < 25, f"RSS grew by {small:.0f} MB over 300 files and {large:.0f} MB over 1,200"
+
+
+def test_refusal_mid_directory_removes_every_output_already_written(tiny_checkpoint, tmp_path, monkeypatch):
+    images, _ = simulate(tiny_checkpoint, 1)
+    image = images[0, 0].numpy()
+    inputs = tmp_path / "cutouts"
+    inputs.mkdir()
+    for k in range(12):  # lens_00 ... lens_11, the bad file sorted between lens_05 and lens_06
+        write_fits(inputs / f"lens_{k:02d}.fits", image)
+    write_fits(inputs / "lens_05_bad.fits", image, scale=0.1)
+    plotted = []  # the figures are drawn by the first test; here only their files matter (and are fast)
+    monkeypatch.setattr(predict_app, "plot", lambda path, *_: (plotted.append(path), path.write_bytes(b"png")))
+    out = tmp_path / "run"
+    args = [f"ckpt_path={tiny_checkpoint}", f"input={inputs}", "batch_size=4", "plots=true"]
+    with pytest.raises(UserError, match="differs from the model's"):
+        predict_in_process(out, *args, "formats=[csv,lenstronomy]")
+    # the first batch was predicted, plotted and written before the refusal; none of it is left
+    assert len(plotted) == 4 and all(p.parent.name == ".plots.partial" for p in plotted)
+    assert sorted(p.name for p in out.iterdir()) == []
+    # the same directory without the bad file: every output in place, no temporary left
+    (inputs / "lens_05_bad.fits").unlink()
+    predict_in_process(out, *args, "formats=[csv,lenstronomy]")
+    assert sorted(p.name for p in out.iterdir()) == ["lenstronomy", "plots", "predictions.csv"]
+    assert len(read_rows(out / "predictions.csv")) == 12
+    assert len(list((out / "plots").iterdir())) == len(list((out / "lenstronomy").iterdir())) == 12
+
+
+PROGRESS_LINE = re.compile(r"predicting: (\d+)/12 files \(\d+%\), (\d+) images, [\d,]+ images/s, \d+:\d\d:\d\d elapsed")
+
+
+def test_progress_is_logged_when_stdout_is_not_a_terminal(tiny_checkpoint, tmp_path, monkeypatch, caplog):
+    images, _ = simulate(tiny_checkpoint, 1)
+    inputs = tmp_path / "cutouts"
+    inputs.mkdir()
+    for k in range(12):
+        write_fits(inputs / f"lens_{k:02d}.fits", images[0, 0].numpy())
+    monkeypatch.setattr(sys, "stdout", io.StringIO())  # a pipe or a log file, not a terminal
+    monkeypatch.setattr(progress_module, "LOG_EVERY", 0.0)  # a line per batch (10 s apart by default)
+    with caplog.at_level(logging.INFO):
+        predict_in_process(tmp_path / "run", f"ckpt_path={tiny_checkpoint}", f"input={inputs}", "batch_size=5")
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("predicting:")]
+    assert len(lines) == 4 and lines[-1].endswith("(done)"), lines
+    counts = [tuple(map(int, PROGRESS_LINE.match(line).groups())) for line in lines]
+    assert counts == [(5, 5), (10, 10), (12, 12), (12, 12)]  # (files, images) after each batch, then the total
+    assert sys.stdout.getvalue() == ""  # no bar drawn into the pipe
+
+
+def test_progress_lines_keep_a_steady_pace_and_a_terminal_gets_a_bar(monkeypatch, caplog):
+    clock = [0.0]
+    monkeypatch.setattr(progress_module, "clock", lambda: clock[0])
+    logger = logging.getLogger("test.progress")
+    with (
+        caplog.at_level(logging.INFO, logger="test.progress"),
+        progress_module.progress("fitting", total=36, unit="fits", logger=logger, terminal=False) as bar,
+    ):
+        for _ in range(36):  # one fit a second, reported every 10 s
+            clock[0] += 1.0
+            bar.advance(1)
+    lines = [r.getMessage() for r in caplog.records]
+    assert lines == [
+        "fitting: 10/36 fits (28%), 1 fits/s, 0:00:10 elapsed, ~0:00:26 left",
+        "fitting: 20/36 fits (56%), 1 fits/s, 0:00:20 elapsed, ~0:00:16 left",
+        "fitting: 30/36 fits (83%), 1 fits/s, 0:00:30 elapsed, ~0:00:06 left",
+        "fitting: 36/36 fits (100%), 1 fits/s, 0:00:36 elapsed (done)",
+    ]
+    from rich.console import Console
+
+    screen = io.StringIO()
+    console = Console(file=screen, force_terminal=True, width=150)
+    with progress_module.progress("predicting", 8, "images", "files", terminal=True, console=console) as bar:
+        bar.advance(30, completed=4)
+        bar._bar.refresh()
+    assert "4/8 files" in screen.getvalue() and "30 images" in screen.getvalue() and "images/s" in screen.getvalue()

@@ -10,6 +10,10 @@ Writes ``predictions.csv`` into the Hydra run directory (and ``plots/<image>.png
 predicted critical curve and centre with ``plots=true``; with ``formats=[csv,lenstronomy]`` also
 ``lenstronomy/<image>.json``: the lenstronomy keyword arguments of each image, see
 :mod:`lenscnn.fit.kwargs`). Nothing is written if any input is refused.
+
+Inputs are streamed: read, predicted and written batch by batch (``batch_size``), so a directory
+of any size runs in bounded memory. Progress: a bar with the rate on a terminal, else a log line
+every ~10 s (:mod:`lenscnn.progress`).
 """
 
 from __future__ import annotations
@@ -17,19 +21,18 @@ from __future__ import annotations
 import contextlib
 import csv
 import logging
-import sys
+import os
+import shutil
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-import hydra
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
 from omegaconf import DictConfig
-from rich.progress import Progress
 
-from lenscnn.cli.common import check_config, load_ensemble, prepare_app, report_user_errors, resolve_device
+from lenscnn.cli.common import load_ensemble, resolve_device
 from lenscnn.errors import UserError
 from lenscnn.fit.lenstronomy_files import LenstronomyWriter
 from lenscnn.io.atomic import atomic_path
@@ -37,6 +40,7 @@ from lenscnn.io.cutouts import Cutout, Prepared, find_inputs, image_stem, prepar
 from lenscnn.models.ensemble import Ensemble
 from lenscnn.params import LENS
 from lenscnn.plots import critical_curve_figure
+from lenscnn.progress import progress
 
 log = logging.getLogger(__name__)
 
@@ -52,20 +56,26 @@ def columns(names: Sequence[str], with_sigma: bool) -> list[str]:
 
 def batches(
     files: Sequence[Path], cfg: DictConfig, ensemble: Ensemble, size: int
-) -> Iterator[list[tuple[Cutout, Prepared]]]:
-    """Cutouts of all ``files`` read, checked and shaped, in lists of ``size``."""
+) -> Iterator[tuple[list[tuple[Cutout, Prepared]], int]]:
+    """Cutouts of ``files`` read, checked and shaped file by file, in lists of ``size``, each with
+    the number of files read to the end so far. Only the batches in flight (the one predicted and
+    the one filled) are held: the pixels of a directory of any size never are in memory at once."""
+
     pending: list[tuple[Cutout, Prepared]] = []
-    for path in files:
-        for cutout in read_cutouts(path, cfg.hdu):
+    for index, path in enumerate(files):
+        cutouts = read_cutouts(path, cfg.hdu)
+        following = next(cutouts, None)
+        while following is not None:
+            cutout, following = following, next(cutouts, None)  # one ahead: is this the file's last image?
             if cutout.pixel_scale is None and cfg.pixel_scale is not None:
                 cutout.pixel_scale = float(cfg.pixel_scale)
             prepared = prepare(cutout, ensemble.image_size, ensemble.pixel_scale, cfg.resample, cfg.fill_nan)
             pending.append((cutout, prepared))
             if len(pending) == size:
-                yield pending
+                yield pending, index + (following is None)
                 pending = []
     if pending:
-        yield pending
+        yield pending, len(files)
 
 
 def rows(
@@ -97,8 +107,44 @@ def rows(
 FORMATS = ("csv", "lenstronomy")
 
 
+@contextlib.contextmanager
+def staged_directory(path: Path) -> Iterator[Path]:
+    """Yield a hidden temporary sibling directory of ``path`` that replaces ``path`` only if the
+    block succeeds; it is deleted either way, so a failed run leaves neither it nor a partial ``path``."""
+    tmp = path.with_name(f".{path.name}.partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        yield tmp
+        shutil.rmtree(path, ignore_errors=True)
+        os.replace(tmp, path)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def plot(path: Path, cutout: Cutout, prepared: Prepared, mean: np.ndarray, ensemble: Ensemble) -> None:
+    """``plots/<image>.png``: the model's view of the image with the predicted critical curve and centre."""
+
+    values = dict(zip(ensemble.target_names, mean.tolist(), strict=True))
+    text = [f"{n}={v:.3f}" for n, v in values.items()]
+    title = "\n".join([Path(cutout.label).name, ", ".join(text[:3]), ", ".join(text[3:])])
+    fig = critical_curve_figure(prepared.image[0].numpy(), ensemble.pixel_scale, values, title)
+    try:
+        fig.savefig(path, dpi=100)
+    finally:
+        plt.close(fig)
+
+
 def predict(cfg: DictConfig) -> Path:
-    """Predict every input image; returns the path of ``predictions.csv``."""
+    """Predict every input image; returns the path of ``predictions.csv``.
+
+    Streams: images are read, predicted and written batch by batch (``batch_size``), so memory
+    does not grow with the number of inputs. Every output is written under a temporary name in the
+    run directory (``.predictions.csv.partial``, ``.plots.partial/``, ``.lenstronomy.partial/``) and
+    renamed into place only when every input succeeded, ``predictions.csv`` last; a refused input
+    deletes them all, so nothing is written.
+    """
+
     if not cfg.get("input"):
         raise UserError("no input: give input=<FITS file, directory, glob or HDF5 file>")
     if cfg.mc_samples < 0 or cfg.batch_size < 1:
@@ -119,22 +165,23 @@ def predict(cfg: DictConfig) -> Path:
     unknown = sorted(set(formats) - set(FORMATS))
     if unknown or "csv" not in formats:
         raise UserError(f"formats={formats}: choose from {list(FORMATS)}; csv is always written")
-    lenstronomy = LenstronomyWriter(run_dir / "lenstronomy", ensemble) if "lenstronomy" in formats else None
+    lenstronomy = None
+    if "lenstronomy" in formats:
+        lenstronomy = LenstronomyWriter(run_dir / "lenstronomy", ensemble)
     with_sigma = ensemble.gives_sigma(cfg.mc_samples)
-    plot_dir = run_dir / "plots"
     run_dir.mkdir(parents=True, exist_ok=True)
     out = run_dir / "predictions.csv"
     count = 0
-    with (
-        atomic_path(out) as tmp,
-        open(tmp, "w", newline="") as f,
-        Progress(transient=True) as progress,
-        contextlib.nullcontext() if lenstronomy is None else lenstronomy,
-    ):
+    with contextlib.ExitStack() as stack:
+        # entered first, so renamed into place last: once predictions.csv exists, every output does
+        f = stack.enter_context(open(stack.enter_context(atomic_path(out)), "w", newline=""))
+        if lenstronomy is not None:
+            stack.enter_context(lenstronomy)
+        plot_dir = stack.enter_context(staged_directory(run_dir / "plots")) if cfg.plots else None
+        bar = stack.enter_context(progress("predicting", total=len(files), unit="images", of="files", logger=log))
         writer = csv.writer(f)
         writer.writerow(columns(names, with_sigma))
-        task = progress.add_task("predicting", total=None)
-        for items in batches(files, cfg, ensemble, cfg.batch_size):
+        for items, files_done in batches(files, cfg, ensemble, cfg.batch_size):
             images = torch.stack([p.image for _, p in items])
             prediction = ensemble.predict(images, cfg.mc_samples)
             mean = prediction.mean.cpu().numpy()
@@ -143,34 +190,23 @@ def predict(cfg: DictConfig) -> Path:
             if lenstronomy is not None:
                 for k, (cutout, _) in enumerate(items):
                     lenstronomy.write(cutout.label, mean[k], None if sigma is None else sigma[k])
-            if cfg.plots:
-                plot_dir.mkdir(exist_ok=True)
+            if plot_dir is not None:
                 for k, (cutout, prepared) in enumerate(items):
-                    values = dict(zip(names, mean[k].tolist(), strict=True))
-                    text = [f"{n}={v:.3f}" for n, v in values.items()]
-                    title = "\n".join([Path(cutout.label).name, ", ".join(text[:3]), ", ".join(text[3:])])
-                    fig = critical_curve_figure(prepared.image[0].numpy(), ensemble.pixel_scale, values, title)
-                    fig.savefig(plot_dir / f"{image_stem(cutout.label)}.png", dpi=100)
-                    plt.close(fig)
+                    plot(plot_dir / f"{image_stem(cutout.label)}.png", cutout, prepared, mean[k], ensemble)
             count += len(items)
-            progress.advance(task, len(items))
+            bar.advance(len(items), completed=files_done)
     log.info("predicted %d images from %d files -> %s", count, len(files), out)
     if lenstronomy is not None:
         log.info("lenstronomy keyword arguments per image -> %s", lenstronomy.directory)
     return out
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="predict")
-@report_user_errors
-def _main(cfg: DictConfig) -> None:
+def task(cfg: DictConfig) -> None:
+    """The Hydra task."""
     predict(cfg)
 
 
-def main() -> None:
-    prepare_app()
-    check_config("predict", sys.argv[1:])
-    _main()
-
-
 if __name__ == "__main__":
-    main()
+    from lenscnn.cli import entry
+
+    entry.predict()

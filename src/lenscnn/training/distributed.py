@@ -25,7 +25,6 @@ from __future__ import annotations
 import os
 from collections.abc import MutableMapping, Sequence
 from pathlib import Path
-
 from typing import TYPE_CHECKING
 
 from lenscnn.errors import UserError
