@@ -73,6 +73,25 @@ def test_simulate_writes_hdf5_fits_and_preview(tmp_path, conf):
     assert not list(out.glob(".*.partial"))  # no leftovers of the atomic writes
 
 
+def test_same_seed_same_lenses_whatever_n_and_batch_size(tmp_path):
+    """Issue 13: ``n=8`` and ``n=64`` (drawn in batches of 5) of the default seed hold the same first 8 lenses:
+    every parameter exactly, the noisy images to float32 rounding (batched rendering); another seed other lenses."""
+    files = {}
+    for name, overrides in (("8", ["n=8"]), ("64", ["n=64", "batch_size=5"]), ("seed", ["n=8", "seed=1"])):
+        (tmp_path / name).mkdir()
+        result = run_simulate(tmp_path / name, *overrides, "preview=0", "instrument.image_size=16")
+        assert result.returncode == 0, result.stderr
+        files[name] = read_lens_dataset(only_output_dir(tmp_path / name) / "lenses.h5")
+    (images_8, params_8, _), (images_64, params_64, _) = files["8"], files["64"]
+    assert images_64.shape[0] == 64 and params_8.keys() == params_64.keys()
+    for name, values in params_8.items():
+        np.testing.assert_array_equal(values, params_64[name][:8], err_msg=name)
+    np.testing.assert_allclose(images_8, images_64[:8], rtol=1e-6, atol=1e-6 * np.abs(images_64).max())
+    other_images, other_params, _ = files["seed"]
+    assert not np.isin(other_params["theta_E"], params_64["theta_E"]).any()
+    assert not np.array_equal(other_images, images_8)
+
+
 @pytest.mark.parametrize(
     "override,message",
     [

@@ -12,7 +12,7 @@ from hydra import compose, initialize_config_module
 from omegaconf import OmegaConf
 
 from lenscnn.data import FileLensDataModule, LensDataModule
-from lenscnn.data.streams import EpochSampler, ParameterBatches
+from lenscnn.data.streams import TEST_SEED, VAL_SEED, EpochSampler, FixedLenses, ParameterBatches
 
 
 @pytest.fixture(scope="module")
@@ -52,6 +52,89 @@ def test_validation_and_test_sets_are_fixed_whatever_the_seed_and_batch_size(sim
     val = torch.cat([batch["params"]["theta_E"] for batch in a.val_dataloader()])
     test = torch.cat([batch["params"]["theta_E"] for batch in a.test_dataloader()])
     assert not torch.isin(val, test).any()
+
+
+def _lenses(batches) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    """Parameters and noise seeds of a sequence of served batches, concatenated."""
+    batches = list(batches)
+    params = {k: torch.cat([b["params"][k] for b in batches]) for k in batches[0]["params"]}
+    return params, torch.cat([b["noise_seeds"] for b in batches])
+
+
+def _assert_prefix(short, long) -> None:
+    """Lenses ``short`` (params, noise seeds) are exactly the first lenses of ``long``."""
+    (params, seeds), (all_params, all_seeds) = short, long
+    assert params.keys() == all_params.keys()
+    assert torch.equal(seeds, all_seeds[: len(seeds)])
+    for name, values in params.items():
+        assert torch.equal(values, all_params[name][: len(values)]), name
+
+
+def test_fixed_sets_of_any_size_batch_size_and_rank_are_prefixes_of_one_sequence(sim_cfg):
+    """Issue 13: the fixed sets are the first n lenses of their seed's stream, whatever n, the batch size or the
+    DDP shards: a 40-lens set starts with a 20-lens set, for every parameter and noise seed."""
+    simulator = _module(sim_cfg).simulator
+    for seed in (VAL_SEED, TEST_SEED):
+        whole = FixedLenses(simulator, 300, seed, batch_size=300)
+        everything = (whole.params, whole.noise_seeds)
+        for size, batch_size in ((20, 20), (40, 7), (129, 128), (300, 64)):
+            lenses = FixedLenses(simulator, size, seed, batch_size)
+            assert len(lenses[0]["noise_seeds"]) == min(batch_size, size)
+            served = _lenses(lenses[i] for i in range(len(lenses)))
+            assert len(served[1]) == size
+            _assert_prefix(served, everything)
+        for world_size in (2, 3):
+            shards = [FixedLenses(simulator, 300, seed, 16, rank, world_size) for rank in range(world_size)]
+            joined = _lenses([{"params": s.params, "noise_seeds": s.noise_seeds} for s in shards])
+            assert len(joined[1]) == 300
+            _assert_prefix(joined, everything)
+    val, test = FixedLenses(simulator, 300, VAL_SEED, 300), FixedLenses(simulator, 300, TEST_SEED, 300)
+    assert not torch.isin(val.noise_seeds, test.noise_seeds).any()
+
+
+def test_training_stream_lens_j_of_an_epoch_does_not_depend_on_the_batch_size(sim_cfg):
+    """Batch i of size B is lenses [iB, (i+1)B) of the epoch's stream: batch sizes 32, 96, 128 and 200 serve the
+    same lenses in the same order (every parameter and noise seed), and epochs and ranks are other streams."""
+    simulator = _module(sim_cfg).simulator
+    reference = _lenses(ParameterBatches(simulator, 128, seed=3, length=5, rank=1)[(2, i)] for i in range(5))
+    for batch_size, batches in ((32, 20), (96, 6), (200, 3)):
+        stream = ParameterBatches(simulator, batch_size, seed=3, length=batches, rank=1)
+        _assert_prefix(_lenses(stream[(2, i)] for i in range(batches)), reference)
+    for other in ((3, 0, 2), (3, 1, 1), (4, 1, 2)):  # (seed, rank, epoch)
+        seed, rank, epoch = other
+        drawn = ParameterBatches(simulator, 128, seed=seed, length=1, rank=rank)[(epoch, 0)]["noise_seeds"]
+        assert not torch.isin(drawn, reference[1]).any(), other
+
+
+#: Lenses 0 and 127 of batch (epoch 2, index 3) of rank 1's training stream with seed 0 and batch size 128, as
+#: the code drew them before the streams were drawn in blocks (issue 13): the shipped batch size keeps its stream,
+#: so `make pretrained` keeps reproducing the shipped ensemble (parameters to float32 rounding, seeds exactly).
+STREAM_128 = {
+    0: (
+        {"theta_E": 0.7535769939422607, "e1": -0.1638675183057785, "e2": 0.06776752322912216,
+         "center_x": 0.0704440027475357, "center_y": 0.1656823307275772, "source_amp": 116.57067108154297,
+         "source_R_sersic": 0.34026816487312317, "source_n_sersic": 0.8466538190841675,
+         "source_e1": 0.265604704618454, "source_e2": 0.0948430523276329,
+         "source_center_x": 0.26623833179473877, "source_center_y": 0.41014260053634644},
+        3912226450823957470,
+    ),
+    127: (
+        {"theta_E": 1.7083110809326172, "e1": 0.0010171245085075498, "e2": 0.05052816867828369,
+         "center_x": 0.07123611867427826, "center_y": 0.10699476301670074, "source_amp": 150.2627410888672,
+         "source_R_sersic": 0.26500704884529114, "source_n_sersic": 0.8058212399482727,
+         "source_e1": -0.018302520737051964, "source_e2": 0.008673224598169327,
+         "source_center_x": 0.12342332303524017, "source_center_y": -0.11074666678905487},
+        1807015498752808118,
+    ),
+}  # fmt: skip
+
+
+def test_training_stream_of_batch_size_128_is_unchanged(sim_cfg):
+    batch = ParameterBatches(_module(sim_cfg).simulator, 128, seed=0, length=4, rank=1)[(2, 3)]
+    for lens, (params, noise_seed) in STREAM_128.items():
+        assert int(batch["noise_seeds"][lens]) == noise_seed
+        drawn = {name: float(values[lens]) for name, values in batch["params"].items()}
+        assert drawn == pytest.approx(params, rel=1e-6, abs=1e-7), lens
 
 
 def test_epoch_sampler_resumes_mid_epoch():

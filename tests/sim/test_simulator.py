@@ -10,6 +10,8 @@ from hydra import compose, initialize_config_module
 
 from lenscnn.errors import UserError
 from lenscnn.sim import Simulator, func
+from lenscnn.sim.galaxies import load_library
+from lenscnn.sim.simulator import BLOCK, draw_lenses
 
 LENS_AND_SHEAR = ("theta_E", "e1", "e2", "center_x", "center_y", "gamma1", "gamma2")
 
@@ -119,6 +121,78 @@ def test_same_seed_same_lenses_different_seed_different_lenses(poisson, make_sim
     assert torch.equal(noise_1, sim.render(same, generator=sim.make_generator(1)))
     assert not torch.equal(noise_1, sim.render(same, generator=sim.make_generator(2)))
     assert not torch.equal(noise_1[0], noise_1[1])
+
+
+def _assert_prefix(short: dict, long: dict) -> None:
+    """Every parameter of ``short`` is exactly the start of the same parameter of ``long``."""
+    assert short.keys() == long.keys()
+    for name, values in short.items():
+        assert torch.equal(values, long[name][: len(values)]), name
+
+
+def test_lens_i_of_a_seed_does_not_depend_on_n_or_chunking(make_sim, conf):
+    """Issue 13: ``sample(8)`` and ``sample(300)`` of one seed start with the same 8 lenses (every parameter
+    exactly; the noisy images to float32 rounding, as batched rendering of other batch sizes gives), and
+    drawing 300 in chunks (a stream continues where it stopped) gives the same 300 lenses."""
+    prior = conf("prior", "realistic")  # shear, lens light by flux ratio, galaxy sources: every kind of sampler
+    sim = make_sim({**_noisy_instrument("gaussian"), "image_size": 16}, prior=prior)
+    images, params = sim.sample(300, sim.make_generator(42))
+    scale = images.abs().max().item()
+    for n in (1, 8, BLOCK, BLOCK + 1):
+        few_images, few = sim.sample(n, sim.make_generator(42))
+        _assert_prefix(few, params)
+        torch.testing.assert_close(few_images, images[:n], rtol=1e-6, atol=1e-6 * scale)
+    stream = sim.make_generator(42)
+    chunks = [sim.sample(n, stream) for n in (100, 3, 197)]
+    assert stream.position == 300
+    torch.testing.assert_close(torch.cat([c[0] for c in chunks]), images, rtol=1e-6, atol=1e-6 * scale)
+    _assert_prefix({k: torch.cat([c[1][k] for c in chunks]) for k in params}, params)
+    # sample_params follows the same stream (and noise=False the same parameters)
+    _assert_prefix(sim.sample_params(50, sim.make_generator(42)), params)
+    _assert_prefix(sim.sample(50, sim.make_generator(42), noise=False)[1], params)
+    # and the lenses are the prior's: a new seed gives new lenses
+    other = sim.sample_params(300, sim.make_generator(43))
+    assert all(not torch.equal(other[k], params[k]) for k in params if k != "source_galaxy")
+
+
+def test_draw_lenses_any_range_is_a_slice_of_the_blocks(conf):
+    """Parameters and noise seeds of lenses [start, stop) of a key, for ranges inside, across and at the ends of
+    blocks, are the slices of one long draw; the galaxy split picks galaxies and changes nothing else."""
+    from lenscnn.sim import Prior
+
+    prior = Prior(conf("prior", "realistic"))
+    whole, seeds = draw_lenses(prior, (7, 1), 0, 3 * BLOCK, split="val")
+    assert seeds.dtype == torch.int64 and len(seeds) == 3 * BLOCK and len(set(seeds.tolist())) == 3 * BLOCK
+    for start, stop in ((0, 5), (5, 5), (120, 140), (BLOCK, 2 * BLOCK), (1, 3 * BLOCK), (250, 3 * BLOCK)):
+        part, part_seeds = draw_lenses(prior, (7, 1), start, stop, split="val")
+        assert torch.equal(part_seeds, seeds[start:stop]), (start, stop)
+        for name, values in part.items():
+            assert torch.equal(values, whole[name][start:stop]), (name, start, stop)
+    test, test_seeds = draw_lenses(prior, (7, 1), 0, 3 * BLOCK, split="test")
+    assert torch.equal(test_seeds, seeds)
+    galaxy = whole["source_galaxy"] >= 0
+    assert torch.equal(test["source_galaxy"] >= 0, galaxy)
+    indices = load_library("hudf").indices
+    assert set(whole["source_galaxy"][galaxy].long().tolist()) <= set(indices("val").tolist())
+    assert set(test["source_galaxy"][galaxy].long().tolist()) <= set(indices("test").tolist())
+    for name in whole:
+        if name != "source_galaxy":
+            assert torch.equal(test[name], whole[name]), name
+    # other keys are other streams
+    assert not torch.equal(draw_lenses(prior, (7, 2), 0, 5)[1], seeds[:5])
+    assert not torch.equal(draw_lenses(prior, (8, 1), 0, 5)[1], seeds[:5])
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
+def test_lenses_of_a_seed_are_the_same_on_the_gpu(make_sim, conf):
+    """Parameters are drawn on the CPU and the Gaussian noise is counter-based: the same lenses on any device."""
+    cpu = make_sim({**_noisy_instrument("gaussian"), "image_size": 32}, prior=conf("prior", "realistic"))
+    images, params = cpu.sample(200, cpu.make_generator(3))
+    gpu = make_sim({**_noisy_instrument("gaussian"), "image_size": 32}, prior=conf("prior", "realistic")).to("cuda")
+    gpu_images, gpu_params = gpu.sample(70, gpu.make_generator(3))
+    assert gpu_images.device.type == "cuda"
+    _assert_prefix({k: v.cpu() for k, v in gpu_params.items()}, params)
+    torch.testing.assert_close(gpu_images.cpu(), images[:70], rtol=1e-4, atol=1e-4 * images.abs().max().item())
 
 
 def test_compiled_rendering_equals_eager_and_chunking_is_invisible(make_sim, caplog):

@@ -1,7 +1,10 @@
 """``lenscnn-simulate``: render simulated lenses with their true parameters.
 
 Writes into the Hydra run directory: ``lenses.h5`` (and/or ``lenses.fits``) and
-``preview.png``, a grid of the first lenses with their parameters.
+``preview.png``, a grid of the first lenses with their parameters. The lenses are the first ``n``
+of the seed's lens stream (:class:`lenscnn.sim.simulator.LensStream`): lens ``i`` of a seed is the
+same whatever ``n``, ``batch_size`` or ``device`` (its parameters exactly; its image to the float
+rounding of the device), except for the noise of ``poisson: exact`` instruments.
 """
 
 from __future__ import annotations
@@ -44,7 +47,7 @@ def simulate(cfg: DictConfig) -> Path:
     except RuntimeError:
         raise UserError(f"device {cfg.device!r} is not a torch device; use cpu or cuda") from None
     simulator = Simulator.from_config(cfg.simulator).to(device)
-    generator = simulator.make_generator(cfg.seed)
+    stream = simulator.make_generator(cfg.seed)  # each batch continues the seed's lens stream
     out_dir = Path(cfg.paths.output_dir)
     config_yaml = OmegaConf.to_yaml(cfg.simulator, resolve=True)
     names = simulator.prior.names
@@ -65,7 +68,7 @@ def simulate(cfg: DictConfig) -> Path:
         task = progress.add_task("simulating lenses", total=n)
         for start in range(0, n, batch_size):
             count = min(batch_size, n - start)
-            images, params = simulator.sample(count, generator, noise=cfg.noise, split=cfg.galaxy_split)
+            images, params = simulator.sample(count, stream, noise=cfg.noise, split=cfg.galaxy_split)
             images_np = images.cpu().numpy()
             params_np = {k: params[k].double().cpu().numpy() for k in names}
             if start < kept:

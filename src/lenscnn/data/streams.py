@@ -1,16 +1,23 @@
 """Seeded lens streams: the endless training stream and the fixed validation and test sets.
 
-Seeding (what makes runs comparable and resumable):
+Every set of lenses here is a prefix (or a range) of a seeded lens stream of
+:func:`lenscnn.sim.simulator.draw_lenses`: lens ``i`` of the stream ``key`` (its parameters and
+its noise seed) is drawn in block ``i // BLOCK`` (``BLOCK`` = 128 lenses) from
+``SeedSequence([*key, i // BLOCK])``, so it does not depend on how many lenses are drawn, in
+which batches, on which device or by how many ranks.
 
-* training batch ``i`` of epoch ``e`` on rank ``r`` is drawn from
-  ``SeedSequence([seed, r, e, i])``: no two ranks, epochs or batches share lenses, the
-  stream does not depend on the number of dataloader workers, and a run resumed from a
-  checkpoint (even mid-epoch) continues exactly the stream it would have drawn;
-* the validation and test sets are drawn whole from ``SeedSequence([VAL_SEED])`` and
-  ``SeedSequence([TEST_SEED])``: identical for every run, architecture, batch size and rank,
-  so a sweep compares models on the same lenses. Under DDP each rank evaluates one
-  contiguous block of them (:func:`shard_bounds`) and torchmetrics sums the metric
-  states over the ranks, so the metrics are those of the whole set.
+* the training stream of epoch ``e`` on rank ``r`` is the stream ``(seed, r, e)``; batch ``i``
+  of size ``B`` is its lenses ``[iB, (i+1)B)`` (with ``B = 128``, block ``i``: drawn from
+  ``SeedSequence([seed, r, e, i])``). No two ranks or epochs share lenses, lens ``j`` of an
+  epoch is the same for every batch size, the stream does not depend on the number of
+  dataloader workers, and a run resumed from a checkpoint (even mid-epoch) continues exactly
+  the stream it would have drawn;
+* the validation and test sets of ``n`` lenses are the first ``n`` lenses of the streams
+  ``(VAL_SEED,)`` and ``(TEST_SEED,)``: identical for every run, architecture, batch size and
+  rank, so a sweep compares models on the same lenses, and a larger set extends a smaller one.
+  Under DDP each rank draws and evaluates one contiguous block of them (:func:`shard_bounds`)
+  and torchmetrics sums the metric states over the ranks, so the metrics are those of the
+  whole set.
 """
 
 from __future__ import annotations
@@ -18,12 +25,10 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import Any
 
-import numpy as np
-import torch
 from torch.utils.data import Dataset, Sampler
 
 from lenscnn.sim import Simulator
-from lenscnn.sim.func import draw_seeds
+from lenscnn.sim.simulator import draw_lenses
 
 #: Seeds of the fixed sets; changing them changes every published number.
 VAL_SEED = 20_170_830  # Hezaveh et al. 2017, Nature 548, 555 (published 2017-08-30)
@@ -38,14 +43,10 @@ def shard_bounds(size: int, rank: int, world_size: int) -> tuple[int, int]:
     return rank * size // world_size, (rank + 1) * size // world_size
 
 
-def batch_generator(*key: int) -> torch.Generator:
-    """A CPU generator seeded from ``numpy.random.SeedSequence(key)`` (independent streams)."""
-    state = np.random.SeedSequence(list(key)).generate_state(2, dtype=np.uint32)
-    return torch.Generator().manual_seed(int(state[0]) << 32 | int(state[1]))
-
-
 class ParameterBatches(Dataset):
-    """The training stream: item ``(epoch, index)`` is a whole batch of parameters and noise seeds."""
+    """The training stream: item ``(epoch, index)`` is a whole batch of parameters and noise seeds,
+    lenses ``[index * batch_size, (index + 1) * batch_size)`` of the stream ``(seed, rank, epoch)``
+    (an integer ``index`` alone is a batch of epoch 0)."""
 
     def __init__(self, simulator: Simulator, batch_size: int, seed: int, length: int, rank: int = 0):
         self.prior = simulator.prior
@@ -55,18 +56,20 @@ class ParameterBatches(Dataset):
         return self.length
 
     def __getitem__(self, key: int | tuple[int, int]) -> dict[str, Any]:
-        key = key if isinstance(key, tuple) else (key,)
-        generator = batch_generator(self.seed, self.rank, *key)
-        params = self.prior.sample(self.batch_size, generator)
-        return {"params": params, "noise_seeds": draw_seeds(self.batch_size, generator)}
+        epoch, index = key if isinstance(key, tuple) else (0, key)
+        start = index * self.batch_size
+        params, noise_seeds = draw_lenses(self.prior, (self.seed, self.rank, epoch), start, start + self.batch_size)
+        return {"params": params, "noise_seeds": noise_seeds}
 
 
 class FixedLenses(Dataset):
-    """A fixed set of ``size`` lenses (parameters and noise seeds) served in batches of ``batch_size``.
+    """A fixed set of ``size`` lenses (parameters and noise seeds) served in batches of ``batch_size``:
+    the first ``size`` lenses of the stream ``(seed,)``.
 
-    With ``world_size > 1`` only rank ``rank``'s contiguous block of the set is served; the
-    set itself does not depend on the rank or the number of ranks. ``split`` (``val`` or
-    ``test``) chooses the held-out galaxies of a galaxy-source library.
+    With ``world_size > 1`` only rank ``rank``'s contiguous block of the set is drawn and served;
+    the set itself does not depend on the rank, the number of ranks or the batch size, and a
+    larger set starts with the lenses of a smaller one. ``split`` (``val`` or ``test``) chooses
+    the held-out galaxies of a galaxy-source library.
     """
 
     def __init__(
@@ -79,12 +82,8 @@ class FixedLenses(Dataset):
         world_size: int = 1,
         split: str = "test",
     ):
-        generator = batch_generator(seed)
-        params = simulator.prior.sample(size, generator, split=split)
-        noise_seeds = draw_seeds(size, generator)
         start, stop = shard_bounds(size, rank, world_size)
-        self.params = {k: v[start:stop] for k, v in params.items()}
-        self.noise_seeds = noise_seeds[start:stop]
+        self.params, self.noise_seeds = draw_lenses(simulator.prior, (seed,), start, stop, split)
         self.size, self.batch_size = stop - start, batch_size
 
     def __len__(self) -> int:

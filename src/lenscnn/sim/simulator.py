@@ -6,6 +6,7 @@ import logging
 from collections.abc import Callable, Mapping
 from typing import Any
 
+import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
@@ -24,14 +25,92 @@ CHUNK_PIXELS = 1 << 20
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
+#: Lenses of a seeded stream are drawn in blocks of this many: block ``k`` of the stream ``key``
+#: is drawn whole from :func:`key_generator` ``(*key, k)``, so lens ``i`` of a stream does not
+#: depend on how many lenses are drawn, in which chunks, or on which device. 128 is the shipped
+#: training batch size: such a batch is one whole block, the batch the shipped ensemble was
+#: trained on (changing BLOCK changes every training stream, the fixed sets and their metrics).
+BLOCK = 128
+
+
+def key_generator(*key: int) -> torch.Generator:
+    """A CPU generator seeded from ``numpy.random.SeedSequence(key)``: distinct keys give
+    independent streams."""
+    state = np.random.SeedSequence([int(k) for k in key]).generate_state(2, dtype=np.uint32)
+    return torch.Generator().manual_seed(int(state[0]) << 32 | int(state[1]))
+
+
+def draw_lenses(
+    prior: Prior,
+    key: tuple[int, ...],
+    start: int,
+    stop: int,
+    split: str = "train",
+    dtype: torch.dtype = torch.float32,
+) -> tuple[dict[str, Tensor], Tensor]:
+    """Lenses ``start .. stop-1`` of the seeded stream ``key``: ``({name: Tensor[stop - start]}, noise_seeds)``
+    on the CPU (noise seeds int64, for :meth:`Simulator.render`).
+
+    The stream is a sequence of blocks of :data:`BLOCK` lenses; block ``k`` is drawn whole, on the
+    CPU, from ``key_generator(*key, k)``: first its parameters (``prior.sample(BLOCK, ...)``),
+    then its noise seeds. Lens ``i`` is therefore the same whatever range it is drawn in. ``split``
+    picks the galaxies of a galaxy-source library.
+    """
+    if not 0 <= start <= stop:
+        raise ValueError(f"lenses {start}..{stop}: need 0 <= start <= stop")
+    first, last = start // BLOCK, -(-stop // BLOCK)
+    blocks = []
+    for k in range(first, max(last, first + 1)):  # an empty range still has every parameter name
+        generator = key_generator(*key, k)
+        params = prior.sample(BLOCK, generator, "cpu", dtype, split=split)
+        blocks.append((params, func.draw_seeds(BLOCK, generator)))
+    cut = slice(start - first * BLOCK, stop - first * BLOCK)
+    if len(blocks) == 1:
+        params, seeds = blocks[0]
+        return {k: v[cut] for k, v in params.items()}, seeds[cut]
+    params = {k: torch.cat([b[0][k] for b in blocks])[cut] for k in blocks[0][0]}
+    return params, torch.cat([b[1] for b in blocks])[cut]
+
+
+class LensStream:
+    """The lenses of one seed, in order (what :meth:`Simulator.make_generator` returns).
+
+    :meth:`Simulator.sample` and :meth:`Simulator.sample_params` given a stream draw its next
+    lenses (parameters and noise seeds, see :func:`draw_lenses`) and advance :attr:`position`:
+    lens ``i`` of a seed is the same whatever the number of lenses drawn, the chunks they are
+    drawn in and the device (parameters are drawn on the CPU; the Gaussian noise is
+    counter-based). Exact Poisson noise, and the noise of :meth:`Simulator.render` given a
+    stream, come from :attr:`generator`, a ``torch.Generator`` on the device seeded with ``seed``
+    (reproducible for the same draws on the same device only).
+    """
+
+    def __init__(self, seed: int, device: torch.device | str = "cpu"):
+        self.key = (int(seed),)
+        self.position = 0
+        self.generator = torch.Generator(device=device).manual_seed(int(seed))
+
+    def draw(
+        self, prior: Prior, n: int, split: str = "train", dtype: torch.dtype = torch.float32
+    ) -> tuple[dict[str, Tensor], Tensor]:
+        """The next ``n`` lenses (CPU parameters and noise seeds); advances the stream."""
+        drawn = draw_lenses(prior, self.key, self.position, self.position + n, split, dtype)
+        self.position += n
+        return drawn
+
+
+def _torch_generator(generator: torch.Generator | LensStream | None) -> torch.Generator | None:
+    return generator.generator if isinstance(generator, LensStream) else generator
+
 
 class Simulator(nn.Module):
     """Draws lens parameters from a :class:`Prior` and renders them through an :class:`Instrument`.
 
     Images are ``(n, 1, H, W)`` tensors in counts/s per pixel on the simulator's device
     (move it with ``.to(device)``); rendering never leaves that device and has no Python
-    loop over images. Randomness comes only from the ``torch.Generator`` passed in (it
-    must live on the same device), so equal seeds give equal images.
+    loop over images. Randomness comes only from the generator passed in: a
+    :class:`LensStream` from :meth:`make_generator` (lens ``i`` of a seed is the same whatever
+    ``n``, chunking or device), or a ``torch.Generator`` on the simulator's device (equal
+    seeds give equal images for equal ``n``).
 
     Args:
         instrument: image geometry, PSF and noise.
@@ -132,23 +211,38 @@ class Simulator(nn.Module):
         """``(1, H, W)``: the shape of one rendered image."""
         return (1, *self.instrument.image_size)
 
-    def make_generator(self, seed: int) -> torch.Generator:
-        """A generator on the simulator's device, seeded with ``seed``."""
-        return torch.Generator(device=self.device).manual_seed(int(seed))
+    def make_generator(self, seed: int) -> LensStream:
+        """The lens stream of ``seed`` (see :class:`LensStream`): successive :meth:`sample` calls
+        draw its lenses in order, lens ``i`` the same whatever ``n``, chunking or device."""
+        return LensStream(seed, self.device)
 
     def sample_params(
-        self, n: int, generator: torch.Generator | None = None, split: str = "train"
+        self, n: int, generator: LensStream | torch.Generator | None = None, split: str = "train"
     ) -> dict[str, Tensor]:
         """Draw ``n`` parameter sets from the prior: ``{name: Tensor[n]}`` on the simulator's device.
 
+        With a :class:`LensStream`, the stream's next ``n`` lenses (it advances past their noise
+        seeds too); with a ``torch.Generator`` (on the simulator's device), ``n`` fresh draws.
         ``split`` picks the galaxies of a galaxy-source library (``train``, ``val``, ``test``).
         """
+        if isinstance(generator, LensStream):
+            params, _ = generator.draw(self.prior, n, split, self.dtype)
+            return {k: v.to(self.device) for k, v in params.items()}
         return self.prior.sample(n, generator, self.device, self.dtype, split=split)
 
     def sample(
-        self, n: int, generator: torch.Generator | None = None, noise: bool = True, split: str = "train"
+        self,
+        n: int,
+        generator: LensStream | torch.Generator | None = None,
+        noise: bool = True,
+        split: str = "train",
     ) -> tuple[Tensor, dict[str, Tensor]]:
-        """Draw ``n`` lenses: ``(images[n, 1, H, W], params)``."""
+        """Draw ``n`` lenses: ``(images[n, 1, H, W], params)``; with a :class:`LensStream`, its next
+        ``n`` lenses (parameters and Gaussian noise independent of ``n``, chunking and device)."""
+        if isinstance(generator, LensStream):
+            params, seeds = generator.draw(self.prior, n, split, self.dtype)
+            params = {k: v.to(self.device) for k, v in params.items()}
+            return self.render(params, noise=noise, generator=generator, noise_seeds=seeds), params
         params = self.sample_params(n, generator, split)
         return self.render(params, noise=noise, generator=generator), params
 
@@ -156,7 +250,7 @@ class Simulator(nn.Module):
         self,
         params: Mapping[str, Tensor],
         noise: bool = True,
-        generator: torch.Generator | None = None,
+        generator: torch.Generator | LensStream | None = None,
         noise_seeds: Tensor | None = None,
     ) -> Tensor:
         """Render images ``(n, 1, H, W)`` [counts/s per pixel] of the given parameters.
@@ -164,9 +258,11 @@ class Simulator(nn.Module):
         ``params`` maps names of :mod:`lenscnn.params` to tensors of shape ``(n,)``; shear and lens light
         are included when their parameters are present, galaxy sources when ``source_galaxy``
         is (an index into the simulator's library; -1 keeps the Sersic source). With ``noise=True``, background
-        and shot noise are drawn from ``generator``, or, for Gaussian noise, from given
-        per-image ``noise_seeds`` (int64 ``(n,)``, e.g. from :func:`func.draw_seeds`).
+        and shot noise are drawn from ``generator`` (a stream's :attr:`LensStream.generator`), or,
+        for Gaussian noise, from given per-image ``noise_seeds`` (int64 ``(n,)``, e.g. from
+        :func:`func.draw_seeds`).
         """
+        generator = _torch_generator(generator)
         params = self._check_params(params)
         n = next(iter(params.values())).shape[0]
         height, width = self.instrument.image_size
