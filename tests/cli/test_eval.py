@@ -10,8 +10,10 @@ import pytest
 import torch
 from scipy import stats
 
+from lenscnn.cli.common import load_ensemble
+from lenscnn.errors import UserError
 from lenscnn.models.checkpoint import read_checkpoint
-from tests.helpers import perturbed_copy, run_cli
+from tests.helpers import compose_config, perturbed_copy, run_cli
 
 NAMES = ("theta_E", "e1", "e2", "center_x", "center_y")
 
@@ -173,3 +175,17 @@ def test_bad_eval_input_is_one_line(tiny_checkpoint, tmp_path, args, message):
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], result.stderr
     assert not (out / "metrics.json").exists() and not (out / "predictions.csv").exists()
+
+
+@pytest.mark.parametrize(
+    ("ensemble", "trained_by"),
+    [
+        ("quickstart", "lenscnn-train -m experiment=quickstart_ensemble"),
+        ("realistic", "make ensemble (lenscnn-train -m experiment=realistic_ensemble)"),
+    ],
+)
+def test_an_ensemble_not_trained_yet_says_how_to_train_it(tmp_path, ensemble, trained_by):
+    cfg = compose_config("eval", [f"ensemble={ensemble}", f"paths.log_dir={tmp_path}"])
+    with pytest.raises(UserError, match=r"member_1/checkpoints/last.ckpt does not exist") as refused:
+        load_ensemble(cfg)
+    assert str(refused.value).endswith(f"train the ensemble's members first with {trained_by}")

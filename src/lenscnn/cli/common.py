@@ -163,6 +163,11 @@ def load_ensemble(cfg: Any, default_pretrained: bool = False) -> tuple[Any, Path
         raise UserError(
             "no model: give ckpt_path=<checkpoint or run dir> or ensemble=<name> / ensemble.checkpoints=[...]"
         )
+    missing = [p for p in paths if not Path(p).expanduser().exists()]
+    if missing and cfg.ensemble.get("trained_by"):
+        raise UserError(
+            f"{missing[0]} does not exist: train the ensemble's members first with {cfg.ensemble.trained_by}"
+        )
     calibration = None
     if len(paths) > 1:
         common = Path(os.path.commonpath([Path(p).expanduser().resolve() for p in paths]))

@@ -16,13 +16,13 @@ from pathlib import Path
 import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
-from rich.progress import Progress
 
 from lenscnn.errors import UserError
 from lenscnn.io.atomic import atomic_path
 from lenscnn.io.fits import write_lens_dataset_fits
 from lenscnn.io.hdf5 import create_lens_dataset, write_batch
 from lenscnn.plots import lens_grid_figure
+from lenscnn.progress import progress
 from lenscnn.sim import Simulator
 from lenscnn.sim.galaxies import SPLITS
 
@@ -64,8 +64,7 @@ def simulate(cfg: DictConfig) -> Path:
             h5 = stack.enter_context(
                 create_lens_dataset(tmp, n, simulator.image_shape, names, pixel_scale, config_yaml)
             )
-        progress = stack.enter_context(Progress())
-        task = progress.add_task("simulating lenses", total=n)
+        tracker = stack.enter_context(progress("simulating", total=n, unit="lenses"))
         for start in range(0, n, batch_size):
             count = min(batch_size, n - start)
             images, params = simulator.sample(count, stream, noise=cfg.noise, split=cfg.galaxy_split)
@@ -77,7 +76,7 @@ def simulate(cfg: DictConfig) -> Path:
                 params_all[k][start : start + count] = params_np[k]
             if h5 is not None:
                 write_batch(h5, start, images_np, params_np)
-            progress.advance(task, count)
+            tracker.advance(count)
     if "hdf5" in formats:
         log.info("wrote %d lenses to %s", n, out_dir / "lenses.h5")
     if "fits" in formats:
