@@ -29,6 +29,35 @@ class _Lenses(Dataset):
         return {"image": self.images[i], "params": {k: v[i] for k, v in self.params.items()}}
 
 
+def check_lenses(path: Path, images: np.ndarray, params: dict, attrs: dict, targets: Sequence[str]) -> None:
+    """Refuse a file that cannot train ``targets``: missing or non-finite truth, NaN pixels, no pixel scale."""
+    missing = [t for t in targets if t not in params]
+    if missing:
+        raise UserError(f"{path}: has no parameters {missing}; it has {sorted(params)}")
+    if "pixel_scale" not in attrs:
+        raise UserError(f"{path}: no 'pixel_scale' attribute [arcsec/pixel]; write the file with lenscnn-simulate")
+    if not np.all(np.isfinite(images)):
+        raise UserError(f"{path}: images contain NaN or infinite pixels; remove or repair those lenses")
+    with np.errstate(over="ignore"):  # values beyond float32's range count as infinite: training is in float32
+        bad = [t for t in targets if not np.all(np.isfinite(params[t].astype(np.float32)))]
+    if bad:
+        raise UserError(f"{path}: parameters {bad} have NaN or infinite values; remove those lenses")
+
+
+def simulator_config(path: Path, text: str) -> dict[str, Any]:
+    """The simulator config of a file (its ``config`` attribute, YAML), ``{}`` if empty."""
+    try:
+        config = yaml.safe_load(text) if text else {}
+    except yaml.YAMLError as exc:
+        detail = " ".join(str(exc).split())[:200]
+        raise UserError(
+            f"{path}: the 'config' attribute is not valid YAML ({detail}); write it with lenscnn-simulate"
+        ) from None
+    if not isinstance(config, (dict, type(None))):
+        raise UserError(f"{path}: the 'config' attribute is not a YAML mapping of the simulator config")
+    return config or {}
+
+
 class FileLensDataModule(LightningDataModule):
     """Train/validation/test splits of one HDF5 file (a fixed permutation of its lenses).
 
@@ -54,15 +83,12 @@ class FileLensDataModule(LightningDataModule):
         input_softening: float | None = None,
     ):
         super().__init__()
-        images, params, attrs = read_lens_dataset(Path(path).expanduser())
+        self.path = Path(path).expanduser()
+        images, params, attrs = read_lens_dataset(self.path)
         self.targets = list(targets)
-        missing = [t for t in self.targets if t not in params]
-        if missing:
-            raise UserError(f"{path}: has no parameters {missing}; it has {sorted(params)}")
+        check_lenses(self.path, images, params, attrs, self.targets)
         if not (0 < val_fraction < 1 and 0 < test_fraction < 1 and val_fraction + test_fraction < 1):
             raise UserError("data.val_fraction and data.test_fraction must be in (0, 1) with a sum below 1")
-        if not np.all(np.isfinite(images)):
-            raise UserError(f"{path}: images contain NaN or infinite pixels")
         n = images.shape[0]
         order = np.random.default_rng(split_seed).permutation(n)
         n_val, n_test = max(1, int(n * val_fraction)), max(1, int(n * test_fraction))
@@ -74,22 +100,29 @@ class FileLensDataModule(LightningDataModule):
         self.sets = {
             name: _Lenses(images_t[idx], {k: v[idx] for k, v in params_t.items()}) for name, idx in splits.items()
         }
-        self.simulator_config = yaml.safe_load(attrs.get("config", "{}")) or {}
+        self.simulator_config = simulator_config(self.path, attrs.get("config", ""))
         self.image_size = tuple(images.shape[-2:])
         self.pixel_scale = float(attrs["pixel_scale"])
         self.batch_size, self.seed, self.num_workers = batch_size, seed, num_workers
         self.input_softening = input_softening
 
     def target_scaler(self) -> TargetScaler:
-        return TargetScaler.from_params(self.sets["train"].params, self.targets)
+        try:
+            return TargetScaler.from_params(self.sets["train"].params, self.targets)
+        except UserError as exc:
+            raise UserError(f"{self.path}: {exc}") from None
 
     def input_normalizer(self) -> InputNormalizer:
         sample = self.sets["train"].images[:256]
-        if self.input_softening:
-            return InputNormalizer.fit(sample, self.input_softening)
-        median = sample.median()
-        noise = float(1.4826 * (sample - median).abs().median())  # robust rms of the (mostly empty) pixels
-        return InputNormalizer.fit(sample, noise if noise > 0 else float(sample.std()))
+        softening = self.input_softening
+        if not softening:
+            median = sample.median()
+            noise = float(1.4826 * (sample - median).abs().median())  # robust rms of the (mostly empty) pixels
+            softening = noise if noise > 0 else float(sample.std())
+        try:
+            return InputNormalizer.fit(sample, softening)
+        except UserError as exc:
+            raise UserError(f"{self.path}: {exc} (constant images?); set data.input_softening=<counts/s>") from None
 
     def _loader(self, name: str, shuffle: bool) -> DataLoader:
         generator = torch.Generator().manual_seed(self.seed) if shuffle else None

@@ -99,8 +99,12 @@ def file_set(path: str | Path) -> EvaluationSet:
         images, params, attrs = read_lens_dataset_fits(path)
     else:
         raise UserError(f"dataset={path}: expected an .h5/.hdf5 or .fits file from lenscnn-simulate")
+    if "pixel_scale" not in attrs:
+        raise UserError(f"{path}: no 'pixel_scale' attribute [arcsec/pixel]; write the file with lenscnn-simulate")
+    if not params:
+        raise UserError(f"{path}: holds no true parameters to score against; write the file with lenscnn-simulate")
     if not np.all(np.isfinite(images)):
-        raise UserError(f"{path}: images contain NaN or infinite pixels")
+        raise UserError(f"{path}: images contain NaN or infinite pixels; remove or repair those lenses")
     images_t = torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32)).reshape(-1, 1, *images.shape[-2:])
     return EvaluationSet(
         f"{path} ({images_t.shape[0]} lenses)",

@@ -2,33 +2,93 @@
 
 from __future__ import annotations
 
+import contextlib
+import math
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 from astropy.io import fits
+from astropy.utils.exceptions import AstropyUserWarning
 
 from lenscnn.errors import UserError
+
+#: HDU classes that hold an image (random groups, a subclass of ``PrimaryHDU``, do not).
+IMAGE_HDUS = (fits.PrimaryHDU, fits.ImageHDU, fits.CompImageHDU)
+
+
+def reason(exc: BaseException) -> str:
+    """One line saying why a library call failed: its message with whitespace collapsed, shortened
+    (a ``KeyError`` says which key is missing)."""
+    text = " ".join(str(exc).split())
+    text = (text[:200] + "...") if len(text) > 200 else (text or type(exc).__name__)
+    return f"missing {text}" if isinstance(exc, KeyError) else text
+
+
+@contextlib.contextmanager
+def open_fits(path: Path) -> Iterator[fits.HDUList]:
+    """The HDUs of a FITS file, read lazily; whatever astropy raises on a missing, truncated,
+    corrupted or non-FITS file (in the ``with`` block too) becomes one :class:`UserError`."""
+    if not path.is_file():
+        raise UserError(f"FITS file not found: {path}")
+    try:
+        with warnings.catch_warnings():
+            # astropy only warns when a header declares more data than the file holds; reading
+            # would then allocate the declared size: refuse the file instead
+            warnings.filterwarnings("error", "File may have been truncated", AstropyUserWarning)
+            with fits.open(path, memmap=False) as hdul:
+                yield hdul
+    except UserError:
+        raise
+    except Exception as exc:  # OSError, ValueError, KeyError, EOFError, zlib errors, ...: the file is broken
+        raise UserError(
+            f"{path}: not a readable FITS file ({reason(exc)}); check that it is complete and uncorrupted"
+        ) from None
+
+
+def is_image(hdu: fits.hdu.base._BaseHDU) -> bool:
+    return isinstance(hdu, IMAGE_HDUS) and not isinstance(hdu, fits.GroupsHDU)
+
+
+def image_hdus(hdul: fits.HDUList) -> str:
+    """Where the images of a file are, for a message: ``"1 (SCI), 2 (WHT)"``, or ``"none"``."""
+    try:
+        found = [f"{k} ({h.name})" for k, h in enumerate(hdul) if is_image(h) and h.header.get("NAXIS", 0)]
+    except Exception:  # a broken later HDU: say nothing about it
+        return "unknown"
+    return ", ".join(found) or "none"
+
+
+def select_hdu(hdul: fits.HDUList, hdu: int | str, path: Path) -> fits.hdu.base._BaseHDU:
+    """HDU ``hdu`` (index or EXTNAME) of an open file; a :class:`UserError` if it is not there."""
+    try:
+        return hdul[hdu]
+    except (IndexError, KeyError, TypeError):
+        found = image_hdus(hdul)
+        raise UserError(f"{path}: has no HDU {hdu!r}; its image HDUs: {found}; choose one with hdu=") from None
+
+
+def image_array(data: np.ndarray, path: Path, hdu: int | str) -> np.ndarray:
+    """The pixels of an image HDU as float64; refuses non-numeric and empty arrays."""
+    if data.dtype.kind not in "iuf":
+        raise UserError(f"{path}: HDU {hdu!r} holds {data.dtype} values, not pixel numbers")
+    if data.size == 0:
+        raise UserError(f"{path}: HDU {hdu!r} holds an empty image (shape {data.shape})")
+    return np.asarray(data, dtype=np.float64)
 
 
 def read_image_hdu(path: str | Path, hdu: int | str = 0) -> tuple[np.ndarray, fits.Header]:
     """Data (as float64) and header of one image HDU; a clear :class:`UserError` otherwise."""
     path = Path(path)
-    if not path.is_file():
-        raise UserError(f"FITS file not found: {path}")
-    try:
-        with fits.open(path, memmap=False) as hdul:
-            try:
-                selected = hdul[hdu]
-            except (IndexError, KeyError):
-                raise UserError(f"{path}: has no HDU {hdu!r} (it has {len(hdul)} HDUs)") from None
-            data, header = selected.data, selected.header.copy()
-    except UserError:
-        raise
-    except (OSError, ValueError, TypeError) as exc:
-        raise UserError(f"{path}: not a readable FITS file ({exc})") from None
-    if data is None or not isinstance(selected, (fits.PrimaryHDU, fits.ImageHDU, fits.CompImageHDU)):
-        raise UserError(f"{path}: HDU {hdu!r} holds no image; choose an image HDU")
-    return np.asarray(data, dtype=np.float64), header
+    with open_fits(path) as hdul:
+        selected = select_hdu(hdul, hdu, path)
+        if not is_image(selected) or selected.data is None:
+            raise UserError(
+                f"{path}: HDU {hdu!r} holds no image; its image HDUs: {image_hdus(hdul)}; choose one with hdu="
+            )
+        data, header = selected.data, selected.header.copy()
+    return image_array(data, path, hdu), header
 
 
 def read_psf_kernel(path: str | Path, hdu: int | str = 0) -> np.ndarray:
@@ -77,16 +137,54 @@ def write_lens_dataset_fits(
 
 
 def read_lens_dataset_fits(path: str | Path) -> tuple[np.ndarray, dict[str, np.ndarray], dict]:
-    """``(images (N, 1, H, W), params, attrs)`` of a FITS file written by ``lenscnn-simulate``
+    """``(images (N, 1, H, W) float32, params, attrs)`` of a FITS file written by ``lenscnn-simulate``
     (cube in the primary HDU, ``PARAMS`` table, ``PIXSCALE`` keyword, ``CONFIG`` YAML)."""
+    path = Path(path)
     cube, header = read_image_hdu(path, 0)
-    try:
-        with fits.open(path, memmap=False) as hdul:
-            table = hdul["PARAMS"].data
-            params = {name: np.asarray(table[name], dtype=np.float64) for name in table.columns.names}
-            config = str(hdul["CONFIG"].data["yaml"][0]) if "CONFIG" in hdul else ""
-    except KeyError:
-        raise UserError(f"{path}: no PARAMS table of true parameters; write the file with lenscnn-simulate") from None
-    if cube.ndim != 3 or "PIXSCALE" not in header:
-        raise UserError(f"{path}: expected an (N, H, W) cube with a PIXSCALE keyword, as lenscnn-simulate writes")
-    return cube[:, None].astype(np.float32), params, {"pixel_scale": float(header["PIXSCALE"]), "config": config}
+    if cube.ndim != 3:
+        raise UserError(f"{path}: the primary HDU holds shape {cube.shape}; expected an (N, H, W) cube of lenses")
+    with open_fits(path) as hdul:
+        if "PARAMS" not in hdul or not isinstance(hdul["PARAMS"], (fits.BinTableHDU, fits.TableHDU)):
+            raise UserError(f"{path}: no PARAMS table of true parameters; write the file with lenscnn-simulate")
+        params = table_columns(hdul["PARAMS"], len(cube), path)
+        config = config_text(hdul)
+    with np.errstate(over="ignore"):
+        images = cube[:, None].astype(np.float32)
+    return images, params, {"pixel_scale": pixscale(header, path), "config": config}
+
+
+def table_columns(table: fits.BinTableHDU, n: int, path: Path) -> dict[str, np.ndarray]:
+    """The numeric columns of the ``PARAMS`` table, one value per lens each (``n`` rows)."""
+    data = table.data
+    rows = 0 if data is None else len(data)
+    if rows != n:
+        raise UserError(f"{path}: the PARAMS table has {rows} rows for {n} images; it needs one row per image")
+    params = {}
+    for name in table.columns.names:
+        column = np.asarray(data[name])
+        if column.dtype.kind not in "iuf" or column.shape != (n,):
+            raise UserError(
+                f"{path}: PARAMS column {name!r} holds {column.dtype} values of shape {column.shape}; "
+                "true parameters must be one number per image"
+            )
+        params[name] = column.astype(np.float64)
+    return params
+
+
+def config_text(hdul: fits.HDUList) -> str:
+    """The simulator config (YAML) of the ``CONFIG`` table, ``""`` if there is none."""
+    if "CONFIG" not in hdul:
+        return ""
+    data = hdul["CONFIG"].data
+    names = getattr(getattr(data, "columns", None), "names", None) or []
+    return str(data["yaml"][0]) if "yaml" in names and len(data) else ""
+
+
+def pixscale(header: fits.Header, path: Path) -> float:
+    """The ``PIXSCALE`` keyword [arcsec/pixel]: a positive number."""
+    value = header.get("PIXSCALE")
+    if value is None:
+        raise UserError(f"{path}: no PIXSCALE keyword [arcsec/pixel] in the primary header; add it")
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (math.isfinite(value) and value > 0):
+        raise UserError(f"{path}: PIXSCALE = {value!r} is not a positive number of arcsec/pixel; fix the header")
+    return float(value)

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import pickle
-import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -38,10 +38,9 @@ def resolve_checkpoint(path: str | Path) -> Path:
     path = Path(path).expanduser()
     if path.is_dir():
         metrics = path / "metrics.json"
-        if metrics.is_file():
-            best = json.loads(metrics.read_text()).get("best_checkpoint")
-            if best and Path(best).is_file():
-                return Path(best)
+        best = best_checkpoint(metrics)
+        if best is not None:
+            return best
         last = path / "checkpoints" / "last.ckpt"
         if last.is_file():
             return last
@@ -51,6 +50,16 @@ def resolve_checkpoint(path: str | Path) -> Path:
     return path
 
 
+def best_checkpoint(metrics: Path) -> Path | None:
+    """The ``best_checkpoint`` a run's ``metrics.json`` names, if that file exists (``None`` for a
+    missing, unreadable or foreign ``metrics.json``: the run's ``last.ckpt`` is used instead)."""
+    try:
+        best = json.loads(metrics.read_text()).get("best_checkpoint")
+        return Path(best) if isinstance(best, str) and best and Path(best).is_file() else None
+    except (OSError, ValueError, AttributeError):  # missing, not JSON, not a JSON object, not a path
+        return None
+
+
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
     """The checkpoint dictionary, unpickled with ``weights_only=True``; one-line errors for a missing,
     corrupted, unsafe or incomplete file."""
@@ -58,32 +67,104 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else "unsupported content"
-        raise UserError(f"{path}: refused, it holds objects a weights-only load may not unpickle ({first})") from None
-    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError) as exc:
-        raise UserError(f"{path}: not a readable PyTorch checkpoint (corrupted or truncated: {exc})") from None
-    if not isinstance(checkpoint, dict) or any(k not in checkpoint for k in REQUIRED_KEYS):
-        raise UserError(f"{path}: not a lenscnn checkpoint (needs {list(REQUIRED_KEYS)}); was it written by lenscnn?")
+        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+        why = [line for line in lines if line.startswith("WeightsUnpickler error")] or lines or ["unsupported content"]
+        raise UserError(f"{path}: refused, it holds objects a weights-only load may not unpickle ({why[0]})") from None
+    except Exception as exc:  # RuntimeError, EOFError, KeyError, zipfile errors, ...: a corrupted or foreign file
+        raise UserError(f"{path}: not a readable PyTorch checkpoint (corrupted or truncated: {reason(exc)})") from None
+    if (
+        not isinstance(checkpoint, dict)
+        or any(k not in checkpoint for k in REQUIRED_KEYS)
+        or not all(isinstance(checkpoint[k], Mapping) for k in REQUIRED_KEYS)
+    ):
+        raise UserError(
+            f"{path}: not a lenscnn checkpoint (needs dictionaries {list(REQUIRED_KEYS)}); was it written by lenscnn?"
+        )
     return checkpoint
+
+
+def reason(exc: BaseException) -> str:
+    """One line saying why a library call failed: exception type and message, shortened."""
+    text = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {text[:300]}" if text else type(exc).__name__
 
 
 def model_from_checkpoint(checkpoint: Mapping[str, Any], source: str = "checkpoint") -> LensRegressor:
     """Rebuild the :class:`LensRegressor` of a checkpoint dictionary, in eval mode on the CPU."""
     saved = {k: v for k, v in checkpoint["hyper_parameters"].items() if k not in RETIRED_HPARAMS}
-    hparams = {**saved, **INFERENCE_OVERRIDES}
+    problem = hparams_problem(saved)
+    if problem:
+        raise UserError(f"{source}: hyperparameters do not describe a lenscnn model ({problem})")
     try:
-        model = LensRegressor(**hparams)
+        model = LensRegressor(**{**saved, **INFERENCE_OVERRIDES})
     except UserError as exc:
         raise UserError(f"{source}: {exc}") from None
-    except (TypeError, KeyError, ValueError) as exc:
-        raise UserError(f"{source}: hyperparameters do not describe a lenscnn model ({exc})") from None
-    state = {k.replace("._orig_mod.", "."): v for k, v in checkpoint["state_dict"].items()}
-    try:
-        model.load_state_dict(state)
-    except RuntimeError as exc:
-        detail = " ".join(str(exc).split())[:300]
-        raise UserError(f"{source}: weights do not fit the model its hyperparameters describe ({detail})") from None
+    except Exception as exc:  # the backbone refuses its options: TypeError, ValueError, RuntimeError, ...
+        raise UserError(f"{source}: hyperparameters do not describe a lenscnn model ({reason(exc)})") from None
+    load_weights(model, checkpoint["state_dict"], source)
     return model.eval()
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _numbers(values: Any, n: int) -> bool:
+    return isinstance(values, (list, tuple)) and len(values) == n and all(_number(v) for v in values)
+
+
+def hparams_problem(h: Mapping[str, Any]) -> str | None:
+    """What makes saved hyperparameters unusable (a sentence), ``None`` if nothing: the model and
+    its normalisations are built from them, so nonsense must stop here with a clear message."""
+    for key in ("net", "targets", "input_normalization"):
+        if not isinstance(h.get(key), Mapping):
+            return f"{key} is missing or not a mapping"
+    if not isinstance(h["net"].get("name"), str):
+        return "net.name is not a backbone name"
+    names, mean, std = (h["targets"].get(k) for k in ("names", "mean", "std"))
+    if not (isinstance(names, (list, tuple)) and names and all(isinstance(n, str) for n in names)):
+        return "targets.names is not a list of parameter names"
+    if len(set(names)) != len(names) or not (_numbers(mean, len(names)) and _numbers(std, len(names))):
+        return "targets need distinct names and finite mean and std, one per target"
+    if min(std) <= 0:
+        return "targets.std must be positive"
+    norm = [h["input_normalization"].get(k) for k in ("softening", "offset", "scale")]
+    if not (all(_number(v) for v in norm) and norm[0] > 0 and norm[2] > 0):
+        return "input_normalization needs finite softening > 0, offset and scale > 0"
+    size = h.get("image_size", (64, 64))
+    pixels = isinstance(size, (list, tuple)) and len(size) == 2 and all(isinstance(s, int) for s in size)
+    if not (pixels and _numbers(size, 2) and min(size) > 0):
+        return f"image_size {size!r} is not (height, width) in pixels"
+    if not (_number(h.get("pixel_scale", 0.08)) and h.get("pixel_scale", 0.08) > 0):
+        return "pixel_scale is not a positive number of arcsec/pixel"
+    if not isinstance(h.get("loss", ""), str) or not _number(h.get("nll_beta", 0.0)):
+        return "loss is not a loss name or nll_beta not a number"
+    if not all(h.get(k) is None or isinstance(h[k], Mapping) for k in ("optimizer", "scheduler", "simulator")):
+        return "optimizer, scheduler and simulator must be mappings"
+    if not isinstance(h.get("channels_last", False), bool):
+        return "channels_last is not true or false"
+    return None
+
+
+def load_weights(model: LensRegressor, state: Mapping[Any, Any], source: str) -> None:
+    """Load a checkpoint's ``state_dict`` (also of a compiled model) into ``model``; refuses
+    entries that are not named tensors, tensors that do not fit, and NaN or infinite weights."""
+    if not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()):
+        raise UserError(
+            f"{source}: the state_dict holds entries that are not named tensors; was it written by lenscnn?"
+        )
+    try:
+        model.load_state_dict({k.replace("._orig_mod.", "."): v for k, v in state.items()})
+    except Exception as exc:  # RuntimeError for missing, unexpected or misshapen tensors; others for odd dtypes
+        raise UserError(
+            f"{source}: weights do not fit the model its hyperparameters describe ({reason(exc)})"
+        ) from None
+    broken = [k for k, v in model.state_dict().items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if broken:
+        raise UserError(
+            f"{source}: {len(broken)} weight tensors hold NaN or infinite values (first: {broken[0]}); "
+            "the training diverged or the file is corrupted"
+        )
 
 
 def load_regressor(path: str | Path) -> LensRegressor:

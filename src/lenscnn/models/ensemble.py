@@ -230,14 +230,31 @@ class Ensemble(nn.Module):
         checkpoints = [read_checkpoint(f) for f in files]
         members = [model_from_checkpoint(c, str(f)) for c, f in zip(checkpoints, files, strict=True)]
         record = checkpoints[0].get("calibration") if len(files) == 1 else read_calibration(calibration, files)
-        names = members[0].target_names
-        scale = None
-        if record:
-            fitted = record["sigma_scale"]
-            if sorted(fitted) != sorted(names):
-                raise UserError(f"calibration for targets {sorted(fitted)} does not fit targets {list(names)}")
-            scale = [float(fitted[n]) for n in names]
-        return cls(members, scale, [str(f) for f in files], record)
+        source = files[0] if len(files) == 1 else calibration
+        scale = calibration_scales(record, members[0].target_names, source)
+        return cls(members, scale, [str(f) for f in files], record if scale is not None else None)
+
+
+def calibration_scales(record: Any, names: Sequence[str], source: str | Path | None) -> list[float] | None:
+    """The sigma scale of each target in a calibration ``record`` (``None`` for no record, or an
+    empty one); refuses a record that is not ``{"sigma_scale": {target: positive number}, ...}``."""
+    if record is None or (isinstance(record, Mapping) and not record):
+        return None
+    fitted = record.get("sigma_scale") if isinstance(record, Mapping) else None
+    if not isinstance(fitted, Mapping):
+        raise UserError(f"{source}: the calibration has no sigma_scale per target; re-run lenscnn-eval calibrate=true")
+    if set(fitted) != set(names):
+        raise UserError(
+            f"{source}: calibration for targets {sorted(map(str, fitted))} does not fit targets {list(names)}; "
+            "re-run lenscnn-eval calibrate=true"
+        )
+    scale = [fitted[n] for n in names]
+    if not all(isinstance(s, (int, float)) and not isinstance(s, bool) and 0 < s < math.inf for s in scale):
+        raise UserError(f"{source}: calibration sigma_scale {scale} must be positive numbers; re-run calibrate=true")
+    mc_samples = record.get("mc_samples")
+    if mc_samples is not None and (isinstance(mc_samples, bool) or not isinstance(mc_samples, int) or mc_samples < 0):
+        raise UserError(f"{source}: calibration mc_samples={mc_samples!r} is not a count; re-run calibrate=true")
+    return [float(s) for s in scale]
 
 
 def read_calibration(path: str | Path | None, members: Sequence[Path]) -> dict[str, Any] | None:
@@ -250,7 +267,9 @@ def read_calibration(path: str | Path | None, members: Sequence[Path]) -> dict[s
         digests = record["members"]
         record["sigma_scale"]
     except (ValueError, KeyError, TypeError):
-        raise UserError(f"{path}: not a lenscnn calibration file; delete it or re-run with calibrate=true") from None
+        digests = None
+    if not (isinstance(digests, list) and all(isinstance(d, str) for d in digests)):
+        raise UserError(f"{path}: not a lenscnn calibration file; delete it or re-run with calibrate=true")
     if sorted(digests) != sorted(file_digest(m) for m in members):
         raise UserError(f"{path}: calibration was fitted for other members; re-run lenscnn-eval with calibrate=true")
     return record
