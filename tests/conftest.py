@@ -23,6 +23,9 @@ from tests.helpers import (
     run_cli,
 )
 
+#: The fuzz modules' fixtures (``workdir``, ``one_thread_per_module``).
+pytest_plugins = ["tests.fuzzing"]
+
 
 @pytest.fixture(scope="session", autouse=True)
 def galaxy_cache(tmp_path_factory) -> Iterator[Path]:

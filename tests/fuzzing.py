@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import gzip
 import itertools
 import warnings
 from collections.abc import Callable, Iterator
@@ -18,6 +19,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
+import pytest
 import torch
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
@@ -215,3 +217,41 @@ def header_value_texts() -> st.SearchStrategy[str]:
         ["'abc'", "''", "'RA---TAN'", "'DEC--TAN'", "'deg'", "'1.0'", "'", "T", "F", "", "(1, 2)"]
     )
     return st.one_of(numbers, strings)
+
+
+@st.composite
+def damaged(draw: Callable, content: bytes, impostor: bytes) -> bytes:
+    """``content`` truncated, overwritten in places, appended to, gzipped (and truncated), emptied,
+    or replaced by ``impostor`` (a plausible text that is not the format)."""
+    how = draw(st.sampled_from(["truncate", "overwrite", "append", "gzip", "gzip-truncate", "empty", "text"]))
+    if how == "truncate":
+        return content[: draw(st.integers(0, len(content) - 1))]
+    if how == "overwrite":
+        out = bytearray(content)
+        for _ in range(draw(st.integers(1, 8))):
+            start = draw(st.integers(0, len(out) - 1))
+            out[start : start + 8] = draw(st.binary(min_size=1, max_size=8))
+        return bytes(out)
+    if how == "append":
+        return content + draw(st.binary(min_size=1, max_size=3000))
+    if how == "gzip":
+        return gzip.compress(content)
+    if how == "gzip-truncate":
+        packed = gzip.compress(content)
+        return packed[: draw(st.integers(0, len(packed) - 1))]
+    if how == "empty":
+        return b""
+    return impostor
+
+
+@pytest.fixture(scope="module")
+def one_thread_per_module() -> Iterator[None]:
+    """A fuzz module's tiny models on one torch thread (``pytestmark = usefixtures(...)``)."""
+    with one_torch_thread():
+        yield
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Path:
+    """A directory for the files one fuzz module writes."""
+    return tmp_path_factory.mktemp(request.module.__name__.rsplit(".", 1)[-1])

@@ -11,7 +11,6 @@ broken PARAMS/CONFIG tables. Each case must be predicted/evaluated, or refused w
 from __future__ import annotations
 
 import functools
-import gzip
 import io
 import tempfile
 import warnings
@@ -30,15 +29,18 @@ from tests.fuzzing import (
     TARGETS,
     check_evaluate,
     check_predict,
+    damaged,
     evaluate_file,
     fresh_path,
     fuzz_settings,
     header_value_texts,
-    one_torch_thread,
     predict_file,
     set_cards,
 )
 from tests.helpers import celestial_header
+
+#: Module fixtures of tests/fuzzing.py (registered in tests/conftest.py).
+pytestmark = pytest.mark.usefixtures("one_thread_per_module")
 
 #: hypothesis examples per test (some tests run twice as many).
 EXAMPLES = 20
@@ -54,18 +56,8 @@ CTYPES += ("'DEC--XYZ'", "'OFFSET'", "'LINEAR'", "'FREQ'", "'WAVE-TAB'", "''", "
 CUNITS = ("'deg'", "'arcsec'", "'rad'", "'m'", "'Hz'", "'pix'", "'foo'", "''", "'deg/s'")
 #: Axis lengths that keep every declared data size small: code that reads what a header declares
 #: must not be fuzzed into allocating gigabytes on a shared machine.
+IMPOSTOR = b"SIMPLE  = T\nnot really a FITS file\n"
 AXIS_LENGTHS = ("0", "1", "2", "39", "40", "41", "80", "1000", "3000", "-5", "'40'", "4.5")
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    with one_torch_thread():
-        yield
-
-
-@pytest.fixture(scope="module")
-def workdir(tmp_path_factory):
-    return tmp_path_factory.mktemp("fuzz_fits")
 
 
 def _bytes(hdus: fits.HDUList | fits.PrimaryHDU) -> bytes:
@@ -252,40 +244,17 @@ def test_scaled_integer_data(workdir, dtype, bscale, bzero, edits, opts):
 # -- truncated and corrupted files ----------------------------------------------------------
 
 
-@st.composite
-def damaged(draw, content: bytes) -> bytes:
-    how = draw(st.sampled_from(["truncate", "overwrite", "append", "gzip", "gzip-truncate", "empty", "text"]))
-    if how == "truncate":
-        return content[: draw(st.integers(0, len(content) - 1))]
-    if how == "overwrite":
-        out = bytearray(content)
-        for _ in range(draw(st.integers(1, 8))):
-            start = draw(st.integers(0, len(out) - 1))
-            out[start : start + 8] = draw(st.binary(min_size=1, max_size=8))
-        return bytes(out)
-    if how == "append":
-        return content + draw(st.binary(min_size=1, max_size=3000))
-    if how == "gzip":
-        return gzip.compress(content)
-    if how == "gzip-truncate":
-        packed = gzip.compress(content)
-        return packed[: draw(st.integers(0, len(packed) - 1))]
-    if how == "empty":
-        return b""
-    return b"SIMPLE  = T\nnot really a FITS file\n"
-
-
 @fuzz_settings(2 * EXAMPLES)
 @given(data=st.data(), suffix=st.sampled_from([".fits", ".fits.gz", ".fz"]), opts=options)
 def test_truncated_and_corrupted_cutouts(workdir, data, suffix, opts):
-    content = data.draw(damaged(image_bytes()))
+    content = data.draw(damaged(image_bytes(), IMPOSTOR))
     check_predict(write(workdir, f"damaged{suffix}", content), **opts)
 
 
 @fuzz_settings(EXAMPLES)
 @given(data=st.data())
 def test_truncated_and_corrupted_datasets(workdir, data):
-    check_evaluate(write(workdir, "lenses.fits", data.draw(damaged(dataset_bytes()))))
+    check_evaluate(write(workdir, "lenses.fits", data.draw(damaged(dataset_bytes(), IMPOSTOR))))
 
 
 # -- tile-compressed image HDUs -------------------------------------------------------------

@@ -32,28 +32,23 @@ from tests.fuzzing import (
     check,
     check_evaluate,
     check_predict,
+    damaged,
     fresh_path,
     fuzz_settings,
-    one_torch_thread,
     tiny_hparams,
     works_or_user_error,
 )
+
+#: Module fixtures of tests/fuzzing.py (registered in tests/conftest.py).
+pytestmark = pytest.mark.usefixtures("one_thread_per_module")
+
+#: A plausible text that is not the format.
+IMPOSTOR = b"images,params\n1,2\n"
 
 #: hypothesis examples per test (some tests run more).
 EXAMPLES = 20
 N = 24
 PARAMS = (*TARGETS, "gamma1", "gamma2")
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    with one_torch_thread():
-        yield
-
-
-@pytest.fixture(scope="module")
-def workdir(tmp_path_factory):
-    return tmp_path_factory.mktemp("fuzz_hdf5")
 
 
 @functools.cache
@@ -248,22 +243,10 @@ def test_attributes_missing_or_nonsense(workdir, edits):
 
 
 @fuzz_settings(EXAMPLES)
-@given(
-    how=st.sampled_from(["truncate", "overwrite", "empty", "text"]),
-    at=st.floats(0.0, 0.999),
-    junk=st.binary(min_size=1, max_size=64),
-)
-def test_truncated_and_corrupted_files(workdir, how, at, junk):
-    content = good_bytes()
-    cut = int(len(content) * at)
-    content = {
-        "truncate": content[:cut],
-        "overwrite": content[:cut] + junk + content[cut + len(junk) :],
-        "empty": b"",
-        "text": b"images,params\n1,2\n",
-    }[how]
+@given(data=st.data())
+def test_truncated_and_corrupted_files(workdir, data):
     path = fresh_path(workdir, "lenses.h5")
-    path.write_bytes(content)
+    path.write_bytes(data.draw(damaged(good_bytes(), IMPOSTOR)))
     check_all_readers(path)
 
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import copy
 import functools
-import gzip
 import io
 import json
 import math
@@ -28,22 +27,25 @@ from hypothesis import strategies as st
 from lenscnn.models.checkpoint import file_digest, load_regressor
 from lenscnn.models.ensemble import Ensemble
 from lenscnn.models.regressor import LensRegressor
-from tests.fuzzing import TARGETS, check, fresh_path, fuzz_settings, one_torch_thread, tiny_checkpoint, tiny_hparams
+from tests.fuzzing import (
+    TARGETS,
+    check,
+    damaged,
+    fresh_path,
+    fuzz_settings,
+    tiny_checkpoint,
+    tiny_hparams,
+)
+
+#: Module fixtures of tests/fuzzing.py (registered in tests/conftest.py).
+pytestmark = pytest.mark.usefixtures("one_thread_per_module")
+
+#: A plausible text that is not the format.
+IMPOSTOR = b"hyper_parameters: {}\nstate_dict: {}\n"
 
 #: hypothesis examples per test (some tests run more).
 EXAMPLES = 20
 PRETRAINED = Path(__file__).parents[2] / "src" / "lenscnn" / "pretrained" / "realistic" / "member_1.pt"
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    with one_torch_thread():
-        yield
-
-
-@pytest.fixture(scope="module")
-def workdir(tmp_path_factory):
-    return tmp_path_factory.mktemp("fuzz_checkpoints")
 
 
 def saved(obj) -> bytes:
@@ -88,23 +90,9 @@ def check_checkpoint(path: Path, **kwargs) -> None:
 
 
 @fuzz_settings(EXAMPLES)
-@given(
-    how=st.sampled_from(["truncate", "overwrite", "empty", "text", "gzip", "append"]),
-    at=st.floats(0.0, 0.999),
-    junk=st.binary(min_size=1, max_size=64),
-)
-def test_truncated_and_corrupted_files(workdir, how, at, junk):
-    content = good_bytes()
-    cut = int(len(content) * at)
-    content = {
-        "truncate": content[:cut],
-        "overwrite": content[:cut] + junk + content[cut + len(junk) :],
-        "empty": b"",
-        "text": b"hyper_parameters: {}\nstate_dict: {}\n",
-        "gzip": gzip.compress(content),
-        "append": content + junk,
-    }[how]
-    check_checkpoint(write(workdir, content))
+@given(data=st.data())
+def test_truncated_and_corrupted_files(workdir, data):
+    check_checkpoint(write(workdir, data.draw(damaged(good_bytes(), IMPOSTOR))))
 
 
 class RunsCode:
