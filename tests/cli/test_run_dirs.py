@@ -78,7 +78,7 @@ def test_refused_run_leaves_no_run_directory(tmp_path):
         timeout=300,
     )
     assert result.returncode == 2 and result.stderr.strip() == "error: n must be a positive integer, got -3"
-    assert not any((tmp_path / "simulate" / "runs").iterdir())
+    assert not (tmp_path / "simulate").exists(), "the run directory and the parents made for it are gone"
 
 
 def test_only_directories_this_process_created_and_left_empty_are_removed(tmp_path):
@@ -92,3 +92,7 @@ def test_only_directories_this_process_created_and_left_empty_are_removed(tmp_pa
     assert run_dirs.remove_if_unused(mine) and not mine.exists()
     assert not run_dirs.remove_if_unused(written) and (written / "lenses.h5").exists()
     assert not run_dirs.remove_if_unused(foreign) and foreign.exists()
+
+    fresh = run_dirs.create_run_dir(tmp_path / "app" / "runs", "run")
+    (fresh / ".hydra").mkdir()
+    assert run_dirs.remove_if_unused(fresh) and not (tmp_path / "app").exists() and tmp_path.exists()

@@ -21,9 +21,10 @@ from pathlib import Path
 
 RESOLVER = "lenscnn_run_dir"
 
-#: Directories this process created through :func:`create_run_dir` (the only ones
-#: :func:`remove_if_unused` may delete).
-_CREATED: set[Path] = set()
+#: Run directories this process created through :func:`create_run_dir` (the only ones
+#: :func:`remove_if_unused` may delete), each with the parent directories it created for it
+#: (deepest first).
+_CREATED: dict[Path, list[Path]] = {}
 
 #: What Hydra writes into every run directory before the app does any work.
 _HYDRA_FILES = (".hydra",)
@@ -32,18 +33,21 @@ _HYDRA_FILES = (".hydra",)
 def create_run_dir(parent: str | Path, name: str) -> Path:
     """Create and return ``parent/name``, or ``parent/name_2``, ``name_3``, ... : the first that did
     not exist. Concurrent callers always get different directories."""
-    parent = Path(parent)
-    parent.mkdir(parents=True, exist_ok=True)
+    given, parent = Path(parent), Path(parent).resolve()
     path, attempt = parent / name, 1
     while True:
+        made = [p for p in (parent, *parent.parents) if not p.exists()]
+        parent.mkdir(parents=True, exist_ok=True)
         try:
             path.mkdir()
         except FileExistsError:
             attempt += 1
             path = parent / f"{name}_{attempt}"
             continue
-        _CREATED.add(path.resolve())
-        return path
+        except FileNotFoundError:  # a refused run removed the empty parent meanwhile: make it again
+            continue
+        _CREATED[path] = made
+        return given / path.name
 
 
 def run_dir(parent: str, stamp: str | None = None) -> str:
@@ -64,12 +68,17 @@ def register_resolver() -> None:
 
 def remove_if_unused(directory: str | Path) -> bool:
     """Delete ``directory`` if this process created it and it holds nothing but Hydra's ``.hydra/``
-    and log files (a run refused before it wrote anything); return whether it was deleted."""
+    and log files (a run refused before it wrote anything), with the parent directories created for
+    it that are now empty; return whether it was deleted."""
     directory = Path(directory).resolve()
     if directory not in _CREATED or not directory.is_dir():
         return False
     if any(p.name not in _HYDRA_FILES and p.suffix != ".log" for p in directory.iterdir()):
         return False
     shutil.rmtree(directory)
-    _CREATED.discard(directory)
+    for parent in _CREATED.pop(directory):
+        try:
+            parent.rmdir()
+        except OSError:  # not empty: another run is in it
+            break
     return True
