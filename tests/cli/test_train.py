@@ -8,6 +8,7 @@ import math
 import os
 import random
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -162,6 +163,31 @@ def test_sigkill_at_random_moments_then_resume_matches_an_uninterrupted_run(tmp_
     assert final["global_step"] == 24
     for key, value in _weights(uninterrupted_run / "checkpoints" / "last.ckpt").items():
         torch.testing.assert_close(final["state_dict"][key], value, rtol=1e-5, atol=1e-6, msg=f"{key} differs")
+
+
+def test_resumes_from_checkpoints_of_the_last_batch_of_an_epoch_keep_the_stream(tmp_path, uninterrupted_run):
+    """Killed twice during validation, each time resumed from the checkpoint saved on the epoch's
+    last batch: Lightning's epoch counters then lag one epoch behind (this replayed epoch 0's
+    lenses in epoch 1 before the stream position came from the optimizer steps)."""
+    run_dir = tmp_path / "run"
+
+    def killed_at(step: int) -> list[str]:
+        return [
+            "+callbacks.signal._target_=tests.training.signals.SignalAt",
+            f"+callbacks.signal.step={step}",
+            "+callbacks.signal.during_validation=true",
+            f"+callbacks.signal.signum={int(signal.SIGKILL)}",
+        ]
+
+    first = run_cli("train", [*RESUME_RUN, *EVERY_STEP, f"hydra.run.dir={run_dir}", *killed_at(10)], cwd=REPO)
+    second = run_cli("train", ["ckpt_path=last", f"hydra.run.dir={run_dir}", *killed_at(20)], cwd=REPO)
+    assert (first.returncode, second.returncode) == (-signal.SIGKILL, -signal.SIGKILL)
+    assert _step(run_dir / "checkpoints" / "last.ckpt") == 20
+    final = run_cli("train", ["ckpt_path=last", f"hydra.run.dir={run_dir}", "~callbacks.signal"], cwd=REPO)
+    assert final.returncode == 0, final.stderr[-2000:]
+    resumed = _weights(run_dir / "checkpoints" / "last.ckpt")
+    for key, value in _weights(uninterrupted_run / "checkpoints" / "last.ckpt").items():
+        torch.testing.assert_close(resumed[key], value, rtol=1e-5, atol=1e-6, msg=f"{key} differs")
 
 
 def test_resume_refuses_a_changed_training_stream(tmp_path):

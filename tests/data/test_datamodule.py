@@ -138,11 +138,10 @@ def test_training_stream_of_batch_size_128_is_unchanged(sim_cfg):
 
 
 def test_epoch_sampler_resumes_mid_epoch():
-    done = [0]
-    sampler = EpochSampler(5, lambda: done[0])
-    sampler.set_epoch(3)
+    position = [(3, 0)]
+    sampler = EpochSampler(5, lambda: position[0])
     assert list(sampler) == [(3, i) for i in range(5)]
-    done[0] = 2
+    position[0] = (3, 2)
     assert list(sampler) == [(3, 2), (3, 3), (3, 4)]
 
 

@@ -38,7 +38,7 @@ def check_same_stream(saved: Mapping[str, Any], current: Mapping[str, Any]) -> N
 
 
 class StreamLoader(DataLoader):
-    """The training loader: resumable, because its position is Lightning's batch progress.
+    """The training loader: resumable, because its position is the run's optimizer steps.
 
     The position is read by :class:`EpochSampler` (a loader runs ahead of training by its
     prefetch, so it cannot count for itself); its state identifies the stream, so that a
@@ -141,11 +141,14 @@ class LensDataModule(LightningDataModule):
 
     # -- loaders ----------------------------------------------------------------------
 
-    def _batches_done(self) -> int:
+    def _position(self) -> tuple[int, int]:
+        """``(epoch, index)`` of the next training batch: the batches trained so far (optimizer
+        steps times gradient accumulation) in epochs of the trainer's batches per epoch."""
         trainer = self.trainer
         if trainer is None:
-            return 0
-        return int(trainer.fit_loop.epoch_loop.batch_progress.current.ready)
+            return 0, 0
+        per_epoch = min(int(trainer.num_training_batches), self.batches_per_epoch)
+        return divmod(trainer.global_step * trainer.accumulate_grad_batches, max(1, per_epoch))
 
     def _loader(
         self, dataset: Dataset, sampler: Sampler | None = None, cls: type[DataLoader] = DataLoader
@@ -173,7 +176,7 @@ class LensDataModule(LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         rank, _ = self._rank_and_world_size()
         dataset = ParameterBatches(self.simulator, self.batch_size, self.seed, self.batches_per_epoch, rank=rank)
-        return self._loader(dataset, EpochSampler(self.batches_per_epoch, self._batches_done), StreamLoader)
+        return self._loader(dataset, EpochSampler(self.batches_per_epoch, self._position), StreamLoader)
 
     def val_dataloader(self) -> DataLoader:
         return self._loader(self._fixed_set(self.val_size, VAL_SEED, "val"))

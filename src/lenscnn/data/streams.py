@@ -95,21 +95,23 @@ class FixedLenses(Dataset):
 
 
 class EpochSampler(Sampler):
-    """Yields ``(epoch, index)`` keys; starts mid-epoch after a resume.
+    """Yields ``(epoch, index)`` keys from the run's position in its stream; starts mid-epoch
+    after a resume.
 
-    ``batches_done`` reports how many batches of the current epoch a resumed run has
-    already trained on (Lightning restores that count from the checkpoint).
+    ``position`` returns ``(epoch, index)`` of the next batch to train. The data module computes
+    it from the optimizer steps taken (``global_step``, restored exactly from any checkpoint), not
+    from Lightning's epoch counters: those are off by one epoch after a resume from a checkpoint
+    saved on the last batch of an epoch (``ModelCheckpoint(every_n_train_steps=...)``), which
+    would replay the previous epoch's lenses.
     """
 
-    def __init__(self, length: int, batches_done: Callable[[], int]):
-        self.length, self.batches_done, self.epoch = length, batches_done, 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
+    def __init__(self, length: int, position: Callable[[], tuple[int, int]]):
+        self.length, self.position = length, position
 
     def __len__(self) -> int:
         return self.length
 
     def __iter__(self) -> Iterator[tuple[int, int]]:
-        for index in range(self.batches_done(), self.length):
-            yield (self.epoch, index)
+        epoch, start = self.position()
+        for index in range(start, self.length):
+            yield (epoch, index)
