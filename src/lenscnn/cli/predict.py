@@ -21,8 +21,6 @@ from __future__ import annotations
 import contextlib
 import csv
 import logging
-import os
-import shutil
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -35,7 +33,7 @@ from omegaconf import DictConfig
 from lenscnn.cli.common import load_ensemble, resolve_device
 from lenscnn.errors import UserError
 from lenscnn.fit.lenstronomy_files import LenstronomyWriter
-from lenscnn.io.atomic import atomic_path
+from lenscnn.io.atomic import atomic_directory, atomic_path
 from lenscnn.io.cutouts import Cutout, Prepared, find_inputs, image_stem, prepare, read_cutouts
 from lenscnn.models.ensemble import Ensemble
 from lenscnn.params import LENS
@@ -107,21 +105,6 @@ def rows(
 FORMATS = ("csv", "lenstronomy")
 
 
-@contextlib.contextmanager
-def staged_directory(path: Path) -> Iterator[Path]:
-    """Yield a hidden temporary sibling directory of ``path`` that replaces ``path`` only if the
-    block succeeds; it is deleted either way, so a failed run leaves neither it nor a partial ``path``."""
-    tmp = path.with_name(f".{path.name}.partial")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    try:
-        yield tmp
-        shutil.rmtree(path, ignore_errors=True)
-        os.replace(tmp, path)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-
-
 def plot(path: Path, cutout: Cutout, prepared: Prepared, mean: np.ndarray, ensemble: Ensemble) -> None:
     """``plots/<image>.png``: the model's view of the image with the predicted critical curve and centre."""
 
@@ -177,7 +160,7 @@ def predict(cfg: DictConfig) -> Path:
         f = stack.enter_context(open(stack.enter_context(atomic_path(out)), "w", newline=""))
         if lenstronomy is not None:
             stack.enter_context(lenstronomy)
-        plot_dir = stack.enter_context(staged_directory(run_dir / "plots")) if cfg.plots else None
+        plot_dir = stack.enter_context(atomic_directory(run_dir / "plots")) if cfg.plots else None
         bar = stack.enter_context(progress("predicting", total=len(files), unit="images", of="files", logger=log))
         writer = csv.writer(f)
         writer.writerow(columns(names, with_sigma))

@@ -83,8 +83,12 @@ def predict_set(
         raise UserError(f"{dataset.description}: has no true {missing}, which the model predicts")
     dataset.check_geometry(ensemble.image_size, ensemble.pixel_scale)
     parts: dict[str, list[Tensor]] = {k: [] for k in ("truth", "mean", "sigma", "aleatoric", "epistemic", "members")}
-    shown = progress(f"predicting {dataset.description}", total=dataset.size, unit="lenses")
-    with shown if show_progress else contextlib.nullcontext() as tracker:
+    shown = (
+        progress(f"predicting {dataset.description}", total=dataset.size, unit="lenses")
+        if show_progress
+        else contextlib.nullcontext()
+    )
+    with shown as tracker:
         for images, params in dataset.batches(batch_size, ensemble.device):
             _predict_batch(ensemble, images, params, names, mc_samples, members, parts)
             if tracker is not None:

@@ -4,8 +4,6 @@ lenstronomy keyword arguments of a fit at the network's estimate (:mod:`lenscnn.
 from __future__ import annotations
 
 import json
-import os
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +11,7 @@ import numpy as np
 
 from lenscnn.errors import UserError
 from lenscnn.fit.kwargs import lens_model_kwargs, light_moments, observation_kwargs
+from lenscnn.io.atomic import atomic_directory
 from lenscnn.io.cutouts import image_stem
 from lenscnn.models.ensemble import Ensemble
 from lenscnn.params import SHEAR
@@ -33,18 +32,14 @@ class LenstronomyWriter:
         self.light = light_moments(config["prior"])
         self.lens_light = any(k.startswith("lens_light_") for k in self.light)
         self.shear = set(SHEAR) <= set(self.names) or bool(config["prior"].get("shear"))
-        self._tmp = directory.with_name(f".{directory.name}.partial")
+        self._staged = atomic_directory(directory)
 
     def __enter__(self) -> LenstronomyWriter:
-        shutil.rmtree(self._tmp, ignore_errors=True)
-        self._tmp.mkdir(parents=True)
+        self._tmp = self._staged.__enter__()
         return self
 
-    def __exit__(self, kind: Any, *_: Any) -> None:
-        if kind is None:
-            shutil.rmtree(self.directory, ignore_errors=True)
-            os.replace(self._tmp, self.directory)
-        shutil.rmtree(self._tmp, ignore_errors=True)
+    def __exit__(self, *exc: Any) -> bool | None:
+        return self._staged.__exit__(*exc)
 
     def write(self, label: str, mean: np.ndarray, sigma: np.ndarray | None) -> None:
         values = dict(zip(self.names, mean.tolist(), strict=True))
