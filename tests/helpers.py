@@ -111,6 +111,13 @@ def as_batch(params: list[dict[str, float]], dtype: torch.dtype = torch.float64)
     return {k: torch.tensor([p[k] for p in params], dtype=dtype) for k in params[0]}
 
 
+def lens_prior(shear: bool = True, lens_light: bool = True) -> dict:
+    """A shipped prior whose lens model is SIE (+ SHEAR) + a Sersic source (+ a Sersic lens light with its
+    own amplitude): the model :func:`random_lens_params` draws for."""
+    prior = load_conf("prior", "galaxy_galaxy")
+    return {k: v for k, v in prior.items() if (k != "shear" or shear) and (k != "lens_light" or lens_light)}
+
+
 def make_simulator(instrument: dict, prior: str | dict = "quickstart", **kwargs) -> Simulator:
     """A :class:`Simulator` from an instrument mapping and a shipped prior (or a prior mapping)."""
     prior_cfg = load_conf("prior", prior) if isinstance(prior, str) else prior

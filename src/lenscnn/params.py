@@ -2,7 +2,14 @@
 
 One :class:`Parameter` per name gives its unit, its plot label and the lenstronomy profile
 and keyword it corresponds to (in the spirit of lenstronomy's ``param_names``); every other
-module reads names, units and labels from here instead of spelling them out. Conventions
+module reads names, units and labels from here instead of spelling them out.
+
+The names of the common case are listed here (the main lens ``theta_E e1 e2 center_x center_y``,
+its power-law slope ``gamma``, shear ``gamma1 gamma2``, ``source_*``, ``lens_light_*``). Every
+other component of a lens model (:mod:`lenscnn.sim.lens_model`) names its parameters
+``<component>_<keyword>`` (``lens_light_2_R_sersic``, ``multipole_4_a_m``); the profile registry
+(:mod:`lenscnn.sim.profiles`) declares each profile's keywords here with
+:func:`register_keywords`, and :func:`parameter` resolves such names through them. Conventions
 (see ``docs/architecture.md``): angles on the sky in arcsec, ``x`` towards the right of the
 image (increasing column) and ``y`` up (increasing row), position angles in radians
 counter-clockwise from the ``x`` axis, ellipticities ``e1, e2`` as lenstronomy's
@@ -67,6 +74,8 @@ _ALL = [
     Parameter("e2", "", "$e_2$", "SIE", "e2"),
     Parameter("center_x", ARCSEC, "$x_c$", "SIE", "center_x"),
     Parameter("center_y", ARCSEC, "$y_c$", "SIE", "center_y"),
+    # the power-law slope of an EPL main lens (2: isothermal)
+    Parameter("gamma", "", r"$\gamma$", "EPL", "gamma"),
     # external shear
     Parameter("gamma1", "", r"$\gamma_1$", "SHEAR", "gamma1"),
     Parameter("gamma2", "", r"$\gamma_2$", "SHEAR", "gamma2"),
@@ -95,10 +104,41 @@ SHEAR = ("gamma1", "gamma2")
 SERSIC = ("amp", "R_sersic", "n_sersic", "e1", "e2")
 
 
+#: Keywords of the registered profiles: ``{keyword: Parameter}`` (name = keyword), by profile.
+_KEYWORDS: dict[str, dict[str, Parameter]] = {}
+
+
+def register_keywords(profile: str, keywords: Iterable[Parameter]) -> None:
+    """Declare the keywords of a lenstronomy ``profile`` (each a :class:`Parameter` named by its
+    keyword), so that ``<component>_<keyword>`` names resolve (:func:`parameter`)."""
+    _KEYWORDS[profile] = {p.keyword: p for p in keywords}
+
+
+def component_parameter(component: str, profile: str, keyword: str, name: str) -> Parameter:
+    """The :class:`Parameter` ``name`` of ``keyword`` of a ``profile`` in a lens-model ``component``:
+    the vocabulary's entry when it has one, else the keyword's unit with the component in its label."""
+    if name in PARAMETERS:
+        return PARAMETERS[name]
+    template = _KEYWORDS.get(profile, {}).get(keyword) or Parameter(keyword, "", keyword, profile, keyword)
+    return Parameter(name, template.unit, f"{template.label} [{component}]", profile, keyword)
+
+
 def parameter(name: str) -> Parameter:
-    """The :class:`Parameter` called ``name``; a name outside the vocabulary is dimensionless
-    and labelled by its name."""
-    return PARAMETERS.get(name) or Parameter(name, "", name)
+    """The :class:`Parameter` called ``name``: from the vocabulary, else ``<component>_<keyword>``
+    of a registered profile's keyword (the longest matching keyword); any other name is
+    dimensionless and labelled by its name."""
+    if name in PARAMETERS:
+        return PARAMETERS[name]
+    matches = [
+        (len(keyword), profile, keyword)
+        for profile, keywords in _KEYWORDS.items()
+        for keyword in keywords
+        if name.endswith(f"_{keyword}") and len(name) > len(keyword) + 1
+    ]
+    if not matches:
+        return Parameter(name, "", name)
+    _, profile, keyword = max(matches)
+    return component_parameter(name[: -len(keyword) - 1], profile, keyword, name)
 
 
 def unit(name: str) -> str:

@@ -15,7 +15,7 @@ import torch
 from matplotlib.figure import Figure
 
 from lenscnn.params import LENS, parameter
-from lenscnn.sim.func import shear_deflection, sie_deflection
+from lenscnn.sim.lens_model import LensModel
 
 
 def lens_grid_figure(
@@ -146,17 +146,24 @@ def calibration_figure(levels: np.ndarray, curves: Mapping[str, np.ndarray], nam
 
 
 def critical_curve_figure(
-    image: np.ndarray, pixel_scale: float, params: Mapping[str, float], title: str = "", resolution: int = 300
+    image: np.ndarray,
+    pixel_scale: float,
+    params: Mapping[str, float],
+    lens_model: LensModel,
+    title: str = "",
+    resolution: int = 300,
 ) -> Figure:
     """An image with the critical curve and centre of a predicted lens drawn on it.
 
     The critical curve is the zero contour of the lens-mapping Jacobian determinant
-    ``det(I - d alpha / d theta)`` of the SIE (plus external shear if ``gamma1, gamma2`` are
-    given), computed with :func:`lenscnn.sim.func.sie_deflection` by central differences.
+    ``det(I - d alpha / d theta)`` of every mass component of ``lens_model`` (SIE or EPL, shear,
+    multipoles, ...: :meth:`LensModel.deflection`), by central differences.
 
     Args:
         image: ``(H, W)`` counts/s per pixel. pixel_scale: arcsec per pixel.
-        params: predicted ``theta_E, e1, e2, center_x, center_y`` [arcsec] (optionally shear).
+        params: every parameter of the lens model's mass components by name (arcsec for angles),
+            e.g. the predicted ``theta_E, e1, e2, center_x, center_y`` with the others at their prior means.
+        lens_model: which profiles deflect the light.
     """
     height, width = image.shape[-2:]
     half_x, half_y = width / 2 * pixel_scale, height / 2 * pixel_scale
@@ -166,13 +173,12 @@ def critical_curve_figure(
         indexing="xy",
     )
     p = {k: torch.tensor(float(v), dtype=torch.float64) for k, v in params.items()}
+    missing = [n for c in lens_model.of_role("lens") for n in c.parameters.values() if n not in p]
+    if missing:
+        raise ValueError(f"critical curve: parameters {missing} of the lens model are not given")
 
     def deflection(xx: torch.Tensor, yy: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        ax, ay = sie_deflection(xx, yy, p["theta_E"], p["e1"], p["e2"], p["center_x"], p["center_y"])
-        if "gamma1" in p and "gamma2" in p:
-            sx, sy = shear_deflection(xx, yy, p["gamma1"], p["gamma2"])
-            ax, ay = ax + sx, ay + sy
-        return ax, ay
+        return lens_model.deflection(xx, yy, p)
 
     h = 1e-4 * max(pixel_scale, 1e-3)
     axx, ayx = (a - b for a, b in zip(deflection(x + h, y), deflection(x - h, y), strict=True))

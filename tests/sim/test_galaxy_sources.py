@@ -129,7 +129,7 @@ def test_lensed_galaxy_image_matches_lenstronomy(rng, lens_params, make_sim, sma
         p = lens_params(rng)
         p.update(source_galaxy=float(k), source_phi_G=rng.uniform(0, 2 * np.pi), source_flip=float(k % 2))
         lenses.append(p)
-    prior = load_conf("prior", "quickstart")
+    prior = load_conf("prior", "galaxy_galaxy")  # with shear and lens light
     prior["source"]["galaxies"] = {"library": str(path), "fraction": 0.5}
     instrument = {**small_instrument, "image_size": size, "pixel_scale": pixel_scale}
     instrument["psf"] = {"type": "pixel", "path": str(tmp_path / "psf.fits")}
@@ -142,7 +142,7 @@ def test_lensed_galaxy_image_matches_lenstronomy(rng, lens_params, make_sim, sma
     # a Sersic source in the mixture (index -1) renders as before
     params["source_galaxy"][:] = -1
     sersic = sim.render(params, noise=False)[:, 0].numpy()
-    without = make_sim(instrument, load_conf("prior", "quickstart"), dtype="float64")
+    without = make_sim(instrument, load_conf("prior", "galaxy_galaxy"), dtype="float64")
     plain = without.render(
         {k: v for k, v in params.items() if not k.startswith("source_g") and k not in ("source_phi_G", "source_flip")},
         noise=False,

@@ -9,6 +9,7 @@ from lenstronomy.Util.param_util import phi_q2_ellipticity
 from scipy.stats import norm
 
 from lenscnn.sim import func
+from tests.helpers import lens_prior
 
 PIXEL_SCALE = 0.08
 SIZE = 48
@@ -115,7 +116,7 @@ def test_noiseless_images_match_lenstronomy_image_model(
     else:
         psf, kernel = {"type": "none"}, None
     instrument = {"image_size": SIZE, "pixel_scale": PIXEL_SCALE, "supersampling": supersampling, "psf": psf}
-    sim = make_sim(instrument, dtype="float64")
+    sim = make_sim(instrument, lens_prior(shear, lens_light), dtype="float64")
     params = [lens_params(rng, shear=shear, lens_light=lens_light) for _ in range(3)]
     images = sim.render(batch(params), noise=False)
     assert images.shape == (3, 1, SIZE, SIZE) and images.dtype == torch.float64
@@ -135,7 +136,7 @@ def test_shipped_instruments_float32_match_lenstronomy(
 ):
     """The shipped presets, at their own image size, in the default float32: within the issue's tolerances."""
     instrument = conf("instrument", instrument_name)
-    sim = make_sim(instrument)
+    sim = make_sim(instrument, lens_prior())
     assert sim.dtype == torch.float32
     size, scale, s = instrument["image_size"], instrument["pixel_scale"], instrument["supersampling"]
     k1 = func.gaussian_kernel_1d(instrument["psf"]["fwhm"], scale, dtype=torch.float64).numpy()

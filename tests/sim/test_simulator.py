@@ -12,6 +12,7 @@ from lenscnn.errors import UserError
 from lenscnn.sim import Simulator, func
 from lenscnn.sim.galaxies import load_library
 from lenscnn.sim.simulator import BLOCK, draw_lenses
+from tests.helpers import lens_prior
 
 LENS_AND_SHEAR = ("theta_E", "e1", "e2", "center_x", "center_y", "gamma1", "gamma2")
 
@@ -224,7 +225,7 @@ def test_render_gradients_match_lenstronomy_finite_differences(rng, make_sim, le
     of lenstronomy's image: finite, nonzero and right."""
     size, scale = 32, 0.08
     instrument = {"image_size": size, "pixel_scale": scale, "psf": {"type": "gaussian", "fwhm": 0.16}}
-    sim = make_sim(instrument, dtype="float64")
+    sim = make_sim(instrument, lens_prior(), dtype="float64")
     lenses = [lens_params(rng) for _ in range(2)]
     values = batch(lenses)
     params = {k: v.clone().requires_grad_(k in LENS_AND_SHEAR) for k, v in values.items()}

@@ -54,12 +54,11 @@ class StreamLoader(DataLoader):
 
 
 def _with_galaxy_split(config: Mapping[str, Any], simulator: Simulator) -> dict[str, Any]:
-    """The simulator config, with the train/val/test split of a galaxy-source library recorded
-    in ``prior.source.galaxies.split`` (so a checkpoint says which galaxies it never saw)."""
+    """The simulator config, with the train/val/test split of every galaxy library recorded in
+    ``prior.<component>.galaxies.split`` (so a checkpoint says which galaxies it never saw)."""
     config = copy.deepcopy(dict(config))
-    galaxies = simulator.prior.galaxies
-    if galaxies is not None:
-        config["prior"]["source"]["galaxies"]["split"] = galaxies.split_record()
+    for name, galaxies in simulator.prior.galaxy_samplers.items():
+        config["prior"][name]["galaxies"]["split"] = galaxies.split_record()
     return config
 
 

@@ -57,12 +57,10 @@ from lenscnn.sim.func.cosmology import bilinear_lookup, sis_einstein_radius
 from lenscnn.sim.func.ellipticity import ellipticity_to_phi_q, phi_q_to_ellipticity, shear_polar_to_cartesian
 from lenscnn.sim.func.light import sersic_total_flux
 from lenscnn.sim.galaxies import SPLITS, GalaxyLibrary, load_library
+from lenscnn.sim.lens_model import GALAXY_KEYWORDS, Component, LensModel, parameter_name
+from lenscnn.sim.profiles import PROFILES, Profile, get_profile
 
 log = logging.getLogger(__name__)
-
-SERSIC_KEYS = ("amp", "R_sersic", "n_sersic")
-LENS_KEYS = ("theta_E", "center_x", "center_y")
-
 
 def _uniform(n: int, generator: torch.Generator | None, device: torch.device, dtype: torch.dtype) -> Tensor:
     return torch.rand(n, generator=generator, device=device, dtype=dtype)
@@ -252,7 +250,8 @@ class _GalaxySource(_Dependent):
             record[split] = {"galaxies": len(names), "sha256": digest}
         return record
 
-    def sample_given(self, params, split, n, generator, device, dtype) -> dict[str, Tensor]:
+    def sample_given(self, params, split, n, generator, device, dtype) -> tuple[Tensor, Tensor, Tensor]:
+        """``(galaxy index, phi_G [rad], flip)`` per image (index -1: the Sersic light)."""
         if split not in self.split_indices:
             raise UserError(f"galaxy split {split!r}; choose one of {list(SPLITS)}")
         indices = self.split_indices[split].to(device)
@@ -262,23 +261,28 @@ class _GalaxySource(_Dependent):
         flip = (_uniform(n, generator, device, dtype) < 0.5).to(dtype)
         is_galaxy = _uniform(n, generator, device, dtype) < self.fraction
         galaxy = torch.where(is_galaxy, galaxy, torch.full_like(galaxy, -1))
-        return {"source_galaxy": galaxy.to(dtype), "source_phi_G": phi_G, "source_flip": flip}
+        return galaxy.to(dtype), phi_G, flip
 
 
 class _LensLightFlux(_Dependent):
-    """``lens_light_amp`` from a lens-to-source total-flux ratio; absent for a fraction of lenses."""
+    """``<component>_amp`` of an unlensed Sersic light from its total flux relative to the source's
+    unlensed total flux (``flux_ratio``); absent (amp 0) for a fraction of the images."""
 
-    def __init__(self, ratio: Distribution, absent_fraction: float):
-        self.ratio, self.absent_fraction = ratio, absent_fraction
+    def __init__(self, ratio: Distribution, absent_fraction: float, component: str):
+        self.ratio, self.absent_fraction, self.component = ratio, absent_fraction, component
 
-    def sample_given(self, params, split, n, generator, device, dtype) -> dict[str, Tensor]:
+    def sample_given(self, params, split, n, generator, device, dtype) -> tuple[Tensor, Tensor]:
+        """``(amp [counts/s/arcsec^2], flux_ratio)``."""
         ratio = self.ratio.sample(n, generator, device, dtype)
         ratio = torch.where(_uniform(n, generator, device, dtype) < self.absent_fraction, 0.0, ratio)
         source_flux = sersic_total_flux(params["source_amp"], params["source_R_sersic"], params["source_n_sersic"])
-        unit_flux = sersic_total_flux(
-            torch.ones_like(ratio), params["lens_light_R_sersic"], params["lens_light_n_sersic"]
-        )
-        return {"lens_light_amp": ratio * source_flux / unit_flux, "lens_light_flux_ratio": ratio}
+        own = {k: params[parameter_name(self.component, k)] for k in ("R_sersic", "n_sersic")}
+        unit_flux = sersic_total_flux(torch.ones_like(ratio), own["R_sersic"], own["n_sersic"])
+        return ratio * source_flux / unit_flux, ratio
+
+
+def _is_velocity_dispersion(spec: Any) -> bool:
+    return isinstance(spec, Mapping) and spec.get("dist") == "velocity_dispersion"
 
 
 class _VelocityDispersionEinsteinRadius:
@@ -337,24 +341,35 @@ class _VelocityDispersionEinsteinRadius:
 
 
 class Prior:
-    """Joint prior of all simulated parameters (independent components)."""
+    """Joint prior of all simulated parameters (independent components) and the lens model it draws.
 
-    SECTIONS = ("lens", "shear", "source", "lens_light")
+    Each section of the spec is a component of the lens model (:class:`LensModel`): ``lens``
+    (the main deflector, ``SIE`` unless ``profile:`` says otherwise), ``shear`` (``SHEAR``),
+    ``source`` (lensed ``SERSIC_ELLIPSE``), ``lens_light`` (unlensed ``SERSIC_ELLIPSE`` on the lens
+    centre), and any other named section with its ``profile:`` (a mass profile joins the lens
+    model, a light profile is unlensed unless ``lensed: true``, or named ``source...``).
+    """
+
+    DEFAULT_PROFILES = {"lens": "SIE", "shear": "SHEAR", "source": "SERSIC_ELLIPSE", "lens_light": "SERSIC_ELLIPSE"}
 
     def __init__(self, spec: Mapping):
-        unknown = set(spec) - set(self.SECTIONS)
-        if unknown:
-            raise UserError(f"prior: unknown sections {sorted(unknown)}; use {list(self.SECTIONS)}")
+        spec = {k: v for k, v in spec.items() if k != "defaults"}
         for required in ("lens", "source"):
             if not spec.get(required):
                 raise UserError(f"prior: the '{required}' section is required")
-        self._samplers: list[tuple[str, Any]] = []  # (output prefix/name, sampler)
-        self._lens(dict(spec["lens"]))
-        if spec.get("shear"):
-            self._shear(dict(spec["shear"]))
-        self._light(dict(spec["source"]), "source", centred=False)
-        if spec.get("lens_light"):
-            self._light(dict(spec["lens_light"]), "lens_light", centred=True)
+        self._samplers: list[tuple[str | tuple[str, ...], Any]] = []  # (output name(s), sampler)
+        self._galaxies: dict[str, _GalaxySource] = {}
+        # the main lens first (others tie to it), the source before light drawn relative to it
+        sections = [k for k in ("lens", "shear", "source", "lens_light") if k in spec]
+        sections += [k for k in spec if k not in sections]
+        components = []
+        for name in sections:
+            if spec[name] is None or (not spec[name] and name not in ("lens", "source")):
+                continue  # an empty optional section (e.g. shear: null) is no component
+            if not isinstance(spec[name], Mapping):
+                raise UserError(f"prior '{name}': expected a mapping of parameter priors, got {spec[name]!r}")
+            components.append(self._component(name, dict(spec[name]), spec))
+        self.lens_model = LensModel(tuple(components))
 
     @property
     def has_shear(self) -> bool:
@@ -362,71 +377,125 @@ class Prior:
 
     @property
     def has_lens_light(self) -> bool:
-        return "lens_light_amp" in self.names
+        return bool(self.lens_model.of_role("lens_light"))
 
     @property
     def galaxies(self) -> _GalaxySource | None:
-        """The real-galaxy source sampler (library and fraction), or ``None`` for Sersic sources."""
-        return next((s for _, s in self._samplers if isinstance(s, _GalaxySource)), None)
+        """The real-galaxy sampler (library and fraction) of the source, or ``None`` for Sersic sources."""
+        return self._galaxies.get("source")
 
-    def _lens(self, spec: dict) -> None:
-        self._expect(spec, "lens", set(LENS_KEYS) | {"ellipticity"})
-        theta = spec["theta_E"]
-        if isinstance(theta, Mapping) and theta.get("dist") == "velocity_dispersion":
-            self._samplers.append(("theta_E", _VelocityDispersionEinsteinRadius(theta, "lens.theta_E")))
-        else:
-            dist = parse_distribution(theta, "lens.theta_E")
-            _check_support(dist, "lens.theta_E", 0.0, math.inf)
-            self._samplers.append(("theta_E", dist))
-        self._samplers.append((("e1", "e2"), _Ellipticity(spec["ellipticity"], "lens.ellipticity")))
-        for key in ("center_x", "center_y"):
-            self._samplers.append((key, parse_distribution(spec[key], f"lens.{key}")))
+    @property
+    def galaxy_samplers(self) -> dict[str, _GalaxySource]:
+        """The real-galaxy samplers by component name."""
+        return dict(self._galaxies)
 
-    def _shear(self, spec: dict) -> None:
-        if set(spec) == {"gamma", "phi"}:
-            gamma = parse_distribution(spec["gamma"], "shear.gamma")
-            _check_support(gamma, "shear.gamma", 0.0, 1.0, closed_low=True)
-            phi = parse_distribution(spec["phi"], "shear.phi")
-            self._samplers.append((("gamma1", "gamma2"), _PolarShear(gamma, phi)))
-        elif set(spec) == {"gamma1", "gamma2"}:
-            for key in ("gamma1", "gamma2"):
-                self._samplers.append((key, parse_distribution(spec[key], f"shear.{key}")))
-        else:
-            raise UserError(f"prior 'shear': give either {{gamma, phi}} or {{gamma1, gamma2}}, got {sorted(spec)}")
-
-    def _light(self, spec: dict, section: str, centred: bool) -> None:
-        spec = dict(spec)
-        galaxies = spec.pop("galaxies", None) if not centred else None
-        by_ratio = centred and "flux_ratio" in spec
-        absent_fraction = _fraction(spec.pop("absent_fraction", 0.0), f"{section}.absent_fraction") if by_ratio else 0
-        keys = set(SERSIC_KEYS) | {"ellipticity"}
+    def _component(self, name: str, spec: dict, sections: Mapping) -> Component:
+        profile_name = spec.pop("profile", self.DEFAULT_PROFILES.get(name))
+        if profile_name is None:
+            raise UserError(f"prior '{name}': give the component's profile, one of {sorted(PROFILES)}")
+        profile = get_profile(str(profile_name))
+        lensed = spec.pop("lensed", None)
+        role = self._role(name, profile, lensed)
+        options = self._options(name, profile, spec)
+        galaxies = spec.pop("galaxies", None) if profile.kind == "light" else None
+        by_ratio = profile.kind == "light" and "flux_ratio" in spec
+        if by_ratio and name == "source":
+            raise UserError("prior 'source': flux_ratio is relative to the source; give the source's amp")
+        if "absent_fraction" in spec and not by_ratio:
+            raise UserError(f"prior '{name}': absent_fraction needs flux_ratio")
+        absent_fraction = _fraction(spec.pop("absent_fraction", 0.0), f"{name}.absent_fraction") if by_ratio else 0
+        keywords = profile.keyword_names
+        parameters: dict[str, str] = {}
+        tied = {
+            k.name: k.tie
+            for k in profile.keywords
+            if k.tie and name != "lens" and k.name not in spec and not ({"offset_x", "offset_y"} & set(spec))
+        }
+        if role == "source":
+            tied = {k: v for k, v in tied.items() if not k.startswith("center_")}  # a source has its own position
+        expected = set(keywords) - set(tied) - ({"e1", "e2"} if {"e1", "e2"} <= set(keywords) else set())
+        if {"e1", "e2"} <= set(keywords):
+            expected.add("ellipticity")
         if by_ratio:
-            keys = keys - {"amp"} | {"flux_ratio"}
-        if not centred:  # the source: absolute position, or offset from the lens centre
-            keys |= {"offset_x", "offset_y"} if "offset_x" in spec or "offset_y" in spec else {"center_x", "center_y"}
-        self._expect(spec, section, keys)
-        for key in SERSIC_KEYS:
-            if key in spec:
-                dist = parse_distribution(spec[key], f"{section}.{key}")
-                _check_support(dist, f"{section}.{key}", 0.0, math.inf, closed_low=key == "amp")
-                self._samplers.append((f"{section}_{key}", dist))
-        names = (f"{section}_e1", f"{section}_e2")
-        self._samplers.append((names, _ellipticity(spec["ellipticity"], f"{section}.ellipticity")))
+            expected = expected - {"amp"} | {"flux_ratio"}
+        if {"offset_x", "offset_y"} & set(spec) and {"center_x", "center_y"} <= set(keywords):
+            expected = expected - {"center_x", "center_y"} | {"offset_x", "offset_y"}
+        if profile.name == "SHEAR" and set(spec) == {"gamma", "phi"}:
+            expected = {"gamma", "phi"}
+        self._expect(spec, name, expected)
+        for keyword in keywords:
+            param = parameter_name(name, keyword)
+            if keyword in tied:
+                parameters[keyword] = self._tie(name, keyword, tied[keyword], self.names)
+                continue
+            parameters[keyword] = param
+            if keyword == "e2" or (keyword == "amp" and by_ratio) or (keyword == "gamma2" and "gamma" in spec):
+                continue  # drawn with e1 / by the flux ratio / with gamma1
+            if keyword == "e1":
+                names = (param, parameter_name(name, "e2"))
+                self._samplers.append((names, _ellipticity(spec["ellipticity"], f"{name}.ellipticity")))
+            elif keyword == "gamma1" and "gamma" in spec:
+                gamma = parse_distribution(spec["gamma"], f"{name}.gamma")
+                _check_support(gamma, f"{name}.gamma", 0.0, 1.0, closed_low=True)
+                phi = parse_distribution(spec["phi"], f"{name}.phi")
+                self._samplers.append(((param, parameter_name(name, "gamma2")), _PolarShear(gamma, phi)))
+            elif keyword.startswith("center_") and f"offset_{keyword[-1]}" in spec:
+                offset = parse_distribution(spec[f"offset_{keyword[-1]}"], f"{name}.offset_{keyword[-1]}")
+                self._samplers.append((param, _OffsetFromLens(offset, keyword)))
+            elif name == "lens" and keyword == "theta_E" and _is_velocity_dispersion(spec[keyword]):
+                self._samplers.append((param, _VelocityDispersionEinsteinRadius(spec[keyword], f"{name}.theta_E")))
+            else:
+                dist = parse_distribution(spec[keyword], f"{name}.{keyword}")
+                bounds = profile.keyword(keyword)
+                _check_support(dist, f"{name}.{keyword}", bounds.low, bounds.high, closed_low=not bounds.open_low)
+                self._samplers.append((param, dist))
         if by_ratio:
-            ratio = parse_distribution(spec["flux_ratio"], f"{section}.flux_ratio")
-            _check_support(ratio, f"{section}.flux_ratio", 0.0, math.inf, closed_low=True)
-            self._samplers.append((("lens_light_amp", "lens_light_flux_ratio"), _LensLightFlux(ratio, absent_fraction)))
-        if not centred:
-            for axis in ("x", "y"):
-                if f"offset_{axis}" in spec:
-                    dist = parse_distribution(spec[f"offset_{axis}"], f"{section}.offset_{axis}")
-                    self._samplers.append((f"{section}_center_{axis}", _OffsetFromLens(dist, f"center_{axis}")))
-                else:
-                    dist = parse_distribution(spec[f"center_{axis}"], f"{section}.center_{axis}")
-                    self._samplers.append((f"{section}_center_{axis}", dist))
+            ratio = parse_distribution(spec["flux_ratio"], f"{name}.flux_ratio")
+            _check_support(ratio, f"{name}.flux_ratio", 0.0, math.inf, closed_low=True)
+            if not {"amp", "R_sersic", "n_sersic"} <= set(keywords):
+                raise UserError(f"prior '{name}': flux_ratio needs a Sersic profile, not {profile.name}")
+            names = (parameters["amp"], parameter_name(name, "flux_ratio"))
+            self._samplers.append((names, _LensLightFlux(ratio, absent_fraction, name)))
+        fraction = 0.0
         if galaxies is not None:
-            sampler = _GalaxySource(galaxies, f"{section}.galaxies")
-            self._samplers.append((("source_galaxy", "source_phi_G", "source_flip"), sampler))
+            sampler = _GalaxySource(galaxies, f"{name}.galaxies")
+            names = tuple(parameter_name(name, k) for k in GALAXY_KEYWORDS)
+            self._samplers.append((names, sampler))
+            self._galaxies[name] = sampler
+            fraction = sampler.fraction
+        return Component(name, profile.name, role, parameters, options, fraction)
+
+    @staticmethod
+    def _tie(name: str, keyword: str, target: str, drawn: list[str]) -> str:
+        """The name of the main lens's parameter ``target`` that ``keyword`` of ``name`` takes."""
+        tied = parameter_name("lens", target)
+        if tied not in drawn:
+            raise UserError(f"prior '{name}': {keyword} is not given and the lens has no {target} to take; give it")
+        return tied
+
+    @staticmethod
+    def _role(name: str, profile: Profile, lensed: Any) -> str:
+        if profile.kind == "mass":
+            if lensed is not None:
+                raise UserError(f"prior '{name}': lensed applies to light profiles, not the mass profile {profile.name}")
+            return "lens"
+        if lensed is None:
+            lensed = name == "source" or name.startswith("source_")
+        if not isinstance(lensed, bool):
+            raise UserError(f"prior '{name}': lensed must be true or false, got {lensed!r}")
+        return "source" if lensed else "lens_light"
+
+    @staticmethod
+    def _options(name: str, profile: Profile, spec: dict) -> dict[str, Any]:
+        options = {}
+        for option, kind in profile.options.items():
+            if option not in spec:
+                raise UserError(f"prior '{name}': {profile.name} needs {option} ({kind.__name__})")
+            value = spec.pop(option)
+            if isinstance(value, bool) or not isinstance(value, kind) or (kind is int and value < 1):
+                raise UserError(f"prior '{name}': {option} must be a positive {kind.__name__}, got {value!r}")
+            options[option] = value
+        return options
 
     @staticmethod
     def _expect(spec: dict, section: str, keys: set[str]) -> None:
@@ -448,7 +517,7 @@ class Prior:
         out: list[str] = []
         for name, sampler in self._samplers:
             if isinstance(sampler, _VelocityDispersionEinsteinRadius):
-                out += ["theta_E", "sigma_v", "z_lens", "z_source"]
+                out += [name, "sigma_v", "z_lens", "z_source"]
             elif isinstance(name, tuple):
                 out += list(name)
             else:

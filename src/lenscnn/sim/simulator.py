@@ -12,9 +12,9 @@ from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
 
 from lenscnn.errors import UserError
-from lenscnn.params import LENS, SERSIC, SHEAR
 from lenscnn.sim import func
 from lenscnn.sim.instrument import Instrument
+from lenscnn.sim.lens_model import LensModel
 from lenscnn.sim.prior import Prior
 
 log = logging.getLogger(__name__)
@@ -158,16 +158,11 @@ class Simulator(nn.Module):
             kernel = torch.as_tensor(instrument.psf_kernel(), dtype=dtype)
             self.psf_kernel = kernel
             self.psf_kernel_fft = func.kernel_transform(kernel, (height, width))
-        # real-galaxy sources: the library lives on the simulator's device, like the grid
-        galaxies = prior.galaxies
-        self.galaxy_fraction = galaxies.fraction if galaxies is not None else 0.0
-        self.galaxy_images: Tensor | None
-        self.galaxy_r_half: Tensor | None
-        self.register_buffer("galaxy_images", None, persistent=False)
-        self.register_buffer("galaxy_r_half", None, persistent=False)
-        if galaxies is not None:
-            self.galaxy_images = torch.as_tensor(galaxies.library.images, dtype=dtype)
-            self.galaxy_r_half = torch.as_tensor(galaxies.library.r_half, dtype=dtype)
+        # library galaxies (as sources or neighbours) live on the simulator's device, like the grid
+        self.galaxy_components = list(prior.galaxy_samplers)
+        for name, sampler in prior.galaxy_samplers.items():
+            self.register_buffer(f"galaxy_images_{name}", torch.as_tensor(sampler.library.images, dtype=dtype), False)
+            self.register_buffer(f"galaxy_r_half_{name}", torch.as_tensor(sampler.library.r_half, dtype=dtype), False)
         self._compile = compile
         self._render_chunk: Callable[..., Tensor] = self._eager_chunk
         if compile:
@@ -255,9 +250,9 @@ class Simulator(nn.Module):
     ) -> Tensor:
         """Render images ``(n, 1, H, W)`` [counts/s per pixel] of the given parameters.
 
-        ``params`` maps names of :mod:`lenscnn.params` to tensors of shape ``(n,)``; shear and lens light
-        are included when their parameters are present, galaxy sources when ``source_galaxy``
-        is (an index into the simulator's library; -1 keeps the Sersic source). With ``noise=True``, background
+        ``params`` maps names of :mod:`lenscnn.params` to tensors of shape ``(n,)``: every parameter of
+        the prior's lens model (:attr:`lens_model`), e.g. ``source_galaxy`` for library-galaxy sources
+        (an index into the simulator's library; -1 keeps the Sersic source). With ``noise=True``, background
         and shot noise are drawn from ``generator`` (a stream's :attr:`LensStream.generator`), or,
         for Gaussian noise, from given per-image ``noise_seeds`` (int64 ``(n,)``, e.g. from
         :func:`func.draw_seeds`).
@@ -305,41 +300,36 @@ class Simulator(nn.Module):
     def _eager_chunk(self, chunk: dict[str, Tensor], seeds: Tensor | None) -> Tensor:
         """Images of one chunk ``(c, H, W)``; with Gaussian noise when per-image ``seeds`` are given."""
         instrument = self.instrument
+        flux = self.lens_model.surface_brightness(self.x, self.y, chunk, self._galaxy_stamps())
         image = func.lens_image(
-            self.x,
-            self.y,
-            chunk,
+            flux,
             instrument.pixel_scale**2,
             instrument.supersampling,
             self.psf_kernel_1d,
             self.psf_kernel,
             self.psf_kernel_fft,
-            self._galaxy_stamps(chunk),
-            self.galaxy_fraction,
         )
         if seeds is None:
             return image
         standard = func.counter_normal(seeds, self.pixel_index, self.dtype)
         return func.apply_gaussian_noise(image, standard, instrument.background_rms, instrument.exposure_time)
 
-    def _galaxy_stamps(self, chunk: Mapping[str, Tensor]) -> func.GalaxyStamps | None:
-        if "source_galaxy" not in chunk or self.galaxy_images is None:
-            return None
-        return func.GalaxyStamps(self.galaxy_images, self.galaxy_r_half)
+    @property
+    def lens_model(self) -> LensModel:
+        """The lens model the prior draws (which profiles make an image)."""
+        return self.prior.lens_model
+
+    def _galaxy_stamps(self) -> dict[str, func.GalaxyStamps]:
+        return {
+            name: func.GalaxyStamps(getattr(self, f"galaxy_images_{name}"), getattr(self, f"galaxy_r_half_{name}"))
+            for name in self.galaxy_components
+        }
 
     def _check_params(self, params: Mapping[str, Tensor]) -> dict[str, Tensor]:
-        required = [*LENS, *(f"source_{k}" for k in (*SERSIC, "center_x", "center_y"))]
-        if any(k in params for k in SHEAR):
-            required += SHEAR
-        if any(k.startswith("lens_light_") for k in params):
-            required += [f"lens_light_{k}" for k in SERSIC]
-        if self.galaxy_images is not None:
-            required += ["source_galaxy", "source_phi_G", "source_flip"]
-        elif "source_galaxy" in params:
-            raise UserError("render: source_galaxy given, but this simulator's prior has no source.galaxies library")
+        required = self.lens_model.names
         missing = [k for k in required if k not in params]
         if missing:
-            raise UserError(f"render: missing parameters {missing}")
+            raise UserError(f"render: missing parameters {missing} of the lens model {self.lens_model.kwargs_model()}")
         out = {k: torch.as_tensor(params[k], dtype=self.dtype, device=self.device).reshape(-1) for k in required}
         sizes = {v.shape[0] for v in out.values()}
         if len(sizes) != 1:
