@@ -15,7 +15,7 @@ def lenstronomy_param_names(profile: str) -> list[str]:
     from lenstronomy.LensModel.lens_model import LensModel
     from lenstronomy.LightModel.light_model import LightModel
 
-    if profile in ("SIE", "SHEAR"):
+    if profile in ("SIE", "SHEAR", "EPL", "MULTIPOLE"):
         return LensModel([profile]).lens_model.func_list[0].param_names
     return LightModel([profile]).func_list[0].param_names
 
@@ -43,3 +43,12 @@ def test_units_labels_and_order():
     assert parameter("theta_E").label == r"$\theta_E$"
     assert parameter("not_a_parameter").label == "not_a_parameter" and unit("not_a_parameter") == ""
     assert ordered(["zz", "gamma1", "center_y", "theta_E", "aa"]) == ["theta_E", "center_y", "gamma1", "aa", "zz"]
+
+
+def test_every_registered_profile_keyword_is_lenstronomys():
+    """Each registered profile names lenstronomy's profile and its keywords (options and fixed ones too)."""
+    from lenscnn.sim.profiles import PROFILES
+
+    for profile in PROFILES.values():
+        names = lenstronomy_param_names(profile.name)
+        assert set(profile.keyword_names) | set(profile.options) | set(profile.fixed) == set(names), profile.name

@@ -1,5 +1,6 @@
 """``python -m lenscnn.cli.simulate``: files written on success, one-line errors on bad input."""
 
+import json
 import os
 import subprocess
 import sys
@@ -145,3 +146,35 @@ def test_bad_galaxy_source_settings_are_one_line_errors(tmp_path, override, mess
     assert result.returncode == 2, result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and message in lines[0], result.stderr
+
+
+def test_simulated_files_record_the_lens_model(tmp_path):
+    """An EPL prior with a second lens light: HDF5 and FITS carry lenstronomy's profile lists, and the
+    parameters of every component (the slope, the second light's own parameters)."""
+    result = run_simulate(
+        tmp_path,
+        "n=3",
+        "prior=epl",
+        "formats=[hdf5,fits]",
+        "+prior.lens_light_2={R_sersic:{dist:uniform,low:1.5,high:3.0},n_sersic:1.0,"
+        "ellipticity:{q:{dist:uniform,low:0.6,high:1.0},phi:mass},flux_ratio:{dist:uniform,low:1.0,high:5.0}}",
+    )
+    assert result.returncode == 0, result.stderr
+    out = only_output_dir(tmp_path)
+    _, params, attrs = read_lens_dataset(out / "lenses.h5")
+    assert json.loads(attrs["kwargs_model"]) == {
+        "lens_model_list": ["EPL", "SHEAR"],
+        "source_light_model_list": ["SERSIC_ELLIPSE"],
+        "lens_light_model_list": ["SERSIC_ELLIPSE", "SERSIC_ELLIPSE"],
+    }
+    assert np.all((params["gamma"] >= 1.7) & (params["gamma"] <= 2.3))
+    assert np.all((params["lens_light_2_R_sersic"] >= 1.5) & (params["lens_light_2_R_sersic"] <= 3.0))
+    assert "lens_light_2_center_x" not in params  # on the lens centre
+    with fits.open(out / "lenses.fits") as hdul:
+        header = hdul[0].header
+        assert (header["LENSMODL"], header["SRCMODL"], header["LLMODL"]) == (
+            "EPL,SHEAR",
+            "SERSIC_ELLIPSE",
+            "SERSIC_ELLIPSE,SERSIC_ELLIPSE",
+        )
+        np.testing.assert_array_equal(hdul["PARAMS"].data["gamma"], params["gamma"])

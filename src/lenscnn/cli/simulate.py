@@ -51,6 +51,7 @@ def simulate(cfg: DictConfig) -> Path:
     out_dir = Path(cfg.paths.output_dir)
     config_yaml = OmegaConf.to_yaml(cfg.simulator, resolve=True)
     names = simulator.prior.names
+    kwargs_model = simulator.lens_model.kwargs_model()
     pixel_scale = simulator.instrument.pixel_scale
 
     keep_all = "fits" in formats  # FITS is written whole, from memory
@@ -62,7 +63,7 @@ def simulate(cfg: DictConfig) -> Path:
         if "hdf5" in formats:
             tmp = stack.enter_context(atomic_path(out_dir / "lenses.h5"))
             h5 = stack.enter_context(
-                create_lens_dataset(tmp, n, simulator.image_shape, names, pixel_scale, config_yaml)
+                create_lens_dataset(tmp, n, simulator.image_shape, names, pixel_scale, config_yaml, kwargs_model)
             )
         tracker = stack.enter_context(progress("simulating", total=n, unit="lenses"))
         for start in range(0, n, batch_size):
@@ -81,7 +82,7 @@ def simulate(cfg: DictConfig) -> Path:
         log.info("wrote %d lenses to %s", n, out_dir / "lenses.h5")
     if "fits" in formats:
         with atomic_path(out_dir / "lenses.fits") as tmp:
-            write_lens_dataset_fits(tmp, images_kept, params_all, pixel_scale, config_yaml)
+            write_lens_dataset_fits(tmp, images_kept, params_all, pixel_scale, config_yaml, kwargs_model)
         log.info("wrote %d lenses to %s", n, out_dir / "lenses.fits")
     if cfg.preview:
         k = min(int(cfg.preview), n)

@@ -1,8 +1,11 @@
 """lenstronomy keyword arguments from the network's predictions (plain dicts: no lenstronomy import).
 
-The network measures the SIE mass (and shear when it was trained to); a lens-model fit also
-needs the source and lens light, the pixel grid, the PSF and the noise. :func:`lens_model_kwargs`
-puts them together in lenstronomy's terms, so that
+The network measures the lens (the parameters it was trained on); a lens-model fit also needs
+every other component of the lens model, the pixel grid, the PSF and the noise. The lens model is
+the spec of the network's prior (:class:`lenscnn.sim.lens_model.LensModel`): its components are
+lenstronomy's profiles, so :func:`lens_model_kwargs` writes lenstronomy's ``kwargs_model`` and, per
+component, its keyword arguments, steps, bounds, fixed keywords and the constraints that tie one
+component to another (a lens light or a multipole on the lens centre). Then
 
 ```python
 setup = json.load(open("lens.json"))
@@ -32,17 +35,34 @@ from typing import Any
 import numpy as np
 import torch
 
-from lenscnn.params import LENS, SERSIC, SHEAR
 from lenscnn.sim import Instrument, Prior
-from lenscnn.sim.func import gaussian_kernel_1d, pixel_grid, shear_deflection, sie_deflection
+from lenscnn.sim.func import gaussian_kernel_1d, pixel_grid
+from lenscnn.sim.lens_model import Component, LensModel, parameter_name
+from lenscnn.sim.profiles import Profile
 
-#: Hard bounds of the fitted parameters (lenstronomy's ``kwargs_lower`` / ``kwargs_upper``).
+#: Bounds of fitted keywords (lenstronomy's ``kwargs_lower`` / ``kwargs_upper``) where they are tighter
+#: than the profile registry's range: keep the swarm off degenerate ellipses and sizes.
 LOWER = {"theta_E": 0.05, "e1": -0.5, "e2": -0.5, "gamma1": -0.3, "gamma2": -0.3, "R_sersic": 0.01, "n_sersic": 0.5}
 UPPER = {"theta_E": 10.0, "e1": 0.5, "e2": 0.5, "gamma1": 0.3, "gamma2": 0.3, "R_sersic": 10.0, "n_sersic": 8.0}
-#: Step size of a shear the network does not predict.
+#: Bound of any other keyword (centres [arcsec], angles [rad]) unless the registry's range is tighter,
+#: and the upper bound of amplitudes [counts/s/arcsec^2].
+BOUND = 10.0
+AMP_UPPER = 1e8
+#: Step size of a shear the network does not predict (or predicts without a sigma).
 SHEAR_SIGMA = 0.05
-#: Samples drawn from the prior to set the source and lens-light starting point and steps.
+#: Samples drawn from the prior to set the starting point and step of what the network does not predict.
 MOMENT_SAMPLES = 20_000
+#: lenstronomy's keyword-argument lists, by role of a lens-model component.
+KWARGS = {"lens": "kwargs_lens", "source": "kwargs_source", "lens_light": "kwargs_lens_light"}
+#: lenstronomy's constraints that set a keyword of a component in role ``to`` from the same keyword of one
+#: in role ``from``, by ``(from, to)``: lenstronomy sets a lens from a light, never a light from a lens.
+JOINTS = {
+    ("lens", "lens"): "joint_lens_with_lens",
+    ("lens_light", "lens"): "joint_lens_with_light",
+    ("source", "lens"): "joint_lens_with_source_light",
+    ("lens_light", "lens_light"): "joint_lens_light_with_lens_light",
+    ("source", "source"): "joint_source_with_source",
+}
 
 
 def psf_kernel(instrument: Instrument) -> np.ndarray | None:
@@ -78,86 +98,156 @@ def observation_kwargs(instrument: Instrument, kernel: np.ndarray | None = None)
     }
 
 
-def light_moments(prior_spec: Mapping[str, Any]) -> dict[str, tuple[float, float]]:
-    """Mean and standard deviation of every source and lens-light parameter the prior draws
-    (its Sersic envelope for a galaxy-source prior), from a fixed-seed sample."""
-    spec = {k: dict(v) for k, v in prior_spec.items() if k != "defaults"}
-    spec.get("source", {}).pop("galaxies", None)  # the Sersic parameters, without loading a library
-    params = Prior(spec).sample(MOMENT_SAMPLES, torch.Generator().manual_seed(0))
-    light = {k: v.double() for k, v in params.items() if k.startswith(("source_", "lens_light_"))}
-    return {k: (float(v.mean()), float(v.std())) for k, v in light.items()}
+def _without_galaxies(prior_spec: Mapping[str, Any]) -> dict[str, Any]:
+    """The prior's sections without their galaxy libraries (the Sersic envelopes stay): no library is loaded."""
+    return {
+        k: {key: value for key, value in v.items() if key != "galaxies"} if isinstance(v, Mapping) else v
+        for k, v in prior_spec.items()
+        if k != "defaults"
+    }
+
+
+def prior_lens_model(prior_spec: Mapping[str, Any]) -> LensModel:
+    """The lens model of a prior config (library-galaxy lights as their Sersic envelopes, no library loaded)."""
+    return Prior(_without_galaxies(prior_spec)).lens_model
+
+
+def parameter_moments(prior_spec: Mapping[str, Any]) -> dict[str, tuple[float, float]]:
+    """Mean and standard deviation of every parameter the prior draws (the Sersic envelope of a
+    library-galaxy light), from a fixed-seed sample of :data:`MOMENT_SAMPLES`."""
+    params = Prior(_without_galaxies(prior_spec)).sample(MOMENT_SAMPLES, torch.Generator().manual_seed(0))
+    return {k: (float(v.double().mean()), float(v.double().std())) for k, v in params.items()}
+
+
+def fitted_model(lens_model: LensModel, *, shear: bool, lens_light: bool) -> LensModel:
+    """``lens_model`` as a fit models it: ``shear`` adds an external ``SHEAR`` (parameters ``gamma1, gamma2``)
+    after the main lens when it has none, or with ``False`` removes every ``SHEAR``; ``lens_light=False``
+    removes every unlensed light."""
+    components = [
+        c for c in lens_model.components if (shear or c.profile != "SHEAR") and (lens_light or c.role != "lens_light")
+    ]
+    if shear and not any(c.profile == "SHEAR" for c in components):
+        added = Component("shear", "SHEAR", "lens", {k: parameter_name("shear", k) for k in ("gamma1", "gamma2")})
+        components.insert(components.index(lens_model.component("lens")) + 1, added)
+    return LensModel(tuple(components))
+
+
+def _start(
+    name: str,
+    profile: Profile,
+    values: Mapping[str, float],
+    sigmas: Mapping[str, float],
+    moments: Mapping[str, tuple[float, float]],
+) -> tuple[float, float | None]:
+    """Start value and step of parameter ``name`` of a ``profile``; step ``None``: held fixed.
+
+    The network's mean and sigma where it predicts ``name`` (without a positive sigma: ``SHEAR_SIGMA``
+    for a shear, else 10% of the value plus 0.01); a shear it does not predict starts at 0 with
+    ``SHEAR_SIGMA``; anything else at the prior's mean with the prior's standard deviation (fixed when
+    the prior fixes it)."""
+    is_shear = profile.name == "SHEAR"
+    if name in values:
+        value = float(values[name])
+        sigma = float(sigmas.get(name, 0.0))
+        return value, sigma if sigma > 0 else (SHEAR_SIGMA if is_shear else 0.1 * abs(value) + 0.01)
+    if is_shear:
+        return 0.0, SHEAR_SIGMA
+    if name not in moments:
+        raise ValueError(f"{name} is neither predicted nor drawn by the prior: no start for the fit")
+    mean, std = moments[name]
+    return mean, std if std > 0 else None
+
+
+def _bounds(profile: Profile, keyword: str) -> tuple[float, float]:
+    """``(lower, upper)`` of a fitted keyword: the tighter of the registry's range and :data:`LOWER`/:data:`UPPER`."""
+    registered = profile.keyword(keyword)
+    upper = AMP_UPPER if keyword == "amp" else UPPER.get(keyword, BOUND)
+    return max(registered.low, LOWER.get(keyword, -BOUND)), min(registered.high, upper)
 
 
 def lens_model_kwargs(
     values: Mapping[str, float],
     sigmas: Mapping[str, float] | None,
     observation: Mapping[str, Any],
-    light: Mapping[str, tuple[float, float]],
-    *,
-    shear: bool = True,
-    lens_light: bool = True,
+    moments: Mapping[str, tuple[float, float]],
+    lens_model: LensModel,
 ) -> dict[str, Any]:
-    """lenstronomy's model, parameters, step sizes and bounds for one lens.
+    """lenstronomy's model, parameters, step sizes, bounds and constraints for one lens.
 
     Args:
-        values: the network's means by name (must hold :data:`lenscnn.params.LENS`; shear when predicted).
+        values: the network's means by parameter name (any subset of the model's parameters).
         sigmas: the network's standard deviations by name (``None``: no uncertainties).
         observation: :func:`observation_kwargs`.
-        light: :func:`light_moments`: the source (and lens-light) start and step sizes.
-        shear: model an external shear (started at the prediction, else at 0).
-        lens_light: model the lens light (a Sersic profile centred on the lens), if ``light`` has it.
+        moments: :func:`parameter_moments` of the prior: where what the network does not predict starts.
+        lens_model: the components to fit (:func:`prior_lens_model`, :func:`fitted_model`).
 
-    Returns ``kwargs_model``; ``kwargs_lens``/``kwargs_source``/``kwargs_lens_light`` with their
-    ``*_sigma``, ``*_lower``, ``*_upper`` (and ``kwargs_lens_fixed``: the shear's origin);
-    ``kwargs_constraints`` (the lens light on the lens centre) and the observation keys.
+    Returns ``kwargs_model`` (``lens_model.kwargs_model()``); ``kwargs_lens``/``kwargs_source``/
+    ``kwargs_lens_light`` with their ``*_sigma``, ``*_lower``, ``*_upper`` (fitted keywords) and
+    ``*_fixed`` (profile options such as a multipole's ``m``, the shear's origin, what the prior fixes
+    and tied keywords lenstronomy cannot constrain, e.g. a multipole's ``r_E`` at the start ``theta_E``);
+    ``kwargs_constraints`` (``joint_*``: keywords tied to another component's parameter); the
+    observation keys; and ``lenscnn``: ``{"lens_model": lens_model.to_dict(), "network": [names whose
+    start and step are the network's mean and sigma]}``, which maps the kwargs back to parameter names.
     """
-    missing = [n for n in LENS if n not in values]
-    if missing:
-        raise ValueError(f"predictions lack {missing}")
     sigmas = sigmas or {}
-    lens = [{n: float(values[n]) for n in LENS}]
-    lens_sigma = [{n: float(sigmas.get(n, 0.0)) for n in LENS}]
-    fixed: list[dict[str, float]] = [{}]
-    if shear:
-        lens.append({n: float(values.get(n, 0.0)) for n in SHEAR} | {"ra_0": 0.0, "dec_0": 0.0})
-        lens_sigma.append({n: float(sigmas.get(n, SHEAR_SIGMA)) for n in SHEAR})
-        fixed.append({"ra_0": 0.0, "dec_0": 0.0})
-    with_light = lens_light and any(k.startswith("lens_light_") for k in light)
-    source_names = (*SERSIC, "center_x", "center_y")
-    source = [{n: light[f"source_{n}"][0] for n in source_names}]
-    source_sigma = [{n: light[f"source_{n}"][1] for n in source_names}]
-    lens_light_kwargs, lens_light_sigma = [], []
-    if with_light:
-        lens_light_kwargs = [
-            {n: light[f"lens_light_{n}"][0] for n in SERSIC}
-            | {"center_x": lens[0]["center_x"], "center_y": lens[0]["center_y"]}
-        ]
-        lens_light_sigma = [{n: light[f"lens_light_{n}"][1] for n in SERSIC} | {"center_x": 0.01, "center_y": 0.01}]
+    starts = {
+        name: _start(name, c.registered, values, sigmas, moments)
+        for c in lens_model.components
+        for name in c.own.values()
+    }
+    index = {c.name: lens_model.of_role(c.role).index(c) for c in lens_model.components}
+    held: set[tuple[str, str]] = set()  # (component, keyword) tied but held at its start value
+    joints: dict[tuple[str, int, int], list[str]] = {}  # (constraint, from index, to index) -> keywords
+    tied: dict[str, list[tuple[Component, str]]] = {}
+    for c in lens_model.components:
+        for keyword, name in c.tied.items():
+            tied.setdefault(name, []).append((c, keyword))
+    for name, locations in tied.items():
+        owner, keyword = lens_model.owner(name)
+        same = [(c, k) for c, k in locations if k == keyword and starts[name][1] is not None]
+        held |= {(c.name, k) for c, k in locations if (c, k) not in same}
+        lights = [(c, k) for c, k in same if c.role != "lens"]
+        carrier = lights[0][0] if owner.role == "lens" and lights else owner  # sampled; the others follow it
+        for c in [owner, *(c for c, _ in same)]:
+            joint = JOINTS.get((carrier.role, c.role))
+            if c is carrier:
+                continue
+            if joint is None:
+                held.add((c.name, keyword))
+            else:
+                joints.setdefault((joint, index[carrier.name], index[c.name]), []).append(keyword)
 
-    def bounds(kwargs: list[dict[str, float]], table: Mapping[str, float], default: float) -> list[dict[str, float]]:
-        return [{k: table.get(k, default) for k in component} for component in kwargs]
-
+    setup: dict[str, Any] = {"kwargs_model": lens_model.kwargs_model()}
+    for role, key in KWARGS.items():
+        parts: dict[str, list[dict[str, Any]]] = {part: [] for part in ("", "_sigma", "_fixed", "_lower", "_upper")}
+        for c in lens_model.of_role(role):
+            profile = c.registered
+            kwargs: dict[str, Any] = {}
+            step: dict[str, float] = {}
+            fixed: dict[str, Any] = {**c.options, **profile.fixed}
+            for keyword, name in c.parameters.items():
+                kwargs[keyword], sigma = starts[name]
+                if sigma is None or (c.name, keyword) in held:
+                    fixed[keyword] = kwargs[keyword]
+                else:
+                    step[keyword] = sigma
+            kwargs |= {**c.options, **profile.fixed}
+            bounds = [_bounds(profile, k) for k in step]
+            parts[""].append(kwargs)
+            parts["_sigma"].append(step)
+            parts["_fixed"].append(fixed)
+            parts["_lower"].append({k: low for k, (low, _) in zip(step, bounds, strict=True)})
+            parts["_upper"].append({k: high for k, (_, high) in zip(step, bounds, strict=True)})
+        setup |= {f"{key}{part}": lists for part, lists in parts.items()}
+    constraints: dict[str, list[list[Any]]] = {}
+    for (joint, i, k), keywords in joints.items():
+        constraints.setdefault(joint, []).append([i, k, keywords])
+    network = [n for n in starts if n in values and float(sigmas.get(n, 0.0)) > 0]
     return {
-        "kwargs_model": {
-            "lens_model_list": ["SIE", "SHEAR"] if shear else ["SIE"],
-            "source_light_model_list": ["SERSIC_ELLIPSE"],
-            "lens_light_model_list": ["SERSIC_ELLIPSE"] if with_light else [],
-        },
-        "kwargs_lens": lens,
-        "kwargs_lens_sigma": lens_sigma,
-        "kwargs_lens_fixed": fixed,
-        "kwargs_lens_lower": bounds(lens, {**LOWER, "center_x": -10, "center_y": -10, "ra_0": 0, "dec_0": 0}, -10.0),
-        "kwargs_lens_upper": bounds(lens, {**UPPER, "center_x": 10, "center_y": 10, "ra_0": 0, "dec_0": 0}, 10.0),
-        "kwargs_source": source,
-        "kwargs_source_sigma": source_sigma,
-        "kwargs_source_lower": bounds(source, {**LOWER, "amp": 0.0}, -10.0),
-        "kwargs_source_upper": bounds(source, {**UPPER, "amp": 1e8}, 10.0),
-        "kwargs_lens_light": lens_light_kwargs,
-        "kwargs_lens_light_sigma": lens_light_sigma,
-        "kwargs_lens_light_lower": bounds(lens_light_kwargs, {**LOWER, "amp": 0.0}, -10.0),
-        "kwargs_lens_light_upper": bounds(lens_light_kwargs, {**UPPER, "amp": 1e8}, 10.0),
-        "kwargs_constraints": {"joint_lens_with_light": [[0, 0, ["center_x", "center_y"]]]} if with_light else {},
+        **setup,
+        "kwargs_constraints": constraints,
         **observation,
+        "lenscnn": {"lens_model": lens_model.to_dict(), "network": network},
     }
 
 
@@ -178,25 +268,37 @@ def with_arrays(setup: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+def setup_lens_model(setup: Mapping[str, Any]) -> LensModel:
+    """The lens model a :func:`lens_model_kwargs` setup was made for."""
+    return LensModel.from_dict(setup["lenscnn"]["lens_model"])
+
+
+def setup_parameters(setup: Mapping[str, Any], kwargs: Mapping[str, Any], role: str) -> dict[str, float]:
+    """The parameters by name of the components in ``role`` that ``kwargs`` (``kwargs_lens``, ...
+    as in ``setup``) hold: every parameter the components own, fixed ones included."""
+    components = setup_lens_model(setup).of_role(role)
+    return {
+        name: float(kwargs[KWARGS[role]][i][keyword])
+        for i, c in enumerate(components)
+        for keyword, name in c.own.items()
+    }
+
+
 def seed_source(setup: Mapping[str, Any], image: np.ndarray, noise_rms: float, pixel_scale: float) -> dict[str, Any]:
-    """``setup`` with the source started where the lens model maps the arcs: the flux-weighted
-    mean and spread of the ray-traced source-plane positions of the pixels brighter than 3 noise
-    rms within ``0.5 - 1.5`` Einstein radii of the lens (which keeps most of the lens light out).
+    """``setup`` with the (first) source started where the lens model maps the arcs: the flux-weighted
+    mean and spread of the source-plane positions, ray-traced through every lens component
+    (:meth:`LensModel.deflection`), of the pixels brighter than 3 noise rms within ``0.5 - 1.5``
+    Einstein radii of the main lens (which keeps most of the lens light out).
 
     A fit that knows the lens only from a prior cannot do this; with the network's lens model the
     source starts close to the truth, so the swarm searches the lens parameters, not the source.
     Unchanged when no pixel qualifies.
     """
-    lens = setup["kwargs_lens"][0]
+    lens = {k: torch.tensor(v, dtype=torch.float64) for k, v in setup_parameters(setup, setup, "lens").items()}
     height, width = image.shape
     x, y = pixel_grid(height, width, pixel_scale, dtype=torch.float64)
-    t = {k: torch.tensor(float(v), dtype=torch.float64) for k, v in lens.items()}
-    alpha_x, alpha_y = sie_deflection(x, y, t["theta_E"], t["e1"], t["e2"], t["center_x"], t["center_y"])
-    if len(setup["kwargs_lens"]) > 1:
-        shear = setup["kwargs_lens"][1]
-        sx, sy = shear_deflection(x, y, torch.tensor(shear["gamma1"]), torch.tensor(shear["gamma2"]))
-        alpha_x, alpha_y = alpha_x + sx, alpha_y + sy
-    radius = torch.hypot(x - t["center_x"], y - t["center_y"]) / t["theta_E"]
+    alpha_x, alpha_y = setup_lens_model(setup).deflection(x, y, lens)
+    radius = torch.hypot(x - lens["center_x"], y - lens["center_y"]) / lens["theta_E"]
     weight = torch.as_tensor(image, dtype=torch.float64) - 3 * noise_rms
     weight = torch.where((weight > 0) & (radius > 0.5) & (radius < 1.5), weight, 0.0)
     total = float(weight.sum())
@@ -205,7 +307,9 @@ def seed_source(setup: Mapping[str, Any], image: np.ndarray, noise_rms: float, p
     beta_x, beta_y = x - alpha_x, y - alpha_y
     cx, cy = float((weight * beta_x).sum()) / total, float((weight * beta_y).sum()) / total
     spread = math.sqrt(float((weight * ((beta_x - cx) ** 2 + (beta_y - cy) ** 2)).sum()) / total)
-    source = {**setup["kwargs_source"][0], "center_x": cx, "center_y": cy}
+    first, *others = setup["kwargs_source"]
+    first_step, *other_steps = setup["kwargs_source_sigma"]
+    source = {**first, "center_x": cx, "center_y": cy}
     source["R_sersic"] = min(max(spread, 2 * LOWER["R_sersic"]), UPPER["R_sersic"] / 2)
-    step = {**setup["kwargs_source_sigma"][0], "center_x": max(0.5 * spread, 0.02), "center_y": max(0.5 * spread, 0.02)}
-    return {**setup, "kwargs_source": [source], "kwargs_source_sigma": [step]}
+    step = {**first_step, "center_x": max(0.5 * spread, 0.02), "center_y": max(0.5 * spread, 0.02)}
+    return {**setup, "kwargs_source": [source, *others], "kwargs_source_sigma": [step, *other_steps]}

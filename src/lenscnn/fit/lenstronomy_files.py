@@ -1,5 +1,6 @@
 """``lenstronomy/<image>.json`` of ``lenscnn-predict formats=[csv,lenstronomy]``: per image the
-lenstronomy keyword arguments of a fit at the network's estimate (:mod:`lenscnn.fit.kwargs`)."""
+lenstronomy keyword arguments of a fit at the network's estimate (:mod:`lenscnn.fit.kwargs`), for
+the lens model of the network's prior."""
 
 from __future__ import annotations
 
@@ -10,11 +11,10 @@ from typing import Any
 import numpy as np
 
 from lenscnn.errors import UserError
-from lenscnn.fit.kwargs import lens_model_kwargs, light_moments, observation_kwargs
+from lenscnn.fit.kwargs import lens_model_kwargs, observation_kwargs, parameter_moments, prior_lens_model
 from lenscnn.io.atomic import atomic_directory
 from lenscnn.io.cutouts import image_stem
 from lenscnn.models.ensemble import Ensemble
-from lenscnn.params import SHEAR
 from lenscnn.sim import Instrument
 
 
@@ -29,9 +29,8 @@ class LenstronomyWriter:
         self.directory = directory
         self.names = ensemble.target_names
         self.observation = observation_kwargs(Instrument.from_config(config["instrument"]))
-        self.light = light_moments(config["prior"])
-        self.lens_light = any(k.startswith("lens_light_") for k in self.light)
-        self.shear = set(SHEAR) <= set(self.names) or bool(config["prior"].get("shear"))
+        self.lens_model = prior_lens_model(config["prior"])
+        self.moments = parameter_moments(config["prior"])
         self._staged = atomic_directory(directory)
 
     def __enter__(self) -> LenstronomyWriter:
@@ -44,9 +43,7 @@ class LenstronomyWriter:
     def write(self, label: str, mean: np.ndarray, sigma: np.ndarray | None) -> None:
         values = dict(zip(self.names, mean.tolist(), strict=True))
         sigmas = None if sigma is None else dict(zip(self.names, sigma.tolist(), strict=True))
-        setup = lens_model_kwargs(
-            values, sigmas, self.observation, self.light, shear=self.shear, lens_light=self.lens_light
-        )
+        setup = lens_model_kwargs(values, sigmas, self.observation, self.moments, self.lens_model)
         path = self._tmp / f"{image_stem(label)}.json"
         if path.exists():
             raise UserError(f"{label}: two input images share the output name {path.name}; rename one of them")

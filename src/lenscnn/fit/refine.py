@@ -1,11 +1,13 @@
 """A lenstronomy lens-model fit of one image, started from the network's estimate.
 
 lenstronomy's ``FittingSequence`` runs a particle-swarm optimisation (PSO) and optionally an
-emcee MCMC, with the SIE (+ shear) mass, an elliptical Sersic source and, when modelled, a Sersic
-lens light on the lens centre; the amplitudes are solved linearly. The swarm starts at the
-network's means with the network's sigmas as its spread (times ``sigma_scale``); with
-``network_prior`` the network's Gaussian posterior is also a prior of the fit. lenstronomy is
-an optional dependency (``pip install lenscnn[fit]``), imported only here.
+emcee MCMC of the setup's lens model (:func:`lenscnn.fit.kwargs.lens_model_kwargs`: the spec of
+the network's prior, e.g. an SIE or EPL with shear and multipoles, Sersic sources and lens lights,
+with the spec's constraints); the amplitudes are solved linearly. The swarm starts at the network's
+means with the network's sigmas as its spread (times ``sigma_scale``), the parameters the network
+does not predict at the prior's means; with ``network_prior`` the network's Gaussian posterior is
+also a prior of the fit. lenstronomy is an optional dependency (``pip install lenscnn[fit]``),
+imported only here.
 """
 
 from __future__ import annotations
@@ -21,7 +23,10 @@ from typing import Any
 import numpy as np
 
 from lenscnn.errors import UserError
-from lenscnn.fit.kwargs import with_arrays
+from lenscnn.fit.kwargs import KWARGS, setup_lens_model, setup_parameters, with_arrays
+
+#: lenstronomy's ``FittingSequence`` parameter group and likelihood prior of each role.
+GROUPS = {"lens": ("lens_model", "prior_lens"), "source": ("source_model", "prior_source"), "lens_light": ("lens_light_model", "prior_lens_light")}
 
 
 @dataclass(frozen=True)
@@ -71,14 +76,6 @@ class FitResult:
     model: np.ndarray
     normalized_residual: np.ndarray
     pso_chi2: list[float] = field(default_factory=list)
-
-
-def _lens_names(setup: Mapping[str, Any]) -> list[tuple[int, str]]:
-    """``(component, keyword)`` of the fitted lens parameters (the shear's origin is fixed)."""
-    out = [(0, k) for k in setup["kwargs_lens"][0]]
-    if len(setup["kwargs_lens"]) > 1:
-        out += [(1, "gamma1"), (1, "gamma2")]
-    return out
 
 
 def _components(setup: Mapping[str, Any]) -> tuple[Any, Any, Any, Any]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import math
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import numpy as np
@@ -108,13 +108,29 @@ def read_psf_kernel(path: str | Path, hdu: int | str = 0) -> np.ndarray:
     return kernel / total
 
 
+#: Header keywords of the lens model's profile lists: ``{keyword: (kwargs_model key, what)}``.
+FITS_MODEL_KEYS = {
+    "LENSMODL": ("lens_model_list", "lens"),
+    "SRCMODL": ("source_light_model_list", "source-light"),
+    "LLMODL": ("lens_light_model_list", "lens-light"),
+}
+
+
 def write_lens_dataset_fits(
-    path: str | Path, images: np.ndarray, params: dict[str, np.ndarray], pixel_scale: float, config_yaml: str
+    path: str | Path,
+    images: np.ndarray,
+    params: dict[str, np.ndarray],
+    pixel_scale: float,
+    config_yaml: str,
+    kwargs_model: Mapping[str, list[str]] | None = None,
 ) -> None:
-    """Images as an ``(N, H, W)`` cube in the primary HDU, true parameters in a ``PARAMS`` table.
+    """Images as an ``(N, H, W)`` cube in the primary HDU, true parameters in a ``PARAMS`` table,
+    the simulator config (whose prior is the lens model) in a ``CONFIG`` table.
 
     The primary header carries a linear WCS in arcsec relative to the image centre
-    (``CDELT = pixel_scale / 3600`` degrees) and ``PIXSCALE`` [arcsec/pixel].
+    (``CDELT = pixel_scale / 3600`` degrees), ``PIXSCALE`` [arcsec/pixel] and, given
+    ``kwargs_model`` (lenstronomy's profile lists), ``LENSMODL``, ``SRCMODL`` and ``LLMODL``:
+    the lens, source-light and lens-light profiles, comma-separated.
     """
     cube = images.reshape(images.shape[0], *images.shape[-2:]).astype(np.float32)
     primary = fits.PrimaryHDU(cube)
@@ -128,6 +144,9 @@ def write_lens_dataset_fits(
         header[f"CRPIX{axis}"] = (size + 1) / 2
         header[f"CRVAL{axis}"] = 0.0
         header[f"CDELT{axis}"] = pixel_scale / 3600.0
+    for key, (model_list, what) in FITS_MODEL_KEYS.items():
+        if kwargs_model is not None:
+            header[key] = (",".join(kwargs_model[model_list]), f"lenstronomy {what} profiles")
     columns = [fits.Column(name=name, format="D", array=np.asarray(values)) for name, values in params.items()]
     table = fits.BinTableHDU.from_columns(columns, name="PARAMS")
     config = fits.BinTableHDU.from_columns(

@@ -2,11 +2,13 @@
 
 Layout: ``images`` ``(N, 1, H, W)`` float32 [counts/s per pixel]; ``params/<name>`` ``(N,)``
 per parameter (names of :mod:`lenscnn.params`); file attributes ``pixel_scale`` [arcsec/pixel] and
-``config`` (the simulator config as YAML) so a dataset documents itself.
+``config`` (the simulator config as YAML, whose prior is the lens model) so a dataset documents
+itself, and ``kwargs_model`` (lenstronomy's profile lists of that lens model, JSON).
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -24,11 +26,15 @@ def create_lens_dataset(
     param_names: list[str],
     pixel_scale: float,
     config_yaml: str,
+    kwargs_model: Mapping[str, list[str]] | None = None,
 ) -> h5py.File:
-    """Open a new file for ``n`` lenses (filled batch by batch with :func:`write_batch`)."""
+    """Open a new file for ``n`` lenses (filled batch by batch with :func:`write_batch`);
+    ``kwargs_model`` (lenstronomy's profile lists of the lens model) is stored as JSON."""
     f = h5py.File(path, "w")  # the caller closes it (h5py files are context managers)
     f.attrs["pixel_scale"] = pixel_scale
     f.attrs["config"] = config_yaml
+    if kwargs_model is not None:
+        f.attrs["kwargs_model"] = json.dumps(dict(kwargs_model))
     f.create_dataset("images", shape=(n, *image_shape), dtype="float32", chunks=(1, *image_shape))
     group = f.create_group("params")
     for name in param_names:

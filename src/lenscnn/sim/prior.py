@@ -45,6 +45,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -346,7 +347,7 @@ class Prior:
     Each section of the spec is a component of the lens model (:class:`LensModel`): ``lens``
     (the main deflector, ``SIE`` unless ``profile:`` says otherwise), ``shear`` (``SHEAR``),
     ``source`` (lensed ``SERSIC_ELLIPSE``), ``lens_light`` (unlensed ``SERSIC_ELLIPSE`` on the lens
-    centre), and any other named section with its ``profile:`` (a mass profile joins the lens
+    centre; so are ``lens_light_2``, ``lens_light_3``...), and any other named section with its ``profile:`` (a mass profile joins the lens
     model, a light profile is unlensed unless ``lensed: true``, or named ``source...``).
     """
 
@@ -390,7 +391,7 @@ class Prior:
         return dict(self._galaxies)
 
     def _component(self, name: str, spec: dict, sections: Mapping) -> Component:
-        profile_name = spec.pop("profile", self.DEFAULT_PROFILES.get(name))
+        profile_name = spec.pop("profile", self.DEFAULT_PROFILES.get(re.sub(r"_\d+$", "", name)))
         if profile_name is None:
             raise UserError(f"prior '{name}': give the component's profile, one of {sorted(PROFILES)}")
         profile = get_profile(str(profile_name))
@@ -551,6 +552,18 @@ class Prior:
             else:
                 params[name] = drawn
         return params
+
+
+def lens_model_of(prior_spec: Mapping[str, Any]) -> LensModel:
+    """The lens model of a prior config (e.g. a checkpoint's), without loading its galaxy libraries:
+    which profiles make the image, in lenstronomy's terms. Priors written before lens models were
+    declared (``lens``, ``shear``, ``source``, ``lens_light`` sections) read as SIE (+ SHEAR) +
+    SERSIC_ELLIPSE (+ SERSIC_ELLIPSE)."""
+    spec = {
+        name: {k: v for k, v in section.items() if k != "galaxies"} if isinstance(section, Mapping) else section
+        for name, section in prior_spec.items()
+    }
+    return Prior(spec).lens_model
 
 
 @dataclass(frozen=True)
