@@ -38,6 +38,8 @@ from lenscnn.models.checkpoint import (
     save_checkpoint_atomic,
 )
 from lenscnn.models.regressor import LensRegressor
+from lenscnn.sim.lens_model import LensModel
+from lenscnn.sim.prior import lens_model_of
 
 log = logging.getLogger(__name__)
 
@@ -157,6 +159,15 @@ class Ensemble(nn.Module):
     @property
     def simulator_config(self) -> dict[str, Any]:
         return dict(self.reference.hparams.simulator or {})
+
+    @property
+    def lens_model(self) -> LensModel:
+        """The lens model the members were trained on (the prior of their simulator config; checkpoints
+        written before lens models were declared read as SIE (+ SHEAR) + Sersic source (+ lens light))."""
+        prior = self.simulator_config.get("prior")
+        if not prior:
+            raise UserError("the model's checkpoint has no simulator config, so its lens model is unknown")
+        return lens_model_of(prior)
 
     @property
     def predicts_uncertainty(self) -> bool:
