@@ -6,9 +6,12 @@
 same pixel PSF kernel, and lenstronomy's own noise functions). Prints images/s for each,
 the ratio, and the peak memory of the lenscnn run. Then the same setting with real-galaxy
 sources (the built-in HUDF library, ``source.galaxies``) against Sersic sources, in the same
-run: all galaxies, and a half/half mixture (which renders both and picks one per lens).
+run: all galaxies, and a half/half mixture (which renders both and picks one per lens). Then the
+lens-model spec: the realistic prior (quickstart geometry) rendered by looping over the spec's
+components against the same kernels wired by hand as before lens models were declared (SIE + shear,
+galaxy/Sersic source, Sersic lens light), and the same prior with an EPL instead of the SIE.
 
-    python benchmarks/sim_throughput.py [--batch 256] [--seconds 10] [--skip-lenstronomy]
+    python benchmarks/sim_throughput.py [--batch 256] [--seconds 10] [--skip-lenstronomy] [--only-spec]
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ import torch
 from hydra import compose, initialize_config_module
 from omegaconf import OmegaConf
 
-from lenscnn.sim import Simulator
+from lenscnn.sim import Simulator, func
 
 SHEAR = {"gamma": {"dist": "uniform", "low": 0.0, "high": 0.1}, "phi": {"dist": "uniform", "low": 0.0, "high": 3.14159}}
 
@@ -40,14 +43,7 @@ def simulator_config(supersampling: int) -> dict:
 
 def time_lenscnn(sim_cfg: dict, batch: int, seconds: float) -> float:
     """Images/s of ``Simulator.sample`` (parameters drawn and images rendered with noise)."""
-    simulator = Simulator.from_config(sim_cfg)
-    generator = simulator.make_generator(0)
-    simulator.sample(batch, generator)  # compile and warm up
-    done, start = 0, time.perf_counter()
-    while time.perf_counter() - start < seconds:
-        simulator.sample(batch, generator)
-        done += batch
-    return done / (time.perf_counter() - start)
+    return time_simulator(Simulator.from_config(sim_cfg), batch, seconds)
 
 
 def time_lenstronomy(sim_cfg: dict, seconds: float) -> float:
@@ -107,16 +103,82 @@ def galaxy_rows(batch: int, seconds: float) -> list[tuple[str, float]]:
     return rows
 
 
+class HandWired(Simulator):
+    """The realistic prior's image with its kernels called by hand (the pipeline before lens models were
+    declared): SIE plus shear, a galaxy or Sersic source, a Sersic lens light on the lens centre."""
+
+    def _eager_chunk(self, chunk: dict, seeds: torch.Tensor | None) -> torch.Tensor:
+        p, x, y = chunk, self.x, self.y
+        ax, ay = func.sie_deflection(x, y, p["theta_E"], p["e1"], p["e2"], p["center_x"], p["center_y"])
+        sx, sy = func.shear_deflection(x, y, p["gamma1"], p["gamma2"])
+        bx, by = x - (ax + sx), y - (ay + sy)
+        sersic = {k: p[f"source_{k}"] for k in ("amp", "R_sersic", "n_sersic", "e1", "e2", "center_x", "center_y")}
+        plain = func.sersic_profile(bx, by, **sersic)
+        stamps = self._galaxy_stamps()["source"]
+        galaxy = func.galaxy_light(bx, by, sersic, p["source_galaxy"], p["source_phi_G"], p["source_flip"], stamps)
+        flux = torch.where(p["source_galaxy"] >= 0, galaxy, plain)
+        light = {k: p[f"lens_light_{k}"] for k in ("amp", "R_sersic", "n_sersic", "e1", "e2")}
+        flux = flux + func.sersic_profile(x, y, **light, center_x=p["center_x"], center_y=p["center_y"])
+        inst = self.instrument
+        image = func.lens_image(flux, inst.pixel_scale**2, inst.supersampling, self.psf_kernel_1d)
+        standard = func.counter_normal(seeds, self.pixel_index, self.dtype)
+        return func.apply_gaussian_noise(image, standard, inst.background_rms, inst.exposure_time)
+
+
+def realistic_config(lens_profile: str) -> dict:
+    """The realistic prior at the quickstart geometry, compiled float32, with an SIE or an EPL main lens."""
+    with initialize_config_module("lenscnn.conf", version_base="1.3"):
+        prior = "realistic" if lens_profile == "SIE" else "epl"
+        cfg = compose("simulate", overrides=["instrument=quickstart", f"prior={prior}"])
+    return {**OmegaConf.to_container(cfg.simulator, resolve=True), "compile": True}
+
+
+def time_simulator(simulator: Simulator, batch: int, seconds: float) -> float:
+    """Images/s of ``simulator.sample`` (parameters drawn, images rendered with noise)."""
+    generator = simulator.make_generator(0)
+    simulator.sample(batch, generator)  # compile and warm up
+    done, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        simulator.sample(batch, generator)
+        done += batch
+    return done / (time.perf_counter() - start)
+
+
+def spec_rows(batch: int, seconds: float, repeats: int = 3) -> list[tuple[str, float]]:
+    """Images/s of the hand-wired realistic pipeline, the spec's loop, and the spec with EPL; each the best of
+    ``repeats`` interleaved windows, so that a busy machine slows all three alike."""
+    sie = realistic_config("SIE")
+    simulators = {
+        "hand-wired SIE (before)": HandWired.from_config(sie),
+        "lens-model spec, SIE": Simulator.from_config(sie),
+        "lens-model spec, EPL": Simulator.from_config(realistic_config("EPL")),
+    }
+    best = dict.fromkeys(simulators, 0.0)
+    for _ in range(repeats):
+        for label, simulator in simulators.items():
+            best[label] = max(best[label], time_simulator(simulator, batch, seconds / repeats))
+    return list(best.items())
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch", type=int, default=256, help="lenses per Simulator.sample call")
     parser.add_argument("--seconds", type=float, default=10.0, help="timing window per measurement")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--skip-lenstronomy", action="store_true", help="only the galaxy-source comparison")
+    parser.add_argument("--only-spec", action="store_true", help="only the lens-model spec comparison")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
     setting = f"{args.threads} threads, batch {args.batch}"
+    rows = spec_rows(args.batch, args.seconds)
+    before = rows[0][1]
+    print(f'\nrealistic prior, 64x64 @0.08"/px, noise, compiled float32, {setting}: lens-model spec')
+    print(f"{'pipeline':>26} {'img/s':>10} {'vs before':>10} {'vs spec SIE':>12}")
+    for label, rate in rows:
+        print(f"{label:>26} {rate:>10.0f} {rate / before:>10.3f} {rate / rows[1][1]:>12.3f}")
+    if args.only_spec:
+        return
     if not args.skip_lenstronomy:
         rows = []
         for supersampling in (1, 2):

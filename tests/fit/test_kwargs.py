@@ -1,5 +1,6 @@
-"""lenstronomy keyword arguments from predictions: a JSON round trip through lenstronomy alone
-reproduces lenscnn's render; the source seed lands on the true source."""
+"""lenstronomy keyword arguments from predictions: for every lens model (SIE, EPL, multipoles, several lens
+lights) a JSON round trip through lenstronomy alone reproduces lenscnn's render; the constraints tie what the
+spec ties; the source seed lands on the true source."""
 
 from __future__ import annotations
 
@@ -9,11 +10,57 @@ import numpy as np
 import pytest
 import torch
 
-from lenscnn.fit.kwargs import lens_model_kwargs, light_moments, observation_kwargs, seed_source
+from lenscnn.fit.kwargs import (
+    KWARGS,
+    fitted_model,
+    lens_model_kwargs,
+    observation_kwargs,
+    parameter_moments,
+    prior_lens_model,
+    seed_source,
+    setup_parameters,
+)
 from lenscnn.sim import Instrument, Simulator
 from tests.helpers import load_conf
 
-SERSIC_KEYS = ("amp", "R_sersic", "n_sersic", "e1", "e2")
+PREDICTED = {"theta_E": 1.13, "e1": 0.12, "e2": -0.07, "center_x": 0.06, "center_y": -0.04, "gamma1": 0.03}
+PREDICTED["gamma2"] = -0.02
+
+
+def merged(base: dict, override: dict) -> dict:
+    """``override`` merged into ``base`` section by section (as Hydra merges a prior's defaults)."""
+    out = dict(base)
+    for key, value in override.items():
+        out[key] = merged(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def shipped_prior(name: str) -> dict:
+    """A shipped prior with its defaults merged and without galaxy libraries (their Sersic envelopes)."""
+    prior = load_conf("prior", name)
+    for parent in (d for d in prior.pop("defaults", []) if d != "_self_"):
+        prior = merged(shipped_prior(parent), prior)
+    return {k: {p: v for p, v in s.items() if p != "galaxies"} if isinstance(s, dict) else s for k, s in prior.items()}
+
+
+def multipole_prior() -> dict:
+    """The realistic Sersic prior with a second, extended lens light and an m = 4 multipole (both on the lens
+    centre; the multipole's r_E tied to theta_E)."""
+    return {
+        **shipped_prior("realistic_sersic"),
+        "lens_light_2": {
+            "R_sersic": {"dist": "uniform", "low": 1.5, "high": 3.0},
+            "n_sersic": 1.0,
+            "ellipticity": {"q": {"dist": "uniform", "low": 0.6, "high": 1.0}, "phi": "mass"},
+            "flux_ratio": {"dist": "uniform", "low": 1.0, "high": 5.0},
+        },
+        "multipole_4": {
+            "profile": "MULTIPOLE",
+            "m": 4,
+            "a_m": {"dist": "uniform", "low": 0.02, "high": 0.08},
+            "phi_m": {"dist": "uniform", "low": 0.0, "high": 1.5707963267948966},
+        },
+    }
 
 
 def lenstronomy_render(setup: dict) -> np.ndarray:
@@ -41,47 +88,113 @@ def lenstronomy_render(setup: dict) -> np.ndarray:
 
 
 def lenscnn_render(setup: dict, instrument: dict, prior: dict) -> np.ndarray:
-    params = {**setup["kwargs_lens"][0]}
-    if len(setup["kwargs_lens"]) > 1:
-        params |= {k: setup["kwargs_lens"][1][k] for k in ("gamma1", "gamma2")}
-    params |= {f"source_{k}": v for k, v in setup["kwargs_source"][0].items()}
-    for light in setup["kwargs_lens_light"]:
-        params |= {f"lens_light_{k}": light[k] for k in SERSIC_KEYS}
+    """lenscnn's noiseless render of the parameters the setup's kwargs hold (named through its spec)."""
+    params = {k: v for role in KWARGS for k, v in setup_parameters(setup, setup, role).items()}
     simulator = Simulator.from_config({"instrument": instrument, "prior": prior, "dtype": "float64"})
     batch = {k: torch.tensor([v], dtype=torch.float64) for k, v in params.items()}
     return simulator.render(batch, noise=False)[0, 0].numpy()
 
 
-@pytest.mark.parametrize(("instrument", "prior"), [("quickstart", "realistic_sersic"), ("lsst", "quickstart")])
-def test_json_round_trip_reproduces_the_lenscnn_render(instrument, prior):
+@pytest.mark.parametrize(
+    ("instrument", "prior", "lens_model_list", "lens_lights"),
+    [
+        ("quickstart", shipped_prior("realistic_sersic"), ["SIE", "SHEAR"], 1),
+        ("lsst", shipped_prior("quickstart"), ["SIE"], 0),
+        ("quickstart", shipped_prior("epl"), ["EPL", "SHEAR"], 1),
+        ("quickstart", multipole_prior(), ["SIE", "SHEAR", "MULTIPOLE"], 2),
+    ],
+    ids=["sie-shear-light", "sie", "epl", "multipole-two-lights"],
+)
+def test_json_round_trip_reproduces_the_lenscnn_render(instrument, prior, lens_model_list, lens_lights):
     instrument_cfg = load_conf("instrument", instrument)
-    prior_cfg = load_conf("prior", prior)
-    if "defaults" in prior_cfg:  # realistic_sersic extends realistic
-        prior_cfg = {k: v for k, v in load_conf("prior", "realistic").items()}
-    predicted = {"theta_E": 1.13, "e1": 0.12, "e2": -0.07, "center_x": 0.06, "center_y": -0.04, "gamma1": 0.03}
-    predicted["gamma2"] = -0.02
+    predicted = {**PREDICTED, "gamma": 2.15} if lens_model_list[0] == "EPL" else dict(PREDICTED)
     sigmas = {n: 0.02 for n in predicted}
-    light = light_moments(prior_cfg)
-    with_light = "lens_light" in prior_cfg
+    model = prior_lens_model(prior)
     setup = lens_model_kwargs(
-        predicted, sigmas, observation_kwargs(Instrument.from_config(instrument_cfg)), light, lens_light=with_light
+        predicted, sigmas, observation_kwargs(Instrument.from_config(instrument_cfg)), parameter_moments(prior), model
     )
     setup = json.loads(json.dumps(setup))  # what predict writes and a user reads back
-    assert setup["kwargs_model"]["lens_model_list"] == ["SIE", "SHEAR"]
-    assert bool(setup["kwargs_lens_light"]) == with_light
+    assert setup["kwargs_model"] == model.kwargs_model()
+    assert setup["kwargs_model"]["lens_model_list"] == lens_model_list
+    assert len(setup["kwargs_lens_light"]) == lens_lights
     assert setup["kwargs_lens_sigma"][0]["theta_E"] == pytest.approx(0.02)
+    if "SHEAR" in lens_model_list:
+        assert setup["kwargs_lens_fixed"][1] == {"ra_0": 0.0, "dec_0": 0.0}
+    else:  # the shear the prior lacks is neither predicted into the model nor started
+        assert setup["lenscnn"]["network"] == ["theta_E", "e1", "e2", "center_x", "center_y"]
     reference = lenstronomy_render(setup)
-    ours = lenscnn_render(setup, instrument_cfg, load_conf("prior", "quickstart"))
+    ours = lenscnn_render(setup, instrument_cfg, prior)
     assert np.abs(ours - reference).max() < 1e-3 * reference.max()
+
+
+def test_epl_starts_at_the_predicted_slope_or_the_prior_mean():
+    prior = shipped_prior("epl")
+    observation = observation_kwargs(Instrument.from_config(load_conf("instrument", "quickstart")))
+    moments, model = parameter_moments(prior), prior_lens_model(prior)
+    predicted = lens_model_kwargs({**PREDICTED, "gamma": 2.15}, {"gamma": 0.04}, observation, moments, model)
+    assert predicted["kwargs_lens"][0]["gamma"] == 2.15 and predicted["kwargs_lens_sigma"][0]["gamma"] == 0.04
+    assert "gamma" in predicted["lenscnn"]["network"]
+    assert (predicted["kwargs_lens_lower"][0]["gamma"], predicted["kwargs_lens_upper"][0]["gamma"]) == (1.2, 2.8)
+    unpredicted = lens_model_kwargs(PREDICTED, None, observation, moments, model)
+    assert unpredicted["kwargs_lens"][0]["gamma"] == pytest.approx(2.0, abs=0.01)  # prior: 2.0 +- 0.1
+    assert unpredicted["kwargs_lens_sigma"][0]["gamma"] == pytest.approx(0.1, rel=0.1)
+    assert unpredicted["lenscnn"]["network"] == []  # no sigmas: no network posterior
+    assert unpredicted["kwargs_lens_sigma"][0]["theta_E"] == pytest.approx(0.1 * 1.13 + 0.01)
+
+
+def test_constraints_make_lenstronomy_sample_one_lens_centre():
+    """With two lens lights and a multipole on the lens centre, lenstronomy samples the centre once (on the
+    first lens light, since it sets a lens from a light but never a light from a lens): moving it moves the
+    lens, both lights and the multipole; the multipole's order and r_E stay fixed."""
+    from lenstronomy.Sampling.parameters import Param
+
+    prior = multipole_prior()
+    observation = observation_kwargs(Instrument.from_config(load_conf("instrument", "quickstart")))
+    setup = lens_model_kwargs(PREDICTED, None, observation, parameter_moments(prior), prior_lens_model(prior))
+    assert setup["kwargs_constraints"] == {
+        "joint_lens_with_light": [[0, 0, ["center_x", "center_y"]], [0, 2, ["center_x", "center_y"]]],
+        "joint_lens_light_with_lens_light": [[0, 1, ["center_x", "center_y"]]],
+    }
+    assert setup["kwargs_lens_fixed"][2] == {"m": 4, "r_E": PREDICTED["theta_E"]}
+    assert setup["kwargs_lens_light_fixed"][1] == {"n_sersic": 1.0}  # the prior fixes it
+    param = Param(
+        setup["kwargs_model"],
+        kwargs_fixed_lens=setup["kwargs_lens_fixed"],
+        kwargs_fixed_source=setup["kwargs_source_fixed"],
+        kwargs_fixed_lens_light=setup["kwargs_lens_light_fixed"],
+        **setup["kwargs_constraints"],
+    )
+    moved = [dict(light) for light in setup["kwargs_lens_light"]]
+    moved[0] |= {"center_x": 0.3, "center_y": -0.2}
+    args = param.kwargs2args(setup["kwargs_lens"], setup["kwargs_source"], moved)
+    kwargs = param.args2kwargs(args)
+    for key, i in (("kwargs_lens", 0), ("kwargs_lens", 2), ("kwargs_lens_light", 0), ("kwargs_lens_light", 1)):
+        assert (kwargs[key][i]["center_x"], kwargs[key][i]["center_y"]) == (0.3, -0.2), (key, i)
+    assert kwargs["kwargs_lens"][2]["m"] == 4 and kwargs["kwargs_lens"][2]["r_E"] == PREDICTED["theta_E"]
+    lens = setup_parameters(setup, kwargs, "lens")
+    assert (lens["center_x"], lens["multipole_4_a_m"]) == (0.3, setup["kwargs_lens"][2]["a_m"])
+
+
+def test_fitted_model_switches_the_shear_and_the_lens_lights():
+    realistic = prior_lens_model(shipped_prior("realistic_sersic"))
+    bare = fitted_model(realistic, shear=False, lens_light=False)
+    assert bare.kwargs_model()["lens_model_list"] == ["SIE"] and not bare.of_role("lens_light")
+    added = fitted_model(prior_lens_model(shipped_prior("quickstart")), shear=True, lens_light=True)
+    assert added.kwargs_model()["lens_model_list"] == ["SIE", "SHEAR"]
+    assert added.component("shear").own == {"gamma1": "gamma1", "gamma2": "gamma2"}
+    assert fitted_model(realistic, shear=True, lens_light=True) == realistic
 
 
 def test_source_seed_lands_near_the_true_source():
     instrument_cfg = {**load_conf("instrument", "quickstart"), "noise": {"background_rms": 0.0}}
-    prior = load_conf("prior", "quickstart")
-    light = light_moments(prior)
+    prior = shipped_prior("quickstart")
     lens = {"theta_E": 1.2, "e1": 0.1, "e2": 0.05, "center_x": 0.03, "center_y": -0.05}
     setup = lens_model_kwargs(
-        lens, None, observation_kwargs(Instrument.from_config(instrument_cfg)), light, shear=False
+        lens,
+        None,
+        observation_kwargs(Instrument.from_config(instrument_cfg)),
+        parameter_moments(prior),
+        prior_lens_model(prior),
     )
     true_source = {
         "amp": 100.0,
@@ -101,3 +214,33 @@ def test_source_seed_lands_near_the_true_source():
     assert miss < 0.5 * true_source["R_sersic"] and miss < 0.5 * prior_miss, (miss, prior_miss)
     assert 0.05 < start["R_sersic"] < 0.4
     assert seed_source(setup, np.zeros_like(image), 0.01, 0.08) == setup  # nothing to seed from
+
+
+def test_source_seed_ray_traces_through_every_lens_component():
+    """The seed is the flux-weighted mean of the arc pixels mapped to the source plane by the whole lens
+    model (here an EPL, a shear and a multipole): lenstronomy's ray shooting gives the same mean."""
+    from lenstronomy.LensModel.lens_model import LensModel
+
+    instrument_cfg = {**load_conf("instrument", "quickstart"), "noise": {"background_rms": 0.0}}
+    prior = {k: v for k, v in shipped_prior("epl").items() if k in ("lens", "shear", "source")}
+    prior["multipole_4"] = multipole_prior()["multipole_4"]
+    lens = {**PREDICTED, "theta_E": 1.2, "gamma": 2.3}
+    setup = lens_model_kwargs(
+        lens,
+        None,
+        observation_kwargs(Instrument.from_config(instrument_cfg)),
+        parameter_moments(prior),
+        prior_lens_model(prior),
+    )
+    assert setup["kwargs_model"]["lens_model_list"] == ["EPL", "SHEAR", "MULTIPOLE"]
+    source = {"amp": 100.0, "R_sersic": 0.12, "n_sersic": 1.0, "e1": 0.0, "e2": 0.0, "center_x": 0.15, "center_y": 0.1}
+    image = lenscnn_render({**setup, "kwargs_source": [source]}, instrument_cfg, prior)
+    start = seed_source(setup, image, noise_rms=0.01, pixel_scale=0.08)["kwargs_source"][0]
+    size = image.shape[0]
+    y, x = (np.mgrid[:size, :size] - (size - 1) / 2) * 0.08  # rows are y, columns x
+    radius = np.hypot(x - lens["center_x"], y - lens["center_y"]) / lens["theta_E"]
+    weight = np.where((image > 0.03) & (radius > 0.5) & (radius < 1.5), image - 0.03, 0.0)
+    beta_x, beta_y = LensModel(setup["kwargs_model"]["lens_model_list"]).ray_shooting(x, y, setup["kwargs_lens"])
+    expected = (weight * beta_x).sum() / weight.sum(), (weight * beta_y).sum() / weight.sum()
+    assert (start["center_x"], start["center_y"]) == pytest.approx(expected, abs=1e-9)
+    assert np.hypot(start["center_x"] - 0.15, start["center_y"] - 0.1) < 0.5 * source["R_sersic"]

@@ -7,7 +7,13 @@ import numpy as np
 import pytest
 
 from lenscnn.errors import UserError
-from lenscnn.fit.kwargs import lens_model_kwargs, light_moments, observation_kwargs, seed_source
+from lenscnn.fit.kwargs import (
+    lens_model_kwargs,
+    observation_kwargs,
+    parameter_moments,
+    prior_lens_model,
+    seed_source,
+)
 from lenscnn.fit.refine import Budget, reduced_chi2, refine
 from lenscnn.sim import Instrument
 from tests.helpers import load_conf, render_lenstronomy_lens
@@ -21,13 +27,13 @@ def lens():
     instrument = Instrument.from_config(load_conf("instrument", "quickstart"))
     image = render_lenstronomy_lens(TRUTH, SOURCE, instrument, np.random.default_rng(3))
     estimate = {k: v + d for (k, v), d in zip(TRUTH.items(), (0.03, -0.03, 0.03, 0.03, -0.03), strict=True)}
+    prior = load_conf("prior", "quickstart")
     setup = lens_model_kwargs(
         estimate,
         {k: 0.03 for k in TRUTH},
         observation_kwargs(instrument),
-        light_moments(load_conf("prior", "quickstart")),
-        shear=False,
-        lens_light=False,
+        parameter_moments(prior),
+        prior_lens_model(prior),
     )
     return image, seed_source(setup, image, instrument.background_rms, instrument.pixel_scale)
 

@@ -32,11 +32,11 @@ from omegaconf import DictConfig
 
 from lenscnn.cli.common import load_ensemble, resolve_device
 from lenscnn.errors import UserError
+from lenscnn.fit.kwargs import parameter_moments
 from lenscnn.fit.lenstronomy_files import LenstronomyWriter
 from lenscnn.io.atomic import atomic_directory, atomic_path
 from lenscnn.io.cutouts import Cutout, Prepared, find_inputs, image_stem, prepare, read_cutouts
 from lenscnn.models.ensemble import Ensemble
-from lenscnn.params import LENS
 from lenscnn.plots import critical_curve_figure
 from lenscnn.progress import progress
 
@@ -101,17 +101,24 @@ def rows(
         yield [*row, col, row_, ra, dec]
 
 
+#: What ``plots=true`` needs predicted: the main lens's Einstein radius and centre.
+PLOTTED = ("theta_E", "center_x", "center_y")
+
 #: Output formats: ``predictions.csv`` always; ``lenstronomy``: ``lenstronomy/<image>.json`` per image.
 FORMATS = ("csv", "lenstronomy")
 
 
-def plot(path: Path, cutout: Cutout, prepared: Prepared, mean: np.ndarray, ensemble: Ensemble) -> None:
-    """``plots/<image>.png``: the model's view of the image with the predicted critical curve and centre."""
+def plot(
+    path: Path, cutout: Cutout, prepared: Prepared, mean: np.ndarray, ensemble: Ensemble, prior_means: dict[str, float]
+) -> None:
+    """``plots/<image>.png``: the model's view of the image with the critical curve of its lens model
+    (the predicted parameters; the mass parameters it does not predict at their prior means) and the centre."""
 
     values = dict(zip(ensemble.target_names, mean.tolist(), strict=True))
     text = [f"{n}={v:.3f}" for n, v in values.items()]
     title = "\n".join([Path(cutout.label).name, ", ".join(text[:3]), ", ".join(text[3:])])
-    fig = critical_curve_figure(prepared.image[0].numpy(), ensemble.pixel_scale, values, title)
+    image = prepared.image[0].numpy()
+    fig = critical_curve_figure(image, ensemble.pixel_scale, prior_means | values, ensemble.lens_model, title)
     try:
         fig.savefig(path, dpi=100)
     finally:
@@ -140,10 +147,14 @@ def predict(cfg: DictConfig) -> Path:
     ensemble.to(device)
     ensemble.check_calibration_mode(cfg.mc_samples)
     names = ensemble.target_names
-    if cfg.plots and not set(LENS) <= set(names):
+    if cfg.plots and not set(PLOTTED) <= set(names):
         raise UserError(
-            f"plots=true draws the SIE critical curve, which needs {list(LENS)}; the model predicts {list(names)}"
+            f"plots=true draws the predicted critical curve, which needs {list(PLOTTED)}; the model predicts "
+            f"{list(names)}"
         )
+    prior_means = (
+        {k: m for k, (m, _) in parameter_moments(ensemble.simulator_config["prior"]).items()} if cfg.plots else {}
+    )
     formats = list(cfg.get("formats") or ["csv"])
     unknown = sorted(set(formats) - set(FORMATS))
     if unknown or "csv" not in formats:
@@ -175,7 +186,7 @@ def predict(cfg: DictConfig) -> Path:
                     lenstronomy.write(cutout.label, mean[k], None if sigma is None else sigma[k])
             if plot_dir is not None:
                 for k, (cutout, prepared) in enumerate(items):
-                    plot(plot_dir / f"{image_stem(cutout.label)}.png", cutout, prepared, mean[k], ensemble)
+                    plot(plot_dir / f"{image_stem(cutout.label)}.png", cutout, prepared, mean[k], ensemble, prior_means)
             count += len(items)
             bar.advance(len(items), completed=files_done)
     log.info("predicted %d images from %d files -> %s", count, len(files), out)

@@ -25,21 +25,31 @@ from omegaconf import DictConfig, OmegaConf
 
 from lenscnn.errors import UserError
 from lenscnn.fit.inputs import image_key, load_images, read_predictions
-from lenscnn.fit.kwargs import lens_model_kwargs, light_moments, observation_kwargs, seed_source
+from lenscnn.fit.kwargs import (
+    fitted_model,
+    lens_model_kwargs,
+    observation_kwargs,
+    parameter_moments,
+    prior_lens_model,
+    seed_source,
+)
 from lenscnn.fit.refine import Budget, fit_all
 from lenscnn.fit.report import merge_shards, write_refined_csv, write_report
 from lenscnn.io.cutouts import image_stem
 from lenscnn.io.fits import read_psf_kernel
-from lenscnn.params import LENS, SHEAR
+from lenscnn.params import parameter
 from lenscnn.plots import fit_figure
 from lenscnn.progress import progress
 from lenscnn.sim import Instrument
+from lenscnn.sim.lens_model import LensModel
+from lenscnn.sim.profiles import PROFILES
 
 log = logging.getLogger(__name__)
 
 
-def setups(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, tuple[float, float]], Instrument]:
-    """The observation kwargs (instrument, or the ``psf`` file) and the source/lens-light moments."""
+def setups(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, tuple[float, float]], LensModel, Instrument]:
+    """The observation kwargs (instrument, or the ``psf`` file), the prior's parameter moments, the
+    lens model to fit (the prior's, with the ``shear`` and ``lens_light`` switches) and the instrument."""
     instrument = Instrument.from_config(OmegaConf.to_container(cfg.instrument, resolve=True))
     kernel = None
     if cfg.psf:
@@ -48,7 +58,27 @@ def setups(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, tuple[float, floa
         if kernel.shape[0] > height or kernel.shape[1] > width:
             raise UserError(f"psf={cfg.psf}: kernel {kernel.shape} is larger than the {height}x{width} images")
     observation = observation_kwargs(instrument, kernel)
-    return observation, light_moments(OmegaConf.to_container(cfg.prior, resolve=True)), instrument
+    prior = OmegaConf.to_container(cfg.prior, resolve=True)
+    model = fitted_model(prior_lens_model(prior), shear=cfg.shear, lens_light=cfg.lens_light)
+    return observation, parameter_moments(prior), model, instrument
+
+
+def check_model(predictions: dict[tuple[str, str], dict[str, float]], model: LensModel) -> None:
+    """Refuse predictions of mass parameters the lens model to fit lacks (an EPL's ``gamma`` with an SIE
+    prior): the fit would silently drop them. A shear is the ``shear`` switch's to drop."""
+    fittable = set(fitted_model(model, shear=True, lens_light=True).names)
+    predicted = {n for values in predictions.values() for n in values if not n.endswith("_sigma")}
+    missing = sorted(
+        n
+        for n in predicted - fittable
+        if parameter(n).profile in PROFILES and PROFILES[parameter(n).profile].kind == "mass"
+    )
+    if missing:
+        lenses = model.kwargs_model()["lens_model_list"]
+        raise UserError(
+            f"the predictions hold {missing}, which the lens model of this prior ({lenses}) lacks; "
+            "give the prior the network was trained with (e.g. prior=epl for gamma)"
+        )
 
 
 def check_installed(budget: Budget) -> None:
@@ -71,7 +101,8 @@ def run(cfg: DictConfig) -> Path:
     budget = Budget(**OmegaConf.to_container(cfg.fit, resolve=True))
     check_installed(budget)
     predictions = read_predictions(cfg.predictions)
-    observation, light, instrument = setups(cfg)
+    observation, moments, model, instrument = setups(cfg)
+    check_model(predictions, model)
     items = load_images(
         cfg.input,
         instrument,
@@ -83,7 +114,7 @@ def run(cfg: DictConfig) -> Path:
     )
     if not items:
         raise UserError(f"input={cfg.input}: no images in this shard ({cfg.shard})")
-    names = [*LENS, *SHEAR] if cfg.shear else list(LENS)
+    names = [n for c in model.of_role("lens") for n in c.own.values()]  # the fitted lens parameters
     rows: list[dict[str, Any]] = []
     jobs = []
     for k, item in enumerate(items):
@@ -96,9 +127,9 @@ def run(cfg: DictConfig) -> Path:
             row["status"] = f"failed: {item['error']}"
             log.warning("%s: %s", item["image"], item["error"])
             continue
-        sigmas = {n: values[f"{n}_sigma"] for n in names if f"{n}_sigma" in values}
+        sigmas = {n.removesuffix("_sigma"): v for n, v in values.items() if n.endswith("_sigma")}
         row |= {f"net_{n}": values.get(n) for n in names} | {f"net_{n}_sigma": sigmas.get(n) for n in names}
-        setup = lens_model_kwargs(values, sigmas, observation, light, shear=cfg.shear, lens_light=cfg.lens_light)
+        setup = lens_model_kwargs(values, sigmas, observation, moments, model)
         if cfg.seed_source:
             noise = instrument.background_rms if item["noise"] is None else float(np.median(item["noise"]))
             setup = seed_source(setup, item["data"], noise, instrument.pixel_scale)

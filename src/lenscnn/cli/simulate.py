@@ -86,7 +86,9 @@ def simulate(cfg: DictConfig) -> Path:
         log.info("wrote %d lenses to %s", n, out_dir / "lenses.fits")
     if cfg.preview:
         k = min(int(cfg.preview), n)
-        fig = lens_grid_figure(images_kept[:k], pixel_scale, {name: v[:k] for name, v in params_all.items()})
+        shown = list(simulator.lens_model.component("lens").own.values())  # the main lens's parameters
+        values = {name: v[:k] for name, v in params_all.items()}
+        fig = lens_grid_figure(images_kept[:k], pixel_scale, values, names=shown)
         with atomic_path(out_dir / "preview.png") as tmp:
             fig.savefig(tmp, dpi=110, format="png")
         log.info("wrote a preview of %d lenses to %s", k, out_dir / "preview.png")

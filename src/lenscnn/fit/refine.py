@@ -26,7 +26,11 @@ from lenscnn.errors import UserError
 from lenscnn.fit.kwargs import KWARGS, setup_lens_model, setup_parameters, with_arrays
 
 #: lenstronomy's ``FittingSequence`` parameter group and likelihood prior of each role.
-GROUPS = {"lens": ("lens_model", "prior_lens"), "source": ("source_model", "prior_source"), "lens_light": ("lens_light_model", "prior_lens_light")}
+GROUPS = {
+    "lens": ("lens_model", "prior_lens"),
+    "source": ("source_model", "prior_source"),
+    "lens_light": ("lens_light_model", "prior_lens_light"),
+}
 
 
 @dataclass(frozen=True)
@@ -62,11 +66,12 @@ class Budget:
 class FitResult:
     """The fit of one image.
 
-    ``lens`` holds the fitted lens parameters by lenscnn name, ``sigma`` their MCMC standard
-    deviations (empty without MCMC); ``reduced_chi2`` of the best fit over all pixels;
-    ``model`` and ``normalized_residual`` are images like the data; ``seconds`` of wall time;
-    ``pso_chi2`` the reduced chi^2 of the swarm's best position after each PSO iteration
-    (``-2 log L / pixels``), which shows when the fit converged.
+    ``lens`` holds the parameters of the lens model's mass components by lenscnn name (``theta_E``,
+    ``gamma`` of an EPL, ``gamma1``, ``multipole_4_a_m``...; those the setup holds fixed at their value),
+    ``sigma`` the MCMC standard deviations of the fitted ones (empty without MCMC); ``reduced_chi2``
+    of the best fit over all pixels; ``model`` and ``normalized_residual`` are images like the data;
+    ``seconds`` of wall time; ``pso_chi2`` the reduced chi^2 of the swarm's best position after each
+    PSO iteration (``-2 log L / pixels``), which shows when the fit converged.
     """
 
     lens: dict[str, float]
@@ -136,6 +141,13 @@ def reduced_chi2(setup: Mapping[str, Any], image: np.ndarray, noise_map: np.ndar
     return float(fit.reduced_chi2(model, error_map)), model, fit.reduced_residuals(model, error_map)
 
 
+def _fixed_names(setup: Mapping[str, Any], role: str) -> set[str]:
+    """Names of the parameters of ``role`` that the setup holds fixed (not sampled by the fit)."""
+    components = setup_lens_model(setup).of_role(role)
+    fixed = setup[f"{KWARGS[role]}_fixed"]
+    return {name for i, c in enumerate(components) for keyword, name in c.own.items() if keyword in fixed[i]}
+
+
 def refine(
     image: np.ndarray,
     setup: Mapping[str, Any],
@@ -151,40 +163,23 @@ def refine(
     start = time.perf_counter()
     setup = with_arrays(setup)
     np.random.seed(seed)  # lenstronomy's PSO and emcee draw from numpy's global generator
-    lens_sigma = [
-        {k: (v if v > 0 else abs(setup["kwargs_lens"][i][k]) * 0.1 + 0.01) for k, v in component.items()}
-        for i, component in enumerate(setup["kwargs_lens_sigma"])
-    ]
-    params = {
-        "lens_model": [
-            setup["kwargs_lens"],
-            lens_sigma,
-            setup["kwargs_lens_fixed"],
-            setup["kwargs_lens_lower"],
-            setup["kwargs_lens_upper"],
-        ],
-        "source_model": [
-            setup["kwargs_source"],
-            setup["kwargs_source_sigma"],
-            [{} for _ in setup["kwargs_source"]],
-            setup["kwargs_source_lower"],
-            setup["kwargs_source_upper"],
-        ],
-    }
-    params["lens_light_model"] = [  # empty lists without lens light: lenstronomy expects the key
-        setup["kwargs_lens_light"],
-        setup["kwargs_lens_light_sigma"],
-        [{} for _ in setup["kwargs_lens_light"]],
-        setup["kwargs_lens_light_lower"],
-        setup["kwargs_lens_light_upper"],
-    ]
+    parts = ("", "_sigma", "_fixed", "_lower", "_upper")
+    # every role, empty lists included: lenstronomy expects the keys
+    params = {group: [setup[f"{KWARGS[role]}{part}"] for part in parts] for role, (group, _) in GROUPS.items()}
     likelihood: dict[str, Any] = {"check_bounds": True}
     if network_prior:
-        likelihood["prior_lens"] = [
-            [i, k, setup["kwargs_lens"][i][k], lens_sigma[i][k]]
-            for i, k in _lens_names(setup)
-            if setup["kwargs_lens_sigma"][i].get(k, 0) > 0
-        ]
+        network = set(setup["lenscnn"]["network"])
+        model = setup_lens_model(setup)
+        for role, (_, prior) in GROUPS.items():
+            key = KWARGS[role]
+            gaussians = [
+                [i, keyword, setup[key][i][keyword], setup[f"{key}_sigma"][i][keyword]]
+                for i, c in enumerate(model.of_role(role))
+                for keyword, name in c.own.items()
+                if name in network
+            ]
+            if gaussians:
+                likelihood[prior] = gaussians
     data = [[data_kwargs(setup, image, noise_map), setup["kwargs_psf"], setup["kwargs_numerics"]]]
     sequence = FittingSequence(
         {"multi_band_list": data, "multi_band_type": "single-band"},
@@ -205,17 +200,14 @@ def refine(
         steps.append(["MCMC", {**mcmc, "sigma_scale": 0.1, "progress": False}])
     chain = sequence.fit_sequence(steps)
     best = sequence.best_fit()
-    names = _lens_names(setup)
-    lens = {k: float(best["kwargs_lens"][i][k]) for i, k in names}  # SIE and SHEAR keywords are lenscnn names
+    lens = setup_parameters(setup, best, "lens")
     sigma: dict[str, float] = {}
     if budget.mcmc_run > 0:
-        _, samples, param_names, _ = chain[-1]
-        keys = {_keyword(p): j for j, p in enumerate(param_names)}
-        for i, k in names:
-            column = keys.get((k, i))
-            if column is not None:
-                sigma[k] = float(np.std(samples[:, column]))
-    chi2, model, residual = reduced_chi2(setup, image, noise_map, best)
+        # each sample as lenstronomy kwargs, constraints applied: a parameter may be sampled in another component
+        samples = [setup_parameters(setup, sequence.param_class.args2kwargs(s), "lens") for s in chain[-1][1]]
+        fixed = _fixed_names(setup, "lens")
+        sigma = {name: float(np.std([s[name] for s in samples])) for name in lens if name not in fixed}
+    chi2, model_image, residual = reduced_chi2(setup, image, noise_map, best)
     pixels = np.asarray(image).size
     pso_chi2 = [-2.0 * float(log_l) / pixels for log_l in chain[0][1][0]]
     if not math.isfinite(chi2):
@@ -225,7 +217,7 @@ def refine(
         sigma=sigma,
         reduced_chi2=chi2,
         seconds=time.perf_counter() - start,
-        model=model,
+        model=model_image,
         normalized_residual=residual,
         pso_chi2=pso_chi2,
     )
@@ -262,9 +254,3 @@ def fit_all(jobs: list[tuple], workers: int) -> Iterator[tuple[dict, dict, dict]
         futures = {pool.submit(fit_task, *arguments): (row, item) for row, item, arguments in jobs}
         for future in as_completed(futures):
             yield (*futures[future], future.result())
-
-
-def _keyword(param_name: str) -> tuple[str, int]:
-    """lenstronomy's sampled-parameter label ``<keyword>_lens<component>`` as ``(keyword, component)``."""
-    keyword, _, component = param_name.rpartition("_lens")
-    return (keyword, int(component)) if component.isdigit() else (param_name, -1)

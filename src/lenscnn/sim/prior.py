@@ -1,20 +1,36 @@
-"""Priors: the distributions simulated lens parameters are drawn from.
+"""Priors: the distributions simulated lens parameters are drawn from, and the lens model they draw.
 
-A prior is configured as nested mappings (see ``conf/prior/``)::
+A prior is configured as nested mappings (see ``conf/prior/``), one section per component of the
+lens model (:mod:`lenscnn.sim.lens_model`), each a registered profile (:mod:`lenscnn.sim.profiles`)
+with the prior of each of its keywords beside it::
 
-    lens:
+    lens:                                                   # profile: SIE unless given
+      profile: EPL                                          # optional: any registered mass profile
       theta_E: {dist: uniform, low: 0.5, high: 2.0}         # arcsec
+      gamma: {dist: normal, mean: 2.0, std: 0.1, low: 1.7, high: 2.3}   # EPL's slope
       ellipticity: {q: {dist: uniform, low: 0.5, high: 1.0},  # or e1: ..., e2: ...
                     phi: {dist: uniform, low: 0.0, high: 3.141592653589793}}
       center_x: {dist: uniform, low: -0.2, high: 0.2}       # arcsec
       center_y: {dist: uniform, low: -0.2, high: 0.2}
     shear: {gamma: {dist: uniform, low: 0.0, high: 0.1}, phi: ...}   # or gamma1/gamma2; optional
+    multipole_4: {profile: MULTIPOLE, m: 4, a_m: ..., phi_m: ...}   # optional: on the lens centre, r_E = theta_E
     source: {amp: ..., R_sersic: ..., n_sersic: ..., ellipticity: ...,
              offset_x: ..., offset_y: ...,   # from the lens centre; or center_x/center_y (absolute)
              galaxies: {library: hudf, fraction: 0.5}}   # optional: real galaxies as sources
     lens_light: {amp: ..., R_sersic: ..., n_sersic: ..., ellipticity: ...}                 # optional
     lens_light: {flux_ratio: ..., absent_fraction: 0.1, R_sersic: ..., n_sersic: ...,
                  ellipticity: {q: ..., phi: mass}}          # or: flux relative to the source
+    lens_light_2: {...}                                     # a second lens light (e.g. an envelope)
+    neighbour: {profile: SERSIC_ELLIPSE, amp: ..., ..., center_x: ..., center_y: ...,
+                galaxies: {library: hudf, fraction: 1.0}}    # unlensed light anywhere in the field
+
+Sections ``lens``, ``shear``, ``source`` and ``lens_light`` (and ``lens_light_<n>``,
+``source_<n>``) have default profiles (SIE, SHEAR, SERSIC_ELLIPSE); any other section names its
+``profile``. A mass profile joins the lens model; a light profile is lensed when the section is a
+``source`` (or says ``lensed: true``), else it is unlensed light (``lens_light_model_list``). A
+keyword a section leaves out that its profile ties (a centre, MULTIPOLE's ``r_E``) takes the main
+lens's value (``center_x``, ``theta_E``); a profile's structural options (MULTIPOLE's ``m``) are
+given as numbers. Parameters are named as :func:`lenscnn.sim.lens_model.parameter_name` says.
 
 Real-galaxy sources (``source.galaxies``): a fraction ``fraction`` of the lenses (default
 all) has a galaxy of the library ``library`` (see :func:`lenscnn.sim.galaxies.load_library`)
@@ -35,9 +51,9 @@ radius of a singular isothermal sphere with that velocity dispersion [km/s] at t
 redshifts in a flat LambdaCDM cosmology (``cosmology: {H0: 70, Om0: 0.3}`` by default).
 
 Sampled parameters use the names of :mod:`lenscnn.params`: ``theta_E e1 e2 center_x center_y
-gamma1 gamma2``, ``source_*`` and ``lens_light_*`` (the lens light is centred on the lens);
-galaxy sources add ``source_galaxy`` (library index, -1 for a Sersic source),
-``source_phi_G`` [rad] and ``source_flip`` (0 or 1).
+gamma1 gamma2``, ``source_*`` and ``lens_light_*`` (the lens light is centred on the lens),
+``<component>_<keyword>`` for other components; library galaxies add ``<component>_galaxy``
+(library index, -1 for a Sersic light), ``<component>_phi_G`` [rad] and ``<component>_flip`` (0 or 1).
 """
 
 from __future__ import annotations
@@ -62,6 +78,7 @@ from lenscnn.sim.lens_model import GALAXY_KEYWORDS, Component, LensModel, parame
 from lenscnn.sim.profiles import PROFILES, Profile, get_profile
 
 log = logging.getLogger(__name__)
+
 
 def _uniform(n: int, generator: torch.Generator | None, device: torch.device, dtype: torch.dtype) -> Tensor:
     return torch.rand(n, generator=generator, device=device, dtype=dtype)
@@ -347,8 +364,9 @@ class Prior:
     Each section of the spec is a component of the lens model (:class:`LensModel`): ``lens``
     (the main deflector, ``SIE`` unless ``profile:`` says otherwise), ``shear`` (``SHEAR``),
     ``source`` (lensed ``SERSIC_ELLIPSE``), ``lens_light`` (unlensed ``SERSIC_ELLIPSE`` on the lens
-    centre; so are ``lens_light_2``, ``lens_light_3``...), and any other named section with its ``profile:`` (a mass profile joins the lens
-    model, a light profile is unlensed unless ``lensed: true``, or named ``source...``).
+    centre; so are ``lens_light_2``, ``lens_light_3``...), and any other named section with its
+    ``profile:`` (a mass profile joins the lens model, a light profile is unlensed unless
+    ``lensed: true`` or named ``source...``).
     """
 
     DEFAULT_PROFILES = {"lens": "SIE", "shear": "SHEAR", "source": "SERSIC_ELLIPSE", "lens_light": "SERSIC_ELLIPSE"}
@@ -478,7 +496,9 @@ class Prior:
     def _role(name: str, profile: Profile, lensed: Any) -> str:
         if profile.kind == "mass":
             if lensed is not None:
-                raise UserError(f"prior '{name}': lensed applies to light profiles, not the mass profile {profile.name}")
+                raise UserError(
+                    f"prior '{name}': lensed applies to light profiles, not the mass profile {profile.name}"
+                )
             return "lens"
         if lensed is None:
             lensed = name == "source" or name.startswith("source_")
