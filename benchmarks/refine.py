@@ -35,8 +35,8 @@ import yaml
 from lenscnn import pretrained
 from lenscnn.fit.kwargs import (
     lens_model_kwargs,
-    light_moments,
     observation_kwargs,
+    parameter_moments,
     psf_kernel,
     seed_source,
 )
@@ -149,7 +149,7 @@ def main() -> None:
     network_theta = rmse(list(mean[:, names.index("theta_E")]), truth["theta_E"])
 
     observation = observation_kwargs(instrument, psf_kernel(instrument))
-    light = light_moments(prior_spec)
+    light = parameter_moments(prior_spec)
     moments = prior.sample(20_000, torch.Generator().manual_seed(0), dtype=torch.float64)
     prior_mean = {n: float(moments[n].mean()) for n in LENS}
     prior_std = {n: float(moments[n].std()) for n in LENS}
@@ -160,12 +160,12 @@ def main() -> None:
         truths.append({"kwargs_lens": [{n: p[n] for n in LENS}], "kwargs_source": [source]})
         values = dict(zip(names, mean[i].tolist(), strict=True))
         sigmas = dict(zip(names, sigma[i].tolist(), strict=True))
-        seeded = lens_model_kwargs(values, sigmas, observation, light, shear=False, lens_light=False)
+        seeded = lens_model_kwargs(values, sigmas, observation, light, prior.lens_model)
         starts["network-seeded fit"].append(
             seed_source(seeded, images[i], instrument.background_rms, instrument.pixel_scale)
         )
         starts["prior-started fit"].append(
-            lens_model_kwargs(prior_mean, prior_std, observation, light, shear=False, lens_light=False)
+            lens_model_kwargs(prior_mean, prior_std, observation, light, prior.lens_model)
         )
 
     print(f"{args.lenses} lenses rendered by lenstronomy (quickstart instrument and prior), {args.workers} processes")

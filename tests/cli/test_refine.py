@@ -1,5 +1,6 @@
 """``lenscnn-refine``: fits FITS images from a predictions.csv in worker processes; a bad image is
-reported in its row without losing the others; global bad input is one line; shards merge."""
+reported in its row without losing the others; global bad input is one line; shards merge; the fitted
+lens model is the prior's (an EPL's slope is fitted and reported)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,10 @@ import numpy as np
 import pytest
 from astropy.io import fits
 
+from lenscnn.cli.refine import run
 from lenscnn.errors import UserError
+from lenscnn.fit.kwargs import observation_kwargs
+from lenscnn.fit.refine import lenstronomy_image
 from lenscnn.fit.report import read_refined_csv
 from lenscnn.sim import Instrument
 from tests.helpers import compose_run, load_conf, render_lenstronomy_lens, run_cli
@@ -74,8 +78,6 @@ def test_refine_fits_every_good_image_and_reports_the_bad_ones_in_their_rows(inp
 
 
 def refine_in_process(out, *args) -> None:
-    from lenscnn.cli.refine import run
-
     run(compose_run("refine", out, [*FAST, *args, "workers=1"]))
 
 
@@ -152,3 +154,32 @@ def test_weight_hdu_gives_the_noise_map(tmp_path):
         chi2[name] = rows[0]["reduced_chi2"]
     assert chi2["true"] == pytest.approx(chi2["instrument"], rel=0.15), chi2  # model- vs data-based shot noise
     assert chi2["high"] == pytest.approx(4 * chi2["true"], rel=0.1), chi2
+
+
+def test_refine_fits_an_epl_when_the_network_predicts_gamma(tmp_path):
+    """Predictions with an EPL slope: refused with an SIE prior (the fit would drop gamma), fitted with
+    prior=epl, whose gamma joins the table beside the network's."""
+    instrument = Instrument.from_config(load_conf("instrument", "quickstart"))
+    lens = {**LENSES["a"], "gamma": 2.15}
+    setup = {
+        **observation_kwargs(instrument),
+        "kwargs_model": {"lens_model_list": ["EPL"], "source_light_model_list": ["SERSIC_ELLIPSE"]},
+    }
+    image = lenstronomy_image(setup, {"kwargs_lens": [lens], "kwargs_source": [SOURCE]})
+    path = tmp_path / "epl.fits"
+    fits.PrimaryHDU(image.astype(np.float32), header=fits.Header({"PIXSCALE": 0.08})).writeto(path)
+    predictions = tmp_path / "predictions.csv"
+    predicted = {k: v + 0.01 for k, v in lens.items()}
+    predictions.write_text(
+        "image," + ",".join(f"{k},{k}_sigma" for k in predicted) + "\n"
+        f"{path}," + ",".join(f"{v},0.02" for v in predicted.values()) + "\n"
+    )
+    args = ["fit.n_particles=12", "fit.n_iterations=8", "shear=false", "lens_light=false", "plots=false", "workers=1"]
+    args += [f"input={path}", f"predictions={predictions}"]
+    with pytest.raises(UserError, match=re.escape("the predictions hold ['gamma'], which the lens model")):
+        run(compose_run("refine", tmp_path / "sie", [*args, "prior=quickstart"]))
+    run(compose_run("refine", tmp_path / "epl", [*args, "prior=epl"]))
+    rows, names = read_refined_csv(tmp_path / "epl" / "refined.csv")
+    assert names == ["theta_E", "gamma", "e1", "e2", "center_x", "center_y"]
+    assert rows[0]["status"] == "ok" and rows[0]["net_gamma"] == pytest.approx(2.16)
+    assert 1.7 < rows[0]["gamma"] < 2.6 and abs(rows[0]["theta_E"] - lens["theta_E"]) < 0.05

@@ -13,54 +13,20 @@ import torch
 from lenscnn.fit.kwargs import (
     KWARGS,
     fitted_model,
+    kwargs_parameters,
     lens_model_kwargs,
     observation_kwargs,
     parameter_moments,
-    prior_lens_model,
     seed_source,
-    setup_parameters,
+    setup_lens_model,
 )
 from lenscnn.sim import Instrument, Simulator
+from lenscnn.sim.prior import lens_model_of
+from tests.fit.priors import multipole_prior, shipped_prior
 from tests.helpers import load_conf
 
 PREDICTED = {"theta_E": 1.13, "e1": 0.12, "e2": -0.07, "center_x": 0.06, "center_y": -0.04, "gamma1": 0.03}
 PREDICTED["gamma2"] = -0.02
-
-
-def merged(base: dict, override: dict) -> dict:
-    """``override`` merged into ``base`` section by section (as Hydra merges a prior's defaults)."""
-    out = dict(base)
-    for key, value in override.items():
-        out[key] = merged(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
-    return out
-
-
-def shipped_prior(name: str) -> dict:
-    """A shipped prior with its defaults merged and without galaxy libraries (their Sersic envelopes)."""
-    prior = load_conf("prior", name)
-    for parent in (d for d in prior.pop("defaults", []) if d != "_self_"):
-        prior = merged(shipped_prior(parent), prior)
-    return {k: {p: v for p, v in s.items() if p != "galaxies"} if isinstance(s, dict) else s for k, s in prior.items()}
-
-
-def multipole_prior() -> dict:
-    """The realistic Sersic prior with a second, extended lens light and an m = 4 multipole (both on the lens
-    centre; the multipole's r_E tied to theta_E)."""
-    return {
-        **shipped_prior("realistic_sersic"),
-        "lens_light_2": {
-            "R_sersic": {"dist": "uniform", "low": 1.5, "high": 3.0},
-            "n_sersic": 1.0,
-            "ellipticity": {"q": {"dist": "uniform", "low": 0.6, "high": 1.0}, "phi": "mass"},
-            "flux_ratio": {"dist": "uniform", "low": 1.0, "high": 5.0},
-        },
-        "multipole_4": {
-            "profile": "MULTIPOLE",
-            "m": 4,
-            "a_m": {"dist": "uniform", "low": 0.02, "high": 0.08},
-            "phi_m": {"dist": "uniform", "low": 0.0, "high": 1.5707963267948966},
-        },
-    }
 
 
 def lenstronomy_render(setup: dict) -> np.ndarray:
@@ -89,7 +55,7 @@ def lenstronomy_render(setup: dict) -> np.ndarray:
 
 def lenscnn_render(setup: dict, instrument: dict, prior: dict) -> np.ndarray:
     """lenscnn's noiseless render of the parameters the setup's kwargs hold (named through its spec)."""
-    params = {k: v for role in KWARGS for k, v in setup_parameters(setup, setup, role).items()}
+    params = {k: v for role in KWARGS for k, v in kwargs_parameters(setup_lens_model(setup), setup, role).items()}
     simulator = Simulator.from_config({"instrument": instrument, "prior": prior, "dtype": "float64"})
     batch = {k: torch.tensor([v], dtype=torch.float64) for k, v in params.items()}
     return simulator.render(batch, noise=False)[0, 0].numpy()
@@ -109,7 +75,7 @@ def test_json_round_trip_reproduces_the_lenscnn_render(instrument, prior, lens_m
     instrument_cfg = load_conf("instrument", instrument)
     predicted = {**PREDICTED, "gamma": 2.15} if lens_model_list[0] == "EPL" else dict(PREDICTED)
     sigmas = {n: 0.02 for n in predicted}
-    model = prior_lens_model(prior)
+    model = lens_model_of(prior)
     setup = lens_model_kwargs(
         predicted, sigmas, observation_kwargs(Instrument.from_config(instrument_cfg)), parameter_moments(prior), model
     )
@@ -130,7 +96,7 @@ def test_json_round_trip_reproduces_the_lenscnn_render(instrument, prior, lens_m
 def test_epl_starts_at_the_predicted_slope_or_the_prior_mean():
     prior = shipped_prior("epl")
     observation = observation_kwargs(Instrument.from_config(load_conf("instrument", "quickstart")))
-    moments, model = parameter_moments(prior), prior_lens_model(prior)
+    moments, model = parameter_moments(prior), lens_model_of(prior)
     predicted = lens_model_kwargs({**PREDICTED, "gamma": 2.15}, {"gamma": 0.04}, observation, moments, model)
     assert predicted["kwargs_lens"][0]["gamma"] == 2.15 and predicted["kwargs_lens_sigma"][0]["gamma"] == 0.04
     assert "gamma" in predicted["lenscnn"]["network"]
@@ -150,7 +116,7 @@ def test_constraints_make_lenstronomy_sample_one_lens_centre():
 
     prior = multipole_prior()
     observation = observation_kwargs(Instrument.from_config(load_conf("instrument", "quickstart")))
-    setup = lens_model_kwargs(PREDICTED, None, observation, parameter_moments(prior), prior_lens_model(prior))
+    setup = lens_model_kwargs(PREDICTED, None, observation, parameter_moments(prior), lens_model_of(prior))
     assert setup["kwargs_constraints"] == {
         "joint_lens_with_light": [[0, 0, ["center_x", "center_y"]], [0, 2, ["center_x", "center_y"]]],
         "joint_lens_light_with_lens_light": [[0, 1, ["center_x", "center_y"]]],
@@ -171,15 +137,15 @@ def test_constraints_make_lenstronomy_sample_one_lens_centre():
     for key, i in (("kwargs_lens", 0), ("kwargs_lens", 2), ("kwargs_lens_light", 0), ("kwargs_lens_light", 1)):
         assert (kwargs[key][i]["center_x"], kwargs[key][i]["center_y"]) == (0.3, -0.2), (key, i)
     assert kwargs["kwargs_lens"][2]["m"] == 4 and kwargs["kwargs_lens"][2]["r_E"] == PREDICTED["theta_E"]
-    lens = setup_parameters(setup, kwargs, "lens")
+    lens = kwargs_parameters(setup_lens_model(setup), kwargs, "lens")
     assert (lens["center_x"], lens["multipole_4_a_m"]) == (0.3, setup["kwargs_lens"][2]["a_m"])
 
 
 def test_fitted_model_switches_the_shear_and_the_lens_lights():
-    realistic = prior_lens_model(shipped_prior("realistic_sersic"))
+    realistic = lens_model_of(shipped_prior("realistic_sersic"))
     bare = fitted_model(realistic, shear=False, lens_light=False)
     assert bare.kwargs_model()["lens_model_list"] == ["SIE"] and not bare.of_role("lens_light")
-    added = fitted_model(prior_lens_model(shipped_prior("quickstart")), shear=True, lens_light=True)
+    added = fitted_model(lens_model_of(shipped_prior("quickstart")), shear=True, lens_light=True)
     assert added.kwargs_model()["lens_model_list"] == ["SIE", "SHEAR"]
     assert added.component("shear").own == {"gamma1": "gamma1", "gamma2": "gamma2"}
     assert fitted_model(realistic, shear=True, lens_light=True) == realistic
@@ -194,7 +160,7 @@ def test_source_seed_lands_near_the_true_source():
         None,
         observation_kwargs(Instrument.from_config(instrument_cfg)),
         parameter_moments(prior),
-        prior_lens_model(prior),
+        lens_model_of(prior),
     )
     true_source = {
         "amp": 100.0,
@@ -230,7 +196,7 @@ def test_source_seed_ray_traces_through_every_lens_component():
         None,
         observation_kwargs(Instrument.from_config(instrument_cfg)),
         parameter_moments(prior),
-        prior_lens_model(prior),
+        lens_model_of(prior),
     )
     assert setup["kwargs_model"]["lens_model_list"] == ["EPL", "SHEAR", "MULTIPOLE"]
     source = {"amp": 100.0, "R_sersic": 0.12, "n_sersic": 1.0, "e1": 0.0, "e2": 0.0, "center_x": 0.15, "center_y": 0.1}

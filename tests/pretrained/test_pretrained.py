@@ -72,6 +72,12 @@ def test_shipped_ensemble_loads_calibrated_in_float32(shipped):
     assert all(p.dtype == torch.float32 for p in shipped.parameters())
     assert len(shipped.members) == 4 and shipped.predicts_uncertainty
     assert pretrained.available() == ["realistic"]
+    # trained before lens models were declared: its prior reads as the equivalent spec
+    assert shipped.lens_model.kwargs_model() == {
+        "lens_model_list": ["SIE", "SHEAR"],
+        "source_light_model_list": ["SERSIC_ELLIPSE"],
+        "lens_light_model_list": ["SERSIC_ELLIPSE"],
+    }
 
 
 def test_shipped_ensemble_measures_simulated_lenses(shipped):

@@ -30,7 +30,6 @@ from lenscnn.fit.kwargs import (
     lens_model_kwargs,
     observation_kwargs,
     parameter_moments,
-    prior_lens_model,
     seed_source,
 )
 from lenscnn.fit.refine import Budget, fit_all
@@ -42,6 +41,7 @@ from lenscnn.plots import fit_figure
 from lenscnn.progress import progress
 from lenscnn.sim import Instrument
 from lenscnn.sim.lens_model import LensModel
+from lenscnn.sim.prior import lens_model_of
 from lenscnn.sim.profiles import PROFILES
 
 log = logging.getLogger(__name__)
@@ -59,7 +59,7 @@ def setups(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, tuple[float, floa
             raise UserError(f"psf={cfg.psf}: kernel {kernel.shape} is larger than the {height}x{width} images")
     observation = observation_kwargs(instrument, kernel)
     prior = OmegaConf.to_container(cfg.prior, resolve=True)
-    model = fitted_model(prior_lens_model(prior), shear=cfg.shear, lens_light=cfg.lens_light)
+    model = fitted_model(lens_model_of(prior), shear=cfg.shear, lens_light=cfg.lens_light)
     return observation, parameter_moments(prior), model, instrument
 
 

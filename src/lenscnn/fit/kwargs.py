@@ -54,6 +54,8 @@ SHEAR_SIGMA = 0.05
 MOMENT_SAMPLES = 20_000
 #: lenstronomy's keyword-argument lists, by role of a lens-model component.
 KWARGS = {"lens": "kwargs_lens", "source": "kwargs_source", "lens_light": "kwargs_lens_light"}
+#: Suffixes of a setup's lists per role: start values, steps, fixed keywords and bounds (``kwargs_lens_sigma``...).
+PARTS = ("", "_sigma", "_fixed", "_lower", "_upper")
 #: lenstronomy's constraints that set a keyword of a component in role ``to`` from the same keyword of one
 #: in role ``from``, by ``(from, to)``: lenstronomy sets a lens from a light, never a light from a lens.
 JOINTS = {
@@ -98,24 +100,14 @@ def observation_kwargs(instrument: Instrument, kernel: np.ndarray | None = None)
     }
 
 
-def _without_galaxies(prior_spec: Mapping[str, Any]) -> dict[str, Any]:
-    """The prior's sections without their galaxy libraries (the Sersic envelopes stay): no library is loaded."""
-    return {
-        k: {key: value for key, value in v.items() if key != "galaxies"} if isinstance(v, Mapping) else v
-        for k, v in prior_spec.items()
-        if k != "defaults"
-    }
-
-
-def prior_lens_model(prior_spec: Mapping[str, Any]) -> LensModel:
-    """The lens model of a prior config (library-galaxy lights as their Sersic envelopes, no library loaded)."""
-    return Prior(_without_galaxies(prior_spec)).lens_model
-
-
 def parameter_moments(prior_spec: Mapping[str, Any]) -> dict[str, tuple[float, float]]:
     """Mean and standard deviation of every parameter the prior draws (the Sersic envelope of a
     library-galaxy light), from a fixed-seed sample of :data:`MOMENT_SAMPLES`."""
-    params = Prior(_without_galaxies(prior_spec)).sample(MOMENT_SAMPLES, torch.Generator().manual_seed(0))
+    spec = {  # the Sersic envelopes of library-galaxy lights, without loading a library
+        name: {k: v for k, v in section.items() if k != "galaxies"} if isinstance(section, Mapping) else section
+        for name, section in prior_spec.items()
+    }
+    params = Prior(spec).sample(MOMENT_SAMPLES, torch.Generator().manual_seed(0))
     return {k: (float(v.double().mean()), float(v.double().std())) for k, v in params.items()}
 
 
@@ -165,6 +157,71 @@ def _bounds(profile: Profile, keyword: str) -> tuple[float, float]:
     return max(registered.low, LOWER.get(keyword, -BOUND)), min(registered.high, upper)
 
 
+def _constraints(
+    lens_model: LensModel, starts: Mapping[str, tuple[float, float | None]]
+) -> tuple[dict[str, list[list[Any]]], set[tuple[str, str]]]:
+    """lenstronomy's ``kwargs_constraints`` for the keywords tied to another component's parameter, and
+    the ``(component, keyword)`` of those it cannot constrain (held fixed at their start).
+
+    lenstronomy joins equal keywords only, and sets a lens keyword from a light, never a light's from a
+    lens: a parameter of the lens that lights are tied to is sampled on the first of them (its carrier),
+    and every other keyword tied to it follows the carrier."""
+    index = {c.name: lens_model.of_role(c.role).index(c) for c in lens_model.components}
+    tied: dict[str, list[tuple[Component, str]]] = {}
+    for c in lens_model.components:
+        for keyword, name in c.tied.items():
+            tied.setdefault(name, []).append((c, keyword))
+    held: set[tuple[str, str]] = set()
+    joints: dict[tuple[str, int, int], list[str]] = {}  # (constraint, from index, to index) -> keywords
+    for name, locations in tied.items():
+        owner, keyword = lens_model.owner(name)
+        if starts[name][1] is None:  # the prior fixes the parameter, so the keywords tied to it too
+            held |= {(c.name, k) for c, k in locations}
+            continue
+        held |= {(c.name, k) for c, k in locations if k != keyword}
+        followers = [c for c, k in locations if k == keyword]
+        lights = [c for c in followers if c.role != "lens"]
+        carrier = lights[0] if owner.role == "lens" and lights else owner
+        for c in [owner, *followers]:
+            if c is carrier:
+                continue
+            joint = JOINTS.get((carrier.role, c.role))
+            if joint is None:
+                held.add((c.name, keyword))
+            else:
+                joints.setdefault((joint, index[carrier.name], index[c.name]), []).append(keyword)
+    constraints: dict[str, list[list[Any]]] = {}
+    for (joint, i, k), keywords in joints.items():
+        constraints.setdefault(joint, []).append([i, k, keywords])
+    return constraints, held
+
+
+def _component_kwargs(
+    c: Component, starts: Mapping[str, tuple[float, float | None]], held: set[tuple[str, str]]
+) -> dict[str, dict[str, Any]]:
+    """The kwargs of one component by setup suffix: ``""`` (start values, options and fixed keywords),
+    ``_sigma``, ``_lower``, ``_upper`` (of the sampled keywords) and ``_fixed``."""
+    profile = c.registered
+    constant = {**c.options, **profile.fixed}
+    kwargs: dict[str, Any] = {}
+    step: dict[str, float] = {}
+    fixed: dict[str, Any] = dict(constant)
+    for keyword, name in c.parameters.items():
+        kwargs[keyword], sigma = starts[name]
+        if sigma is None or (c.name, keyword) in held:
+            fixed[keyword] = kwargs[keyword]
+        else:
+            step[keyword] = sigma
+    bounds = {k: _bounds(profile, k) for k in step}
+    return {
+        "": kwargs | constant,
+        "_sigma": step,
+        "_fixed": fixed,
+        "_lower": {k: low for k, (low, _) in bounds.items()},
+        "_upper": {k: high for k, (_, high) in bounds.items()},
+    }
+
+
 def lens_model_kwargs(
     values: Mapping[str, float],
     sigmas: Mapping[str, float] | None,
@@ -179,10 +236,10 @@ def lens_model_kwargs(
         sigmas: the network's standard deviations by name (``None``: no uncertainties).
         observation: :func:`observation_kwargs`.
         moments: :func:`parameter_moments` of the prior: where what the network does not predict starts.
-        lens_model: the components to fit (:func:`prior_lens_model`, :func:`fitted_model`).
+        lens_model: the components to fit (:func:`lenscnn.sim.prior.lens_model_of` a prior, :func:`fitted_model`).
 
     Returns ``kwargs_model`` (``lens_model.kwargs_model()``); ``kwargs_lens``/``kwargs_source``/
-    ``kwargs_lens_light`` with their ``*_sigma``, ``*_lower``, ``*_upper`` (fitted keywords) and
+    ``kwargs_lens_light`` with their ``*_sigma``, ``*_lower``, ``*_upper`` (sampled keywords) and
     ``*_fixed`` (profile options such as a multipole's ``m``, the shear's origin, what the prior fixes
     and tied keywords lenstronomy cannot constrain, e.g. a multipole's ``r_E`` at the start ``theta_E``);
     ``kwargs_constraints`` (``joint_*``: keywords tied to another component's parameter); the
@@ -195,53 +252,11 @@ def lens_model_kwargs(
         for c in lens_model.components
         for name in c.own.values()
     }
-    index = {c.name: lens_model.of_role(c.role).index(c) for c in lens_model.components}
-    held: set[tuple[str, str]] = set()  # (component, keyword) tied but held at its start value
-    joints: dict[tuple[str, int, int], list[str]] = {}  # (constraint, from index, to index) -> keywords
-    tied: dict[str, list[tuple[Component, str]]] = {}
-    for c in lens_model.components:
-        for keyword, name in c.tied.items():
-            tied.setdefault(name, []).append((c, keyword))
-    for name, locations in tied.items():
-        owner, keyword = lens_model.owner(name)
-        same = [(c, k) for c, k in locations if k == keyword and starts[name][1] is not None]
-        held |= {(c.name, k) for c, k in locations if (c, k) not in same}
-        lights = [(c, k) for c, k in same if c.role != "lens"]
-        carrier = lights[0][0] if owner.role == "lens" and lights else owner  # sampled; the others follow it
-        for c in [owner, *(c for c, _ in same)]:
-            joint = JOINTS.get((carrier.role, c.role))
-            if c is carrier:
-                continue
-            if joint is None:
-                held.add((c.name, keyword))
-            else:
-                joints.setdefault((joint, index[carrier.name], index[c.name]), []).append(keyword)
-
+    constraints, held = _constraints(lens_model, starts)
     setup: dict[str, Any] = {"kwargs_model": lens_model.kwargs_model()}
     for role, key in KWARGS.items():
-        parts: dict[str, list[dict[str, Any]]] = {part: [] for part in ("", "_sigma", "_fixed", "_lower", "_upper")}
-        for c in lens_model.of_role(role):
-            profile = c.registered
-            kwargs: dict[str, Any] = {}
-            step: dict[str, float] = {}
-            fixed: dict[str, Any] = {**c.options, **profile.fixed}
-            for keyword, name in c.parameters.items():
-                kwargs[keyword], sigma = starts[name]
-                if sigma is None or (c.name, keyword) in held:
-                    fixed[keyword] = kwargs[keyword]
-                else:
-                    step[keyword] = sigma
-            kwargs |= {**c.options, **profile.fixed}
-            bounds = [_bounds(profile, k) for k in step]
-            parts[""].append(kwargs)
-            parts["_sigma"].append(step)
-            parts["_fixed"].append(fixed)
-            parts["_lower"].append({k: low for k, (low, _) in zip(step, bounds, strict=True)})
-            parts["_upper"].append({k: high for k, (_, high) in zip(step, bounds, strict=True)})
-        setup |= {f"{key}{part}": lists for part, lists in parts.items()}
-    constraints: dict[str, list[list[Any]]] = {}
-    for (joint, i, k), keywords in joints.items():
-        constraints.setdefault(joint, []).append([i, k, keywords])
+        components = [_component_kwargs(c, starts, held) for c in lens_model.of_role(role)]
+        setup |= {f"{key}{part}": [kwargs[part] for kwargs in components] for part in PARTS}
     network = [n for n in starts if n in values and float(sigmas.get(n, 0.0)) > 0]
     return {
         **setup,
@@ -273,13 +288,13 @@ def setup_lens_model(setup: Mapping[str, Any]) -> LensModel:
     return LensModel.from_dict(setup["lenscnn"]["lens_model"])
 
 
-def setup_parameters(setup: Mapping[str, Any], kwargs: Mapping[str, Any], role: str) -> dict[str, float]:
-    """The parameters by name of the components in ``role`` that ``kwargs`` (``kwargs_lens``, ...
-    as in ``setup``) hold: every parameter the components own, fixed ones included."""
-    components = setup_lens_model(setup).of_role(role)
+def kwargs_parameters(lens_model: LensModel, kwargs: Mapping[str, Any], role: str) -> dict[str, float]:
+    """The parameters by name of the components of ``lens_model`` in ``role`` from lenstronomy's
+    ``kwargs`` (``{"kwargs_lens": [...], ...}``, e.g. a setup or a best fit): every parameter the
+    components own, fixed ones included."""
     return {
         name: float(kwargs[KWARGS[role]][i][keyword])
-        for i, c in enumerate(components)
+        for i, c in enumerate(lens_model.of_role(role))
         for keyword, name in c.own.items()
     }
 
@@ -294,10 +309,11 @@ def seed_source(setup: Mapping[str, Any], image: np.ndarray, noise_rms: float, p
     source starts close to the truth, so the swarm searches the lens parameters, not the source.
     Unchanged when no pixel qualifies.
     """
-    lens = {k: torch.tensor(v, dtype=torch.float64) for k, v in setup_parameters(setup, setup, "lens").items()}
+    model = setup_lens_model(setup)
+    lens = {k: torch.tensor(v, dtype=torch.float64) for k, v in kwargs_parameters(model, setup, "lens").items()}
     height, width = image.shape
     x, y = pixel_grid(height, width, pixel_scale, dtype=torch.float64)
-    alpha_x, alpha_y = setup_lens_model(setup).deflection(x, y, lens)
+    alpha_x, alpha_y = model.deflection(x, y, lens)
     radius = torch.hypot(x - lens["center_x"], y - lens["center_y"]) / lens["theta_E"]
     weight = torch.as_tensor(image, dtype=torch.float64) - 3 * noise_rms
     weight = torch.where((weight > 0) & (radius > 0.5) & (radius < 1.5), weight, 0.0)

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from lenscnn.errors import UserError
-from lenscnn.fit.kwargs import lens_model_kwargs, observation_kwargs, parameter_moments, prior_lens_model
+from lenscnn.fit.kwargs import lens_model_kwargs, observation_kwargs, parameter_moments
 from lenscnn.io.atomic import atomic_directory
 from lenscnn.io.cutouts import image_stem
 from lenscnn.models.ensemble import Ensemble
@@ -29,7 +29,7 @@ class LenstronomyWriter:
         self.directory = directory
         self.names = ensemble.target_names
         self.observation = observation_kwargs(Instrument.from_config(config["instrument"]))
-        self.lens_model = prior_lens_model(config["prior"])
+        self.lens_model = ensemble.lens_model
         self.moments = parameter_moments(config["prior"])
         self._staged = atomic_directory(directory)
 

@@ -23,7 +23,8 @@ from typing import Any
 import numpy as np
 
 from lenscnn.errors import UserError
-from lenscnn.fit.kwargs import KWARGS, setup_lens_model, setup_parameters, with_arrays
+from lenscnn.fit.kwargs import KWARGS, PARTS, kwargs_parameters, setup_lens_model, with_arrays
+from lenscnn.sim.lens_model import LensModel
 
 #: lenstronomy's ``FittingSequence`` parameter group and likelihood prior of each role.
 GROUPS = {
@@ -87,13 +88,13 @@ def _components(setup: Mapping[str, Any]) -> tuple[Any, Any, Any, Any]:
     """lenstronomy's ``PSF``, ``LensModel`` and source and lens-light ``LightModel`` of a setup
     (whose arrays are already numpy arrays, see :func:`with_arrays`)."""
     from lenstronomy.Data.psf import PSF
-    from lenstronomy.LensModel.lens_model import LensModel
+    from lenstronomy.LensModel import lens_model
     from lenstronomy.LightModel.light_model import LightModel
 
     model = setup["kwargs_model"]
     return (
         PSF(**setup["kwargs_psf"]),
-        LensModel(model["lens_model_list"]),
+        lens_model.LensModel(model["lens_model_list"]),
         LightModel(model["source_light_model_list"]),
         LightModel(model.get("lens_light_model_list", [])),
     )
@@ -141,11 +142,10 @@ def reduced_chi2(setup: Mapping[str, Any], image: np.ndarray, noise_map: np.ndar
     return float(fit.reduced_chi2(model, error_map)), model, fit.reduced_residuals(model, error_map)
 
 
-def _fixed_names(setup: Mapping[str, Any], role: str) -> set[str]:
+def _fixed_names(setup: Mapping[str, Any], model: LensModel, role: str) -> set[str]:
     """Names of the parameters of ``role`` that the setup holds fixed (not sampled by the fit)."""
-    components = setup_lens_model(setup).of_role(role)
     fixed = setup[f"{KWARGS[role]}_fixed"]
-    return {name for i, c in enumerate(components) for keyword, name in c.own.items() if keyword in fixed[i]}
+    return {name for i, c in enumerate(model.of_role(role)) for keyword, name in c.own.items() if keyword in fixed[i]}
 
 
 def refine(
@@ -162,14 +162,13 @@ def refine(
 
     start = time.perf_counter()
     setup = with_arrays(setup)
+    model = setup_lens_model(setup)
     np.random.seed(seed)  # lenstronomy's PSO and emcee draw from numpy's global generator
-    parts = ("", "_sigma", "_fixed", "_lower", "_upper")
     # every role, empty lists included: lenstronomy expects the keys
-    params = {group: [setup[f"{KWARGS[role]}{part}"] for part in parts] for role, (group, _) in GROUPS.items()}
+    params = {group: [setup[f"{KWARGS[role]}{part}"] for part in PARTS] for role, (group, _) in GROUPS.items()}
     likelihood: dict[str, Any] = {"check_bounds": True}
     if network_prior:
         network = set(setup["lenscnn"]["network"])
-        model = setup_lens_model(setup)
         for role, (_, prior) in GROUPS.items():
             key = KWARGS[role]
             gaussians = [
@@ -200,12 +199,12 @@ def refine(
         steps.append(["MCMC", {**mcmc, "sigma_scale": 0.1, "progress": False}])
     chain = sequence.fit_sequence(steps)
     best = sequence.best_fit()
-    lens = setup_parameters(setup, best, "lens")
+    lens = kwargs_parameters(model, best, "lens")
     sigma: dict[str, float] = {}
     if budget.mcmc_run > 0:
         # each sample as lenstronomy kwargs, constraints applied: a parameter may be sampled in another component
-        samples = [setup_parameters(setup, sequence.param_class.args2kwargs(s), "lens") for s in chain[-1][1]]
-        fixed = _fixed_names(setup, "lens")
+        samples = [kwargs_parameters(model, sequence.param_class.args2kwargs(s), "lens") for s in chain[-1][1]]
+        fixed = _fixed_names(setup, model, "lens")
         sigma = {name: float(np.std([s[name] for s in samples])) for name in lens if name not in fixed}
     chi2, model_image, residual = reduced_chi2(setup, image, noise_map, best)
     pixels = np.asarray(image).size

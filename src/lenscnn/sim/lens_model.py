@@ -54,6 +54,7 @@ class Component:
         options: structural settings of the profile (``{"m": 4}`` for a multipole).
         galaxy_fraction: for a light component, the share of images whose light is a library galaxy
             with this Sersic profile's size, flux and position (0: Sersic only).
+        numerics: accuracy settings of the kernel (not lenstronomy keywords), e.g. EPL's series terms.
     """
 
     name: str
@@ -62,6 +63,7 @@ class Component:
     parameters: Mapping[str, str]
     options: Mapping[str, Any] = field(default_factory=dict)
     galaxy_fraction: float = 0.0
+    numerics: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def registered(self) -> Profile:
@@ -93,7 +95,7 @@ class Component:
         [counts/s/arcsec^2] of a light; with ``galaxies``, library galaxies replace the Sersic
         light of the images whose galaxy index is not negative."""
         kwargs = self.kwargs(params)
-        value = self.registered.kernel(x, y, **kwargs, **self.options)
+        value = self.registered.kernel(x, y, **kwargs, **self.options, **self.numerics)
         if galaxies is None or self.galaxy_fraction <= 0:
             return value
         index, phi_G, flip = (params[n] for n in self.galaxy_names)
@@ -108,6 +110,7 @@ class Component:
             "parameters": dict(self.parameters),
             "options": dict(self.options),
             "galaxy_fraction": self.galaxy_fraction,
+            "numerics": dict(self.numerics),
         }
 
 
@@ -186,6 +189,7 @@ class LensModel:
                     {str(k): str(v) for k, v in dict(c["parameters"]).items()},
                     dict(c.get("options") or {}),
                     float(c.get("galaxy_fraction", 0.0)),
+                    dict(c.get("numerics") or {}),
                 )
                 for c in record["components"]
             )

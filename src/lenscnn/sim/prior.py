@@ -198,6 +198,14 @@ class _Ellipticity:
         else:
             raise UserError(f"prior '{name}': give either {{q, phi}} or {{e1, e2}}, got {sorted(keys)}")
 
+    @property
+    def q_min(self) -> float:
+        """The smallest axis ratio drawn."""
+        if self.polar:
+            return self.q.support[0]
+        modulus = math.hypot(*(max(abs(v) for v in d.support) for d in (self.e1, self.e2)))
+        return (1 - min(modulus, 1.0)) / (1 + min(modulus, 1.0))
+
     def sample(self, n: int, generator, device, dtype) -> tuple[Tensor, Tensor]:
         if self.polar:
             q = self.q.sample(n, generator, device, dtype)
@@ -212,6 +220,11 @@ class _AlignedEllipticity(_Dependent):
     def __init__(self, q: Any, name: str):
         self.q = parse_distribution(q, f"{name}.q")
         _check_support(self.q, f"{name}.q (axis ratio)", 0.0, 1.0)
+
+    @property
+    def q_min(self) -> float:
+        """The smallest axis ratio drawn."""
+        return self.q.support[0]
 
     def sample_given(self, params, split, n, generator, device, dtype) -> tuple[Tensor, Tensor]:
         phi, _ = ellipticity_to_phi_q(params["e1"], params["e2"])
@@ -378,6 +391,7 @@ class Prior:
                 raise UserError(f"prior: the '{required}' section is required")
         self._samplers: list[tuple[str | tuple[str, ...], Any]] = []  # (output name(s), sampler)
         self._galaxies: dict[str, _GalaxySource] = {}
+        self._q_min: dict[str, float] = {}  # smallest axis ratio drawn, by e1 parameter name
         # the main lens first (others tie to it), the source before light drawn relative to it
         sections = [k for k in ("lens", "shear", "source", "lens_light") if k in spec]
         sections += [k for k in spec if k not in sections]
@@ -452,7 +466,9 @@ class Prior:
                 continue  # drawn with e1 / by the flux ratio / with gamma1
             if keyword == "e1":
                 names = (param, parameter_name(name, "e2"))
-                self._samplers.append((names, _ellipticity(spec["ellipticity"], f"{name}.ellipticity")))
+                ellipticity = _ellipticity(spec["ellipticity"], f"{name}.ellipticity")
+                self._samplers.append((names, ellipticity))
+                self._q_min[param] = ellipticity.q_min
             elif keyword == "gamma1" and "gamma" in spec:
                 gamma = parse_distribution(spec["gamma"], f"{name}.gamma")
                 _check_support(gamma, f"{name}.gamma", 0.0, 1.0, closed_low=True)
@@ -482,7 +498,13 @@ class Prior:
             self._samplers.append((names, sampler))
             self._galaxies[name] = sampler
             fraction = sampler.fraction
-        return Component(name, profile.name, role, parameters, options, fraction)
+        numerics = {}
+        if profile.numerics is not None:
+            q_min = self._q_min.get(parameters.get("e1", ""), 1.0)
+            if not q_min > 0:
+                raise UserError(f"prior '{name}.ellipticity' reaches |e| = 1 (axis ratio 0); keep e1^2 + e2^2 < 1")
+            numerics = profile.numerics(q_min)
+        return Component(name, profile.name, role, parameters, options, fraction, numerics)
 
     @staticmethod
     def _tie(name: str, keyword: str, target: str, drawn: list[str]) -> str:

@@ -22,7 +22,7 @@ from typing import Any, Literal
 
 from lenscnn.errors import UserError
 from lenscnn.params import ARCSEC, Parameter, register_keywords
-from lenscnn.sim.func.epl import epl_deflection
+from lenscnn.sim.func.epl import epl_deflection, epl_terms
 from lenscnn.sim.func.lens import shear_deflection, sie_deflection
 from lenscnn.sim.func.light import sersic_profile
 from lenscnn.sim.func.multipole import multipole_deflection
@@ -60,6 +60,8 @@ class Profile:
         options: structural settings given in the config, not drawn, with their type (MULTIPOLE's order ``m``);
             they are passed to the kernel and written to lenstronomy as fixed keywords.
         fixed: lenstronomy keywords held at these values (SHEAR's origin ``ra_0, dec_0``).
+        numerics: the kernel's accuracy settings (keyword arguments that are not lenstronomy's) for a prior
+            whose smallest axis ratio is ``q_min`` (EPL: the number of series terms); ``None``: none.
     """
 
     name: str
@@ -68,6 +70,7 @@ class Profile:
     kernel: Callable[..., Any]
     options: Mapping[str, type] = field(default_factory=dict)
     fixed: Mapping[str, float] = field(default_factory=dict)
+    numerics: Callable[[float], dict[str, Any]] | None = None
 
     @property
     def keyword_names(self) -> tuple[str, ...]:
@@ -117,12 +120,20 @@ def _ellipticity(symbol: str = "") -> tuple[Keyword, Keyword]:
 _THETA_E = Keyword("theta_E", ARCSEC, r"$\theta_E$", 0.0, open_low=True)
 
 register(Profile("SIE", "mass", (_THETA_E, *_ellipticity(), *_centre()), sie_deflection))
+
+
+def _epl_numerics(q_min: float) -> dict[str, Any]:
+    """Series terms for a relative truncation error below 1e-10 at every axis ratio >= ``q_min``."""
+    return {"terms": epl_terms(q_min)}
+
+
 register(
     Profile(
         "EPL",
         "mass",
         (_THETA_E, Keyword("gamma", "", r"$\gamma$", 1.2, 2.8), *_ellipticity(), *_centre()),
         epl_deflection,
+        numerics=_epl_numerics,
     )
 )
 register(
