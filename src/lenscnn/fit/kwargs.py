@@ -38,6 +38,7 @@ import torch
 from lenscnn.sim import Instrument, Prior
 from lenscnn.sim.func import gaussian_kernel_1d, pixel_grid
 from lenscnn.sim.lens_model import Component, LensModel, parameter_name
+from lenscnn.sim.prior import without_galaxies
 from lenscnn.sim.profiles import Profile
 
 #: Bounds of fitted keywords (lenstronomy's ``kwargs_lower`` / ``kwargs_upper``) where they are tighter
@@ -103,11 +104,7 @@ def observation_kwargs(instrument: Instrument, kernel: np.ndarray | None = None)
 def parameter_moments(prior_spec: Mapping[str, Any]) -> dict[str, tuple[float, float]]:
     """Mean and standard deviation of every parameter the prior draws (the Sersic envelope of a
     library-galaxy light), from a fixed-seed sample of :data:`MOMENT_SAMPLES`."""
-    spec = {  # the Sersic envelopes of library-galaxy lights, without loading a library
-        name: {k: v for k, v in section.items() if k != "galaxies"} if isinstance(section, Mapping) else section
-        for name, section in prior_spec.items()
-    }
-    params = Prior(spec).sample(MOMENT_SAMPLES, torch.Generator().manual_seed(0))
+    params = Prior(without_galaxies(prior_spec)).sample(MOMENT_SAMPLES, torch.Generator().manual_seed(0))
     return {k: (float(v.double().mean()), float(v.double().std())) for k, v in params.items()}
 
 

@@ -596,16 +596,21 @@ class Prior:
         return params
 
 
+def without_galaxies(prior_spec: Mapping[str, Any]) -> dict[str, Any]:
+    """The prior config with every component's ``galaxies`` removed: the same lens model and Sersic
+    envelopes, drawn without loading a galaxy library."""
+    return {
+        name: {k: v for k, v in section.items() if k != "galaxies"} if isinstance(section, Mapping) else section
+        for name, section in prior_spec.items()
+    }
+
+
 def lens_model_of(prior_spec: Mapping[str, Any]) -> LensModel:
     """The lens model of a prior config (e.g. a checkpoint's), without loading its galaxy libraries:
     which profiles make the image, in lenstronomy's terms. Priors written before lens models were
     declared (``lens``, ``shear``, ``source``, ``lens_light`` sections) read as SIE (+ SHEAR) +
     SERSIC_ELLIPSE (+ SERSIC_ELLIPSE)."""
-    spec = {
-        name: {k: v for k, v in section.items() if k != "galaxies"} if isinstance(section, Mapping) else section
-        for name, section in prior_spec.items()
-    }
-    return Prior(spec).lens_model
+    return Prior(without_galaxies(prior_spec)).lens_model
 
 
 @dataclass(frozen=True)
