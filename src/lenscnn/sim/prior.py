@@ -401,16 +401,8 @@ class Prior:
                 continue  # an empty optional section (e.g. shear: null) is no component
             if not isinstance(spec[name], Mapping):
                 raise UserError(f"prior '{name}': expected a mapping of parameter priors, got {spec[name]!r}")
-            components.append(self._component(name, dict(spec[name]), spec))
+            components.append(self._component(name, dict(spec[name])))
         self.lens_model = LensModel(tuple(components))
-
-    @property
-    def has_shear(self) -> bool:
-        return "gamma1" in self.names
-
-    @property
-    def has_lens_light(self) -> bool:
-        return bool(self.lens_model.of_role("lens_light"))
 
     @property
     def galaxies(self) -> _GalaxySource | None:
@@ -422,13 +414,13 @@ class Prior:
         """The real-galaxy samplers by component name."""
         return dict(self._galaxies)
 
-    def _component(self, name: str, spec: dict, sections: Mapping) -> Component:
+    def _component(self, name: str, spec: dict) -> Component:
+        """Parse one section into its samplers (appended in drawing order) and its :class:`Component`."""
         profile_name = spec.pop("profile", self.DEFAULT_PROFILES.get(re.sub(r"_\d+$", "", name)))
         if profile_name is None:
             raise UserError(f"prior '{name}': give the component's profile, one of {sorted(PROFILES)}")
         profile = get_profile(str(profile_name))
-        lensed = spec.pop("lensed", None)
-        role = self._role(name, profile, lensed)
+        role = self._role(name, profile, spec.pop("lensed", None))
         options = self._options(name, profile, spec)
         galaxies = spec.pop("galaxies", None) if profile.kind == "light" else None
         by_ratio = profile.kind == "light" and "flux_ratio" in spec
@@ -437,65 +429,26 @@ class Prior:
         if "absent_fraction" in spec and not by_ratio:
             raise UserError(f"prior '{name}': absent_fraction needs flux_ratio")
         absent_fraction = _fraction(spec.pop("absent_fraction", 0.0), f"{name}.absent_fraction") if by_ratio else 0
-        keywords = profile.keyword_names
+        tied = self._tied(name, profile, role, spec)
+        self._expect(spec, name, self._expected(profile, spec, tied, by_ratio))
         parameters: dict[str, str] = {}
-        tied = {
-            k.name: k.tie
-            for k in profile.keywords
-            if k.tie and name != "lens" and k.name not in spec and not ({"offset_x", "offset_y"} & set(spec))
-        }
-        if role == "source":
-            tied = {k: v for k, v in tied.items() if not k.startswith("center_")}  # a source has its own position
-        expected = set(keywords) - set(tied) - ({"e1", "e2"} if {"e1", "e2"} <= set(keywords) else set())
-        if {"e1", "e2"} <= set(keywords):
-            expected.add("ellipticity")
-        if by_ratio:
-            expected = expected - {"amp"} | {"flux_ratio"}
-        if {"offset_x", "offset_y"} & set(spec) and {"center_x", "center_y"} <= set(keywords):
-            expected = expected - {"center_x", "center_y"} | {"offset_x", "offset_y"}
-        if profile.name == "SHEAR" and set(spec) == {"gamma", "phi"}:
-            expected = {"gamma", "phi"}
-        self._expect(spec, name, expected)
-        for keyword in keywords:
-            param = parameter_name(name, keyword)
+        for keyword in profile.keyword_names:
             if keyword in tied:
                 parameters[keyword] = self._tie(name, keyword, tied[keyword], self.names)
-                continue
-            parameters[keyword] = param
-            if keyword == "e2" or (keyword == "amp" and by_ratio) or (keyword == "gamma2" and "gamma" in spec):
-                continue  # drawn with e1 / by the flux ratio / with gamma1
-            if keyword == "e1":
-                names = (param, parameter_name(name, "e2"))
-                ellipticity = _ellipticity(spec["ellipticity"], f"{name}.ellipticity")
-                self._samplers.append((names, ellipticity))
-                self._q_min[param] = ellipticity.q_min
-            elif keyword == "gamma1" and "gamma" in spec:
-                gamma = parse_distribution(spec["gamma"], f"{name}.gamma")
-                _check_support(gamma, f"{name}.gamma", 0.0, 1.0, closed_low=True)
-                phi = parse_distribution(spec["phi"], f"{name}.phi")
-                self._samplers.append(((param, parameter_name(name, "gamma2")), _PolarShear(gamma, phi)))
-            elif keyword.startswith("center_") and f"offset_{keyword[-1]}" in spec:
-                offset = parse_distribution(spec[f"offset_{keyword[-1]}"], f"{name}.offset_{keyword[-1]}")
-                self._samplers.append((param, _OffsetFromLens(offset, keyword)))
-            elif name == "lens" and keyword == "theta_E" and _is_velocity_dispersion(spec[keyword]):
-                self._samplers.append((param, _VelocityDispersionEinsteinRadius(spec[keyword], f"{name}.theta_E")))
             else:
-                dist = parse_distribution(spec[keyword], f"{name}.{keyword}")
-                bounds = profile.keyword(keyword)
-                _check_support(dist, f"{name}.{keyword}", bounds.low, bounds.high, closed_low=not bounds.open_low)
-                self._samplers.append((param, dist))
+                parameters[keyword] = parameter_name(name, keyword)
+                self._draw(name, profile, keyword, spec, skip_amp=by_ratio)
         if by_ratio:
             ratio = parse_distribution(spec["flux_ratio"], f"{name}.flux_ratio")
             _check_support(ratio, f"{name}.flux_ratio", 0.0, math.inf, closed_low=True)
-            if not {"amp", "R_sersic", "n_sersic"} <= set(keywords):
+            if not {"amp", "R_sersic", "n_sersic"} <= set(profile.keyword_names):
                 raise UserError(f"prior '{name}': flux_ratio needs a Sersic profile, not {profile.name}")
             names = (parameters["amp"], parameter_name(name, "flux_ratio"))
             self._samplers.append((names, _LensLightFlux(ratio, absent_fraction, name)))
         fraction = 0.0
         if galaxies is not None:
             sampler = _GalaxySource(galaxies, f"{name}.galaxies")
-            names = tuple(parameter_name(name, k) for k in GALAXY_KEYWORDS)
-            self._samplers.append((names, sampler))
+            self._samplers.append((tuple(parameter_name(name, k) for k in GALAXY_KEYWORDS), sampler))
             self._galaxies[name] = sampler
             fraction = sampler.fraction
         numerics = {}
@@ -505,6 +458,61 @@ class Prior:
                 raise UserError(f"prior '{name}.ellipticity' reaches |e| = 1 (axis ratio 0); keep e1^2 + e2^2 < 1")
             numerics = profile.numerics(q_min)
         return Component(name, profile.name, role, parameters, options, fraction, numerics)
+
+    @staticmethod
+    def _tied(name: str, profile: Profile, role: str, spec: Mapping) -> dict[str, str]:
+        """``{keyword: main-lens keyword}`` of the keywords the section leaves to the main lens (a source
+        keeps its own position: it gives a centre or an offset)."""
+        if name == "lens" or {"offset_x", "offset_y"} & set(spec):
+            return {}
+        return {
+            k.name: k.tie
+            for k in profile.keywords
+            if k.tie and k.name not in spec and not (role == "source" and k.name.startswith("center_"))
+        }
+
+    @staticmethod
+    def _expected(profile: Profile, spec: Mapping, tied: Mapping[str, str], by_ratio: bool) -> set[str]:
+        """The keys the section must hold: its profile's keywords less the tied ones, ``e1, e2`` as one
+        ``ellipticity``, and the alternatives (an amplitude by ``flux_ratio``, a centre by ``offset_x/y``,
+        a shear by ``gamma, phi``)."""
+        keywords = set(profile.keyword_names)
+        if profile.name == "SHEAR" and set(spec) == {"gamma", "phi"}:
+            return {"gamma", "phi"}
+        expected = keywords - set(tied)
+        if {"e1", "e2"} <= keywords:
+            expected = expected - {"e1", "e2"} | {"ellipticity"}
+        if by_ratio:
+            expected = expected - {"amp"} | {"flux_ratio"}
+        if {"offset_x", "offset_y"} & set(spec) and {"center_x", "center_y"} <= keywords:
+            expected = expected - {"center_x", "center_y"} | {"offset_x", "offset_y"}
+        return expected
+
+    def _draw(self, name: str, profile: Profile, keyword: str, spec: Mapping, skip_amp: bool) -> None:
+        """Append the sampler of ``keyword`` of section ``name`` (nothing for keywords drawn with another:
+        ``e2`` with ``e1``, ``gamma2`` with a polar ``gamma1``, an amplitude by its flux ratio)."""
+        param = parameter_name(name, keyword)
+        if keyword == "e2" or (keyword == "amp" and skip_amp) or (keyword == "gamma2" and "gamma" in spec):
+            return
+        if keyword == "e1":
+            ellipticity = _ellipticity(spec["ellipticity"], f"{name}.ellipticity")
+            self._samplers.append(((param, parameter_name(name, "e2")), ellipticity))
+            self._q_min[param] = ellipticity.q_min
+        elif keyword == "gamma1" and "gamma" in spec:
+            gamma = parse_distribution(spec["gamma"], f"{name}.gamma")
+            _check_support(gamma, f"{name}.gamma", 0.0, 1.0, closed_low=True)
+            phi = parse_distribution(spec["phi"], f"{name}.phi")
+            self._samplers.append(((param, parameter_name(name, "gamma2")), _PolarShear(gamma, phi)))
+        elif keyword.startswith("center_") and f"offset_{keyword[-1]}" in spec:
+            offset = parse_distribution(spec[f"offset_{keyword[-1]}"], f"{name}.offset_{keyword[-1]}")
+            self._samplers.append((param, _OffsetFromLens(offset, keyword)))
+        elif name == "lens" and keyword == "theta_E" and _is_velocity_dispersion(spec[keyword]):
+            self._samplers.append((param, _VelocityDispersionEinsteinRadius(spec[keyword], f"{name}.theta_E")))
+        else:
+            dist = parse_distribution(spec[keyword], f"{name}.{keyword}")
+            bounds = profile.keyword(keyword)
+            _check_support(dist, f"{name}.{keyword}", bounds.low, bounds.high, closed_low=not bounds.open_low)
+            self._samplers.append((param, dist))
 
     @staticmethod
     def _tie(name: str, keyword: str, target: str, drawn: list[str]) -> str:
