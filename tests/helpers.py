@@ -6,9 +6,11 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 import yaml
 from astropy.io import fits
@@ -104,6 +106,24 @@ def lenstronomy_image(
         kwargs_numerics={"supersampling_factor": supersampling, "supersampling_convolution": False},
     )
     return model.image(kwargs_lens, kwargs_source, kwargs_lens_light)
+
+
+def assert_matches_central_differences(
+    grads: dict[str, torch.Tensor],
+    values: dict[str, float],
+    reference: Callable[[dict[str, float]], float],
+    rel: float,
+    abs: float,
+    h: float = 1e-6,
+) -> None:
+    """Each autograd derivative ``grads[name]`` equals the central difference (step ``h``) of the
+    reference objective ``reference(values)`` in that parameter, to ``pytest.approx(rel, abs)``."""
+    for name in values:
+        up, down = dict(values), dict(values)
+        up[name] += h
+        down[name] -= h
+        numeric = (reference(up) - reference(down)) / (2 * h)
+        assert grads[name].item() == pytest.approx(numeric, rel=rel, abs=abs), name
 
 
 def as_batch(params: list[dict[str, float]], dtype: torch.dtype = torch.float64) -> dict[str, torch.Tensor]:

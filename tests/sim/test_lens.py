@@ -7,6 +7,7 @@ from lenstronomy.LensModel.lens_model import LensModel
 from lenstronomy.Util.param_util import phi_q2_ellipticity
 
 from lenscnn.sim import func
+from tests.helpers import assert_matches_central_differences
 
 LENS_PARAMS = ("theta_E", "e1", "e2", "center_x", "center_y")
 
@@ -153,13 +154,7 @@ def test_deflection_gradient_matches_lenstronomy_finite_differences(q, rng):
     sx, sy = func.shear_deflection(torch.tensor(x), torch.tensor(y), p["gamma1"], p["gamma2"])
     objective = (torch.tensor(weights_x) * (ax + sx) + torch.tensor(weights_y) * (ay + sy)).sum()
     grads = dict(zip(values, torch.autograd.grad(objective, list(p.values())), strict=True))
-    h = 1e-6
-    for name in values:
-        up, down = dict(values), dict(values)
-        up[name] += h
-        down[name] -= h
-        numeric = (reference_objective(up) - reference_objective(down)) / (2 * h)
-        assert grads[name].item() == pytest.approx(numeric, rel=1e-5, abs=1e-5), name
+    assert_matches_central_differences(grads, values, reference_objective, rel=1e-5, abs=1e-5)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["float32", "float64"])

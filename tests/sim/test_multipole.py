@@ -9,6 +9,7 @@ import torch
 from lenstronomy.LensModel.lens_model import LensModel
 
 from lenscnn.sim import func
+from tests.helpers import assert_matches_central_differences
 
 MULTIPOLE_PARAMS = ("a_m", "phi_m", "center_x", "center_y", "r_E")
 
@@ -118,13 +119,7 @@ def test_gradient_matches_lenstronomy_finite_differences(rng):
         ax, ay = func.multipole_deflection(torch.tensor(x), torch.tensor(y), m, *params)
         objective = (torch.tensor(weights_x) * ax + torch.tensor(weights_y) * ay).sum()
         grads = dict(zip(values, torch.autograd.grad(objective, params), strict=True))
-        h = 1e-6
-        for name in values:
-            up, down = dict(values), dict(values)
-            up[name] += h
-            down[name] -= h
-            numeric = (reference_objective(up) - reference_objective(down)) / (2 * h)
-            assert grads[name].item() == pytest.approx(numeric, rel=1e-5, abs=1e-6), (m, name)
+        assert_matches_central_differences(grads, values, reference_objective, rel=1e-5, abs=1e-6)
 
 
 def test_order_below_one_is_rejected():
