@@ -236,3 +236,14 @@ def test_bad_specs_are_one_line_errors(change, message):
     with pytest.raises(UserError) as exc_info:
         Prior(prior)
     assert message in str(exc_info.value) and "\n" not in str(exc_info.value)
+
+
+def test_library_galaxies_given_to_a_prior_without_them_are_refused():
+    """Rendering follows the prior's lens model, but galaxy draws for a light the prior draws no galaxies for
+    would silently become a Sersic: refused with one line."""
+    sim = make_simulator({"image_size": 16, "pixel_scale": 0.08, "psf": {"type": "none"}}, "quickstart")
+    _, params = sim.sample(2, torch.Generator().manual_seed(0), noise=False)
+    params["source_galaxy"] = torch.zeros(2)
+    with pytest.raises(UserError, match=r"library galaxies given for \['source'\]") as exc_info:
+        sim.render(params, noise=False)
+    assert "\n" not in str(exc_info.value)

@@ -14,7 +14,7 @@ from torch import Tensor, nn
 from lenscnn.errors import UserError
 from lenscnn.sim import func
 from lenscnn.sim.instrument import Instrument
-from lenscnn.sim.lens_model import LensModel
+from lenscnn.sim.lens_model import LensModel, parameter_name
 from lenscnn.sim.prior import Prior
 
 log = logging.getLogger(__name__)
@@ -326,6 +326,16 @@ class Simulator(nn.Module):
         }
 
     def _check_params(self, params: Mapping[str, Tensor]) -> dict[str, Tensor]:
+        without_library = [
+            c.name
+            for c in self.lens_model.components
+            if c.name not in self.galaxy_components and parameter_name(c.name, "galaxy") in params
+        ]
+        if without_library:
+            raise UserError(
+                f"render: library galaxies given for {without_library}, but this simulator's prior draws "
+                "no galaxies there; add <component>.galaxies to the prior"
+            )
         required = self.lens_model.names
         missing = [k for k in required if k not in params]
         if missing:
