@@ -91,6 +91,19 @@ _ALL = [
     # lens light: a Sersic profile centred on the lens mass
     *_sersic("lens_light", "ll", with_centre=False),
     Parameter("lens_light_flux_ratio", "", r"$F_\mathrm{ll}/F_\mathrm{s}$"),
+    # the observation (lenscnn.sim.observation): sky residual, PSF, noise and artefacts of each image
+    Parameter("sky_pedestal", "counts/s", r"$s_0$"),
+    Parameter("sky_gradient_x", "counts/s/arcsec", r"$\partial_x s$"),
+    Parameter("sky_gradient_y", "counts/s/arcsec", r"$\partial_y s$"),
+    Parameter("psf_fwhm", ARCSEC, r"$\mathrm{FWHM}_\mathrm{PSF}$"),
+    Parameter("psf_beta", "", r"$\beta_\mathrm{PSF}$"),
+    Parameter("psf_index", "", "PSF"),
+    Parameter("background_rms", "counts/s", r"$\sigma_\mathrm{bkg}$"),
+    Parameter("exposure_time", "s", r"$t_\mathrm{exp}$"),
+    Parameter("noise_correlation", "", r"$\rho_\mathrm{noise}$"),
+    Parameter("cosmic_rays", "", r"$N_\mathrm{CR}$"),
+    Parameter("hot_pixels", "", r"$N_\mathrm{hot}$"),
+    Parameter("masked_regions", "", r"$N_\mathrm{mask}$"),
 ]
 
 #: Every parameter by name, in the order of :data:`_ALL` (lens, shear, source, lens light).

@@ -5,6 +5,7 @@ lenscnn-eval ensemble=quickstart compare_members=true      # the ensemble agains
 lenscnn-eval ensemble=quickstart calibrate=true            # fit + store the sigma scale per target
 lenscnn-eval ckpt_path=... prior=galaxy_galaxy              # robustness to another prior
 lenscnn-eval ckpt_path=... dataset=lenses.h5                # a file from lenscnn-simulate
+lenscnn-eval ensemble=quickstart symmetries=8              # average over each image's 8 flips/rotations
 
 Writes into the Hydra run directory: ``metrics.json``, ``metrics.csv``, ``predictions.csv``,
 ``plots/*.png``, ``report.md`` (and ``comparison.{csv,md}`` with ``compare_members=true``).
@@ -27,6 +28,7 @@ from lenscnn.evaluation.pipeline import EvaluationResult, evaluate
 from lenscnn.evaluation.report import evaluation_figures, write_outputs
 from lenscnn.metrics.tables import MetricsTable
 from lenscnn.models.ensemble import Ensemble, store_calibration
+from lenscnn.models.symmetry import check_symmetries
 from lenscnn.training.figures import send_figure
 from lenscnn.training.loggers import build_loggers, finish_loggers
 
@@ -34,19 +36,25 @@ log = logging.getLogger(__name__)
 
 
 def simulator_config(ensemble: Ensemble, cfg: DictConfig) -> dict[str, Any]:
-    """The checkpoint's simulator config, with ``instrument`` / ``prior`` replaced if chosen."""
+    """The checkpoint's simulator config, with ``instrument`` / ``prior`` / ``observation`` replaced if chosen."""
     config = ensemble.simulator_config
     if not config:
         raise UserError("the checkpoint has no simulator config; evaluate it on a file with dataset=PATH")
-    for part in ("instrument", "prior"):
+    for part in ("instrument", "prior", "observation"):
         if cfg.get(part) is not None:
             config[part] = OmegaConf.to_container(cfg[part], resolve=True)
     return config
 
 
 def prior_name() -> str | None:
-    """The ``prior=NAME`` chosen on the command line (``None``: the checkpoint's own)."""
-    return HydraConfig.get().runtime.choices.get("prior") if HydraConfig.initialized() else None
+    """The ``prior=NAME`` (and ``observation=NAME``) chosen on the command line (``None``: the checkpoint's own)."""
+    if not HydraConfig.initialized():
+        return None
+    choices = HydraConfig.get().runtime.choices
+    prior, observation = choices.get("prior"), choices.get("observation")
+    if observation is None:
+        return prior
+    return f"{prior or 'as trained'}, observation {observation}"
 
 
 def log_to_loggers(cfg: DictConfig, run_dir: Path, result: EvaluationResult, figures: dict[str, Any]) -> None:
@@ -66,12 +74,13 @@ def log_to_loggers(cfg: DictConfig, run_dir: Path, result: EvaluationResult, fig
 def run(cfg: DictConfig) -> dict[str, Any]:
     """Evaluate the model ``cfg`` names on its data; write the outputs; returns ``metrics.json``'s content."""
     run_dir = Path(cfg.paths.output_dir)
+    check_symmetries(cfg.symmetries)
     torch.manual_seed(cfg.seed)
     device = resolve_device(cfg.device)
     ensemble, calibration_file = load_ensemble(cfg)
     ensemble.to(device)
     if not cfg.calibrate:
-        ensemble.check_calibration_mode(cfg.mc_samples)
+        ensemble.check_calibration_mode(cfg.mc_samples, cfg.symmetries)
     dataset = (
         file_set(cfg.dataset)
         if cfg.dataset
@@ -89,6 +98,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         compare=cfg.compare_members,
         outlier_nsigma=cfg.outlier_nsigma,
         show_progress=True,
+        symmetries=cfg.symmetries,
     )
     figures = evaluation_figures(result.test, result.calibration) if cfg.plots else {}
     log_to_loggers(cfg, run_dir, result, figures)

@@ -5,6 +5,7 @@ lenscnn-predict ckpt_path=MODEL.ckpt input=lens.fits
 lenscnn-predict ensemble=quickstart input='cutouts/*.fits' plots=true
 lenscnn-predict ckpt_path=MODEL.ckpt input=cutouts/ hdu=SCI resample=true fill_nan=0
 lenscnn-predict input=lens.fits formats=[csv,lenstronomy]   # also lenstronomy/<image>.json
+lenscnn-predict input=lens.fits symmetries=8                # average over the image's 8 flips/rotations
 
 Writes ``predictions.csv`` into the Hydra run directory (and ``plots/<image>.png`` with the
 predicted critical curve and centre with ``plots=true``; with ``formats=[csv,lenstronomy]`` also
@@ -37,6 +38,7 @@ from lenscnn.fit.lenstronomy_files import LenstronomyWriter
 from lenscnn.io.atomic import atomic_directory, atomic_path
 from lenscnn.io.cutouts import Cutout, Prepared, find_inputs, image_stem, prepare, read_cutouts
 from lenscnn.models.ensemble import Ensemble
+from lenscnn.models.symmetry import check_symmetries, symmetry_group
 from lenscnn.plots import critical_curve_figure
 from lenscnn.progress import progress
 
@@ -139,13 +141,15 @@ def predict(cfg: DictConfig) -> Path:
         raise UserError("no input: give input=<FITS file, directory, glob or HDF5 file>")
     if cfg.mc_samples < 0 or cfg.batch_size < 1:
         raise UserError("mc_samples must be >= 0 and batch_size >= 1")
+    check_symmetries(cfg.symmetries)
     run_dir = Path(cfg.paths.output_dir)
     torch.manual_seed(cfg.seed)
     device = resolve_device(cfg.device)
     files = find_inputs(str(cfg.input))
     ensemble, _ = load_ensemble(cfg, default_pretrained=True)
     ensemble.to(device)
-    ensemble.check_calibration_mode(cfg.mc_samples)
+    symmetry_group(cfg.symmetries, ensemble.target_names)  # refuse targets that cannot be rotated before reading
+    ensemble.check_calibration_mode(cfg.mc_samples, cfg.symmetries)
     names = ensemble.target_names
     if cfg.plots and not set(PLOTTED) <= set(names):
         raise UserError(
@@ -162,7 +166,7 @@ def predict(cfg: DictConfig) -> Path:
     lenstronomy = None
     if "lenstronomy" in formats:
         lenstronomy = LenstronomyWriter(run_dir / "lenstronomy", ensemble)
-    with_sigma = ensemble.gives_sigma(cfg.mc_samples)
+    with_sigma = ensemble.gives_sigma(cfg.mc_samples, cfg.symmetries)
     run_dir.mkdir(parents=True, exist_ok=True)
     out = run_dir / "predictions.csv"
     count = 0
@@ -177,7 +181,7 @@ def predict(cfg: DictConfig) -> Path:
         writer.writerow(columns(names, with_sigma))
         for items, files_done in batches(files, cfg, ensemble, cfg.batch_size):
             images = torch.stack([p.image for _, p in items])
-            prediction = ensemble.predict(images, cfg.mc_samples)
+            prediction = ensemble.predict(images, cfg.mc_samples, cfg.symmetries)
             mean = prediction.mean.cpu().numpy()
             sigma = None if prediction.sigma is None else prediction.sigma.cpu().numpy()
             writer.writerows(rows(items, mean, sigma, ensemble))

@@ -129,10 +129,14 @@ class LensDataModule(LightningDataModule):
 
     def input_normalizer(self) -> InputNormalizer:
         """Input normalisation fitted once on a fixed-seed sample of noisy images (rendered
-        uncompiled, with the data's instrument and prior: no second galaxy-library load)."""
+        uncompiled, with the data's instrument, prior and observation: no second galaxy-library load)."""
         reference = self.simulator
         simulator = Simulator(
-            reference.instrument, reference.prior, dtype=reference.dtype, chunk_size=reference.chunk_size
+            reference.instrument,
+            reference.prior,
+            observation=reference.observation.spec if reference.observation is not None else None,
+            dtype=reference.dtype,
+            chunk_size=reference.chunk_size,
         )
         images, _ = simulator.sample(256, torch.Generator().manual_seed(MOMENTS_SEED))
         softening = self.input_softening or simulator.instrument.background_rms or float(images.std())

@@ -49,7 +49,7 @@ class ParameterBatches(Dataset):
     (an integer ``index`` alone is a batch of epoch 0)."""
 
     def __init__(self, simulator: Simulator, batch_size: int, seed: int, length: int, rank: int = 0):
-        self.prior = simulator.prior
+        self.prior, self.observation = simulator.prior, simulator.observation
         self.batch_size, self.seed, self.length, self.rank = batch_size, seed, length, rank
 
     def __len__(self) -> int:
@@ -58,7 +58,9 @@ class ParameterBatches(Dataset):
     def __getitem__(self, key: int | tuple[int, int]) -> dict[str, Any]:
         epoch, index = key if isinstance(key, tuple) else (0, key)
         start = index * self.batch_size
-        params, noise_seeds = draw_lenses(self.prior, (self.seed, self.rank, epoch), start, start + self.batch_size)
+        params, noise_seeds = draw_lenses(
+            self.prior, (self.seed, self.rank, epoch), start, start + self.batch_size, observation=self.observation
+        )
         return {"params": params, "noise_seeds": noise_seeds}
 
 
@@ -83,7 +85,9 @@ class FixedLenses(Dataset):
         split: str = "test",
     ):
         start, stop = shard_bounds(size, rank, world_size)
-        self.params, self.noise_seeds = draw_lenses(simulator.prior, (seed,), start, stop, split)
+        self.params, self.noise_seeds = draw_lenses(
+            simulator.prior, (seed,), start, stop, split, observation=simulator.observation
+        )
         self.size, self.batch_size = stop - start, batch_size
 
     def __len__(self) -> int:

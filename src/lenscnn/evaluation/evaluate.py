@@ -51,9 +51,10 @@ def _predict_batch(
     mc_samples: int,
     members: bool,
     parts: dict[str, list[Tensor]],
+    symmetries: int = 1,
 ) -> None:
     """Append one batch's truth and predictions to ``parts`` (on the CPU)."""
-    prediction = ensemble.predict(images, mc_samples)
+    prediction = ensemble.predict(images, mc_samples, symmetries)
     parts["truth"].append(torch.stack([params[n] for n in names], -1).float().cpu())
     for key in ("mean", "sigma", "aleatoric", "epistemic"):
         value = getattr(prediction, key)
@@ -70,12 +71,15 @@ def predict_set(
     mc_samples: int = 0,
     members: bool = False,
     show_progress: bool = False,
+    symmetries: int = 1,
 ) -> Predictions:
     """Predict every lens of ``dataset`` on the ensemble's device (rendering simulated sets there).
 
     Args:
         members: also record each member's own mean prediction (for a member comparison).
         show_progress: a progress bar on a terminal, log lines otherwise (:mod:`lenscnn.progress`).
+        symmetries: 1, or 8 to average every prediction over the image's flips and quarter-turns
+            (:meth:`Ensemble.predict`).
     """
     names = ensemble.target_names
     missing = [n for n in names if n not in (dataset.params or dataset.lenses.params)]
@@ -90,7 +94,7 @@ def predict_set(
     )
     with shown as tracker:
         for images, params in dataset.batches(batch_size, ensemble.device):
-            _predict_batch(ensemble, images, params, names, mc_samples, members, parts)
+            _predict_batch(ensemble, images, params, names, mc_samples, members, parts, symmetries)
             if tracker is not None:
                 tracker.advance(images.shape[0])
     joined = {k: torch.cat(v, dim=1 if k == "members" else 0) if v else None for k, v in parts.items()}

@@ -13,6 +13,7 @@ from lenscnn.evaluation.datasets import EvaluationSet
 from lenscnn.evaluation.evaluate import Predictions, calibrate, coverage_table, normalised_rmse, predict_set, score
 from lenscnn.metrics.tables import markdown_table
 from lenscnn.models.ensemble import Ensemble
+from lenscnn.models.symmetry import symmetry_group
 
 
 @dataclass
@@ -79,23 +80,29 @@ def evaluate(
     compare: bool = False,
     outlier_nsigma: float = 3.0,
     show_progress: bool = False,
+    symmetries: int = 1,
 ) -> EvaluationResult:
     """Evaluate ``ensemble`` on ``dataset`` (on the ensemble's device).
 
     With ``val_set`` the sigma scale per target is first fitted on it (from an uncalibrated
     ensemble) and set in ``ensemble.sigma_scale``; the result then holds the calibration
     record with the coverage on both sets before and after. ``compare`` also scores each member.
+    ``symmetries=8`` averages every prediction over the image's flips and quarter-turns (the
+    calibration record notes it, as it notes ``mc_samples``).
     """
     if mc_samples < 0:
         raise UserError(f"mc_samples must be >= 0, got {mc_samples}")
+    symmetry_group(symmetries, ensemble.target_names)  # refuse a bad value or targets before predicting
     dataset.check_geometry(ensemble.image_size, ensemble.pixel_scale)
-    if val_set is not None and not ensemble.gives_sigma(mc_samples):
-        raise UserError("calibrate=true needs uncertainties: a gaussian_nll model, an ensemble or mc_samples > 0")
+    if val_set is not None and not ensemble.gives_sigma(mc_samples, symmetries):
+        raise UserError(
+            "calibrate=true needs uncertainties: a gaussian_nll model, an ensemble, mc_samples > 0 or symmetries=8"
+        )
     if val_set is not None:
         ensemble.sigma_scale.fill_(1.0)
-        val = predict_set(ensemble, val_set, batch_size, mc_samples, show_progress=show_progress)
+        val = predict_set(ensemble, val_set, batch_size, mc_samples, show_progress=show_progress, symmetries=symmetries)
         scale = calibrate(val)
-    test = predict_set(ensemble, dataset, batch_size, mc_samples, compare, show_progress)
+    test = predict_set(ensemble, dataset, batch_size, mc_samples, compare, show_progress, symmetries)
     names = test.names
     calibration = None
     if val_set is not None:
@@ -106,6 +113,7 @@ def evaluate(
             "sigma_scale": {n: float(s) for n, s in zip(names, scale, strict=True)},
             "fitted_on": val_set.description,
             "mc_samples": mc_samples,
+            "symmetries": symmetries,
             "coverage_val_before": coverage_table(val.residual, val.sigma, names),
             "coverage_val_after": coverage_table(val.residual, val.sigma * scale, names),
             "coverage_before": before,
@@ -116,6 +124,7 @@ def evaluate(
         "dataset": dataset.description,
         "n": int(test.truth.shape[0]),
         "mc_samples": mc_samples,
+        "symmetries": symmetries,
         "outlier_nsigma": outlier_nsigma,
         "sigma_scale": {n: float(s) for n, s in zip(names, ensemble.sigma_scale.cpu(), strict=True)},
         "metrics": score(test, outlier_nsigma),

@@ -42,8 +42,18 @@ from lenscnn.sim.prior import without_galaxies
 from lenscnn.sim.profiles import Profile
 
 #: Bounds of fitted keywords (lenstronomy's ``kwargs_lower`` / ``kwargs_upper``) where they are tighter
-#: than the profile registry's range: keep the swarm off degenerate ellipses and sizes.
-LOWER = {"theta_E": 0.05, "e1": -0.5, "e2": -0.5, "gamma1": -0.3, "gamma2": -0.3, "R_sersic": 0.01, "n_sersic": 0.5}
+#: than the profile registry's range: keep the swarm off degenerate ellipses and sizes (a GAUSSIAN's ``sigma``
+#: of 0 divides by zero in lenstronomy).
+LOWER = {
+    "theta_E": 0.05,
+    "e1": -0.5,
+    "e2": -0.5,
+    "gamma1": -0.3,
+    "gamma2": -0.3,
+    "R_sersic": 0.01,
+    "n_sersic": 0.5,
+    "sigma": 0.001,
+}
 UPPER = {"theta_E": 10.0, "e1": 0.5, "e2": 0.5, "gamma1": 0.3, "gamma2": 0.3, "R_sersic": 10.0, "n_sersic": 8.0}
 #: Bound of any other keyword (centres [arcsec], angles [rad]) unless the registry's range is tighter,
 #: and the upper bound of amplitudes [counts/s/arcsec^2].

@@ -108,6 +108,36 @@ def read_psf_kernel(path: str | Path, hdu: int | str = 0) -> np.ndarray:
     return kernel / total
 
 
+def read_psf_library(path: str | Path, hdu: int | str = 0) -> np.ndarray:
+    """PSF kernels ``(N, K, K)`` from a FITS cube (``hdu`` of one file, ``(N, K, K)``) or a directory of
+    2-D FITS kernels (e.g. TinyTim models or star stamps, read in name order); each normalised to unit
+    sum, odd-sided, and zero-padded to the largest size."""
+    path = Path(path)
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir() if p.suffix.lower() in (".fits", ".fit", ".fts"))
+        if not files:
+            raise UserError(f"PSF library {path}: no .fits files in the directory")
+        kernels = [read_psf_kernel(f, hdu) for f in files]
+    else:
+        cube, _ = read_image_hdu(path, hdu)
+        if cube.ndim == 2:
+            cube = cube[None]
+        if cube.ndim != 3 or cube.shape[1] % 2 == 0 or cube.shape[2] % 2 == 0:
+            raise UserError(f"PSF library {path}: expected a cube (N, K, K) with odd K, got shape {cube.shape}")
+        if not np.all(np.isfinite(cube)):
+            raise UserError(f"PSF library {path}: kernels have NaN or infinite pixels")
+        totals = cube.sum(axis=(1, 2))
+        if np.any(totals <= 0):
+            raise UserError(f"PSF library {path}: kernel {int(np.argmin(totals))} has no positive total flux")
+        kernels = list(cube / totals[:, None, None])
+    size = max(max(k.shape) for k in kernels)
+    out = np.zeros((len(kernels), size, size))
+    for n, kernel in enumerate(kernels):
+        top, left = (size - kernel.shape[0]) // 2, (size - kernel.shape[1]) // 2
+        out[n, top : top + kernel.shape[0], left : left + kernel.shape[1]] = kernel
+    return out
+
+
 #: Header keywords of the lens model's profile lists: ``{keyword: (kwargs_model key, what)}``.
 FITS_MODEL_KEYS = {
     "LENSMODL": ("lens_model_list", "lens"),

@@ -3,11 +3,13 @@
 Each member ``k`` predicts a Gaussian ``N(mu_k, sigma_k^2)`` per target (or only ``mu_k``
 for a model trained with ``mse``). With MC dropout (Perreault Levasseur et al. 2017) every
 member is run ``mc_samples`` times with dropout active, each pass one more mixture component.
-The ensemble is the equal-weight mixture of all ``K`` components:
+With ``symmetries=8`` (test-time augmentation) every member (and pass) also predicts each of the
+image's 8 flips and quarter-turns, mapped back to the image's frame (:mod:`lenscnn.models.symmetry`),
+each one more component. The ensemble is the equal-weight mixture of all ``K`` components:
 
 * mean ``mu = mean_k mu_k``;
 * aleatoric variance ``mean_k sigma_k^2`` (the noise the networks see in the data);
-* epistemic variance ``mean_k (mu_k - mu)^2`` (members and dropout passes disagreeing);
+* epistemic variance ``mean_k (mu_k - mu)^2`` (members, dropout passes and symmetries disagreeing);
 * total variance = aleatoric + epistemic (the mixture variance), times the calibration
   scale squared (see :mod:`lenscnn.metrics.calibration`).
 
@@ -38,6 +40,7 @@ from lenscnn.models.checkpoint import (
     save_checkpoint_atomic,
 )
 from lenscnn.models.regressor import LensRegressor
+from lenscnn.models.symmetry import SYMMETRY_COUNTS, symmetry_group, transform_images, untransform
 from lenscnn.sim.lens_model import LensModel
 from lenscnn.sim.prior import lens_model_of
 
@@ -51,7 +54,7 @@ class Prediction:
     ``sigma`` is the calibrated total standard deviation; ``aleatoric`` and ``epistemic`` are its
     uncalibrated parts. Each is ``None`` where the members cannot provide it (``mse`` members give
     no aleatoric part; a single component gives no epistemic part). ``member_means`` ``(M, B, T)``
-    is each member's own mean (over its MC-dropout passes), for comparing members.
+    is each member's own mean (over its MC-dropout passes and symmetries), for comparing members.
     """
 
     mean: Tensor
@@ -174,10 +177,10 @@ class Ensemble(nn.Module):
         """True if every member predicts its own (aleatoric) sigma (none was trained with ``mse``)."""
         return all(m.hparams.loss != "mse" for m in self.members)
 
-    def gives_sigma(self, mc_samples: int = 0) -> bool:
+    def gives_sigma(self, mc_samples: int = 0, symmetries: int = 1) -> bool:
         """True if :meth:`predict` returns a sigma: the members predict one, or there are several
-        mixture components (members or MC-dropout passes) whose spread is one."""
-        return self.predicts_uncertainty or len(self.members) > 1 or mc_samples > 0
+        mixture components (members, MC-dropout passes or symmetries) whose spread is one."""
+        return self.predicts_uncertainty or len(self.members) > 1 or mc_samples > 0 or symmetries > 1
 
     @property
     def device(self) -> torch.device:
@@ -185,9 +188,10 @@ class Ensemble(nn.Module):
 
     # -- prediction -------------------------------------------------------------------
 
-    def check_calibration_mode(self, mc_samples: int) -> None:
-        """Warn if the stored calibration was fitted with another number of MC-dropout passes
-        (the scale then does not fit the sigma it multiplies)."""
+    def check_calibration_mode(self, mc_samples: int, symmetries: int = 1) -> None:
+        """Warn if the stored calibration was fitted with another number of MC-dropout passes or
+        of symmetries (the scale then does not fit the sigma it multiplies). A record without
+        ``symmetries`` (written before there were any) was fitted with 1."""
         fitted = (self.calibration or {}).get("mc_samples")
         if fitted is not None and fitted != mc_samples:
             log.warning(
@@ -197,22 +201,44 @@ class Ensemble(nn.Module):
                 mc_samples,
                 mc_samples,
             )
+        fitted = self.calibration.get("symmetries", 1) if self.calibration else None
+        if fitted is not None and fitted != symmetries:
+            log.warning(
+                "the calibration was fitted with symmetries=%s, you predict with symmetries=%s: "
+                "coverage may be off; re-run lenscnn-eval calibrate=true symmetries=%s",
+                fitted,
+                symmetries,
+                symmetries,
+            )
 
     @torch.inference_mode()
-    def predict(self, images: Tensor, mc_samples: int = 0) -> Prediction:
-        """Predict images ``(B, 1, H, W)`` in counts/s per pixel (each member normalises them itself)."""
+    def predict(self, images: Tensor, mc_samples: int = 0, symmetries: int = 1) -> Prediction:
+        """Predict images ``(B, 1, H, W)`` in counts/s per pixel (each member normalises them itself).
+
+        Args:
+            mc_samples: MC-dropout passes per member (0: dropout off).
+            symmetries: 1 (the images as given) or 8: also their flips and quarter-turns (each
+                member then sees one batch of ``8 B`` images per pass).
+        """
         if mc_samples < 0:
             raise UserError(f"mc_samples must be >= 0, got {mc_samples}")
+        group = symmetry_group(symmetries, self.target_names)
         images = images.to(self.device, torch.float32)
+        n = images.shape[0]
+        views = images if len(group) == 1 else torch.cat([transform_images(images, s) for s in group])
         means, variances = [], []
         for member, source in zip(self.members, self.sources, strict=True):
             context = mc_dropout(member, source) if mc_samples else contextlib.nullcontext()
             with context:
                 for _ in range(max(1, mc_samples)):
-                    out = member.predict_physical(images)
-                    means.append(out["mean"])
-                    if out["sigma"] is not None:
-                        variances.append(out["sigma"].square())
+                    out = member.predict_physical(views)
+                    for k, symmetry in enumerate(group):
+                        part = slice(k * n, (k + 1) * n)
+                        sigma = None if out["sigma"] is None else out["sigma"][part]
+                        mean, sigma = untransform(out["mean"][part], sigma, self.target_names, symmetry)
+                        means.append(mean)
+                        if sigma is not None:
+                            variances.append(sigma.square())
         mu = torch.stack(means)
         mean = mu.mean(0)
         aleatoric_var = torch.stack(variances).mean(0) if len(variances) == len(means) else None
@@ -221,7 +247,7 @@ class Ensemble(nn.Module):
         sigma = torch.sqrt(sum(parts)) * self.sigma_scale if parts else None
         return Prediction(
             mean=mean,
-            member_means=mu.view(len(self.members), max(1, mc_samples), *mean.shape).mean(1),
+            member_means=mu.view(len(self.members), max(1, mc_samples) * len(group), *mean.shape).mean(1),
             sigma=sigma,
             aleatoric=None if aleatoric_var is None else aleatoric_var.sqrt(),
             epistemic=None if epistemic_var is None else epistemic_var.sqrt(),
@@ -248,7 +274,8 @@ class Ensemble(nn.Module):
 
 def calibration_scales(record: Any, names: Sequence[str], source: str | Path | None) -> list[float] | None:
     """The sigma scale of each target in a calibration ``record`` (``None`` for no record, or an
-    empty one); refuses a record that is not ``{"sigma_scale": {target: positive number}, ...}``."""
+    empty one); refuses a record that is not ``{"sigma_scale": {target: positive number}, ...}``
+    (with optional ``mc_samples``: a count, and ``symmetries``: 1 or 8, the settings it was fitted with)."""
     if record is None or (isinstance(record, Mapping) and not record):
         return None
     fitted = record.get("sigma_scale") if isinstance(record, Mapping) else None
@@ -265,6 +292,9 @@ def calibration_scales(record: Any, names: Sequence[str], source: str | Path | N
     mc_samples = record.get("mc_samples")
     if mc_samples is not None and (isinstance(mc_samples, bool) or not isinstance(mc_samples, int) or mc_samples < 0):
         raise UserError(f"{source}: calibration mc_samples={mc_samples!r} is not a count; re-run calibrate=true")
+    symmetries = record.get("symmetries", 1)  # records written before symmetries: fitted with 1
+    if isinstance(symmetries, bool) or not isinstance(symmetries, int) or symmetries not in SYMMETRY_COUNTS:
+        raise UserError(f"{source}: calibration symmetries={symmetries!r} is not 1 or 8; re-run calibrate=true")
     return [float(s) for s in scale]
 
 

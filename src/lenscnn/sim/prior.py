@@ -423,6 +423,8 @@ class Prior:
         role = self._role(name, profile, spec.pop("lensed", None))
         options = self._options(name, profile, spec)
         galaxies = spec.pop("galaxies", None) if profile.kind == "light" else None
+        if galaxies is not None and not {"amp", "R_sersic", "n_sersic"} <= set(profile.keyword_names):
+            raise UserError(f"prior '{name}': galaxies need a Sersic profile to scale them, not {profile.name}")
         by_ratio = profile.kind == "light" and "flux_ratio" in spec
         if by_ratio and name == "source":
             raise UserError("prior 'source': flux_ratio is relative to the source; give the source's amp")

@@ -24,7 +24,7 @@ from lenscnn.errors import UserError
 from lenscnn.params import ARCSEC, Parameter, register_keywords
 from lenscnn.sim.func.epl import epl_deflection, epl_terms
 from lenscnn.sim.func.lens import shear_deflection, sie_deflection
-from lenscnn.sim.func.light import sersic_profile
+from lenscnn.sim.func.light import gaussian_profile, sersic_profile
 from lenscnn.sim.func.multipole import multipole_deflection
 
 
@@ -171,5 +171,17 @@ register(
             *_centre(),
         ),
         sersic_profile,
+    )
+)
+register(
+    Profile(
+        "GAUSSIAN",
+        "light",
+        (
+            Keyword("amp", "counts/s", "$F$", 0.0),
+            Keyword("sigma", ARCSEC, r"$\sigma$", 0.0, open_low=True),
+            *_centre(),
+        ),
+        gaussian_profile,
     )
 )

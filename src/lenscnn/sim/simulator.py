@@ -15,6 +15,7 @@ from lenscnn.errors import UserError
 from lenscnn.sim import func
 from lenscnn.sim.instrument import Instrument
 from lenscnn.sim.lens_model import LensModel, parameter_name
+from lenscnn.sim.observation import Observation
 from lenscnn.sim.prior import Prior
 
 log = logging.getLogger(__name__)
@@ -32,6 +33,10 @@ DTYPES = {"float32": torch.float32, "float64": torch.float64}
 #: trained on (changing BLOCK changes every training stream, the fixed sets and their metrics).
 BLOCK = 128
 
+#: Last element of the key of a block's observation draws (``key_generator(*key, k, OBSERVATION_KEY)``):
+#: a stream of its own, so adding nuisances changes neither the lenses nor their noise seeds.
+OBSERVATION_KEY = 1
+
 
 def key_generator(*key: int) -> torch.Generator:
     """A CPU generator seeded from ``numpy.random.SeedSequence(key)``: distinct keys give
@@ -47,6 +52,7 @@ def draw_lenses(
     stop: int,
     split: str = "train",
     dtype: torch.dtype = torch.float32,
+    observation: Observation | None = None,
 ) -> tuple[dict[str, Tensor], Tensor]:
     """Lenses ``start .. stop-1`` of the seeded stream ``key``: ``({name: Tensor[stop - start]}, noise_seeds)``
     on the CPU (noise seeds int64, for :meth:`Simulator.render`).
@@ -54,7 +60,8 @@ def draw_lenses(
     The stream is a sequence of blocks of :data:`BLOCK` lenses; block ``k`` is drawn whole, on the
     CPU, from ``key_generator(*key, k)``: first its parameters (``prior.sample(BLOCK, ...)``),
     then its noise seeds. Lens ``i`` is therefore the same whatever range it is drawn in. ``split``
-    picks the galaxies of a galaxy-source library.
+    picks the galaxies of a galaxy-source library. The ``observation``'s nuisances of the block come
+    from ``key_generator(*key, k, OBSERVATION_KEY)``: the same lenses and noise seeds with or without them.
     """
     if not 0 <= start <= stop:
         raise ValueError(f"lenses {start}..{stop}: need 0 <= start <= stop")
@@ -63,7 +70,10 @@ def draw_lenses(
     for k in range(first, max(last, first + 1)):  # an empty range still has every parameter name
         generator = key_generator(*key, k)
         params = prior.sample(BLOCK, generator, "cpu", dtype, split=split)
-        blocks.append((params, func.draw_seeds(BLOCK, generator)))
+        seeds = func.draw_seeds(BLOCK, generator)
+        if observation is not None:
+            params.update(observation.sample(BLOCK, key_generator(*key, k, OBSERVATION_KEY), "cpu", dtype))
+        blocks.append((params, seeds))
     cut = slice(start - first * BLOCK, stop - first * BLOCK)
     if len(blocks) == 1:
         params, seeds = blocks[0]
@@ -90,10 +100,15 @@ class LensStream:
         self.generator = torch.Generator(device=device).manual_seed(int(seed))
 
     def draw(
-        self, prior: Prior, n: int, split: str = "train", dtype: torch.dtype = torch.float32
+        self,
+        prior: Prior,
+        n: int,
+        split: str = "train",
+        dtype: torch.dtype = torch.float32,
+        observation: Observation | None = None,
     ) -> tuple[dict[str, Tensor], Tensor]:
         """The next ``n`` lenses (CPU parameters and noise seeds); advances the stream."""
-        drawn = draw_lenses(prior, self.key, self.position, self.position + n, split, dtype)
+        drawn = draw_lenses(prior, self.key, self.position, self.position + n, split, dtype, observation)
         self.position += n
         return drawn
 
@@ -115,6 +130,8 @@ class Simulator(nn.Module):
     Args:
         instrument: image geometry, PSF and noise.
         prior: distributions of all parameters.
+        observation: per-image nuisances (sky residual, PSF, noise, artefacts) config
+            (:mod:`lenscnn.sim.observation`); ``None`` or empty: the instrument's alone.
         dtype: ``torch.float32`` (default) or ``torch.float64``.
         compile: fuse the per-pixel arithmetic with ``torch.compile`` (much faster on CPU
             and GPU after a one-off compilation; falls back to eager with a warning if
@@ -127,6 +144,7 @@ class Simulator(nn.Module):
         instrument: Instrument,
         prior: Prior,
         *,
+        observation: Mapping[str, Any] | None = None,
         dtype: torch.dtype = torch.float32,
         compile: bool = False,
         chunk_size: int | None = None,
@@ -163,6 +181,9 @@ class Simulator(nn.Module):
         for name, sampler in prior.galaxy_samplers.items():
             self.register_buffer(f"galaxy_images_{name}", torch.as_tensor(sampler.library.images, dtype=dtype), False)
             self.register_buffer(f"galaxy_r_half_{name}", torch.as_tensor(sampler.library.r_half, dtype=dtype), False)
+        self.observation = Observation(observation or {}, instrument) if observation else None
+        if self.observation is not None and compile:
+            self.observation.compile()
         self._compile = compile
         self._render_chunk: Callable[..., Tensor] = self._eager_chunk
         if compile:
@@ -171,15 +192,19 @@ class Simulator(nn.Module):
     @classmethod
     def from_config(cls, cfg: Mapping[str, Any] | DictConfig, **overrides: Any) -> Simulator:
         """Build from a ``data.simulator`` node: ``instrument``, ``prior`` and optional
-        ``dtype`` (``float32``/``float64``), ``compile`` and ``chunk_size``."""
+        ``observation``, ``dtype`` (``float32``/``float64``), ``compile`` and ``chunk_size``."""
         if isinstance(cfg, DictConfig):
             cfg = OmegaConf.to_container(cfg, resolve=True)
         cfg = {**dict(cfg), **overrides}
-        unknown = set(cfg) - {"instrument", "prior", "dtype", "compile", "chunk_size"}
+        unknown = set(cfg) - {"instrument", "prior", "observation", "dtype", "compile", "chunk_size"}
         if unknown:
             raise UserError(
-                f"simulator: unknown keys {sorted(unknown)}; allowed instrument, prior, dtype, compile, chunk_size"
+                f"simulator: unknown keys {sorted(unknown)}; allowed instrument, prior, observation, dtype, "
+                "compile, chunk_size"
             )
+        observation = cfg.get("observation")
+        if observation is not None and not isinstance(observation, Mapping):
+            raise UserError(f"simulator.observation must be a config mapping (observation=NAME), got {observation!r}")
         for key in ("instrument", "prior"):
             if not isinstance(cfg.get(key), Mapping):
                 raise UserError(f"simulator: '{key}' must be a config mapping (pick one with {key}=NAME)")
@@ -192,6 +217,7 @@ class Simulator(nn.Module):
         return cls(
             Instrument.from_config(cfg["instrument"]),
             Prior(cfg["prior"]),
+            observation=observation,
             dtype=DTYPES[dtype],
             compile=bool(cfg.get("compile", False)),
             chunk_size=chunk_size,
@@ -221,9 +247,12 @@ class Simulator(nn.Module):
         ``split`` picks the galaxies of a galaxy-source library (``train``, ``val``, ``test``).
         """
         if isinstance(generator, LensStream):
-            params, _ = generator.draw(self.prior, n, split, self.dtype)
+            params, _ = generator.draw(self.prior, n, split, self.dtype, self.observation)
             return {k: v.to(self.device) for k, v in params.items()}
-        return self.prior.sample(n, generator, self.device, self.dtype, split=split)
+        params = self.prior.sample(n, generator, self.device, self.dtype, split=split)
+        if self.observation is not None:
+            params.update(self.observation.sample(n, generator, self.device, self.dtype))
+        return params
 
     def sample(
         self,
@@ -235,7 +264,7 @@ class Simulator(nn.Module):
         """Draw ``n`` lenses: ``(images[n, 1, H, W], params)``; with a :class:`LensStream`, its next
         ``n`` lenses (parameters and Gaussian noise independent of ``n``, chunking and device)."""
         if isinstance(generator, LensStream):
-            params, seeds = generator.draw(self.prior, n, split, self.dtype)
+            params, seeds = generator.draw(self.prior, n, split, self.dtype, self.observation)
             params = {k: v.to(self.device) for k, v in params.items()}
             return self.render(params, noise=noise, generator=generator, noise_seeds=seeds), params
         params = self.sample_params(n, generator, split)
@@ -255,7 +284,8 @@ class Simulator(nn.Module):
         (an index into the simulator's library; -1 keeps the Sersic source). With ``noise=True``, background
         and shot noise are drawn from ``generator`` (a stream's :attr:`LensStream.generator`), or,
         for Gaussian noise, from given per-image ``noise_seeds`` (int64 ``(n,)``, e.g. from
-        :func:`func.draw_seeds`).
+        :func:`func.draw_seeds`). With an :attr:`observation`, its nuisance parameters are needed too
+        (:attr:`parameter_names`), and the artefacts come with the noise.
         """
         generator = _torch_generator(generator)
         params = self._check_params(params)
@@ -263,6 +293,7 @@ class Simulator(nn.Module):
         height, width = self.instrument.image_size
         images = torch.empty((n, 1, height, width), dtype=self.dtype, device=self.device)
         seeds = None
+        observation = self.observation
         if noise and not self.instrument.exact_poisson:
             seeds = func.draw_seeds(n, generator, self.device) if noise_seeds is None else noise_seeds.to(self.device)
         chunk_size = min(self.chunk_size, n)
@@ -276,7 +307,11 @@ class Simulator(nn.Module):
                 chunk = {k: torch.cat([v, v[-1:].expand(pad, 1, 1)]) for k, v in chunk.items()}
                 if chunk_seeds is not None:
                     chunk_seeds = torch.cat([chunk_seeds, chunk_seeds[-1:].expand(pad, 1, 1)])
-            images[start:stop, 0] = self._render_chunk_safely(chunk, chunk_seeds)[: stop - start]
+            if observation is None:
+                images[start:stop, 0] = self._render_chunk_safely(chunk, chunk_seeds)[: stop - start]
+            else:
+                noiseless = self._render_chunk_safely(chunk, None)
+                images[start:stop, 0] = observation.apply(noiseless, chunk, chunk_seeds)[: stop - start]
         if noise and self.instrument.exact_poisson:
             images = func.add_noise(
                 images,
@@ -301,6 +336,8 @@ class Simulator(nn.Module):
         """Images of one chunk ``(c, H, W)``; with Gaussian noise when per-image ``seeds`` are given."""
         instrument = self.instrument
         flux = self.lens_model.surface_brightness(self.x, self.y, chunk, self._galaxy_stamps())
+        if self.observation is not None and self.observation.varies_psf:  # the observation's PSF, per image
+            return func.lens_image(flux, instrument.pixel_scale**2, instrument.supersampling)
         image = func.lens_image(
             flux,
             instrument.pixel_scale**2,
@@ -313,6 +350,11 @@ class Simulator(nn.Module):
             return image
         standard = func.counter_normal(seeds, self.pixel_index, self.dtype)
         return func.apply_gaussian_noise(image, standard, instrument.background_rms, instrument.exposure_time)
+
+    @property
+    def parameter_names(self) -> list[str]:
+        """Every parameter :meth:`render` needs: the lens model's, then the observation's nuisances."""
+        return self.lens_model.names + (self.observation.names if self.observation is not None else [])
 
     @property
     def lens_model(self) -> LensModel:
@@ -336,10 +378,13 @@ class Simulator(nn.Module):
                 f"render: library galaxies given for {without_library}, but this simulator's prior draws "
                 "no galaxies there; add <component>.galaxies to the prior"
             )
-        required = self.lens_model.names
+        required = self.parameter_names
         missing = [k for k in required if k not in params]
         if missing:
-            raise UserError(f"render: missing parameters {missing} of the lens model {self.lens_model.kwargs_model()}")
+            raise UserError(
+                f"render: missing parameters {missing} of the lens model {self.lens_model.kwargs_model()} "
+                "or the observation"
+            )
         out = {k: torch.as_tensor(params[k], dtype=self.dtype, device=self.device).reshape(-1) for k in required}
         sizes = {v.shape[0] for v in out.values()}
         if len(sizes) != 1:

@@ -3,7 +3,8 @@
 Conventions follow lenstronomy's ``SERSIC_ELLIPSE`` light profile: ``amp`` is the
 surface brightness at the half-light radius, ``R_sersic`` is the half-light radius of
 the product-average (circularised) radius, and the ellipticity ``(e1, e2)`` is the
-complex ellipticity of ``lenscnn.sim.func.ellipticity``.
+complex ellipticity of ``lenscnn.sim.func.ellipticity``. lenstronomy's round ``GAUSSIAN``
+(:func:`gaussian_profile`) takes its total flux as ``amp`` instead.
 """
 
 from __future__ import annotations
@@ -78,6 +79,35 @@ def sersic_total_flux(amp: Tensor, R_sersic: Tensor, n_sersic: Tensor) -> Tensor
     b_n = sersic_b_n(n_sersic)
     log_flux = b_n - 2.0 * n_sersic * torch.log(b_n) + torch.lgamma(2.0 * n_sersic)
     return 2.0 * torch.pi * n_sersic * R_sersic * R_sersic * amp * torch.exp(log_flux)
+
+
+def gaussian_profile(
+    x: Tensor,
+    y: Tensor,
+    amp: Tensor,
+    sigma: Tensor,
+    center_x: Tensor | float = 0.0,
+    center_y: Tensor | float = 0.0,
+) -> Tensor:
+    """Round Gaussian surface brightness at ``(x, y)`` (lenstronomy's ``GAUSSIAN`` light profile).
+
+    ``I = amp / (2 pi sigma^2) * exp(-r^2 / (2 sigma^2))``: ``amp`` is the total flux.
+
+    The profile is sampled at ``(x, y)``, as lenstronomy samples it, not integrated over pixels:
+    a ``sigma`` well below the (sub-)pixel size gives a pixel sum that depends on where the centre
+    falls within a pixel.
+
+    Args:
+        x, y: positions [arcsec].
+        amp: total flux [counts/s]. sigma: standard deviation [arcsec] in each direction.
+        center_x, center_y: centre [arcsec].
+
+    Returns:
+        Surface brightness [counts/s/arcsec^2], broadcast shape of the inputs.
+    """
+    dx, dy = x - center_x, y - center_y
+    inverse_variance = 1.0 / (sigma * sigma)
+    return (0.5 / torch.pi) * amp * inverse_variance * torch.exp(-0.5 * (dx * dx + dy * dy) * inverse_variance)
 
 
 def interpolated_profile(

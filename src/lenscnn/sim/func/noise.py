@@ -83,6 +83,36 @@ def counter_normal(seed: Tensor, counter: Tensor, dtype: torch.dtype = torch.flo
     return torch.sqrt(-2.0 * torch.log(u1)) * torch.cos((2.0 * math.pi) * u2)
 
 
+def counter_uniform(seed: Tensor, counter: Tensor, dtype: torch.dtype = torch.float32) -> Tensor:
+    """Uniform deviates in (0, 1), one per ``(seed, counter)`` pair (broadcast int64 tensors): the
+    low 32 bits of :func:`splitmix64`."""
+    return ((splitmix64(seed, counter) & _LOW_32).to(dtype) + 0.5) * (1.0 / 2**32)
+
+
+def drizzle_taps(correlation: Tensor) -> Tensor:
+    """Taps ``(c, 1, c) / sqrt(1 + 2 c^2)`` ``(B, 3)`` of the separable 3 x 3 kernel that gives white
+    noise of unit variance the nearest-neighbour correlation ``correlation`` (``(B,)``, in
+    ``[0, 1/sqrt 2]``) along rows and columns, keeping its variance 1: noise as left by drizzling
+    (Fruchter & Hook 2002) to first order. ``rho = 2 c / (1 + 2 c^2)``, so
+    ``c = (1 - sqrt(1 - 2 rho^2)) / (2 rho)``."""
+    rho = correlation.clamp(min=0.0, max=0.5**0.5)
+    c = torch.where(rho > 0, (1 - torch.sqrt((1 - 2 * rho * rho).clamp(min=0))) / (2 * rho).clamp(min=1e-12), 0.0)
+    taps = torch.stack([c, torch.ones_like(c), c], dim=-1)
+    return taps / torch.sqrt(1 + 2 * c * c)[:, None]
+
+
+def correlated_normal(seed: Tensor, counter: Tensor, correlation: Tensor) -> Tensor:
+    """Unit-variance Gaussian noise ``(B, H, W)`` with nearest-neighbour correlation ``correlation``
+    (``(B,)``): white :func:`counter_normal` deviates of the int64 ``counter`` grid ``(H + 2, W + 2)``
+    through the per-image kernel of :func:`drizzle_taps` ("valid" convolution, so the border pixels
+    are correlated like the rest). ``seed``: int64 ``(B, 1, 1)``."""
+    height, width = counter.shape[0] - 2, counter.shape[1] - 2
+    white = counter_normal(seed, counter, correlation.dtype)
+    taps = drizzle_taps(correlation)[:, :, None, None]  # (B, 3, 1, 1)
+    rows = sum(taps[:, t] * white[:, :, t : t + width] for t in range(3))
+    return sum(taps[:, t] * rows[:, t : t + height, :] for t in range(3))
+
+
 def apply_gaussian_noise(
     image: Tensor, standard_normal: Tensor, background_rms: float | Tensor, exposure_time: float | Tensor
 ) -> Tensor:

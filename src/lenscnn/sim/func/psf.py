@@ -65,9 +65,10 @@ def smooth_fft_length(n: int) -> int:
 
 
 def kernel_transform(kernel: Tensor, image_shape: tuple[int, int]) -> Tensor:
-    """Real FFT of ``kernel`` zero-padded for :func:`convolve_fft` on images of ``image_shape``."""
+    """Real FFT of ``kernel`` (``(K, K)``, or ``(B, K, K)`` per image) zero-padded for
+    :func:`convolve_fft` on images of ``image_shape``."""
     h, w = image_shape
-    kh, kw = kernel.shape
+    kh, kw = kernel.shape[-2:]
     fft_shape = (smooth_fft_length(h + kh - 1), smooth_fft_length(w + kw - 1))
     return torch.fft.rfft2(kernel, s=fft_shape)
 
@@ -75,14 +76,54 @@ def kernel_transform(kernel: Tensor, image_shape: tuple[int, int]) -> Tensor:
 def convolve_fft(image: Tensor, kernel: Tensor, kernel_fft: Tensor | None = None) -> Tensor:
     """Convolve the last two axes of ``image`` with a 2-D ``kernel`` through the FFT.
 
-    Pass ``kernel_fft = kernel_transform(kernel, image.shape[-2:])`` to reuse the kernel's
+    ``kernel`` is one ``(K, K)`` kernel for every image or a batch ``(B, K, K)``, one per image of
+    ``image`` ``(B, H, W)``. Pass ``kernel_fft = kernel_transform(kernel, image.shape[-2:])`` to reuse the kernel's
     transform between calls. The output has the shape of ``image`` ("same" mode).
     """
     h, w = image.shape[-2:]
-    kh, kw = kernel.shape
+    kh, kw = kernel.shape[-2:]
     if kernel_fft is None:
         kernel_fft = kernel_transform(kernel, (h, w))
     fft_shape = (smooth_fft_length(h + kh - 1), smooth_fft_length(w + kw - 1))
     full = torch.fft.irfft2(torch.fft.rfft2(image, s=fft_shape) * kernel_fft, s=fft_shape)
     top, left = kh // 2, kw // 2
     return full[..., top : top + h, left : left + w]
+
+
+def gaussian_kernels(fwhm: Tensor, pixel_scale: float, radius: int) -> Tensor:
+    """Pixel-integrated Gaussian PSFs, one per image: ``(B, 2 radius + 1, 2 radius + 1)``, each summing
+    to one, for full widths at half maximum ``fwhm`` [arcsec] of shape ``(B,)``."""
+    sigma = (fwhm / FWHM_PER_SIGMA / pixel_scale)[:, None]  # pixels
+    edges = torch.arange(-radius, radius + 2, dtype=fwhm.dtype, device=fwhm.device) - 0.5
+    cdf = 0.5 * (1.0 + torch.erf(edges / (sigma * math.sqrt(2.0))))
+    kernel_1d = cdf[:, 1:] - cdf[:, :-1]
+    kernel = kernel_1d[:, :, None] * kernel_1d[:, None, :]
+    return kernel / kernel.sum(dim=(-2, -1), keepdim=True)
+
+
+def moffat_alpha(fwhm: Tensor, beta: Tensor) -> Tensor:
+    """Moffat core width ``alpha`` [same unit as ``fwhm``]: ``fwhm = 2 alpha sqrt(2^(1/beta) - 1)``
+    (lenstronomy's ``MOFFAT`` light profile and Moffat 1969)."""
+    return fwhm / (2.0 * torch.sqrt(torch.pow(2.0, 1.0 / beta) - 1.0))
+
+
+def moffat_kernels(fwhm: Tensor, beta: Tensor, pixel_scale: float, radius: int, oversampling: int = 5) -> Tensor:
+    """Moffat PSFs ``(1 + r^2 / alpha^2)^-beta``, one per image: ``(B, 2 radius + 1, 2 radius + 1)``,
+    averaged over ``oversampling^2`` sub-pixels per pixel and normalised to unit sum (the wings beyond
+    ``radius`` pixels are cut). ``fwhm`` [arcsec] and ``beta`` have shape ``(B,)``."""
+    size = 2 * radius + 1
+    offsets = (torch.arange(oversampling, dtype=fwhm.dtype, device=fwhm.device) + 0.5) / oversampling - 0.5
+    axis = ((torch.arange(size, dtype=fwhm.dtype, device=fwhm.device) - radius)[:, None] + offsets).reshape(-1)
+    r2 = (axis[:, None] ** 2 + axis[None, :] ** 2) * pixel_scale**2
+    alpha = moffat_alpha(fwhm, beta)[:, None, None]
+    fine = torch.pow(1.0 + r2 / alpha**2, -beta[:, None, None])
+    kernel = fine.reshape(-1, size, oversampling, size, oversampling).mean(dim=(-3, -1))
+    return kernel / kernel.sum(dim=(-2, -1), keepdim=True)
+
+
+def kernel_fwhm(kernel: Tensor, pixel_scale: float) -> Tensor:
+    """Full width at half maximum [arcsec] of PSF kernels ``(..., K, K)``: the diameter of the disk
+    whose area is that of the pixels above half the peak (exact for a round, well-sampled PSF)."""
+    peak = kernel.amax(dim=(-2, -1), keepdim=True)
+    area = (kernel >= 0.5 * peak).sum(dim=(-2, -1)).to(kernel.dtype)
+    return 2.0 * torch.sqrt(area / math.pi) * pixel_scale
