@@ -27,39 +27,52 @@ lint: install
 train: install
 	$(BIN)/lenscnn-train experiment=quickstart
 
-# Four realistic members (seeds 1-4), trained once; then each member and their ensemble scored on
-# the same fixed test set, with the ensemble calibrated on the validation set (outputs/ensemble/realistic/eval).
-ENSEMBLE := outputs/ensemble/realistic
+# Four survey members (seeds 1-4), trained once; then each member and their ensemble scored on the
+# same fixed test set, averaged over the image's 8 symmetries, with the ensemble calibrated on the
+# validation set (outputs/ensemble/survey/eval).
+ENSEMBLE := outputs/ensemble/survey
 
 ensemble: $(ENSEMBLE)/.trained
-	$(BIN)/lenscnn-eval ensemble=realistic compare_members=true calibrate=true hydra.run.dir=$(ENSEMBLE)/eval
+	$(BIN)/lenscnn-eval ensemble=survey compare_members=true calibrate=true symmetries=8 hydra.run.dir=$(ENSEMBLE)/eval
 
 $(ENSEMBLE)/.trained: | $(STAMP)
-	$(BIN)/lenscnn-train -m experiment=realistic_ensemble
+	$(BIN)/lenscnn-train -m experiment=survey_ensemble
 	touch $@
 
-# The pretrained ensemble shipped in the package (src/lenscnn/pretrained/realistic) and the metrics of its
-# model card: the four members above exported weights-only in float16, calibrated on the validation set,
-# scored on the fixed test sets (what `lenscnn-eval ensemble=pretrained [prior=...]` reproduces): the
-# realistic mixture, held-out galaxies with lens light, Sersic sources with lens light, and the quickstart
-# Sersic set without lens light. Training is deterministic, so this rebuilds the shipped files bit for bit
-# (same torch, same CPU).
+# The pretrained ensemble shipped in the package (src/lenscnn/pretrained/survey) and the metrics of its
+# model card: the four members above exported weights-only in float16, calibrated on the validation set
+# with test-time averaging over the 8 symmetries, scored on the fixed test sets (what `lenscnn-eval
+# ensemble=pretrained [prior=... observation=...]` reproduces): the survey training distribution, the
+# clean realistic mixture, held-out galaxies with lens light, Sersic sources with lens light and the
+# quickstart Sersic set without lens light; then the robustness table: the clean realistic lenses with
+# one nuisance each (observation=... or prior=realistic_neighbour). Training is deterministic, so this
+# rebuilds the shipped files bit for bit (same torch, same CPU).
 PRETRAINED := src/lenscnn/pretrained
-CARD_SETS := realistic_galaxies realistic_sersic quickstart
-CARD_METRICS := $(ENSEMBLE)/pretrained/eval/metrics.json $(CARD_SETS:%=$(ENSEMBLE)/pretrained/eval_%/metrics.json)
+EVAL := $(ENSEMBLE)/pretrained
+CARD_SETS := realistic realistic_galaxies realistic_sersic quickstart
+NUISANCES := pedestal_plus pedestal_minus moffat_narrow moffat_wide noise_x3 cosmic_rays
+CARD_METRICS := $(EVAL)/eval/metrics.json $(CARD_SETS:%=$(EVAL)/eval_%/metrics.json)
+ROBUSTNESS := $(EVAL)/eval_realistic/metrics.json $(NUISANCES:%=$(EVAL)/robust_%/metrics.json) \
+	$(EVAL)/robust_neighbour/metrics.json
 COMMA := ,
 SPACE := $(subst ,, )
+list = [$(subst $(SPACE),$(COMMA),$(strip $(1)))]
 
 pretrained: install $(ENSEMBLE)/.trained
-	$(BIN)/lenscnn-export ensemble=realistic out_dir=$(PRETRAINED)/realistic dtype=float16 hydra.run.dir=$(ENSEMBLE)/pretrained/export
-	$(BIN)/lenscnn-eval ensemble=pretrained calibrate=true hydra.run.dir=$(ENSEMBLE)/pretrained/calibrate
-	$(BIN)/lenscnn-eval ensemble=pretrained compare_members=true hydra.run.dir=$(ENSEMBLE)/pretrained/eval
+	$(BIN)/lenscnn-export ensemble=survey out_dir=$(PRETRAINED)/survey dtype=float16 hydra.run.dir=$(EVAL)/export
+	$(BIN)/lenscnn-eval ensemble=pretrained calibrate=true symmetries=8 hydra.run.dir=$(EVAL)/calibrate
+	$(BIN)/lenscnn-eval ensemble=pretrained compare_members=true hydra.run.dir=$(EVAL)/eval
 	for set in $(CARD_SETS); do \
-		$(BIN)/lenscnn-eval ensemble=pretrained prior=$$set hydra.run.dir=$(ENSEMBLE)/pretrained/eval_$$set || exit 1; \
+		$(BIN)/lenscnn-eval ensemble=pretrained prior=$$set observation=none hydra.run.dir=$(EVAL)/eval_$$set || exit 1; \
 	done
-	$(BIN)/lenscnn-export card=$(PRETRAINED)/MODEL_CARD.md \
-		metrics=[$(subst $(SPACE),$(COMMA),$(CARD_METRICS))] \
-		hydra.run.dir=$(ENSEMBLE)/pretrained/card
+	for nuisance in $(NUISANCES); do \
+		$(BIN)/lenscnn-eval ensemble=pretrained prior=realistic observation=$$nuisance \
+			hydra.run.dir=$(EVAL)/robust_$$nuisance || exit 1; \
+	done
+	$(BIN)/lenscnn-eval ensemble=pretrained prior=realistic_neighbour observation=none \
+		hydra.run.dir=$(EVAL)/robust_neighbour
+	$(BIN)/lenscnn-export card=$(PRETRAINED)/MODEL_CARD.md metrics=$(call list,$(CARD_METRICS)) \
+		robustness=$(call list,$(ROBUSTNESS)) hydra.run.dir=$(EVAL)/card
 
 simulate: install
 	$(BIN)/lenscnn-simulate n=64 preview=16

@@ -9,9 +9,12 @@ sources (the built-in HUDF library, ``source.galaxies``) against Sersic sources,
 run: all galaxies, and a half/half mixture (which renders both and picks one per lens). Then the
 lens-model spec: the realistic prior (quickstart geometry) rendered by looping over the spec's
 components against the same kernels wired by hand as before lens models were declared (SIE + shear,
-galaxy/Sersic source, Sersic lens light), and the same prior with an EPL instead of the SIE.
+galaxy/Sersic source, Sersic lens light), and the same prior with an EPL instead of the SIE. Then
+the survey training distribution against the realistic prior (quickstart geometry): the survey prior
+(two-component lens light, neighbours, a star), the survey observation (residual sky, per-image PSFs,
+varied and correlated noise, cosmic rays, hot pixels, masks), and both.
 
-    python benchmarks/sim_throughput.py [--batch 256] [--seconds 10] [--skip-lenstronomy] [--only-spec]
+    python benchmarks/sim_throughput.py [--batch 256] [--seconds 10] [--skip-lenstronomy] [--only-spec|--only-survey]
 """
 
 from __future__ import annotations
@@ -125,11 +128,13 @@ class HandWired(Simulator):
         return func.apply_gaussian_noise(image, standard, inst.background_rms, inst.exposure_time)
 
 
-def realistic_config(lens_profile: str) -> dict:
-    """The realistic prior at the quickstart geometry, compiled float32, with an SIE or an EPL main lens."""
+def realistic_config(lens_profile: str = "SIE", prior: str | None = None, observation: str = "none") -> dict:
+    """A prior (the realistic one, with an SIE or an EPL main lens, unless named) and an observation at
+    the quickstart geometry, compiled float32."""
     with initialize_config_module("lenscnn.conf", version_base="1.3"):
-        prior = "realistic" if lens_profile == "SIE" else "epl"
-        cfg = compose("simulate", overrides=["instrument=quickstart", f"prior={prior}"])
+        prior = prior or ("realistic" if lens_profile == "SIE" else "epl")
+        overrides = ["instrument=quickstart", f"prior={prior}", f"observation={observation}"]
+        cfg = compose("simulate", overrides=overrides)
     return {**OmegaConf.to_container(cfg.simulator, resolve=True), "compile": True}
 
 
@@ -153,11 +158,36 @@ def spec_rows(batch: int, seconds: float, repeats: int = 3) -> list[tuple[str, f
         "lens-model spec, SIE": Simulator.from_config(sie),
         "lens-model spec, EPL": Simulator.from_config(realistic_config("EPL")),
     }
+    return interleaved(simulators, batch, seconds, repeats)
+
+
+def survey_rows(batch: int, seconds: float, repeats: int = 3) -> list[tuple[str, float]]:
+    """Images/s of the realistic prior, the survey prior, the survey observation and both (the shipped
+    ensemble's training distribution), best of ``repeats`` interleaved windows."""
+    simulators = {
+        "realistic": Simulator.from_config(realistic_config()),
+        "survey prior": Simulator.from_config(realistic_config(prior="survey")),
+        "survey observation": Simulator.from_config(realistic_config(observation="survey")),
+        "survey prior+observation": Simulator.from_config(realistic_config(prior="survey", observation="survey")),
+    }
+    return interleaved(simulators, batch, seconds, repeats)
+
+
+def interleaved(simulators: dict[str, Simulator], batch: int, seconds: float, repeats: int) -> list[tuple[str, float]]:
+    """Images/s of each simulator, the best of ``repeats`` windows taken in turn."""
     best = dict.fromkeys(simulators, 0.0)
     for _ in range(repeats):
         for label, simulator in simulators.items():
             best[label] = max(best[label], time_simulator(simulator, batch, seconds / repeats))
     return list(best.items())
+
+
+def print_rates(title: str, column: str, rows: list[tuple[str, float]], references: dict[str, float]) -> None:
+    """A table of images/s with the ratio of each row to each reference rate."""
+    print(f"\n{title}")
+    print(f"{column:>26} {'img/s':>10}" + "".join(f" {name:>13}" for name in references))
+    for label, rate in rows:
+        print(f"{label:>26} {rate:>10.0f}" + "".join(f" {rate / ref:>13.3f}" for ref in references.values()))
 
 
 def main() -> None:
@@ -167,16 +197,19 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--skip-lenstronomy", action="store_true", help="only the galaxy-source comparison")
     parser.add_argument("--only-spec", action="store_true", help="only the lens-model spec comparison")
+    parser.add_argument("--only-survey", action="store_true", help="only the survey against the realistic prior")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
     setting = f"{args.threads} threads, batch {args.batch}"
+    rows = survey_rows(args.batch, args.seconds)
+    title = f'quickstart 64x64 @0.08"/px, noise, compiled float32, {setting}: survey vs realistic'
+    print_rates(title, "distribution", rows, {"vs realistic": rows[0][1]})
+    if args.only_survey:
+        return
     rows = spec_rows(args.batch, args.seconds)
-    before = rows[0][1]
-    print(f'\nrealistic prior, 64x64 @0.08"/px, noise, compiled float32, {setting}: lens-model spec')
-    print(f"{'pipeline':>26} {'img/s':>10} {'vs before':>10} {'vs spec SIE':>12}")
-    for label, rate in rows:
-        print(f"{label:>26} {rate:>10.0f} {rate / before:>10.3f} {rate / rows[1][1]:>12.3f}")
+    title = f'realistic prior, 64x64 @0.08"/px, noise, compiled float32, {setting}: lens-model spec'
+    print_rates(title, "pipeline", rows, {"vs before": rows[0][1], "vs spec SIE": rows[1][1]})
     if args.only_spec:
         return
     if not args.skip_lenstronomy:

@@ -117,6 +117,15 @@ SHEAR = ("gamma1", "gamma2")
 SERSIC = ("amp", "R_sersic", "n_sersic", "e1", "e2")
 
 
+#: What any light component may draw besides its profile's keywords (a flux relative to the source's,
+#: a library galaxy): ``{suffix: the source's or lens light's entry it reads like}``.
+_COMPONENT_EXTRAS = {
+    "flux_ratio": "lens_light_flux_ratio",
+    "galaxy": "source_galaxy",
+    "phi_G": "source_phi_G",
+    "flip": "source_flip",
+}
+
 #: Keywords of the registered profiles: ``{keyword: Parameter}`` (name = keyword), by profile.
 _KEYWORDS: dict[str, dict[str, Parameter]] = {}
 
@@ -149,7 +158,12 @@ def parameter(name: str) -> Parameter:
         if name.endswith(f"_{keyword}") and len(name) > len(keyword) + 1
     ]
     if not matches:
-        return Parameter(name, "", name)
+        extra = next((k for k in _COMPONENT_EXTRAS if name.endswith(f"_{k}") and len(name) > len(k) + 1), None)
+        if extra is None:
+            return Parameter(name, "", name)
+        template = PARAMETERS[_COMPONENT_EXTRAS[extra]]
+        component = name[: -len(extra) - 1]
+        return Parameter(name, template.unit, f"{template.label} [{component}]", template.profile, template.keyword)
     _, profile, keyword = max(matches)
     return component_parameter(name[: -len(keyword) - 1], profile, keyword, name)
 

@@ -153,6 +153,13 @@ def test_eval_on_a_simulated_file_and_on_another_prior(tiny_checkpoint, tmp_path
     result = evaluate(other, f"ckpt_path={tiny_checkpoint}", "prior=galaxy_galaxy", "test_size=64")
     assert result.returncode == 0, result.stderr[-2000:]
     assert json.loads((other / "metrics.json").read_text())["n"] == 64
+    # the same lenses with one observation nuisance, averaged over the image's 8 symmetries
+    sky = tmp_path / "sky"
+    result = evaluate(sky, f"ckpt_path={tiny_checkpoint}", "observation=pedestal_plus", "test_size=64", "symmetries=8")
+    assert result.returncode == 0, result.stderr[-2000:]
+    payload = json.loads((sky / "metrics.json").read_text())
+    assert payload["n"] == 64 and payload["symmetries"] == 8
+    assert payload["dataset"].endswith("prior as trained, observation pedestal_plus)")
 
 
 @pytest.mark.parametrize(
@@ -164,6 +171,8 @@ def test_eval_on_a_simulated_file_and_on_another_prior(tiny_checkpoint, tmp_path
         (["ckpt_path={ckpt}", "instrument=quickstart"], "evaluate on data with the model's geometry"),
         (["ckpt_path={ckpt}", "dataset={tmp}/lenses.txt"], "expected an .h5/.hdf5 or .fits file"),
         (["ckpt_path={ckpt}", "mc_samples=-1"], "mc_samples must be >= 0"),
+        (["ckpt_path={ckpt}", "symmetries=4"], "symmetries must be 1 (off) or 8"),
+        (["ckpt_path={ckpt}", "observation=pedestal_plus", "observation.sky.pedestal=high"], "sky.pedestal"),
         (["ckpt_path={ckpt}", "device=cuda"], "CUDA is not available"),
     ],
 )
@@ -181,7 +190,8 @@ def test_bad_eval_input_is_one_line(tiny_checkpoint, tmp_path, args, message):
     ("ensemble", "trained_by"),
     [
         ("quickstart", "lenscnn-train -m experiment=quickstart_ensemble"),
-        ("realistic", "make ensemble (lenscnn-train -m experiment=realistic_ensemble)"),
+        ("realistic", "lenscnn-train -m experiment=realistic_ensemble"),
+        ("survey", "make ensemble (lenscnn-train -m experiment=survey_ensemble)"),
     ],
 )
 def test_an_ensemble_not_trained_yet_says_how_to_train_it(tmp_path, ensemble, trained_by):

@@ -45,7 +45,7 @@ IMPOSTOR = b"hyper_parameters: {}\nstate_dict: {}\n"
 
 #: hypothesis examples per test (some tests run more).
 EXAMPLES = 20
-PRETRAINED = Path(__file__).parents[2] / "src" / "lenscnn" / "pretrained" / "realistic" / "member_1.pt"
+PRETRAINED = Path(__file__).parents[2] / "src" / "lenscnn" / "pretrained" / "survey" / "member_1.pt"
 
 
 def saved(obj) -> bytes:

@@ -298,6 +298,16 @@ def test_calibration_records_their_symmetries(tiny_checkpoint, tmp_path, caplog)
         return [r.getMessage() for r in caplog.records]
 
     assert warnings(record, 1) == []
+    # predictions follow the calibration's setting unless told otherwise
+    checkpoint = read_checkpoint(tiny_checkpoint)
+    checkpoint["calibration"] = {**record, "symmetries": 8}
+    torch.save(checkpoint, tmp_path / "as_calibrated.ckpt")
+    calibrated = Ensemble.from_checkpoints([tmp_path / "as_calibrated.ckpt"])
+    assert calibrated.symmetries() == 8 and calibrated.symmetries(1) == 1
+    assert Ensemble.from_checkpoints([tiny_checkpoint]).symmetries() == 1
+    images = torch.rand(3, 1, *calibrated.image_size)
+    assert torch.equal(calibrated.predict(images).mean, calibrated.predict(images, symmetries=8).mean)
+    assert not torch.equal(calibrated.predict(images).mean, calibrated.predict(images, symmetries=1).mean)
     (old,) = warnings(record, 8)
     assert "fitted with symmetries=1, you predict with symmetries=8" in old and "symmetries=8" in old.split(";")[1]
     assert warnings({**record, "symmetries": 8}, 8) == []

@@ -21,7 +21,7 @@ from lenscnn.cli.common import load_ensemble
 from lenscnn.errors import UserError
 from lenscnn.models.checkpoint import file_digest
 from lenscnn.models.ensemble import Ensemble
-from lenscnn.pretrained.card import BEGIN, card_metrics, metrics_block, update_card
+from lenscnn.pretrained.card import BEGIN, card_metrics, card_robustness, metrics_block, update_card
 from lenscnn.sim import Simulator
 from tests.helpers import TINY_FAST, compose_config, compose_train, run_cli
 
@@ -71,13 +71,15 @@ def test_shipped_ensemble_loads_calibrated_in_float32(shipped):
     assert not torch.allclose(shipped.sigma_scale, torch.ones(5))
     assert all(p.dtype == torch.float32 for p in shipped.parameters())
     assert len(shipped.members) == 4 and shipped.predicts_uncertainty
-    assert pretrained.available() == ["realistic"]
-    # trained before lens models were declared: its prior reads as the equivalent spec
+    assert pretrained.available() == ["survey"]
+    # the survey prior: two-component lens light, two neighbour galaxies and a field star as unlensed light
     assert shipped.lens_model.kwargs_model() == {
         "lens_model_list": ["SIE", "SHEAR"],
         "source_light_model_list": ["SERSIC_ELLIPSE"],
-        "lens_light_model_list": ["SERSIC_ELLIPSE"],
+        "lens_light_model_list": ["SERSIC_ELLIPSE"] * 4 + ["GAUSSIAN"],
     }
+    assert shipped.symmetries() == 8  # calibrated (and so predicting) with test-time averaging
+    assert shipped.simulator_config["observation"]["sky"]["fraction"] == pytest.approx(0.7)
 
 
 def test_shipped_ensemble_measures_simulated_lenses(shipped):
@@ -134,28 +136,55 @@ def test_predict_cli_with_no_checkpoint_measures_a_fits_file(tmp_path):
         assert abs(theta - true_theta) < max(0.1, 4 * sigma), (theta, sigma, true_theta)
 
 
-def test_eval_of_the_shipped_ensemble_reproduces_the_model_card(tmp_path):
-    """Every table of the card (the training prior and the named test sets) is what lenscnn-eval measures."""
+CARD_SETS = ["as trained", "realistic", "realistic_galaxies", "realistic_sersic", "quickstart"]
+
+
+def shipped_eval(tmp_path: Path, choose: list[str]) -> dict:
+    """``metrics.json`` of ``lenscnn-eval ensemble=pretrained`` on the test set ``choose`` picks."""
+    result = run_cli("eval", ["ensemble=pretrained", "plots=false", *choose, f"hydra.run.dir={tmp_path}"])
+    assert result.returncode == 0, result.stderr[-2000:]
+    return json.loads((tmp_path / "metrics.json").read_text())
+
+
+@pytest.mark.parametrize("k", range(len(CARD_SETS)))
+def test_eval_of_the_shipped_ensemble_reproduces_the_model_card(tmp_path, k):
+    """Every table of the card (the training distribution, the clean named test sets) is what lenscnn-eval measures."""
     tables = card_metrics(pretrained.model_card())
-    priors = [re.search(r"prior ([\w ]+)\)$", table["dataset"]).group(1) for table in tables]
-    assert priors == ["as trained", "realistic_galaxies", "realistic_sersic", "quickstart"]
-    for k, (table, prior) in enumerate(zip(tables, priors, strict=True)):
-        assert set(table["metrics"]) == set(TARGETS)
-        choose = [] if prior == "as trained" else [f"prior={prior}"]
-        result = run_cli("eval", ["ensemble=pretrained", "plots=false", *choose, f"hydra.run.dir={tmp_path / str(k)}"])
-        assert result.returncode == 0, result.stderr[-2000:]
-        payload = json.loads((tmp_path / str(k) / "metrics.json").read_text())
-        assert payload["n"] == 2048 and payload["dataset"] == table["dataset"]
-        assert payload["nrmse"] == pytest.approx(table["nrmse"], rel=0.01)
-        for name, values in table["metrics"].items():
-            measured = {**payload["metrics"][name], "sigma_scale": payload["sigma_scale"][name]}
-            for key, value in values.items():
-                if key == "bias":  # near zero: within 1% of the RMSE
-                    assert measured[key] == pytest.approx(value, abs=0.01 * values["rmse"]), (prior, name, key)
-                elif key == "outlier_fraction":  # a count of a few dozen lenses: within 1% of the lenses
-                    assert measured[key] == pytest.approx(value, abs=0.01), (prior, name, key)
-                else:
-                    assert measured[key] == pytest.approx(value, rel=0.01), (prior, name, key)
+    priors = [re.search(r"prior ([\w ]+)[,)]", table["dataset"]).group(1) for table in tables]
+    assert priors == CARD_SETS
+    table, prior = tables[k], priors[k]
+    assert set(table["metrics"]) == set(TARGETS)
+    payload = shipped_eval(tmp_path, [] if prior == "as trained" else [f"prior={prior}", "observation=none"])
+    assert payload["n"] == 2048 and payload["dataset"] == table["dataset"] and payload["symmetries"] == 8
+    assert payload["nrmse"] == pytest.approx(table["nrmse"], rel=0.01)
+    for name, values in table["metrics"].items():
+        measured = {**payload["metrics"][name], "sigma_scale": payload["sigma_scale"][name]}
+        for key, value in values.items():
+            if key == "bias":  # near zero: within 1% of the RMSE
+                assert measured[key] == pytest.approx(value, abs=0.01 * values["rmse"]), (prior, name, key)
+            elif key == "outlier_fraction":  # a count of a few dozen lenses: within 1% of the lenses
+                assert measured[key] == pytest.approx(value, abs=0.01), (prior, name, key)
+            else:
+                assert measured[key] == pytest.approx(value, rel=0.01), (prior, name, key)
+
+
+def test_model_card_robustness_rows_are_what_eval_measures(tmp_path):
+    """The robustness table lists every nuisance alone; one row (a residual sky) re-measured agrees."""
+    rows = card_robustness(pretrained.model_card())
+    assert list(rows) == [
+        "clean",
+        "pedestal_plus",
+        "pedestal_minus",
+        "moffat_narrow",
+        "moffat_wide",
+        "noise_x3",
+        "cosmic_rays",
+        "realistic_neighbour",
+    ]
+    payload = shipped_eval(tmp_path, ["prior=realistic", "observation=pedestal_plus"])
+    theta = payload["metrics"]["theta_E"]
+    assert theta["rmse"] == pytest.approx(rows["pedestal_plus"]["theta_E RMSE"], rel=0.01)
+    assert theta["coverage_68"] == pytest.approx(rows["pedestal_plus"]["theta_E 68%"], abs=0.005)
 
 
 def test_model_card_block_is_generated_and_read_back(tmp_path):
@@ -191,6 +220,39 @@ def test_model_card_block_is_generated_and_read_back(tmp_path):
     assert read["metrics"]["e1"] == pytest.approx({"rmse": 0.02, "mae": 0.015, "bias": 0.0002, "sigma_scale": 0.9})
     assert read_other["metrics"] == {"theta_E": {"rmse": 0.08}}
     assert "10.0% below" in metrics_block(payload)
+    # the robustness table: the same lenses with one nuisance each, as ratios to the clean set
+    clean = {
+        "dataset": "simulated test set (4 lenses, instrument quickstart, prior realistic, observation none)",
+        "n": 4,
+        "metrics": {
+            n: {"rmse": r, "coverage_68": 0.68, "coverage_95": 0.95}
+            for n, r in zip(TARGETS, (0.02, 0.04, 0.04, 0.01, 0.03), strict=True)
+        },
+    }
+    sky = {
+        "dataset": "simulated test set (4 lenses, instrument quickstart, prior realistic, observation pedestal_plus)",
+        "metrics": {n: {**v, "rmse": 2 * v["rmse"], "coverage_68": 0.5} for n, v in clean["metrics"].items()},
+    }
+    neighbour = {
+        **clean,
+        "dataset": "simulated test set (4 lenses, instrument quickstart, prior realistic_neighbour, observation none)",
+    }
+    update_card(card, payload, other, robustness=[clean, sky, neighbour])
+    rows = card_robustness(card.read_text())
+    assert list(rows) == ["clean", "pedestal_plus", "realistic_neighbour"]
+    assert rows["clean"] == pytest.approx(
+        {
+            "theta_E RMSE": 0.02,
+            "/ clean": 1,
+            "theta_E 68%": 0.68,
+            "theta_E 95%": 0.95,
+            "e RMSE / clean": 1,
+            "centre RMSE / clean": 1,
+        }
+    )
+    assert rows["pedestal_plus"]["/ clean"] == pytest.approx(2) and rows["pedestal_plus"]["theta_E 68%"] == 0.5
+    assert rows["pedestal_plus"]["e RMSE / clean"] == pytest.approx(2)
+    assert len(card_metrics(card.read_text())) == 2  # the robustness table is not read as a test set
     with pytest.raises(UserError, match="no generated block"):
         (tmp_path / "bare.md").write_text("# nothing\n")
         update_card(tmp_path / "bare.md", payload)

@@ -148,7 +148,7 @@ def test_lenstronomy_json_of_a_prior_with_a_star_reproduces_the_lenscnn_render()
     assert setup["kwargs_model"]["lens_light_model_list"] == 4 * ["SERSIC_ELLIPSE"] + ["GAUSSIAN"]
     star, lower, upper = (setup[f"kwargs_lens_light{part}"][-1] for part in ("", "_lower", "_upper"))
     assert set(star) == {"amp", "sigma", "center_x", "center_y"}
-    assert star["sigma"] == pytest.approx(0.03, abs=0.002)  # the prior's mean
+    assert star["sigma"] == pytest.approx(0.05, abs=0.002)  # the prior's mean
     assert lower["sigma"] > 0 and upper["sigma"] >= 0.04 and lower["amp"] == 0.0
     # only the envelope follows the bulge (on the lens centre); the neighbours and the star keep their own centres
     assert setup["kwargs_constraints"]["joint_lens_light_with_lens_light"] == [[0, 1, ["center_x", "center_y"]]]

@@ -79,8 +79,8 @@ def test_survey_prior_draws_extended_bright_lens_light_neighbours_and_stars():
         x, y = (params[f"{component}_center_{axis}"][present] for axis in "xy")
         assert ((x.abs() < HALF_FIELD) & (y.abs() < HALF_FIELD)).float().mean() > share, component
     star_inside = (params["star_center_x"].abs() < HALF_FIELD) & (params["star_center_y"].abs() < HALF_FIELD)
-    assert abs(star_inside.float().mean() - (HALF_FIELD / 3.0) ** 2) < 0.03
-    assert ((params["star_sigma"] >= 0.02) & (params["star_sigma"] <= 0.04)).all()
+    assert abs(star_inside.float().mean() - (HALF_FIELD / 4.0) ** 2) < 0.03  # centres drawn in +-4"
+    assert ((params["star_sigma"] >= 0.04) & (params["star_sigma"] <= 0.06)).all()
     # and it renders
     sim = Simulator.from_config(spec)
     images, drawn = sim.sample(16, sim.make_generator(0), split="test")

@@ -74,13 +74,15 @@ def log_to_loggers(cfg: DictConfig, run_dir: Path, result: EvaluationResult, fig
 def run(cfg: DictConfig) -> dict[str, Any]:
     """Evaluate the model ``cfg`` names on its data; write the outputs; returns ``metrics.json``'s content."""
     run_dir = Path(cfg.paths.output_dir)
-    check_symmetries(cfg.symmetries)
+    if cfg.symmetries is not None:
+        check_symmetries(cfg.symmetries)
     torch.manual_seed(cfg.seed)
     device = resolve_device(cfg.device)
     ensemble, calibration_file = load_ensemble(cfg)
     ensemble.to(device)
+    symmetries = 1 if cfg.calibrate and cfg.symmetries is None else ensemble.symmetries(cfg.symmetries)
     if not cfg.calibrate:
-        ensemble.check_calibration_mode(cfg.mc_samples, cfg.symmetries)
+        ensemble.check_calibration_mode(cfg.mc_samples, symmetries)
     dataset = (
         file_set(cfg.dataset)
         if cfg.dataset
@@ -98,7 +100,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         compare=cfg.compare_members,
         outlier_nsigma=cfg.outlier_nsigma,
         show_progress=True,
-        symmetries=cfg.symmetries,
+        symmetries=symmetries,
     )
     figures = evaluation_figures(result.test, result.calibration) if cfg.plots else {}
     log_to_loggers(cfg, run_dir, result, figures)

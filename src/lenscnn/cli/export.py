@@ -1,9 +1,10 @@
 """``lenscnn-export``: weights-only copies of trained models, and model-card metrics.
 
-lenscnn-export ensemble=realistic out_dir=exported/realistic       # member_1.pt, member_2.pt, ...
+lenscnn-export ensemble=survey out_dir=exported/survey             # member_1.pt, member_2.pt, ...
 lenscnn-export ckpt_path=outputs/train/runs/<run> out_dir=exported/mine dtype=float32
 lenscnn-export card=MODEL_CARD.md metrics=outputs/eval/runs/<run>/metrics.json
 lenscnn-export card=MODEL_CARD.md metrics=[main/metrics.json,other_set/metrics.json]   # one table per test set
+lenscnn-export card=MODEL_CARD.md metrics=[...] robustness=[clean/metrics.json,pedestal/metrics.json]
 
 An exported member holds the checkpoint's hyperparameters, its weights (cast to ``dtype``;
 float16 halves the size and is cast back to float32 on loading) and its calibration: what
@@ -79,8 +80,17 @@ def export(cfg: DictConfig) -> list[Path]:
         files = [cfg.metrics] if isinstance(cfg.metrics, str) else list(cfg.metrics)
         if not files:
             raise UserError("metrics=[] is empty: give the metrics.json of at least one lenscnn-eval run")
-        update_card(cfg.card, *(read_metrics(Path(f).expanduser()) for f in files))
-        log.info("updated the metrics of %s from %s", cfg.card, ", ".join(files))
+        robustness = [] if cfg.robustness is None else list(cfg.robustness)
+        if len(robustness) == 1:
+            raise UserError(
+                "robustness=[clean, nuisance, ...]: give the clean set's metrics.json and at least one more"
+            )
+        update_card(
+            cfg.card,
+            *(read_metrics(Path(f).expanduser()) for f in files),
+            robustness=[read_metrics(Path(f).expanduser()) for f in robustness],
+        )
+        log.info("updated the metrics of %s from %s", cfg.card, ", ".join(files + robustness))
     return outputs
 
 

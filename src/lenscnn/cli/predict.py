@@ -141,15 +141,17 @@ def predict(cfg: DictConfig) -> Path:
         raise UserError("no input: give input=<FITS file, directory, glob or HDF5 file>")
     if cfg.mc_samples < 0 or cfg.batch_size < 1:
         raise UserError("mc_samples must be >= 0 and batch_size >= 1")
-    check_symmetries(cfg.symmetries)
+    if cfg.symmetries is not None:
+        check_symmetries(cfg.symmetries)
     run_dir = Path(cfg.paths.output_dir)
     torch.manual_seed(cfg.seed)
     device = resolve_device(cfg.device)
     files = find_inputs(str(cfg.input))
     ensemble, _ = load_ensemble(cfg, default_pretrained=True)
     ensemble.to(device)
-    symmetry_group(cfg.symmetries, ensemble.target_names)  # refuse targets that cannot be rotated before reading
-    ensemble.check_calibration_mode(cfg.mc_samples, cfg.symmetries)
+    symmetries = ensemble.symmetries(cfg.symmetries)
+    symmetry_group(symmetries, ensemble.target_names)  # refuse targets that cannot be rotated before reading
+    ensemble.check_calibration_mode(cfg.mc_samples, symmetries)
     names = ensemble.target_names
     if cfg.plots and not set(PLOTTED) <= set(names):
         raise UserError(
@@ -166,7 +168,7 @@ def predict(cfg: DictConfig) -> Path:
     lenstronomy = None
     if "lenstronomy" in formats:
         lenstronomy = LenstronomyWriter(run_dir / "lenstronomy", ensemble)
-    with_sigma = ensemble.gives_sigma(cfg.mc_samples, cfg.symmetries)
+    with_sigma = ensemble.gives_sigma(cfg.mc_samples, symmetries)
     run_dir.mkdir(parents=True, exist_ok=True)
     out = run_dir / "predictions.csv"
     count = 0
@@ -181,7 +183,7 @@ def predict(cfg: DictConfig) -> Path:
         writer.writerow(columns(names, with_sigma))
         for items, files_done in batches(files, cfg, ensemble, cfg.batch_size):
             images = torch.stack([p.image for _, p in items])
-            prediction = ensemble.predict(images, cfg.mc_samples, cfg.symmetries)
+            prediction = ensemble.predict(images, cfg.mc_samples, symmetries)
             mean = prediction.mean.cpu().numpy()
             sigma = None if prediction.sigma is None else prediction.sigma.cpu().numpy()
             writer.writerows(rows(items, mean, sigma, ensemble))

@@ -50,7 +50,7 @@ def simulate(cfg: DictConfig) -> Path:
     stream = simulator.make_generator(cfg.seed)  # each batch continues the seed's lens stream
     out_dir = Path(cfg.paths.output_dir)
     config_yaml = OmegaConf.to_yaml(cfg.simulator, resolve=True)
-    names = simulator.prior.names
+    names = simulator.drawn_names
     kwargs_model = simulator.lens_model.kwargs_model()
     pixel_scale = simulator.instrument.pixel_scale
 

@@ -40,7 +40,13 @@ from lenscnn.models.checkpoint import (
     save_checkpoint_atomic,
 )
 from lenscnn.models.regressor import LensRegressor
-from lenscnn.models.symmetry import SYMMETRY_COUNTS, symmetry_group, transform_images, untransform
+from lenscnn.models.symmetry import (
+    SYMMETRY_COUNTS,
+    check_symmetries,
+    symmetry_group,
+    transform_images,
+    untransform,
+)
 from lenscnn.sim.lens_model import LensModel
 from lenscnn.sim.prior import lens_model_of
 
@@ -188,6 +194,13 @@ class Ensemble(nn.Module):
 
     # -- prediction -------------------------------------------------------------------
 
+    def symmetries(self, requested: int | None = None) -> int:
+        """``requested`` (1 or 8), or for ``None`` the setting the calibration was fitted with (1 without
+        a calibration): an ensemble calibrated with ``symmetries=8`` predicts with 8 unless told otherwise."""
+        if requested is not None:
+            return check_symmetries(requested)
+        return int((self.calibration or {}).get("symmetries", 1))
+
     def check_calibration_mode(self, mc_samples: int, symmetries: int = 1) -> None:
         """Warn if the stored calibration was fitted with another number of MC-dropout passes or
         of symmetries (the scale then does not fit the sigma it multiplies). A record without
@@ -212,17 +225,18 @@ class Ensemble(nn.Module):
             )
 
     @torch.inference_mode()
-    def predict(self, images: Tensor, mc_samples: int = 0, symmetries: int = 1) -> Prediction:
+    def predict(self, images: Tensor, mc_samples: int = 0, symmetries: int | None = None) -> Prediction:
         """Predict images ``(B, 1, H, W)`` in counts/s per pixel (each member normalises them itself).
 
         Args:
             mc_samples: MC-dropout passes per member (0: dropout off).
             symmetries: 1 (the images as given) or 8: also their flips and quarter-turns (each
-                member then sees one batch of ``8 B`` images per pass).
+                member then sees one batch of ``8 B`` images per pass); ``None``: as calibrated
+                (:meth:`symmetries`).
         """
         if mc_samples < 0:
             raise UserError(f"mc_samples must be >= 0, got {mc_samples}")
-        group = symmetry_group(symmetries, self.target_names)
+        group = symmetry_group(self.symmetries(symmetries), self.target_names)
         images = images.to(self.device, torch.float32)
         n = images.shape[0]
         views = images if len(group) == 1 else torch.cat([transform_images(images, s) for s in group])

@@ -1,9 +1,11 @@
 """The pretrained ensembles shipped inside the package, and how to find and load them.
 
-``realistic``: four members of the realistic recipe (``lenscnn-train -m
-experiment=realistic_ensemble``, seeds 1-4; 64 x 64 pixels of 0.08 arcsec; real-galaxy and Sersic
-sources, lens light, external shear), stored weights-only in float16 (``member_<k>.pt``) with
-their calibration (``calibration.json``). ``make pretrained`` rebuilds them; ``MODEL_CARD.md``
+``survey``: four members of the survey recipe (``lenscnn-train -m experiment=survey_ensemble``,
+seeds 1-4; 64 x 64 pixels of 0.08 arcsec; real-galaxy and Sersic sources, two-component lens light,
+external shear, neighbours and stars, seen with residual sky, varied PSFs and noise, cosmic rays and
+masks), stored weights-only in float16 (``member_<k>.pt``) with their calibration
+(``calibration.json``, fitted with test-time averaging over the image's 8 symmetries, which
+predictions then use by default). ``make pretrained`` rebuilds them; ``MODEL_CARD.md``
 (next to this file) says what they are good for.
 
 >>> from lenscnn import pretrained
@@ -28,7 +30,7 @@ if TYPE_CHECKING:
     from lenscnn.models.ensemble import Ensemble
 
 #: The ensemble used when none is named (``lenscnn-predict`` without a model).
-DEFAULT = "realistic"
+DEFAULT = "survey"
 #: Name of the OmegaConf resolver giving an ensemble's directory.
 RESOLVER = "lenscnn_pretrained"
 #: The model card, shipped with the weights.

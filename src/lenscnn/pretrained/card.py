@@ -10,7 +10,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +33,65 @@ COLUMNS = (
     Column("sigma_scale", "sigma scale"),
 )
 NRMSE_LABEL = "Normalised RMSE (mean over targets of RMSE / prior std)"
+ROBUSTNESS_LABEL = "Robustness"
+#: Robustness table columns after the test set: ``(header, target group, metric, as a ratio to the clean set)``.
+ROBUSTNESS_COLUMNS = (
+    ("theta_E RMSE", ("theta_E",), "rmse", False),
+    ("/ clean", ("theta_E",), "rmse", True),
+    ("theta_E 68%", ("theta_E",), "coverage_68", False),
+    ("theta_E 95%", ("theta_E",), "coverage_95", False),
+    ("e RMSE / clean", ("e1", "e2"), "rmse", True),
+    ("centre RMSE / clean", ("center_x", "center_y"), "rmse", True),
+)
+
+
+def nuisance(dataset: str) -> str:
+    """What a robustness test set adds, from its ``lenscnn-eval`` description: the ``observation``
+    chosen (else the ``prior``)."""
+    found = re.search(r"observation (\w+)", dataset)
+    if found and found.group(1) != "none":
+        return found.group(1)
+    found = re.search(r"prior (\w+)", dataset)
+    return found.group(1) if found else dataset
+
+
+def robustness_table(clean: Mapping[str, Any], rows: Sequence[Mapping[str, Any]]) -> list[str]:
+    """The lines of the robustness table: each of ``rows`` (``metrics.json`` of the same lenses with one
+    nuisance added) against ``clean``'s; group columns (e, centre) average the targets' values."""
+
+    def value(payload: Mapping[str, Any], targets: Sequence[str], metric: str) -> float:
+        return sum(payload["metrics"][t][metric] for t in targets) / len(targets)
+
+    header = ["test set", *(c[0] for c in ROBUSTNESS_COLUMNS)]
+    body = []
+    for payload in (clean, *rows):
+        cells = [f"`{nuisance(payload['dataset'])}`" if payload is not clean else "clean"]
+        for _, targets, metric, ratio in ROBUSTNESS_COLUMNS:
+            v = value(payload, targets, metric)
+            cells.append(f"{v / value(clean, targets, metric):.3f}" if ratio else f"{v:.4g}")
+        body.append(cells)
+    return [
+        f"{ROBUSTNESS_LABEL}: {clean['n']} test lenses of {clean['dataset']}, then the same lenses with one "
+        "nuisance added (RMSE ratios to the clean set's; coverage of the calibrated 68%/95% intervals):",
+        "",
+        markdown_table(header, body),
+    ]
+
+
+def card_robustness(text: str) -> dict[str, dict[str, float]]:
+    """The robustness table of a card's generated block: ``{test set: {header: value}}`` (``{}`` without one)."""
+    block = text[text.find(BEGIN) : text.find(END)].splitlines()
+    at = next((i for i, line in enumerate(block) if line.startswith(ROBUSTNESS_LABEL + ":")), None)
+    if at is None:
+        return {}
+    rows = {}
+    header = [c.strip() for c in block[at + 2].strip("|").split("|")]
+    for row in block[at + 4 :]:
+        if not row.startswith("|"):
+            break
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        rows[cells[0].strip("`")] = {h: float(c) for h, c in zip(header[1:], cells[1:], strict=True)}
+    return rows
 
 
 def metrics_table(payload: Mapping[str, Any]) -> list[str]:
@@ -42,7 +101,8 @@ def metrics_table(payload: Mapping[str, Any]) -> list[str]:
     metrics = {name: {**values, "sigma_scale": scale.get(name)} for name, values in payload["metrics"].items()}
     table = MetricsTable(metrics, COLUMNS, name=lambda n: f"`{n}`", drop_empty=False)
     return [
-        f"Test set: {payload['dataset']}; MC-dropout passes per member: {payload['mc_samples']}.",
+        f"Test set: {payload['dataset']}; MC-dropout passes per member: {payload['mc_samples']}; "
+        f"symmetries averaged: {payload.get('symmetries', 1)}.",
         "",
         table.markdown(),
         "",
@@ -50,9 +110,13 @@ def metrics_table(payload: Mapping[str, Any]) -> list[str]:
     ]
 
 
-def metrics_block(payload: Mapping[str, Any], *others: Mapping[str, Any]) -> str:
+def metrics_block(
+    payload: Mapping[str, Any], *others: Mapping[str, Any], robustness: Sequence[Mapping[str, Any]] = ()
+) -> str:
     """The generated block (markers included) for an evaluation ``payload`` (``metrics.json``),
-    followed by the tables of ``others`` (the same model on other test sets)."""
+    followed by the tables of ``others`` (the same model on other test sets) and, given ``robustness``
+    (a clean set's ``metrics.json`` then those of the same lenses with one nuisance each), the
+    robustness table."""
     lines = [BEGIN, *metrics_table(payload)]
     comparison = payload.get("comparison")
     if comparison:
@@ -72,12 +136,16 @@ def metrics_block(payload: Mapping[str, Any], *others: Mapping[str, Any]) -> str
         ]
     for other in others:
         lines += ["", *metrics_table(other)]
+    if robustness:
+        lines += ["", *robustness_table(robustness[0], robustness[1:])]
     return "\n".join([*lines, END])
 
 
-def update_card(path: str | Path, payload: Mapping[str, Any], *others: Mapping[str, Any]) -> None:
+def update_card(
+    path: str | Path, payload: Mapping[str, Any], *others: Mapping[str, Any], robustness: Sequence[Mapping] = ()
+) -> None:
     """Replace the generated block of the card at ``path`` by the numbers of ``payload`` (and of
-    the further test sets ``others``)."""
+    the further test sets ``others``, and the ``robustness`` table)."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"card={path}: no such file")
@@ -85,7 +153,8 @@ def update_card(path: str | Path, payload: Mapping[str, Any], *others: Mapping[s
     start, stop = text.find(BEGIN), text.find(END)
     if start < 0 or stop < start:
         raise UserError(f"card={path}: has no generated block (a line {BEGIN!r} ... {END!r})")
-    write_text(path, text[:start] + metrics_block(payload, *others) + text[stop + len(END) :])
+    block = metrics_block(payload, *others, robustness=robustness)
+    write_text(path, text[:start] + block + text[stop + len(END) :])
 
 
 def card_metrics(text: str) -> list[dict[str, Any]]:

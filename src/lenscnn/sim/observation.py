@@ -151,7 +151,6 @@ class Observation(nn.Module):
         self.register_buffer("shot_counter", torch.arange(height * width).view(height, width), persistent=False)
         padded = torch.arange((height + 2) * (width + 2)).view(height + 2, width + 2)
         self.register_buffer("background_counter", padded + BACKGROUND_COUNTERS, persistent=False)
-        self.draws: list[tuple[str, Distribution]] = []  # parameter name, distribution (in drawing order)
         self._parse_noise(spec.get("noise", {}))
         self._parse_sky(spec.get("sky"))
         self._parse_psf(spec.get("psf"))
@@ -316,7 +315,7 @@ class Observation(nn.Module):
         """The PSF of each image ``(B, K, K)`` (params of shape ``(B, 1, 1)``)."""
         return self.psf_bank[self.psf_index(params)]
 
-    def compile(self) -> None:
+    def compile_pointwise(self) -> None:
         """Fuse the per-pixel arithmetic (sky, noise) with ``torch.compile``; the FFT, the artefacts and
         the masks stay eager."""
         self._sky_and_noise = torch.compile(self._sky_and_noise, dynamic=False)
@@ -331,19 +330,15 @@ class Observation(nn.Module):
         observed = self._sky_and_noise(image, dict(params), seeds)
         if seeds is None:
             return observed
-        rms = params["background_rms"]
-        rms_pairs = (self.cosmic_ray_amplitude, self.hot_pixel_amplitude)
-        for name, length, (low, high), offset in zip(
-            ("cosmic_rays", "hot_pixels"),
-            (self.cosmic_ray_length, (0.0, 0.0)),
-            rms_pairs,
-            (COSMIC_RAY_COUNTERS, HOT_PIXEL_COUNTERS),
-            strict=True,
-        ):
+        rms = params["background_rms"].reshape(-1)
+        hits = (
+            ("cosmic_rays", self.cosmic_ray_length, self.cosmic_ray_amplitude, COSMIC_RAY_COUNTERS),
+            ("hot_pixels", (0.0, 0.0), self.hot_pixel_amplitude, HOT_PIXEL_COUNTERS),
+        )
+        for name, length, (low, high), counters in hits:
             if name in self.counts:
-                level = (low * rms.reshape(-1), high * rms.reshape(-1))
-                count = params[name].reshape(-1)
-                observed = observed + streaks(seeds, count, self.counts[name][1], self.shape, length, level, offset)
+                count, slots, levels = params[name].reshape(-1), self.counts[name][1], (low * rms, high * rms)
+                observed = observed + streaks(seeds, count, slots, self.shape, length, levels, counters)
         if "masked_regions" in self.counts:
             count = params["masked_regions"].reshape(-1)
             masked = masked_disks(

@@ -181,9 +181,10 @@ class Simulator(nn.Module):
         for name, sampler in prior.galaxy_samplers.items():
             self.register_buffer(f"galaxy_images_{name}", torch.as_tensor(sampler.library.images, dtype=dtype), False)
             self.register_buffer(f"galaxy_r_half_{name}", torch.as_tensor(sampler.library.r_half, dtype=dtype), False)
-        self.observation = Observation(observation or {}, instrument) if observation else None
+        nuisances = Observation(observation or {}, instrument)
+        self.observation = nuisances if nuisances.spec else None  # empty sections: no observation
         if self.observation is not None and compile:
-            self.observation.compile()
+            self.observation.compile_pointwise()
         self._compile = compile
         self._render_chunk: Callable[..., Tensor] = self._eager_chunk
         if compile:
@@ -350,6 +351,11 @@ class Simulator(nn.Module):
             return image
         standard = func.counter_normal(seeds, self.pixel_index, self.dtype)
         return func.apply_gaussian_noise(image, standard, instrument.background_rms, instrument.exposure_time)
+
+    @property
+    def drawn_names(self) -> list[str]:
+        """Every parameter :meth:`sample_params` draws: the prior's, then the observation's nuisances."""
+        return self.prior.names + (self.observation.names if self.observation is not None else [])
 
     @property
     def parameter_names(self) -> list[str]:
