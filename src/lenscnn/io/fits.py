@@ -91,21 +91,25 @@ def read_image_hdu(path: str | Path, hdu: int | str = 0) -> tuple[np.ndarray, fi
     return image_array(data, path, hdu), header
 
 
+def normalised_kernel(kernel: np.ndarray, what: str) -> np.ndarray:
+    """A PSF kernel checked (2-D, odd sides, finite, positive total) and normalised to unit sum;
+    ``what`` names it in the error."""
+    if kernel.ndim != 2:
+        raise UserError(f"{what}: expected a 2-D image, got an array of shape {kernel.shape}")
+    if kernel.shape[0] % 2 == 0 or kernel.shape[1] % 2 == 0:
+        raise UserError(f"{what}: kernel shape {kernel.shape} must have odd sides (centred on a pixel); crop it")
+    if not np.all(np.isfinite(kernel)):
+        raise UserError(f"{what}: kernel has NaN or infinite pixels")
+    total = kernel.sum()
+    if total <= 0:
+        raise UserError(f"{what}: kernel sums to {total}; it must have positive total flux")
+    return kernel / total
+
+
 def read_psf_kernel(path: str | Path, hdu: int | str = 0) -> np.ndarray:
     """A PSF kernel from a FITS image: 2-D, odd sides, finite, normalised to unit sum."""
     kernel, _ = read_image_hdu(path, hdu)
-    if kernel.ndim != 2:
-        raise UserError(f"PSF file {path}: expected a 2-D image, got an array of shape {kernel.shape}")
-    if kernel.shape[0] % 2 == 0 or kernel.shape[1] % 2 == 0:
-        raise UserError(
-            f"PSF file {path}: kernel shape {kernel.shape} must have odd sides (centred on a pixel); crop it"
-        )
-    if not np.all(np.isfinite(kernel)):
-        raise UserError(f"PSF file {path}: kernel has NaN or infinite pixels")
-    total = kernel.sum()
-    if total <= 0:
-        raise UserError(f"PSF file {path}: kernel sums to {total}; it must have positive total flux")
-    return kernel / total
+    return normalised_kernel(kernel, f"PSF file {path}")
 
 
 def read_psf_library(path: str | Path, hdu: int | str = 0) -> np.ndarray:
@@ -120,16 +124,10 @@ def read_psf_library(path: str | Path, hdu: int | str = 0) -> np.ndarray:
         kernels = [read_psf_kernel(f, hdu) for f in files]
     else:
         cube, _ = read_image_hdu(path, hdu)
-        if cube.ndim == 2:
-            cube = cube[None]
-        if cube.ndim != 3 or cube.shape[1] % 2 == 0 or cube.shape[2] % 2 == 0:
-            raise UserError(f"PSF library {path}: expected a cube (N, K, K) with odd K, got shape {cube.shape}")
-        if not np.all(np.isfinite(cube)):
-            raise UserError(f"PSF library {path}: kernels have NaN or infinite pixels")
-        totals = cube.sum(axis=(1, 2))
-        if np.any(totals <= 0):
-            raise UserError(f"PSF library {path}: kernel {int(np.argmin(totals))} has no positive total flux")
-        kernels = list(cube / totals[:, None, None])
+        if cube.ndim not in (2, 3):
+            raise UserError(f"PSF library {path}: expected a cube (N, K, K) of kernels, got shape {cube.shape}")
+        planes = cube.reshape(-1, *cube.shape[-2:])
+        kernels = [normalised_kernel(k, f"PSF library {path}, kernel {n}") for n, k in enumerate(planes)]
     size = max(max(k.shape) for k in kernels)
     out = np.zeros((len(kernels), size, size))
     for n, kernel in enumerate(kernels):

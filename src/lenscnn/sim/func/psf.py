@@ -30,10 +30,17 @@ def gaussian_kernel_1d(
     """
     sigma = fwhm / FWHM_PER_SIGMA / pixel_scale  # in pixels
     radius = max(1, math.ceil(truncate * sigma))
-    edges = torch.arange(-radius, radius + 2, dtype=torch.float64) - 0.5
-    cdf = 0.5 * (1.0 + torch.erf(edges / (sigma * math.sqrt(2.0))))
-    kernel = cdf[1:] - cdf[:-1]
+    kernel = gaussian_pixel_fractions(torch.tensor([[sigma]], dtype=torch.float64), radius)[0]
     return (kernel / kernel.sum()).to(dtype=dtype, device=device)
+
+
+def gaussian_pixel_fractions(sigma: Tensor, radius: int) -> Tensor:
+    """The share of a 1-D Gaussian of standard deviation ``sigma`` [pixels] ``(B, 1)`` in each pixel
+    ``-radius .. radius`` around its centre: ``(B, 2 radius + 1)`` differences of its CDF at the pixel
+    edges (not renormalised to the cut kernel)."""
+    edges = torch.arange(-radius, radius + 2, dtype=sigma.dtype, device=sigma.device) - 0.5
+    cdf = 0.5 * (1.0 + torch.erf(edges / (sigma * math.sqrt(2.0))))
+    return cdf[..., 1:] - cdf[..., :-1]
 
 
 def convolve_separable(image: Tensor, kernel_1d: Tensor) -> Tensor:
@@ -93,10 +100,7 @@ def convolve_fft(image: Tensor, kernel: Tensor, kernel_fft: Tensor | None = None
 def gaussian_kernels(fwhm: Tensor, pixel_scale: float, radius: int) -> Tensor:
     """Pixel-integrated Gaussian PSFs, one per image: ``(B, 2 radius + 1, 2 radius + 1)``, each summing
     to one, for full widths at half maximum ``fwhm`` [arcsec] of shape ``(B,)``."""
-    sigma = (fwhm / FWHM_PER_SIGMA / pixel_scale)[:, None]  # pixels
-    edges = torch.arange(-radius, radius + 2, dtype=fwhm.dtype, device=fwhm.device) - 0.5
-    cdf = 0.5 * (1.0 + torch.erf(edges / (sigma * math.sqrt(2.0))))
-    kernel_1d = cdf[:, 1:] - cdf[:, :-1]
+    kernel_1d = gaussian_pixel_fractions((fwhm / FWHM_PER_SIGMA / pixel_scale)[:, None], radius)
     kernel = kernel_1d[:, :, None] * kernel_1d[:, None, :]
     return kernel / kernel.sum(dim=(-2, -1), keepdim=True)
 
