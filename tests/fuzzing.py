@@ -27,7 +27,7 @@ from hypothesis import strategies as st
 from lenscnn.errors import UserError
 from lenscnn.evaluation.datasets import file_set
 from lenscnn.evaluation.pipeline import evaluate
-from lenscnn.io.cutouts import prepare, read_cutouts
+from lenscnn.preparation.pipeline import Preparation, prepare, read_file
 from lenscnn.models.checkpoint import model_from_checkpoint
 from lenscnn.models.ensemble import Ensemble
 from lenscnn.models.regressor import LensRegressor
@@ -123,14 +123,14 @@ def tiny_ensemble() -> Ensemble:
 # -- what the apps do with an input file ----------------------------------------------------
 
 
-def predict_file(path: Path, hdu: int | str = 0, resample=False, fill_nan=None, pixel_scale=None):
-    """What ``lenscnn-predict`` does with one input file: read, shape, predict, map the centre to the sky."""
+def predict_file(path: Path, hdu: int | str = 0, resample=False, fill_nan=0.0, pixel_scale=None):
+    """What ``lenscnn-predict`` does with one input file: read, prepare, predict, map the centre to the sky."""
     ensemble = tiny_ensemble()
+    settings = Preparation(hdu=hdu, resample=resample, fill_nan=fill_nan, pixel_scale=pixel_scale)
     items = []
-    for cutout in read_cutouts(path, hdu):
-        if cutout.pixel_scale is None and pixel_scale is not None:
-            cutout.pixel_scale = float(pixel_scale)
-        items.append((cutout, prepare(cutout, ensemble.image_size, ensemble.pixel_scale, resample, fill_nan)))
+    for cutout, variance, flagged in read_file(path, settings):
+        prepared = prepare(cutout, settings, ensemble.image_size, ensemble.pixel_scale, variance, flagged)
+        items.append((cutout, prepared))
     if not items:
         return None
     prediction = ensemble.predict(torch.stack([p.image for _, p in items]))

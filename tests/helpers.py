@@ -17,7 +17,7 @@ from astropy.io import fits
 from astropy.wcs import WCS
 from hydra import compose, initialize_config_module
 from hydra.core.global_hydra import GlobalHydra
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 import lenscnn
 from lenscnn.cli.common import register_resolvers
@@ -188,6 +188,13 @@ def compose_config(name: str, overrides: list[str]) -> DictConfig:
     GlobalHydra.instance().clear()
     with initialize_config_module("lenscnn.conf", version_base="1.3"):
         return compose(name, overrides=overrides, return_hydra_config=True)
+
+
+def composed_conf(group: str, name: str) -> dict:
+    """A shipped config ``conf/<group>/<name>.yaml`` composed by Hydra (its own ``defaults`` applied), as a
+    plain dict: e.g. ``composed_conf("prior", "survey")``."""
+    cfg = compose_config("eval", [f"{group}={name}"])
+    return OmegaConf.to_container(cfg[group], resolve=True)
 
 
 def compose_train(tmp_path: Path, overrides: list[str]) -> DictConfig:

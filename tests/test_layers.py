@@ -19,7 +19,7 @@ LAYERS = (
     ("errors", "params", "progress"),
     ("io", "metrics"),
     ("sim",),
-    ("data", "plots"),
+    ("data", "plots", "preparation"),
     ("models",),
     ("training", "evaluation", "fit"),
     ("pretrained",),

@@ -1,5 +1,6 @@
-"""``lenscnn-predict``: FITS with a WCS in, the in-memory prediction out; bad input refused cleanly;
-a large directory streamed with bounded memory and progress lines; a light module import."""
+"""``lenscnn-predict``: FITS with a WCS in, the in-memory prediction out; bad files get their row and
+the others are predicted; bad options and a single bad input refused before the model loads; a large
+directory streamed with bounded memory and progress lines."""
 
 from __future__ import annotations
 
@@ -42,6 +43,10 @@ def predict(out, *args):
     return run_cli("predict", [*args, f"hydra.run.dir={out}"])
 
 
+#: The preparation off: the images as they are (no sky subtracted, no cosmic-ray search).
+AS_IS = ["sky=none", "cosmic_rays=false"]
+
+
 def read_rows(path):
     with open(path) as f:
         return list(csv.DictReader(f))
@@ -56,10 +61,12 @@ def test_predict_fits_with_wcs_matches_the_in_memory_prediction(tiny_checkpoint,
     # a larger cutout (zero border) is centre-cropped back to the model's 32 x 32
     write_fits(inputs / "lens2_large.fits", np.pad(images[2, 0].numpy(), 5))
     out = tmp_path / "run"
-    result = predict(out, f"ckpt_path={tiny_checkpoint}", f"input={inputs}", "plots=true", "formats=[csv,lenstronomy]")
+    args = [f"ckpt_path={tiny_checkpoint}", f"input={inputs}", "plots=true", "formats=[csv,lenstronomy]"]
+    result = predict(out, *args, *AS_IS)
     assert result.returncode == 0, result.stderr[-2000:]
     rows = read_rows(out / "predictions.csv")
     assert [r["image"].rsplit("/", 1)[-1] for r in rows] == ["lens0.fits", "lens1.fits", "lens2_large.fits"]
+    assert all(r["status"] == "ok" and r["sky"] == "0" and r["cosmic_ray_pixels"] == "0" for r in rows)
 
     expected = Ensemble.from_checkpoints([tiny_checkpoint]).predict(images)
     for k, row in enumerate(rows):
@@ -115,48 +122,100 @@ def test_predict_resamples_fills_and_reads_hdf5(tiny_checkpoint, tmp_path):
     ]
 
 
-BAD_INPUTS = {
-    "wrong pixel scale": ("scale", "differs from the model's"),
+BAD_FILES = {
+    "wrong pixel scale, resample=false": ("scale", "differs from the model's"),
     "too small": ("small", "smaller than the model's"),
-    "NaN pixels": ("nan", "set fill_nan="),
     "not an image": ("table", "holds no image"),
-    "missing file": ("missing", "no such file or directory"),
-    "corrupted checkpoint": ("corrupt", "not a readable PyTorch checkpoint"),
+    "truncated": ("truncated", "not a readable FITS file"),
+    "a noise map of the wrong shape": ("noise", "noise map of shape"),
 }
 
 
-@pytest.mark.parametrize("case", list(BAD_INPUTS))
-def test_bad_prediction_input_is_one_line_and_writes_nothing(tiny_checkpoint, tmp_path, case):
-    kind, message = BAD_INPUTS[case]
+@pytest.mark.parametrize("case", list(BAD_FILES))
+def test_a_bad_file_gets_its_row_and_the_others_are_predicted(tiny_checkpoint, tmp_path, case):
+    kind, message = BAD_FILES[case]
     images, _ = simulate(tiny_checkpoint, 1)
     image = images[0, 0].numpy()
     inputs = tmp_path / "cutouts"
     inputs.mkdir()
-    write_fits(inputs / "a_good.fits", image)  # a good file first: its row must not survive either
+    write_fits(inputs / "a_good.fits", image)
     bad = inputs / "b_bad.fits"
-    checkpoint = tiny_checkpoint
     if kind == "scale":
         write_fits(bad, image, scale=0.1)
     elif kind == "small":
         write_fits(bad, image[:20, :20])
-    elif kind == "nan":
-        image = image.copy()
-        image[5, 5] = np.nan
-        write_fits(bad, image)
     elif kind == "table":
         table = fits.BinTableHDU.from_columns([fits.Column("a", "D", array=[1.0])])
         fits.HDUList([fits.PrimaryHDU(), table]).writeto(bad)  # a catalogue, no image
+    elif kind == "truncated":
+        write_fits(bad, image)
+        bad.write_bytes(bad.read_bytes()[:3000])
+    elif kind == "noise":
+        sci = fits.PrimaryHDU(image.astype(np.float32), header=celestial_header(0.08, 32))
+        fits.HDUList([sci, fits.ImageHDU(np.ones((8, 8), dtype=np.float32), name="WHT")]).writeto(bad)
+    write_fits(inputs / "c_good.fits", image)
+    out = tmp_path / "run"
+    result = predict(out, f"ckpt_path={tiny_checkpoint}", f"input={inputs}", "resample=false")
+    assert result.returncode == 1, result.stderr[-2000:]
+    rows = read_rows(out / "predictions.csv")
+    assert [(Path(r["image"]).name, r["status"][:6]) for r in rows] == [
+        ("a_good.fits", "ok"),
+        ("b_bad.fits", "failed"),
+        ("c_good.fits", "ok"),
+    ]
+    assert message in rows[1]["status"] and rows[1]["theta_E"] == ""
+    assert rows[0]["theta_E"] == rows[2]["theta_E"] != ""
+    output = result.stdout + result.stderr
+    failures = [line for line in output.splitlines() if "b_bad.fits" in line and "failed" in line]
+    assert len(failures) == 1, output
+    assert "1 failed" in (out / "predict.log").read_text()
+
+
+SINGLE_BAD = {
+    "not an image": ("table", "holds no image"),
+    "missing file": ("missing", "no such file or directory"),
+    "corrupted checkpoint": ("corrupt", "not a readable PyTorch checkpoint"),
+    "fill_nan not a number": ("fill_nan", "fill_nan='abc'"),
+    "a PSF file without a pixel scale": ("psf", "PIXSCALE"),
+}
+
+
+@pytest.mark.parametrize("case", list(SINGLE_BAD))
+def test_a_single_bad_input_or_option_is_one_line_and_writes_nothing(tiny_checkpoint, tmp_path, case, monkeypatch):
+    kind, message = SINGLE_BAD[case]
+    images, _ = simulate(tiny_checkpoint, 1)
+    target = tmp_path / "lens.fits"
+    write_fits(target, images[0, 0].numpy())
+    checkpoint, extra = tiny_checkpoint, []
+    if kind == "table":
+        target = tmp_path / "table.fits"
+        fits.HDUList([fits.PrimaryHDU(), fits.BinTableHDU.from_columns([fits.Column("a", "D", array=[1.0])])]).writeto(
+            target
+        )
+    elif kind == "missing":
+        target = tmp_path / "missing.fits"
     elif kind == "corrupt":
         checkpoint = tmp_path / "corrupt.ckpt"
         checkpoint.write_bytes(tiny_checkpoint.read_bytes()[:3000])
+    elif kind == "fill_nan":
+        extra = ["fill_nan=abc"]
+    elif kind == "psf":
+        fits.PrimaryHDU(np.ones((5, 5))).writeto(tmp_path / "psf.fits")
+        extra = [f"psf={tmp_path / 'psf.fits'}"]
     out = tmp_path / "run"
-    target = inputs / "missing.fits" if kind == "missing" else inputs
-    result = predict(out, f"ckpt_path={checkpoint}", f"input={target}")
+    args = [f"ckpt_path={checkpoint}", f"input={target}", *extra]
+    result = predict(out, *args)
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], result.stderr
     assert not (out / "predictions.csv").exists()
     assert not list(out.glob("*.partial"))
+    if kind != "corrupt":  # refused before the model is read
+        loaded = []
+        monkeypatch.setattr(predict_app, "load_ensemble", lambda *a, **k: loaded.append(1))
+        with pytest.raises(UserError, match=re.escape(message)):
+            predict_in_process(tmp_path / "again", *args)
+        assert not loaded
 
 
 def predict_in_process(out, *args):
@@ -219,7 +278,7 @@ def test_predict_streams_a_large_directory_with_bounded_memory(tiny_checkpoint, 
     names = [f"lens_{k:05d}.fits" for k in range(1200)]
     for k, name in enumerate(names):
         (inputs / name).write_bytes(blobs[k % len(blobs)])
-    model = [f"ckpt_path={tiny_checkpoint}", "batch_size=64"]
+    model = [f"ckpt_path={tiny_checkpoint}", "batch_size=64", *AS_IS]
     predict_in_process(tmp_path / "warm", *model, f"input='{inputs}/lens_000[0-6]*'")  # first-use allocations
     small = peak_rss_growth_mb(lambda: predict_in_process(tmp_path / "300", *model, f"input='{inputs}/lens_00[0-2]*'"))
     large = peak_rss_growth_mb(lambda: predict_in_process(tmp_path / "1200", *model, f"input={inputs}"))
@@ -232,28 +291,23 @@ def test_predict_streams_a_large_directory_with_bounded_memory(tiny_checkpoint, 
     assert large - small < 25, f"RSS grew by {small:.0f} MB over 300 files and {large:.0f} MB over 1,200"
 
 
-def test_refusal_mid_directory_removes_every_output_already_written(tiny_checkpoint, tmp_path, monkeypatch):
+def test_a_bad_file_mid_directory_leaves_every_other_output_in_place(tiny_checkpoint, tmp_path, monkeypatch):
     images, _ = simulate(tiny_checkpoint, 1)
     image = images[0, 0].numpy()
     inputs = tmp_path / "cutouts"
     inputs.mkdir()
     for k in range(12):  # lens_00 ... lens_11, the bad file sorted between lens_05 and lens_06
         write_fits(inputs / f"lens_{k:02d}.fits", image)
-    write_fits(inputs / "lens_05_bad.fits", image, scale=0.1)
+    write_fits(inputs / "lens_05_bad.fits", image[:10, :10])
     plotted = []  # the figures are drawn by the first test; here only their files matter (and are fast)
     monkeypatch.setattr(predict_app, "plot", lambda path, *_: (plotted.append(path), path.write_bytes(b"png")))
     out = tmp_path / "run"
     args = [f"ckpt_path={tiny_checkpoint}", f"input={inputs}", "batch_size=4", "plots=true"]
-    with pytest.raises(UserError, match="differs from the model's"):
-        predict_in_process(out, *args, "formats=[csv,lenstronomy]")
-    # the first batch was predicted, plotted and written before the refusal; none of it is left
-    assert len(plotted) == 4 and all(p.parent.name == ".plots.partial" for p in plotted)
-    assert sorted(p.name for p in out.iterdir()) == []
-    # the same directory without the bad file: every output in place, no temporary left
-    (inputs / "lens_05_bad.fits").unlink()
-    predict_in_process(out, *args, "formats=[csv,lenstronomy]")
+    path, failed = predict_in_process(out, *args, "formats=[csv,lenstronomy]")
+    assert failed == 1 and path == out / "predictions.csv"
     assert sorted(p.name for p in out.iterdir()) == ["lenstronomy", "plots", "predictions.csv"]
-    assert len(read_rows(out / "predictions.csv")) == 12
+    rows = read_rows(out / "predictions.csv")
+    assert [r["status"][:6] for r in rows] == ["ok"] * 6 + ["failed"] + ["ok"] * 6
     assert len(list((out / "plots").iterdir())) == len(list((out / "lenstronomy").iterdir())) == 12
 
 

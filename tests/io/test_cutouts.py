@@ -1,4 +1,5 @@
-"""Reading and shaping prediction inputs: pixel scale from WCS, resampling, cropping, refusals."""
+"""Reading and shaping prediction inputs: pixel scale from WCS, resampling, cropping, refusals (the
+preparation as the apps run it, with the sky and cosmic-ray steps off where only the geometry matters)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,8 @@ import pytest
 from astropy.io import fits
 
 from lenscnn.errors import UserError
-from lenscnn.io.cutouts import Cutout, find_inputs, pixel_scale_from_header, prepare, read_cutouts
+from lenscnn.io.cutouts import Cutout, find_inputs, pixel_scale_from_header, read_cutouts
+from lenscnn.preparation.pipeline import Preparation, prepare
 from tests.helpers import celestial_header
 
 
@@ -26,9 +28,12 @@ def test_pixel_scale_from_celestial_wcs_cd_matrix_and_pixscale():
             pixel_scale_from_header(fits.Header({"PIXSCALE": bad}), "x")
 
 
+AS_IS = Preparation(sky="none", cosmic_rays=False)
+
+
 def test_centre_crop_and_pixel_mapping():
     image = np.arange(70 * 80, dtype=float).reshape(70, 80)
-    prepared = prepare(Cutout("x", image, 0.08, None), (64, 64), 0.08)
+    prepared = prepare(Cutout("x", image, 0.08, None), AS_IS, (64, 64), 0.08)
     assert prepared.image.shape == (1, 64, 64)
     assert prepared.offset == (8.0, 3.0)
     np.testing.assert_array_equal(prepared.image[0].numpy(), image[3:67, 8:72])
@@ -39,8 +44,8 @@ def test_centre_crop_and_pixel_mapping():
 def test_resampling_keeps_surface_brightness_and_maps_pixels():
     flat = np.full((128, 128), 2.0)  # counts/s per 0.04" pixel
     with pytest.raises(UserError, match="resample=true"):
-        prepare(Cutout("x", flat, 0.04, None), (64, 64), 0.08)
-    prepared = prepare(Cutout("x", flat, 0.04, None), (64, 64), 0.08, resample=True)
+        prepare(Cutout("x", flat, 0.04, None), Preparation(resample=False), (64, 64), 0.08)
+    prepared = prepare(Cutout("x", flat, 0.04, None), AS_IS, (64, 64), 0.08)
     assert prepared.image.shape == (1, 64, 64)
     np.testing.assert_allclose(prepared.image.numpy(), 8.0, rtol=1e-6)  # 4x the pixel area
     # the model's central pixel corner (31.5, 31.5) is the input's centre (63.5, 63.5)
@@ -50,13 +55,13 @@ def test_resampling_keeps_surface_brightness_and_maps_pixels():
 
 def test_refusals_small_and_nan():
     with pytest.raises(UserError, match="smaller than the model"):
-        prepare(Cutout("x", np.zeros((40, 70)), 0.08, None), (64, 64), 0.08)
+        prepare(Cutout("x", np.zeros((40, 70)), 0.08, None), AS_IS, (64, 64), 0.08)
     nan = np.zeros((64, 64))
     nan[3, 4] = np.nan
-    with pytest.raises(UserError, match="1 NaN or infinite pixels; set fill_nan"):
-        prepare(Cutout("x", nan, 0.08, None), (64, 64), 0.08)
-    filled = prepare(Cutout("x", nan, 0.08, None), (64, 64), 0.08, fill_nan=0.5)
-    assert float(filled.image[0, 3, 4]) == 0.5
+    filled = prepare(Cutout("x", nan, 0.08, None), Preparation(sky="none", fill_nan=0.5), (64, 64), 0.08)
+    assert float(filled.image[0, 3, 4]) == 0.5 and filled.mask[3, 4] and filled.mask.sum() == 1
+    with pytest.raises(UserError, match="every pixel"):
+        prepare(Cutout("x", np.full((64, 64), np.nan), 0.08, None), AS_IS, (64, 64), 0.08)
 
 
 def test_find_and_read_inputs(tmp_path):

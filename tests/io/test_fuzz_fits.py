@@ -97,7 +97,7 @@ def write(workdir, name: str, content: bytes):
 
 
 options = st.fixed_dictionaries(
-    {"resample": st.booleans(), "fill_nan": st.sampled_from([None, 0.0]), "pixel_scale": st.sampled_from([None, 0.08])}
+    {"resample": st.booleans(), "fill_nan": st.sampled_from([0.0, -1.0]), "pixel_scale": st.sampled_from([None, 0.08])}
 )
 
 

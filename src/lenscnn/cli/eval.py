@@ -6,9 +6,12 @@ lenscnn-eval ensemble=quickstart calibrate=true            # fit + store the sig
 lenscnn-eval ckpt_path=... prior=galaxy_galaxy              # robustness to another prior
 lenscnn-eval ckpt_path=... dataset=lenses.h5                # a file from lenscnn-simulate
 lenscnn-eval ensemble=quickstart symmetries=8              # average over each image's 8 flips/rotations
+lenscnn-eval catalog=slacs_hst                              # real lenses with references; no model: the pretrained
+lenscnn-eval catalog.references=refs.csv hdu=SCI ckpt_path=...   # your own catalogue (:mod:`lenscnn.cli.eval_catalog`)
 
 Writes into the Hydra run directory: ``metrics.json``, ``metrics.csv``, ``predictions.csv``,
-``plots/*.png``, ``report.md`` (and ``comparison.{csv,md}`` with ``compare_members=true``).
+``plots/*.png``, ``report.md`` (and ``comparison.{csv,md}`` with ``compare_members=true``); on a
+catalogue the same files, with the errors against the references and their z-scores.
 """
 
 from __future__ import annotations
@@ -23,8 +26,9 @@ from omegaconf import DictConfig, OmegaConf
 
 from lenscnn.cli.common import console, load_ensemble, resolve_device
 from lenscnn.errors import UserError
+from lenscnn.evaluation.catalog import CatalogSpec
 from lenscnn.evaluation.datasets import file_set, simulated_set
-from lenscnn.evaluation.pipeline import EvaluationResult, evaluate
+from lenscnn.evaluation.pipeline import evaluate
 from lenscnn.evaluation.report import evaluation_figures, write_outputs
 from lenscnn.metrics.tables import MetricsTable
 from lenscnn.models.ensemble import Ensemble, store_calibration
@@ -57,22 +61,65 @@ def prior_name() -> str | None:
     return f"{prior or 'as trained'}, observation {observation}"
 
 
-def log_to_loggers(cfg: DictConfig, run_dir: Path, result: EvaluationResult, figures: dict[str, Any]) -> None:
-    """The metrics (``eval/<metric>/<target>``, ``eval/nrmse``) and figures to the ``logger`` group."""
+def log_to_loggers(
+    cfg: DictConfig,
+    run_dir: Path,
+    metrics: dict[str, dict[str, Any]],
+    nrmse: float | None,
+    figures: dict[str, Any],
+) -> None:
+    """The metrics (``eval/<metric>/<target>``, ``eval/nrmse``; missing ones left out) and figures to
+    the ``logger`` group."""
     loggers = build_loggers(cfg.get("logger"), run_dir)
     try:
         for key, fig in figures.items():
             send_figure(loggers, f"eval/{key}", fig)
-        metrics = {f"eval/{m}/{n}": v for n, values in result.metrics.items() for m, v in values.items()}
+        scalars = {f"eval/{m}/{n}": v for n, values in metrics.items() for m, v in values.items() if v is not None}
+        if nrmse is not None:
+            scalars["eval/nrmse"] = nrmse
         for logger in loggers:
-            logger.log_metrics(metrics | {"eval/nrmse": result.payload["nrmse"]}, step=0)
+            logger.log_metrics(scalars, step=0)
             logger.save()
     finally:
         finish_loggers(loggers)
 
 
+def run_catalog(cfg: DictConfig, spec: CatalogSpec) -> dict[str, Any]:
+    """Evaluate the model ``cfg`` names (the shipped pretrained ensemble if none) on the real-lens
+    catalogue ``spec``; write the outputs; returns ``metrics.json``'s content. Refused (after
+    writing ``predictions.csv``) when no cutout could be predicted."""
+    # the preparation pipeline (astropy, L.A.Cosmic) only when a catalogue is evaluated
+    from lenscnn.cli.eval_catalog import catalog_evaluation, print_tables
+    from lenscnn.evaluation.catalog_report import catalog_figure, write_catalog_outputs
+
+    run_dir = Path(cfg.paths.output_dir)
+    result = catalog_evaluation(cfg, spec)
+    payload = result.payload
+    figures = {"catalog": catalog_figure(result)} if cfg.plots and payload["n_ok"] else {}
+    log_to_loggers(cfg, run_dir, result.metrics, payload["nrmse"], figures)
+    write_catalog_outputs(run_dir, result, figures.get("catalog"))
+    if not payload["n_ok"]:
+        raise UserError(
+            f"none of the {payload['n']} cutouts could be predicted; {run_dir / 'predictions.csv'} says why"
+        )
+    print_tables(result)
+    log.info(
+        "scored %d of %d lenses (%d flagged, %d failed) -> %s",
+        payload["n_ok"],
+        payload["n"],
+        payload["n_flagged"],
+        payload["n_failed"],
+        run_dir / "report.md",
+    )
+    return payload
+
+
 def run(cfg: DictConfig) -> dict[str, Any]:
-    """Evaluate the model ``cfg`` names on its data; write the outputs; returns ``metrics.json``'s content."""
+    """Evaluate the model ``cfg`` names on its data (a real-lens catalogue when ``catalog.references``
+    is set: :func:`run_catalog`); write the outputs; returns ``metrics.json``'s content."""
+    spec = CatalogSpec.from_config(cfg.get("catalog"))
+    if spec is not None:
+        return run_catalog(cfg, spec)
     run_dir = Path(cfg.paths.output_dir)
     if cfg.symmetries is not None:
         check_symmetries(cfg.symmetries)
@@ -103,7 +150,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         symmetries=symmetries,
     )
     figures = evaluation_figures(result.test, result.calibration) if cfg.plots else {}
-    log_to_loggers(cfg, run_dir, result, figures)
+    log_to_loggers(cfg, run_dir, result.metrics, result.payload["nrmse"], figures)
     write_outputs(run_dir, result, figures)
     if result.calibration:
         log.info("stored the calibration in %s", store_calibration(ensemble, result.calibration, calibration_file))
@@ -116,7 +163,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
 
 
 def task(cfg: DictConfig) -> float:
-    """The Hydra task: evaluate; returns ``nrmse`` (what a sweep minimises)."""
+    """The Hydra task: evaluate; returns ``nrmse`` (what a sweep minimises; ``None`` on a catalogue
+    without any reference predicted)."""
     return run(cfg)["nrmse"]
 
 

@@ -1,5 +1,5 @@
-"""The inputs of a lens-model fit: the images (prepared on the instrument's grid, with a noise map
-from a weight HDU) and the network's predictions for them, matched by image."""
+"""The inputs of a lens-model fit: the images (prepared on the instrument's grid as for the network,
+with a noise map and a mask) and the network's predictions for them, matched by image."""
 
 from __future__ import annotations
 
@@ -11,9 +11,14 @@ import numpy as np
 
 from lenscnn.data.streams import shard_bounds
 from lenscnn.errors import UserError
-from lenscnn.io.cutouts import Cutout, find_inputs, prepare, read_cutouts
+from lenscnn.io.cutouts import Cutout, find_inputs
 from lenscnn.params import LENS
+from lenscnn.preparation.pipeline import Preparation, prepare, read_file
 from lenscnn.sim import Instrument
+
+
+#: Columns of ``predictions.csv`` that hold text, not numbers.
+TEXT_COLUMNS = ("image", "status", "flags")
 
 
 def image_key(label: str) -> tuple[str, str]:
@@ -35,7 +40,9 @@ def read_predictions(path: str) -> dict[tuple[str, str], dict[str, float]]:
             raise UserError(f"predictions={file}: lacks the columns {missing}; is it a lenscnn-predict output?")
         rows = {}
         for row in reader:
-            values = {k: float(v) for k, v in row.items() if k != "image" and v not in ("", None)}
+            if not row.get("status", "ok").startswith("ok"):
+                continue  # an image predict could not read: nothing to start from
+            values = {k: float(v) for k, v in row.items() if k not in TEXT_COLUMNS and v not in ("", None)}
             rows[image_key(row["image"])] = values
     return rows
 
@@ -50,21 +57,13 @@ def parse_shard(shard: Any) -> tuple[int, int] | None:
     return int(index), int(count)
 
 
-def load_images(
-    inputs: str,
-    instrument: Instrument,
-    *,
-    hdu: int | str = 0,
-    weight_hdu: int | str | None = None,
-    pixel_scale: float | None = None,
-    fill_nan: float | None = None,
-    shard: Any = None,
-) -> list[dict[str, Any]]:
-    """One task per input image of shard ``"i/N"`` (a contiguous block of the sorted input files):
-    ``{"image": label, "data": (H, W), "noise": (H, W) or None}`` on the instrument's grid, or
-    ``{"image": label, "error": reason}`` (no pixel scale, another pixel scale, NaNs, a missing
-    weight map...). ``pixel_scale`` is used for images whose header gives none. Only the shard's
-    files are read."""
+def load_images(inputs: str, instrument: Instrument, settings: Preparation, shard: Any = None) -> list[dict[str, Any]]:
+    """One task per input image of shard ``"i/N"`` (a contiguous block of the sorted input files),
+    prepared on the instrument's grid as for the network (:mod:`lenscnn.preparation.pipeline`: sky
+    subtracted, cosmic rays masked, resampled): ``{"image": label, "data": (H, W), "noise": (H, W) rms
+    [counts/s/px], "mask": (H, W) bool (True: a pixel to fit), "sky": the level subtracted}``, or
+    ``{"image": label, "error": reason}`` (no pixel scale, an unreadable file, a bad noise map...).
+    Only the shard's files are read."""
     files = find_inputs(str(inputs))
     shard = parse_shard(shard)
     if shard is not None:
@@ -73,49 +72,37 @@ def load_images(
     items = []
     for path in files:
         try:
-            cutouts = list(read_cutouts(path, hdu))
+            images = list(read_file(path, settings))
         except UserError as exc:
             items.append({"image": str(path), "error": str(exc)})
             continue
-        weights: list[Any] = [None] * len(cutouts)
-        if weight_hdu is not None:
-            try:
-                weights = [c.image for c in read_cutouts(path, weight_hdu)]
-                if len(weights) != len(cutouts):
-                    raise UserError(f"{len(weights)} weight maps for {len(cutouts)} images")
-            except UserError as exc:
-                weights = [f"weight_hdu={weight_hdu}: {exc}"] * len(cutouts)
-        items += [
-            _image_task(cutout, weight, instrument, pixel_scale, fill_nan)
-            for cutout, weight in zip(cutouts, weights, strict=True)
-        ]
+        items += [_image_task(cutout, variance, flagged, instrument, settings) for cutout, variance, flagged in images]
     return items
 
 
 def _image_task(
     cutout: Cutout,
-    weight: np.ndarray | str | None,
+    variance: np.ndarray | None,
+    flagged: np.ndarray | None,
     instrument: Instrument,
-    pixel_scale: float | None,
-    fill_nan: float | None,
+    settings: Preparation,
 ) -> dict[str, Any]:
-    if isinstance(weight, str):
-        return {"image": cutout.label, "error": weight}
-    scale = cutout.pixel_scale if cutout.pixel_scale is not None else pixel_scale
-    if scale is None:
+    if cutout.pixel_scale is None and settings.pixel_scale is None:
         return {
             "image": cutout.label,
             "error": "no pixel scale (no WCS or PIXSCALE in its header); give pixel_scale=<arcsec/px>",
         }
-    cutout.pixel_scale = float(scale)
     try:
-        prepared = prepare(cutout, instrument.image_size, instrument.pixel_scale, False, fill_nan)
-        noise = None
-        if weight is not None:
-            weight = np.where(np.isfinite(weight) & (weight > 0), weight, 0.0)
-            sigma = 1.0 / np.sqrt(np.maximum(weight, 1e-30))  # zero weight: a pixel that does not count
-            noise_cutout = type(cutout)(cutout.label, sigma, cutout.pixel_scale, None)
-            noise = prepare(noise_cutout, instrument.image_size, instrument.pixel_scale).image[0].numpy().astype(float)
+        prepared = prepare(cutout, settings, instrument.image_size, instrument.pixel_scale, variance, flagged)
     except UserError as exc:
         return {"image": cutout.label, "error": str(exc)}
-    return {"image": cutout.label, "data": prepared.image[0].numpy().astype(float), "noise": noise}
+    use = ~prepared.mask
+    noise = np.sqrt(prepared.variance)
+    noise[~use] = np.median(noise[use]) if use.any() else 1.0  # masked pixels are left out of the fit
+    return {
+        "image": cutout.label,
+        "data": prepared.image[0].numpy().astype(float),
+        "noise": noise,
+        "mask": use,
+        "sky": prepared.record["sky"],
+    }

@@ -37,6 +37,21 @@ EVAL_COLUMNS = (
     Column("coverage_95", "coverage_95"),
 )
 
+#: What ``lenscnn-eval`` reports on a real-lens catalogue (:mod:`lenscnn.metrics.reference`): the
+#: errors against the references and the z-scores of the residuals in the combined uncertainty.
+CATALOG_COLUMNS = (
+    Column("n", "n", "{}"),
+    Column("flagged", "flagged", "{}"),
+    Column("rmse", "rmse"),
+    Column("mae", "mae"),
+    Column("bias", "bias"),
+    Column("median_abs_error", "median_abs_error"),
+    Column("median_abs_z", "median_abs_z"),
+    Column("nll", "nll"),
+    Column("coverage_68", "coverage_68"),
+    Column("coverage_95", "coverage_95"),
+)
+
 
 def markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     """A GitHub-flavoured markdown table (``|`` inside cells escaped)."""

@@ -1,0 +1,220 @@
+"""Outputs of a catalogue evaluation: ``predictions.csv``, ``metrics.csv``, ``plots/catalog.png``,
+``report.md`` and, last, ``metrics.json`` (a run directory with a ``metrics.json`` is complete).
+
+Every file is written to a temporary sibling and renamed (:mod:`lenscnn.io.atomic`).
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib.figure import Figure
+from rich.table import Table
+
+from lenscnn.evaluation.catalog_pipeline import CatalogResult
+from lenscnn.io.atomic import atomic_path, write_json, write_text
+from lenscnn.metrics.tables import CATALOG_COLUMNS, MetricsTable, markdown_table
+from lenscnn.params import parameter
+
+#: What the preparation did, per lens, after the targets in ``predictions.csv``.
+RECORD = ("sky", "noise_rms", "masked_fraction", "cosmic_ray_pixels", "input_pixel_scale", "psf_fwhm")
+#: Catalogues longer than this are not listed lens by lens on the terminal (``predictions.csv`` has them).
+PRINTED_LENSES = 50
+
+
+def metrics_table(result: CatalogResult) -> MetricsTable:
+    """The per-target table of the terminal, ``report.md`` and ``metrics.csv``."""
+    return MetricsTable(result.metrics, CATALOG_COLUMNS)
+
+
+def _fmt(value: Any) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    return f"{value:.7g}" if isinstance(value, float) else str(value)
+
+
+def prediction_columns(result: CatalogResult) -> list[str]:
+    """``predictions.csv`` header: ``name``, ``file``, ``status`` (``ok`` or ``failed: <reason>``);
+    per target ``pred_<t>``, ``sigma_<t>`` (with uncertainties), ``ref_<t>``, ``ref_err_low_<t>``,
+    ``ref_err_high_<t>`` and ``z_<t>`` (blank when not scored); the preparation record
+    (:data:`RECORD`) and the domain ``flags`` (``; ``-separated, empty when like the training images)."""
+    columns = ["name", "file", "status"]
+    for target, values in result.values.items():
+        columns += [f"pred_{target}"] + ([f"sigma_{target}"] if values.sigma is not None else [])
+        columns += [f"ref_{target}", f"ref_err_low_{target}", f"ref_err_high_{target}", f"z_{target}"]
+    return [*columns, *RECORD, "flags"]
+
+
+def prediction_rows(result: CatalogResult) -> list[list[str]]:
+    """The rows of ``predictions.csv`` (:func:`prediction_columns`), in catalogue order."""
+    rows = []
+    catalog = result.catalog
+    for k, (name, file, lens) in enumerate(zip(catalog.names, catalog.files, result.results, strict=True)):
+        row = [name, str(file), "ok" if lens.ok else f"failed: {lens.error}"]
+        for values in result.values.values():
+            row.append(_fmt(float(values.pred[k])))
+            if values.sigma is not None:
+                row.append(_fmt(float(values.sigma[k])))
+            given = not math.isnan(values.ref[k])
+            errors = [values.err_low[k], values.err_high[k]] if given else [math.nan, math.nan]
+            row += [_fmt(float(values.ref[k])), *(_fmt(float(e)) for e in errors), _fmt(float(values.z[k]))]
+        record = lens.prepared.record if lens.ok else {}
+        row += [_fmt(record.get(key)) for key in RECORD]
+        rows.append([*row, "; ".join(lens.flags)])
+    return rows
+
+
+def write_predictions_csv(path: Path, result: CatalogResult) -> None:
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(prediction_columns(result))
+        writer.writerows(prediction_rows(result))
+
+
+def lens_rows(result: CatalogResult) -> tuple[list[str], list[list[str]]]:
+    """Header and rows of the lens-by-lens table of the terminal and ``report.md``: per target the
+    prediction ``mu +- sigma``, the reference ``r -l/+h`` and ``z``; the flags (or why it failed)."""
+    header = ["lens"]
+    for target in result.values:
+        header += [f"{target} predicted", f"{target} reference", f"z {target}"]
+    header.append("flags")
+    rows = []
+    for k, (name, lens) in enumerate(zip(result.catalog.names, result.results, strict=True)):
+        row = [name]
+        for values in result.values.values():
+            pred = "" if math.isnan(values.pred[k]) else f"{values.pred[k]:.3f}"
+            if pred and values.sigma is not None:
+                pred += f" ± {values.sigma[k]:.3f}"
+            ref = ""
+            if not math.isnan(values.ref[k]):
+                low, high = values.err_low[k], values.err_high[k]
+                ref = f"{values.ref[k]:.3f}" + (f" ± {low:.3f}" if low == high else f" -{low:.3f}/+{high:.3f}")
+            z = "" if math.isnan(values.z[k]) else f"{values.z[k]:+.2f}"
+            row += [pred, ref, z]
+        row.append("; ".join(lens.flags) if lens.ok else f"failed: {lens.error}")
+        rows.append(row)
+    return header, rows
+
+
+def lens_table(result: CatalogResult, title: str) -> Table | None:
+    """The lens-by-lens rich table (``None`` for catalogues of more than :data:`PRINTED_LENSES`)."""
+    if len(result.results) > PRINTED_LENSES:
+        return None
+    header, rows = lens_rows(result)
+    table = Table(title=title)
+    for column in header:
+        table.add_column(column, justify="left" if column in ("lens", "flags") else "right", overflow="fold")
+    for row in rows:
+        table.add_row(*row)
+    return table
+
+
+def catalog_figure(result: CatalogResult) -> Figure:
+    """One panel per target: the prediction (1-sigma error bars) against the reference (its
+    asymmetric errors), lenses flagged as unlike the training images in orange, and the 1:1 line."""
+    targets = result.targets
+    fig, axes = plt.subplots(1, len(targets), figsize=(3.8 * len(targets), 3.8), squeeze=False)
+    flagged = result.flagged
+    names = result.catalog.names
+    for ax, target in zip(axes[0], targets, strict=True):
+        v = result.values[target]
+        s = v.scored
+        for mask, colour, label in ((s & ~flagged, "C0", "in domain"), (s & flagged, "C1", "flagged")):
+            if not mask.any():
+                continue
+            ax.errorbar(
+                v.ref[mask],
+                v.pred[mask],
+                xerr=np.stack([v.err_low[mask], v.err_high[mask]]),
+                yerr=None if v.sigma is None else v.sigma[mask],
+                fmt="o",
+                ms=3,
+                lw=0.8,
+                color=colour,
+                label=label,
+            )
+        if s.any():
+            lo = float(np.nanmin([v.ref[s] - v.err_low[s], v.pred[s]]))
+            hi = float(np.nanmax([v.ref[s] + v.err_high[s], v.pred[s]]))
+            pad = 0.05 * (hi - lo or 1.0)
+            ax.plot([lo - pad, hi + pad], [lo - pad, hi + pad], "k--", lw=0.8)
+            if s.sum() <= 20:
+                for k in np.flatnonzero(s):
+                    ax.annotate(names[k], (v.ref[k], v.pred[k]), fontsize=6, xytext=(3, 3), textcoords="offset points")
+        p = parameter(target)
+        unit = f" [{p.plot_unit}]" if p.plot_unit else ""
+        ax.set_xlabel(f"reference {p.label}{unit}")
+        ax.set_ylabel(f"predicted {p.label}{unit}")
+        m = result.metrics[target]
+        if m.get("rmse") is not None:
+            ax.set_title(f"n={m['n']}, rmse {m['rmse']:.3g}, bias {m['bias']:+.3g}", fontsize=8)
+        ax.set_aspect("equal", adjustable="datalim")
+        if flagged[s].any():
+            ax.legend(fontsize=7, loc="upper left")
+    fig.tight_layout()
+    return fig
+
+
+def write_report(path: Path, result: CatalogResult, figures: Sequence[str]) -> None:
+    """``report.md``: the model and catalogue, the metric table with its conventions, every lens,
+    and the figure."""
+    p = result.payload
+    header, rows = lens_rows(result)
+    errors = "; ".join(f"{t}: {e}" for t, e in p["reference_errors"].items())
+    lines = [
+        "# lenscnn evaluation report: a lens catalogue",
+        "",
+        f"- model: {', '.join(p['members'])}",
+        f"- data: {p['dataset']}",
+        f"- lenses: {p['n']} listed, {p['n_ok']} predicted, {p['n_failed']} failed, {p['n_flagged']} flagged as "
+        "unlike the training images",
+        f"- reference uncertainty columns: {errors}",
+        f"- MC-dropout passes per member: {p['mc_samples']}; symmetries averaged: {p['symmetries']}",
+    ]
+    if p["nrmse"] is not None:
+        lines.append(f"- normalised RMSE (mean over targets of RMSE / prior std): {p['nrmse']:.4f}")
+    lines += [
+        "",
+        "## Metrics against the references (physical units)",
+        "",
+        metrics_table(result).markdown(),
+        "",
+        "Errors are prediction - reference over the lenses predicted that have a reference (`n`; of them "
+        "`flagged` are unlike the training images). z = (prediction - reference) / sqrt(sigma_pred^2 + "
+        "sigma_ref^2), with the reference's error on the side of the residual. Coverage: share of lenses with "
+        "|z| within the central 68% / 95% Gaussian interval (0.994 / 1.96); NLL: Gaussian, in nats per lens, of "
+        "the residual in that combined sigma.",
+        "",
+        "## Lenses",
+        "",
+        markdown_table(header, rows),
+    ]
+    if figures:
+        lines += ["", "## Plots", ""]
+        lines += [f"![{Path(f).stem}]({f})" for f in figures]
+    write_text(path, "\n".join(lines) + "\n")
+
+
+def write_catalog_outputs(run_dir: Path, result: CatalogResult, figure: Figure | None = None) -> None:
+    """Every file into ``run_dir`` (the figure as ``plots/catalog.png``, closed after), ``metrics.json`` last."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_predictions_csv(run_dir / "predictions.csv", result)
+    with atomic_path(run_dir / "metrics.csv") as tmp, open(tmp, "w", newline="") as f:
+        csv.writer(f).writerows(metrics_table(result).csv_rows())
+    files = []
+    if figure is not None:
+        (run_dir / "plots").mkdir(exist_ok=True)
+        try:
+            with atomic_path(run_dir / "plots" / "catalog.png") as tmp:
+                figure.savefig(tmp, dpi=120, format="png")
+        finally:
+            plt.close(figure)
+        files.append("plots/catalog.png")
+    write_report(run_dir / "report.md", result, files)
+    write_json(run_dir / "metrics.json", result.payload)

@@ -1,0 +1,129 @@
+"""Predictions for real (or simulated) cutouts as obtained: checked, prepared, predicted and flagged.
+
+The shared core of ``lenscnn-predict`` and the real-lens catalogue of ``lenscnn-eval``: every file
+is checked before the model is loaded (:func:`check_inputs`); then the images are prepared
+(:mod:`lenscnn.preparation.pipeline`) and predicted batch by batch, each with the domain flags of
+:mod:`lenscnn.preparation.domain`. A file that cannot be read or prepared becomes a result with its
+reason; it never stops the others.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from lenscnn.errors import UserError
+from lenscnn.models.ensemble import Ensemble
+from lenscnn.preparation.domain import DomainReference, image_statistics
+from lenscnn.preparation.pipeline import Preparation, Prepared, check_readable, prepare, read_file
+
+
+@dataclass
+class CutoutResult:
+    """One image: its ``label`` (``file`` or ``file[k]``); when it could be prepared and predicted,
+    ``prepared``, the ensemble's ``mean`` and ``sigma`` (``None`` without uncertainties) per target
+    and the domain ``flags``; else the ``error`` that stopped it. ``wcs``: the input's celestial WCS."""
+
+    label: str
+    prepared: Prepared | None = None
+    mean: np.ndarray | None = None
+    sigma: np.ndarray | None = None
+    flags: list[str] = field(default_factory=list)
+    error: str | None = None
+    wcs: object | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+def check_inputs(files: Sequence[Path], settings: Preparation) -> dict[Path, str]:
+    """The files that cannot be read (not FITS, truncated, no such HDU), with the reason: found
+    before a model is loaded."""
+    return {path: reason for path in files if (reason := check_readable(path, settings)) is not None}
+
+
+def domain_reference(ensemble: Ensemble, settings: Preparation) -> DomainReference:
+    """What ``ensemble`` was trained on, prepared as ``settings`` prepare inputs (sky subtracted or not)."""
+    return DomainReference.simulate(
+        ensemble.simulator_config, ensemble.target_names, subtract_sky=settings.sky == "estimate"
+    )
+
+
+def prepared_images(
+    files: Sequence[Path], settings: Preparation, ensemble: Ensemble, refused: Mapping[Path, str]
+) -> Iterator[tuple[CutoutResult, int]]:
+    """Every image of ``files`` prepared for ``ensemble`` (or failed, with its reason), with the number
+    of files read to the end so far."""
+    for index, path in enumerate(files):
+        if path in refused:
+            yield CutoutResult(str(path), error=refused[path]), index + 1
+            continue
+        try:
+            images = list(read_file(path, settings))
+        except UserError as exc:
+            yield CutoutResult(str(path), error=str(exc)), index + 1
+            continue
+        for k, (cutout, variance, flagged) in enumerate(images):
+            done = index + (k == len(images) - 1)
+            try:
+                prepared = prepare(cutout, settings, ensemble.image_size, ensemble.pixel_scale, variance, flagged)
+            except UserError as exc:
+                yield CutoutResult(cutout.label, error=str(exc)), done
+                continue
+            yield CutoutResult(cutout.label, prepared, wcs=cutout.wcs), done
+
+
+def predict_cutouts(
+    files: Sequence[Path],
+    settings: Preparation,
+    ensemble: Ensemble,
+    reference: DomainReference,
+    refused: Mapping[Path, str],
+    *,
+    batch_size: int,
+    mc_samples: int = 0,
+    symmetries: int = 1,
+) -> Iterator[tuple[list[CutoutResult], int]]:
+    """Results in lists of at most ``batch_size`` images, in input order, each list with the number of
+    files read to the end so far. Only the batch in flight is held in memory."""
+    pending: list[CutoutResult] = []
+    done = 0
+    for result, done in prepared_images(files, settings, ensemble, refused):
+        pending.append(result)
+        if sum(r.ok for r in pending) == batch_size:
+            yield predict_batch(pending, ensemble, reference, mc_samples, symmetries), done
+            pending = []
+    if pending:
+        yield predict_batch(pending, ensemble, reference, mc_samples, symmetries), done
+
+
+def predict_batch(
+    results: list[CutoutResult], ensemble: Ensemble, reference: DomainReference, mc_samples: int, symmetries: int
+) -> list[CutoutResult]:
+    """Predict the prepared images of ``results`` at once and flag each; failed ones pass through."""
+    good = [r for r in results if r.ok]
+    if not good:
+        return results
+    images = torch.stack([r.prepared.image for r in good])
+    prediction = ensemble.predict(images, mc_samples, symmetries)
+    mean = prediction.mean.cpu().numpy()
+    sigma = None if prediction.sigma is None else prediction.sigma.cpu().numpy()
+    stats = {k: v.tolist() for k, v in image_statistics(images, reference.background_rms).items()}
+    for k, result in enumerate(good):
+        result.mean = mean[k]
+        result.sigma = None if sigma is None else sigma[k]
+        record = result.prepared.record
+        zoom = result.prepared.zoom
+        result.flags = reference.flags(
+            {name: values[k] for name, values in stats.items()},
+            psf_fwhm=record["psf_fwhm"],
+            pixel_scale_assumed=record["pixel_scale_assumed"],
+            zoom=float(np.sqrt(zoom[0] * zoom[1])),
+            prediction=dict(zip(ensemble.target_names, mean[k].tolist(), strict=True)),
+        )
+    return results

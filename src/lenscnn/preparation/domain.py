@@ -1,0 +1,239 @@
+"""Is a prepared image like the images the model was trained on? Per-image statistics and flags.
+
+The statistics are measured the same way on a prepared input and on images drawn from the
+model's own training distribution (its checkpoint's prior, instrument and observation; the
+*reference*, :meth:`DomainReference.simulate`), all in the model frame, so no threshold depends
+on a guess about the model:
+
+- ``sky``: the level of the image's faintest blocks [units of the instrument's background rms]: a
+  residual sky level;
+- ``noise``: the robust rms of the faintest blocks (from differences of neighbouring pixels, so
+  smooth light cancels) [instrument background rms];
+- ``flux``: total flux [counts/s] and ``peak``: the brightest pixel [counts/s/px];
+- ``masked``: fraction of pixels exactly at the fill value (masked: NaN, flagged, cosmic rays).
+
+These four are compared jointly: an image whose ``(sky, noise, flux, peak)`` (scaled, see
+:func:`features`) lies farther from its :data:`NEIGHBOURS` nearest reference images than nearly every
+reference image from its own (the reference's ``DISTANCE_QUANTILE`` times ``DISTANCE_MARGIN``) is
+flagged: a residual sky of tens of rms with background noise is unlike a training image whose faint
+parts are that bright from lens light (and then noisier). So do a blank or constant image,
+saturated pixels (several pixels at the image's maximum when it is bright), a PSF whose FWHM (when
+known) lies outside the trained PSF widths (x/÷ 1.25), a pixel scale that was assumed or changed by
+more than 2x, and a prediction outside the central range of the training prior (``prior_edge``): a
+prediction is never silently confident on an image the model has not learned.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from lenscnn.preparation.sky import estimate_sky
+
+#: The statistics compared jointly with the reference's (by nearest neighbours).
+JOINT = ("sky", "noise", "flux", "peak")
+#: Neighbours of the distance, and the reference quantile of its own (leave-one-out) distances that,
+#: times :data:`DISTANCE_MARGIN`, is the largest distance accepted.
+NEIGHBOURS = 5
+DISTANCE_QUANTILE = 0.995
+DISTANCE_MARGIN = 1.25
+#: Fraction of the reference outside the central range of a target (each side).
+TAIL = 0.001
+#: Most masked pixels accepted when the reference has fewer (cosmic rays masked in a single exposure
+#: cover a few percent of a cutout).
+MASKED_FRACTION = 0.1
+#: Trained PSF widths are widened x/÷ this factor.
+PSF_MARGIN = 1.25
+#: A resampling by more than this factor (either way) is flagged.
+ZOOM_LIMIT = 2.0
+#: Blocks per side of the grid the sky and noise statistics are measured in.
+BLOCKS = 8
+#: Images drawn for the reference.
+REFERENCE_SIZE = 1024
+REFERENCE_SEED = 20260101
+
+
+def image_statistics(images: Tensor, background_rms: float, fill: float = 0.0) -> dict[str, Tensor]:
+    """The statistics of the module docstring for ``images (n, 1, H, W)`` [counts/s per pixel],
+    relative to the instrument's ``background_rms``; each a ``(n,)`` tensor.
+
+    ``sky`` and ``noise`` come from the faintest quarter of the image's blocks (a grid of 8 x 8
+    blocks), so a lens galaxy filling most of the field does not raise them: per block the median
+    and the rms from the median absolute difference of horizontal neighbours (smooth light cancels;
+    for Gaussian noise the MAD of a difference is ``0.6745 sqrt(2)`` times the rms)."""
+    images = images.flatten(0, -3).to(torch.float64)
+    n, height, width = images.shape
+    size = max(2, min(height, width) // BLOCKS)
+    rows, cols = height // size, width // size
+    blocks = (
+        images[:, : rows * size, : cols * size]
+        .reshape(n, rows, size, cols, size)
+        .permute(0, 1, 3, 2, 4)
+        .reshape(n, rows * cols, size, size)
+    )
+    level = blocks.flatten(2).median(dim=2).values
+    differences = (blocks[..., 1:] - blocks[..., :-1]).flatten(2)
+    rms = differences.abs().median(dim=2).values / (0.6745 * 2**0.5)
+    faint = level.argsort(dim=1)[:, : max(1, level.shape[1] // 4)]
+    flat = images.flatten(1)
+    return {
+        "sky": level.gather(1, faint).median(dim=1).values / background_rms,
+        "noise": rms.gather(1, faint).median(dim=1).values / background_rms,
+        "flux": flat.sum(dim=1),
+        "peak": flat.max(dim=1).values,
+        "masked": (flat == fill).to(torch.float64).mean(dim=1),
+        "spread": flat.std(dim=1) / background_rms,
+        "at_peak": (flat == flat.max(dim=1, keepdim=True).values).sum(dim=1).to(torch.float64),
+    }
+
+
+def features(stats: Mapping[str, Tensor], background_rms: float, pixels: int) -> Tensor:
+    """``(n, 4)`` scaled :data:`JOINT` statistics: asinh of the sky [3 rms], log of the noise [rms],
+    asinh of the flux [10 rms x sqrt(pixels)] and of the peak [5 rms]: near-linear around the noise,
+    logarithmic for bright images."""
+    return torch.stack(
+        [
+            torch.asinh(stats["sky"] / 3),
+            torch.log(stats["noise"].clamp_min(1e-6)),
+            torch.asinh(stats["flux"] / (10 * background_rms * pixels**0.5)),
+            torch.asinh(stats["peak"] / (5 * background_rms)),
+        ],
+        dim=1,
+    )
+
+
+def neighbour_distance(points: Tensor, reference: Tensor, leave_one_out: bool = False) -> Tensor:
+    """Mean Euclidean distance of each point ``(n, d)`` to its :data:`NEIGHBOURS` nearest reference points."""
+    distances = torch.cdist(points, reference)
+    k = NEIGHBOURS + int(leave_one_out)
+    nearest = distances.topk(k, dim=1, largest=False).values
+    return nearest[:, int(leave_one_out) :].mean(dim=1)
+
+
+@dataclass(frozen=True)
+class DomainReference:
+    """What the model was trained on, from :data:`REFERENCE_SIZE` training images with their sky
+    estimated and subtracted as an input's is: their :func:`features` scaled to unit spread
+    (``points``, ``scale``), the largest accepted neighbour distance, the masked fraction, the PSF
+    FWHM [arcsec] and each target's central range."""
+
+    background_rms: float
+    pixel_scale: float
+    pixels: int
+    points: Tensor
+    scale: Tensor
+    distance: float
+    masked: float
+    psf_fwhm: tuple[float, float] | None
+    targets: dict[str, tuple[float, float]]
+
+    @classmethod
+    def simulate(
+        cls,
+        simulator_config: Mapping[str, Any],
+        targets: Sequence[str],
+        size: int = REFERENCE_SIZE,
+        subtract_sky: bool = True,
+    ) -> DomainReference:
+        """The reference of a model trained with ``simulator_config`` (a checkpoint's), drawn with a
+        fixed seed from the training split; ``subtract_sky``: prepared as inputs are with ``sky=estimate``
+        (else kept as rendered, as inputs are with ``sky=none`` or a given level)."""
+        from lenscnn.sim import Simulator
+        from lenscnn.sim.func.psf import kernel_fwhm
+
+        simulator = Simulator.from_config({**simulator_config, "compile": False, "dtype": "float32"})
+        instrument = simulator.instrument
+        stream = simulator.make_generator(REFERENCE_SEED)
+        with torch.no_grad():
+            images, params = simulator.sample(size, stream)
+        images = images.to(torch.float64)
+        masked_fraction = (images.flatten(1) == 0).to(torch.float64).mean(dim=1)  # masked regions are filled with 0
+        levels = [estimate_sky(image[0].numpy()).level if subtract_sky else 0.0 for image in images.cpu()]
+        images = images - torch.tensor(levels, dtype=torch.float64, device=images.device).view(-1, 1, 1, 1)
+        rms = instrument.background_rms
+        pixels = images.shape[-1] * images.shape[-2]
+        stats = image_statistics(images, rms)
+        points = features(stats, rms, pixels)
+        spread = (points - points.median(dim=0).values).abs().median(dim=0).values * 1.4826
+        scale = spread.clamp_min(1e-3)
+        points = points / scale
+        own = neighbour_distance(points, points, leave_one_out=True)
+        distance = float(torch.quantile(own, DISTANCE_QUANTILE)) * DISTANCE_MARGIN
+        if "psf_fwhm" in params:
+            fwhm = (float(params["psf_fwhm"].min()), float(params["psf_fwhm"].max()))
+        elif instrument.psf["type"] == "gaussian":
+            fwhm = (instrument.psf["fwhm"],) * 2
+        elif instrument.psf["type"] == "pixel":
+            width = float(kernel_fwhm(torch.as_tensor(instrument.psf_kernel())[None], instrument.pixel_scale)[0])
+            fwhm = (width, width)
+        else:
+            fwhm = None
+        quantiles = torch.tensor([TAIL, 1 - TAIL], dtype=torch.float64)
+        central = {
+            t: tuple(torch.quantile(params[t].to(torch.float64).cpu(), quantiles).tolist())
+            for t in targets
+            if t in params
+        }
+        masked = float(torch.quantile(masked_fraction, torch.tensor(1 - TAIL, dtype=torch.float64)))
+        return cls(
+            float(rms),
+            float(instrument.pixel_scale),
+            pixels,
+            points,
+            scale,
+            distance,
+            max(masked, MASKED_FRACTION),
+            fwhm,
+            central,
+        )
+
+    def flags(
+        self,
+        stats: Mapping[str, float],
+        *,
+        psf_fwhm: float | None = None,
+        pixel_scale_assumed: bool = False,
+        zoom: float = 1.0,
+        prediction: Mapping[str, float] | None = None,
+    ) -> list[str]:
+        """Why one prepared image (its :func:`image_statistics` as numbers) is outside the training
+        domain: a list of short reasons, empty when it is inside."""
+        reasons = []
+        if stats["spread"] == 0 or stats["noise"] == 0:
+            reasons.append("blank or constant image")
+        point = features({k: torch.tensor([float(stats[k])]) for k in JOINT}, self.background_rms, self.pixels)
+        distance = float(neighbour_distance(point / self.scale, self.points)[0])
+        if distance > self.distance:
+            reasons.append(
+                f"sky {stats['sky']:.3g} rms, noise {stats['noise']:.3g} rms, flux {stats['flux']:.4g}, "
+                f"peak {stats['peak']:.4g}: unlike the training images (distance {distance:.3g} > {self.distance:.3g})"
+            )
+        if stats["masked"] > self.masked:
+            reasons.append(f"masked {100 * stats['masked']:.1f}% of pixels (trained at most {100 * self.masked:.1f}%)")
+        if stats["at_peak"] >= 3 and stats["peak"] > 20 * self.background_rms:
+            reasons.append(f"saturated: {int(stats['at_peak'])} pixels at the maximum {stats['peak']:.4g}")
+        if psf_fwhm is not None and self.psf_fwhm is not None:
+            low, high = self.psf_fwhm[0] / PSF_MARGIN, self.psf_fwhm[1] * PSF_MARGIN
+            if not low <= psf_fwhm <= high:
+                reasons.append(
+                    f'PSF FWHM {psf_fwhm:.3g}" outside the trained {self.psf_fwhm[0]:.3g}..{self.psf_fwhm[1]:.3g}"'
+                )
+        if pixel_scale_assumed:
+            reasons.append(f"pixel scale assumed to be the model's {self.pixel_scale:.4g}\"/px (no WCS or PIXSCALE)")
+        if not 1 / ZOOM_LIMIT <= zoom <= ZOOM_LIMIT:
+            reasons.append(f"resampled by {zoom:.3g}x")
+        return reasons + self.prediction_flags(prediction or {})
+
+    def prediction_flags(self, prediction: Mapping[str, float]) -> list[str]:
+        """``prior_edge`` reasons for predicted targets outside the prior's central range."""
+        reasons = []
+        for name, value in prediction.items():
+            if name in self.targets:
+                low, high = self.targets[name]
+                if not low <= value <= high:
+                    reasons.append(f"prior_edge: {name} {value:.4g} outside the prior's central {low:.4g}..{high:.4g}")
+        return reasons

@@ -1,0 +1,114 @@
+"""Noise maps beside a cutout: which HDU holds one, what it holds, and its per-pixel variance.
+
+Archives store a cutout's noise in an HDU beside the image, in one of three kinds:
+
+- ``inverse_variance``: ``1 / sigma^2`` (HST drizzle ``WHT`` with ``final_wht_type=IVM``, SDSS
+  ``IVAR``, a lenstronomy weight map); 0 marks a pixel without data;
+- ``rms``: ``sigma`` (``ERR``, ``RMS``, ``SIGMA``, ``NOISE``);
+- ``variance``: ``sigma^2`` (``VAR``, ``VARIANCE``).
+
+With ``noise_hdu=auto`` the first HDU named as above is taken and its kind follows from the name;
+a named HDU (``noise_hdu=WHT``) needs ``noise_kind`` unless its name says it. Values are in the
+image's units (counts/s per pixel); a pixel without data (zero inverse variance, infinite rms) is
+masked. Drizzle's ``EXP``-type weight maps (exposure time, not inverse variance) are not noise maps.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from astropy.io import fits
+
+from lenscnn.errors import UserError
+from lenscnn.io.fits import image_hdus, is_image, open_fits
+
+KINDS = ("inverse_variance", "rms", "variance")
+#: HDU names (EXTNAME, upper case) that say what a noise HDU holds.
+NAMES = {
+    "WHT": "inverse_variance",
+    "WEIGHT": "inverse_variance",
+    "IVM": "inverse_variance",
+    "IVAR": "inverse_variance",
+    "INVVAR": "inverse_variance",
+    "ERR": "rms",
+    "RMS": "rms",
+    "SIGMA": "rms",
+    "NOISE": "rms",
+    "VAR": "variance",
+    "VARIANCE": "variance",
+}
+
+
+def check_kind(kind: str | None) -> None:
+    """Refuse a ``noise_kind`` that is not ``auto``/``None`` or one of :data:`KINDS`."""
+    if kind not in (None, "auto", *KINDS):
+        raise UserError(f"noise_kind={kind!r}: choose auto, {', '.join(KINDS)}")
+
+
+def find_noise_hdu(hdul: fits.HDUList, noise_hdu: int | str, kind: str | None) -> tuple[int | str, str] | None:
+    """``(HDU, kind)`` of the noise map in an open file: with ``noise_hdu="auto"`` the first image HDU
+    named in :data:`NAMES` (``None`` if there is none); else the HDU given, whose kind is ``kind`` or
+    follows from its name."""
+    if noise_hdu == "auto":
+        for index, hdu in enumerate(hdul):
+            name = hdu.name.upper()
+            if name in NAMES and is_image(hdu) and hdu.header.get("NAXIS", 0):
+                return index, kind if kind not in (None, "auto") else NAMES[name]
+        return None
+    try:
+        name = hdul[noise_hdu].name.upper()
+    except (IndexError, KeyError, TypeError):
+        raise UserError(f"has no noise HDU {noise_hdu!r}; its image HDUs: {image_hdus(hdul)}") from None
+    if kind in (None, "auto"):
+        if name not in NAMES:
+            raise UserError(
+                f"noise_hdu={noise_hdu!r} (EXTNAME {name!r}): say what it holds with noise_kind={'|'.join(KINDS)}"
+            )
+        kind = NAMES[name]
+    return noise_hdu, kind
+
+
+def variance_map(values: np.ndarray, kind: str, shape: tuple[int, ...], what: str) -> np.ndarray:
+    """The variance per pixel from a noise map of ``kind``; ``inf`` where a pixel has no data (zero
+    inverse variance, infinite or NaN values). Refuses a map of another shape than the image's,
+    negative values and a map without any usable pixel."""
+    values = np.asarray(values, dtype=np.float64)
+    if values.shape != tuple(shape):
+        raise UserError(
+            f"{what}: noise map of shape {values.shape}, but the image is {tuple(shape)}; give the matching HDU"
+        )
+    finite = np.isfinite(values)
+    if (values[finite] < 0).any():
+        raise UserError(f"{what}: the {kind} map has negative values; a noise map is >= 0 everywhere")
+    with np.errstate(divide="ignore", invalid="ignore"):
+        if kind == "inverse_variance":
+            variance = np.where(finite & (values > 0), 1.0 / values, np.inf)
+        elif kind == "rms":
+            variance = np.where(finite, values**2, np.inf)
+        else:
+            variance = np.where(finite, values, np.inf)
+    if not np.isfinite(variance).any():
+        raise UserError(f"{what}: the {kind} map has no pixel with data (all zero weight or non-finite)")
+    return variance
+
+
+def read_variance(path: Path, noise_hdu: int | str, kind: str | None, shapes: list[tuple[int, ...]]) -> list | None:
+    """Variance maps of a FITS file's images (``shapes``: one per image; a cube's maps are its planes),
+    or ``None`` when ``noise_hdu="auto"`` finds no noise HDU."""
+    with open_fits(path) as hdul:
+        try:
+            found = find_noise_hdu(hdul, noise_hdu, kind)
+        except UserError as exc:
+            raise UserError(f"{path}: {exc}") from None
+        if found is None:
+            return None
+        hdu, kind = found
+        data = hdul[hdu].data
+        if data is None or data.dtype.kind not in "iuf":
+            raise UserError(f"{path}: noise HDU {hdu!r} holds no numeric image")
+        data = np.asarray(data, dtype=np.float64)
+    planes = data.reshape(-1, *data.shape[-2:]) if data.ndim == 3 else [data]
+    if len(planes) != len(shapes):
+        raise UserError(f"{path}: {len(planes)} noise maps in HDU {hdu!r} for {len(shapes)} images")
+    return [variance_map(p, kind, s, f"{path} HDU {hdu!r}") for p, s in zip(planes, shapes, strict=True)]

@@ -1,0 +1,328 @@
+"""Real cutouts as obtained, prepared the way the networks were trained: one pipeline for predict,
+refine and eval.
+
+Per image, on the input's own pixels first:
+
+1. **Masks**: NaN/infinite pixels, pixels a mask HDU flags (non-zero), pixels without data in
+   the noise map (zero inverse variance).
+2. **Sky**: ``sky=estimate`` (default) subtracts :func:`lenscnn.preparation.sky.estimate_sky`
+   (source-masked, sigma-clipped median of the cutout's outskirts); ``sky=none`` subtracts
+   nothing; a number subtracts that level [input units per input pixel].
+3. **Noise**: the variance per pixel from a noise HDU (:mod:`lenscnn.preparation.noise`), else the
+   background rms of step 2 squared plus, when an exposure time is known (``exposure_time`` or the
+   header's ``EXPTIME``), the source's shot noise ``max(image, 0) / exposure_time``.
+4. **Cosmic rays** (``cosmic_rays=true``): detected with L.A.Cosmic
+   (:func:`lenscnn.preparation.cosmic_rays.detect_cosmic_rays`) against that variance, and masked.
+5. **Resampling** to the model's pixel scale when it differs by more than 1%: flux-conserving
+   exact pixel overlap (:mod:`lenscnn.preparation.resample`), the variance propagated; masked input
+   pixels are first filled from their neighbours, and an output pixel more than half of whose area
+   they cover is masked.
+6. **Crop** to the model's field around the cutout's centre; masked pixels get ``fill_nan`` (0: as
+   the networks were trained, ``observation.artefacts.fill``).
+
+What was done is recorded per image (:attr:`Prepared.record`): the sky level, the background rms,
+the masked fraction, the cosmic-ray pixels, the input's pixel scale (and whether it was assumed)
+and the PSF FWHM when known (``psf_fwhm``, a ``psf`` file with a pixel scale, or a ``PSF_FWHM``
+header keyword) for the domain flags (:mod:`lenscnn.preparation.domain`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from scipy import ndimage
+
+from lenscnn.errors import UserError
+from lenscnn.io.cutouts import HDF5_SUFFIXES, Cutout, read_cutouts
+from lenscnn.io.fits import (
+    image_hdus,
+    is_image,
+    open_fits,
+    pixscale,
+    read_image_hdu,
+    read_psf_kernel,
+    reason,
+    select_hdu,
+)
+from lenscnn.preparation import noise as noise_maps
+from lenscnn.preparation.cosmic_rays import detect_cosmic_rays
+from lenscnn.preparation.resample import resample_flux, resample_mask, resample_variance
+from lenscnn.preparation.sky import estimate_sky
+
+#: Largest relative difference between a cutout's and the model's pixel scale that is accepted as is.
+PIXEL_SCALE_TOLERANCE = 0.01
+#: A resampled pixel is masked when more than this fraction of its area comes from masked input pixels.
+MASKED_AREA = 0.5
+#: Header keywords giving the PSF FWHM [arcsec] of an image.
+PSF_KEYWORDS = ("PSF_FWHM", "PSFFWHM")
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
+def _number(value: Any, name: str, positive: bool = False) -> float:
+    ok = not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
+    if not ok or (positive and value <= 0):
+        kind = "a positive number" if positive else "a finite number"
+        raise UserError(f"{name}={value!r}: give {kind}")
+    return float(value)
+
+
+@dataclass(frozen=True)
+class Preparation:
+    """The preparation settings (the ``preparation`` keys of predict, refine and eval configs).
+
+    Attributes:
+        hdu: FITS HDU of the images (index or EXTNAME).
+        sky: ``"estimate"``, ``"none"`` or a level [input units per pixel] to subtract.
+        noise_hdu: ``"auto"`` (an HDU named WHT/IVM/ERR/RMS/VAR..., else none), ``None``, or an HDU.
+        noise_kind: ``"auto"`` (from the HDU's name), ``inverse_variance``, ``rms`` or ``variance``.
+        mask_hdu: HDU whose non-zero pixels are bad (e.g. a data-quality array), or ``None``.
+        cosmic_rays: detect and mask cosmic rays.
+        fill_nan: value of masked pixels after sky subtraction (the training convention: 0).
+        resample: resample images whose pixel scale is > 1% off the model's (else refuse them).
+        pixel_scale: arcsec/px of inputs with neither WCS nor PIXSCALE (``None``: the model's, flagged).
+        psf: FITS file of the inputs' PSF (with ``PIXSCALE`` or a WCS), to compare its FWHM with the model's.
+        psf_fwhm: the inputs' PSF FWHM [arcsec] (instead of ``psf``).
+        exposure_time: [s], for the shot noise of the noise map (``None``: the header's ``EXPTIME``).
+    """
+
+    hdu: int | str = 0
+    sky: str | float = "estimate"
+    noise_hdu: int | str | None = "auto"
+    noise_kind: str = "auto"
+    mask_hdu: int | str | None = None
+    cosmic_rays: bool = True
+    fill_nan: float = 0.0
+    resample: bool = True
+    pixel_scale: float | None = None
+    psf: str | None = None
+    psf_fwhm: float | None = None
+    exposure_time: float | None = None
+    psf_file_fwhm: float | None = field(default=None, init=False)  # [arcsec], of the ``psf`` file
+
+    KEYS: ClassVar[tuple[str, ...]] = (
+        "hdu",
+        "sky",
+        "noise_hdu",
+        "noise_kind",
+        "mask_hdu",
+        "cosmic_rays",
+        "fill_nan",
+        "resample",
+        "pixel_scale",
+        "psf",
+        "psf_fwhm",
+        "exposure_time",
+    )
+
+    def __post_init__(self) -> None:
+        if self.sky not in ("estimate", "none"):
+            _number(self.sky, "sky")
+        noise_maps.check_kind(self.noise_kind)
+        _number(self.fill_nan, "fill_nan")
+        if abs(self.fill_nan) >= FLOAT32_MAX:
+            raise UserError(f"fill_nan={self.fill_nan!r}: give a number within float32's range")
+        for name in ("cosmic_rays", "resample"):
+            if not isinstance(getattr(self, name), bool):
+                raise UserError(f"{name}={getattr(self, name)!r}: give true or false")
+        for name in ("pixel_scale", "psf_fwhm", "exposure_time"):
+            if getattr(self, name) is not None:
+                _number(getattr(self, name), name, positive=True)
+        if self.psf is not None and self.psf_fwhm is not None:
+            raise UserError("give psf=<file> or psf_fwhm=<arcsec>, not both")
+        if self.psf is not None:
+            object.__setattr__(self, "psf_file_fwhm", psf_file_fwhm(self.psf))
+
+    @classmethod
+    def from_config(cls, cfg: Mapping[str, Any]) -> Preparation:
+        """The settings from an app's config (its keys of :attr:`KEYS`; others are ignored)."""
+        return cls(**{k: cfg[k] for k in cls.KEYS if k in cfg})
+
+    @property
+    def given_psf_fwhm(self) -> float | None:
+        """The inputs' PSF FWHM [arcsec] given by ``psf_fwhm`` or the ``psf`` file, else ``None``."""
+        return self.psf_fwhm if self.psf_fwhm is not None else self.psf_file_fwhm
+
+
+def psf_file_fwhm(path: str) -> float:
+    """The FWHM [arcsec] of the PSF kernel in a FITS file with a ``PIXSCALE`` keyword or a WCS."""
+    from lenscnn.io.cutouts import pixel_scale_from_header
+    from lenscnn.sim.func.psf import kernel_fwhm
+
+    kernel = read_psf_kernel(path)
+    _, header = read_image_hdu(path)
+    scale, _ = pixel_scale_from_header(header, f"psf={path}")
+    if scale is None:
+        scale = pixscale(header, Path(path))  # raises: no pixel scale
+    return float(kernel_fwhm(torch.as_tensor(kernel)[None], scale)[0])
+
+
+@dataclass
+class Prepared:
+    """A cutout shaped for the model.
+
+    ``image (1, h, w)`` float32, sky-subtracted, masked pixels at ``fill_nan``; ``variance (h, w)``
+    [(counts/s)^2 per model pixel, ``inf`` where masked] and ``mask (h, w)`` (True: masked) on the same
+    grid; ``record``: what the preparation did (module docstring). Model-frame pixel ``p`` is input
+    pixel ``(p + offset + 0.5) / zoom - 0.5`` per axis (``offset`` and ``zoom`` as (column, row))."""
+
+    image: torch.Tensor
+    variance: np.ndarray
+    mask: np.ndarray
+    offset: tuple[float, float]
+    zoom: tuple[float, float]
+    record: dict[str, Any]
+
+    def to_input_pixels(self, col: np.ndarray, row: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return (
+            (col + self.offset[0] + 0.5) / self.zoom[0] - 0.5,
+            (row + self.offset[1] + 0.5) / self.zoom[1] - 0.5,
+        )
+
+
+def read_file(path: Path, settings: Preparation) -> Iterator[tuple[Cutout, np.ndarray | None, np.ndarray | None]]:
+    """``(cutout, variance or None, flagged or None)`` of every image of a file: its noise map
+    (``noise_hdu``) and bad-pixel mask (``mask_hdu``) read beside it."""
+    cutouts = list(read_cutouts(path, settings.hdu))
+    variances: list = [None] * len(cutouts)
+    flags: list = [None] * len(cutouts)
+    if not path.name.lower().endswith(HDF5_SUFFIXES):
+        shapes = [c.image.shape for c in cutouts]
+        if settings.noise_hdu is not None:
+            variances = noise_maps.read_variance(path, settings.noise_hdu, settings.noise_kind, shapes) or variances
+        if settings.mask_hdu is not None:
+            flags = [m != 0 for m in read_planes(path, settings.mask_hdu, shapes)]
+    yield from zip(cutouts, variances, flags, strict=True)
+
+
+def read_planes(path: Path, hdu: int | str, shapes: list[tuple[int, ...]]) -> list[np.ndarray]:
+    """The planes of an image HDU, one per image of ``shapes`` (which they must match)."""
+    data, _ = read_image_hdu(path, hdu)
+    planes = list(data.reshape(-1, *data.shape[-2:])) if data.ndim == 3 else [data]
+    if len(planes) != len(shapes) or any(p.shape != s for p, s in zip(planes, shapes, strict=False)):
+        raise UserError(f"{path}: HDU {hdu!r} has {data.shape}, not one plane per image of shape {shapes[0]}")
+    return planes
+
+
+def check_readable(path: Path, settings: Preparation) -> str | None:
+    """Why ``path`` cannot be prepared, found from its headers alone (``None``: it looks fine): a file
+    that is not FITS or is truncated, a missing HDU, an HDU without an image."""
+    if path.name.lower().endswith(HDF5_SUFFIXES):
+        return None
+    try:
+        with open_fits(path) as hdul:
+            selected = select_hdu(hdul, settings.hdu, path)
+            if not is_image(selected) or selected.header.get("NAXIS", 0) < 2:
+                found = image_hdus(hdul)
+                return f"{path}: HDU {settings.hdu!r} holds no image; its image HDUs: {found}; choose one with hdu="
+    except UserError as exc:
+        return str(exc)
+    except Exception as exc:  # astropy raises many types for a broken file
+        return f"{path}: not a readable FITS file ({reason(exc)})"
+    return None
+
+
+def prepare(
+    cutout: Cutout,
+    settings: Preparation,
+    image_size: tuple[int, int],
+    pixel_scale: float,
+    variance: np.ndarray | None = None,
+    flagged: np.ndarray | None = None,
+) -> Prepared:
+    """Prepare one cutout for a model reading ``image_size`` pixels of ``pixel_scale`` arcsec (the
+    steps of the module docstring); a :class:`UserError` says why an image cannot be."""
+    image = np.array(cutout.image, dtype=np.float64)
+    if image.ndim != 2:
+        raise UserError(f"{cutout.label}: expected a 2-D image, got shape {image.shape}")
+    scale, assumed = cutout.pixel_scale, False
+    if scale is None:
+        scale, assumed = (settings.pixel_scale, False) if settings.pixel_scale is not None else (pixel_scale, True)
+    scale = _number(scale, f"{cutout.label}: pixel scale", positive=True)
+    bad = ~np.isfinite(image) | (np.abs(image) >= FLOAT32_MAX)
+    if flagged is not None:
+        bad |= flagged
+    if variance is not None:
+        bad |= ~np.isfinite(variance)
+    if bad.all():
+        raise UserError(f"{cutout.label}: every pixel is NaN, infinite or flagged")
+    image[bad] = 0.0
+    sky = estimate_sky(image, bad)
+    level = {"estimate": sky.level, "none": 0.0}.get(settings.sky, settings.sky)  # type: ignore[arg-type]
+    image -= level
+    image[bad] = 0.0
+    if variance is None:
+        exposure_time = settings.exposure_time or header_number(cutout, "EXPTIME")
+        variance = np.full(image.shape, sky.rms**2)
+        if exposure_time:
+            variance = variance + np.maximum(image, 0.0) / exposure_time
+    variance = np.where(bad, np.inf, variance)
+    cosmic = np.zeros(image.shape, dtype=bool)
+    if settings.cosmic_rays and sky.rms > 0:
+        cosmic = detect_cosmic_rays(image, np.where(bad, sky.rms**2, variance), bad) & ~bad
+        bad |= cosmic
+        image[cosmic] = 0.0
+    zoom = (1.0, 1.0)
+    if abs(scale / pixel_scale - 1) > PIXEL_SCALE_TOLERANCE:
+        if not settings.resample:
+            raise UserError(
+                f'{cutout.label}: pixel scale {scale:.4g}"/px differs from the model\'s {pixel_scale:.4g}"/px '
+                "by more than 1%; set resample=true to resample it"
+            )
+        # masked pixels filled from their neighbours first, so a partly masked output pixel keeps its flux
+        image = filled(image, bad)
+        variance = resample_variance(filled(variance, bad), scale, pixel_scale)
+        image, zoom = resample_flux(image, scale, pixel_scale)
+        bad = resample_mask(bad, scale, pixel_scale, threshold=MASKED_AREA)
+    height, width = image.shape
+    h, w = image_size
+    if height < h or width < w:
+        raise UserError(
+            f"{cutout.label}: {height}x{width} px at the model's pixel scale is smaller than the model's "
+            f"{h}x{w} px; give a larger cutout"
+        )
+    top, left = (height - h) // 2, (width - w) // 2
+    crop = (slice(top, top + h), slice(left, left + w))
+    image, variance, bad = image[crop], variance[crop], bad[crop]
+    image = np.where(bad, settings.fill_nan, image)
+    variance = np.where(bad, np.inf, variance)
+    background_rms = sky.rms * scale / pixel_scale  # the rms of a model pixel: (pixel_scale / scale)^2 input pixels
+    psf_fwhm = settings.given_psf_fwhm or header_number(cutout, *PSF_KEYWORDS)
+    record = {
+        "sky": float(level),
+        "sky_reliable": sky.reliable,
+        "noise_rms": float(background_rms),
+        "masked_fraction": float(bad.mean()),
+        "cosmic_ray_pixels": int(cosmic.sum()),
+        "input_pixel_scale": float(scale),
+        "pixel_scale_assumed": assumed,
+        "psf_fwhm": psf_fwhm,
+    }
+    tensor = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))[None]
+    return Prepared(tensor, variance, bad, (float(left), float(top)), zoom, record)
+
+
+def filled(image: np.ndarray, bad: np.ndarray, sigma: float = 1.5) -> np.ndarray:
+    """``image`` with its ``bad`` pixels replaced by the Gaussian-weighted mean (``sigma`` pixels) of the
+    good pixels around them (normalised convolution); good pixels unchanged."""
+    if not bad.any():
+        return image
+    good = (~bad).astype(np.float64)
+    weight = ndimage.gaussian_filter(good, sigma)
+    smooth = ndimage.gaussian_filter(np.where(bad, 0.0, image), sigma) / np.maximum(weight, 1e-12)
+    return np.where(bad, np.where(weight > 1e-6, smooth, 0.0), image)
+
+
+def header_number(cutout: Cutout, *keywords: str) -> float | None:
+    """The first of ``keywords`` in the cutout's header that is a positive number, else ``None``."""
+    header = cutout.header
+    for keyword in keywords:
+        value = None if header is None else header.get(keyword)
+        if not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value) and value > 0:
+            return float(value)
+    return None

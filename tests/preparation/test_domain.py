@@ -1,0 +1,77 @@
+"""Domain flags: few on clean test lenses, nearly all on images unlike the training images, measured
+against a model trained without nuisances (the quickstart distribution) and one trained with them."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from lenscnn.preparation.domain import DomainReference, image_statistics
+from lenscnn.preparation.sky import estimate_sky
+from lenscnn.sim import Simulator
+from tests.helpers import load_conf
+
+NAMES = ("theta_E", "e1", "e2", "center_x", "center_y")
+RMS = 0.01
+
+
+@pytest.fixture(scope="module")
+def quickstart():
+    config = {"instrument": load_conf("instrument", "quickstart"), "prior": load_conf("prior", "quickstart")}
+    reference = DomainReference.simulate(config, NAMES, size=512)
+    simulator = Simulator.from_config(config)
+    images, params = simulator.sample(100, simulator.make_generator(99))  # held-out lenses of the same prior
+    return reference, images.double(), params
+
+
+def flagged(reference, images, subtract_sky=True, **options) -> np.ndarray:
+    if subtract_sky:
+        levels = torch.tensor([estimate_sky(image[0].numpy()).level for image in images])
+        images = images - levels.view(-1, 1, 1, 1)
+    stats = image_statistics(images, reference.background_rms)
+    return np.array(
+        [bool(reference.flags({k: float(v[i]) for k, v in stats.items()}, **options)) for i in range(len(images))]
+    )
+
+
+def test_clean_test_lenses_are_rarely_flagged(quickstart):
+    reference, images, params = quickstart
+    assert flagged(reference, images).mean() <= 0.05
+    # their true parameters lie inside the prior's central range
+    inside = [not reference.prediction_flags({n: float(params[n][i]) for n in NAMES}) for i in range(100)]
+    assert np.mean(inside) >= 0.95
+
+
+def test_images_unlike_the_training_images_are_flagged(quickstart):
+    reference, images, _ = quickstart
+    noise = torch.randn(images.shape, generator=torch.Generator().manual_seed(0), dtype=images.dtype)
+    assert flagged(reference, images + 30 * RMS, subtract_sky=False).mean() >= 0.95  # a pedestal of 30 rms left in
+    assert flagged(reference, images + noise * RMS * 8**0.5).mean() >= 0.95  # 3x the noise
+    assert flagged(reference, images * 100).mean() >= 0.95  # wrong units
+    assert flagged(reference, torch.zeros_like(images)).all()  # blank
+    assert flagged(reference, images, psf_fwhm=0.32).all()  # twice the model's PSF
+    assert flagged(reference, images, pixel_scale_assumed=True).all()
+    assert flagged(reference, images, zoom=0.3).all()
+    saturated = images.clone()
+    saturated[:, :, 30:33, 30:33] = 50.0
+    assert flagged(reference, saturated).all()
+
+
+def test_a_model_trained_with_nuisances_accepts_them():
+    config = {
+        "instrument": load_conf("instrument", "quickstart"),
+        "prior": load_conf("prior", "quickstart"),
+        "observation": load_conf("observation", "survey"),
+    }
+    reference = DomainReference.simulate(config, NAMES, size=512)
+    simulator = Simulator.from_config({**config, "observation": None})
+    images, _ = simulator.sample(100, simulator.make_generator(99))
+    noise = torch.randn(images.shape, generator=torch.Generator().manual_seed(0), dtype=images.dtype)
+    # 3x the noise is inside the survey observation's 0.5-4x, the PSF inside its 0.08-0.25"
+    assert flagged(reference, images.double() + noise.double() * RMS * 8**0.5).mean() <= 0.1
+    stats = image_statistics(images.double(), reference.background_rms)
+    for i in range(len(images)):
+        reasons = reference.flags({k: float(v[i]) for k, v in stats.items()}, psf_fwhm=0.2)
+        assert not any("PSF" in r for r in reasons)
+    assert reference.psf_fwhm == pytest.approx((0.08, 0.25), abs=0.01)

@@ -1,0 +1,127 @@
+"""The preparation pipeline on simulated cutouts as archives give them: a pedestal, cosmic rays, a NaN
+border, another pixel scale, a noise map; and its settings checked before anything is read."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from astropy.io import fits
+
+from lenscnn.errors import UserError
+from lenscnn.io.cutouts import Cutout
+from lenscnn.preparation.pipeline import Preparation, prepare, psf_file_fwhm
+from lenscnn.sim import Simulator
+from tests.helpers import composed_conf, load_conf
+
+RMS = 0.01
+
+
+@pytest.fixture(scope="module")
+def lenses():
+    """Noisy lenses of the realistic prior on the quickstart grid, without and with 20 cosmic rays."""
+    instrument = load_conf("instrument", "quickstart")
+    prior = composed_conf("prior", "realistic")
+    clean = Simulator.from_config({"instrument": instrument, "prior": prior})
+    hit = Simulator.from_config(
+        {"instrument": instrument, "prior": prior, "observation": load_conf("observation", "cosmic_rays")}
+    )
+    images, _ = clean.sample(8, clean.make_generator(11))
+    with_rays, _ = hit.sample(8, hit.make_generator(11))  # the same lenses and noise, plus the hits
+    return images[:, 0].double().numpy(), with_rays[:, 0].double().numpy()
+
+
+def cutout(image: np.ndarray, scale: float = 0.08) -> Cutout:
+    return Cutout("lens.fits", image, scale, None)
+
+
+def test_pedestal_cosmic_rays_and_nan_border_are_undone(lenses):
+    clean, with_rays = lenses
+    settings = Preparation()
+    offsets, noise = [], []
+    found = hits = 0
+    for truth, image in zip(clean, with_rays, strict=True):
+        raw = image + 0.1
+        raw[:3] = np.nan  # a NaN border three rows deep
+        prepared = prepare(cutout(raw), settings, (64, 64), 0.08)
+        out = prepared.image[0].double().numpy()
+        mask = prepared.mask
+        assert mask[:3].all() and (out[mask] == 0).all()  # masked pixels at the training fill
+        rays = np.abs(image - truth) > 5 * RMS
+        found += int(mask[rays].sum())
+        hits += int(rays.sum())
+        assert mask.mean() < 0.1
+        # elsewhere the image is as given less the sky estimate, whose error (lens light in the outskirts) is small
+        np.testing.assert_allclose(out[~mask], raw[~mask] - prepared.record["sky"], atol=1e-5)
+        offsets.append(prepared.record["sky"] - 0.1)
+        assert prepared.record["cosmic_ray_pixels"] >= 0.5 * rays[3:].sum()
+        noise.append(prepared.record["noise_rms"])
+        assert np.isinf(prepared.variance[mask]).all() and np.isfinite(prepared.variance[~mask]).all()
+    assert found / hits > 0.8  # the cosmic-ray pixels are masked (measured 0.84; fewer on bright lens light: objlim)
+    assert min(offsets) > -0.5 * RMS  # the sky estimate's error is lens light: never far below (test_sky: its size)
+    assert np.median(noise) == pytest.approx(RMS, rel=0.25)  # shot noise of bright outskirts adds to some
+
+
+def test_sky_none_or_a_number_and_no_cosmic_ray_search(lenses):
+    clean, _ = lenses
+    image = clean[0] + 0.1
+    kept = prepare(cutout(image), Preparation(sky="none", cosmic_rays=False), (64, 64), 0.08)
+    np.testing.assert_allclose(kept.image[0].numpy(), image, rtol=1e-6)
+    assert kept.record["sky"] == 0 and not kept.mask.any()
+    fixed = prepare(cutout(image), Preparation(sky=0.1, cosmic_rays=False), (64, 64), 0.08)
+    np.testing.assert_allclose(fixed.image[0].numpy(), clean[0], atol=1e-6)
+
+
+def test_a_finer_cutout_with_a_noise_map_is_resampled_flux_conserving():
+    # a Gaussian blob on 0.04"/px, 128 x 128 (5.12"), brought to the model's 0.08"/px, 64 x 64
+    y, x = (np.mgrid[:128, :128] - 63.5) * 0.04
+    blob = 2.0 * np.exp(-(x**2 + y**2) / (2 * 0.3**2))
+    variance = np.full(blob.shape, 4e-4)
+    prepared = prepare(cutout(blob, 0.04), Preparation(sky="none", cosmic_rays=False), (64, 64), 0.08, variance)
+    assert prepared.image.shape == (1, 64, 64)
+    assert float(prepared.image.sum()) == pytest.approx(blob.sum(), rel=1e-5)
+    np.testing.assert_allclose(prepared.variance, 4 * 4e-4)  # 4 independent input pixels summed per output pixel
+    assert prepared.zoom == (0.5, 0.5)
+    col, row = prepared.to_input_pixels(np.array(31.5), np.array(31.5))  # the model's centre
+    assert (float(col), float(row)) == pytest.approx((63.5, 63.5))
+    with pytest.raises(UserError, match="resample=true"):
+        prepare(cutout(blob, 0.04), Preparation(resample=False), (64, 64), 0.08)
+
+
+def test_a_cutout_without_a_pixel_scale_is_assumed_and_recorded():
+    image = 0.01 * np.random.default_rng(0).standard_normal((64, 64))
+    prepared = prepare(Cutout("x.fits", image, None, None), Preparation(cosmic_rays=False), (64, 64), 0.08)
+    assert prepared.record["pixel_scale_assumed"] and prepared.record["input_pixel_scale"] == 0.08
+    given = prepare(Cutout("x.fits", image, None, None), Preparation(pixel_scale=0.08), (64, 64), 0.08)
+    assert not given.record["pixel_scale_assumed"]
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"fill_nan": "abc"}, "fill_nan='abc'"),
+        ({"sky": "median"}, "sky='median'"),
+        ({"noise_kind": "weights"}, "noise_kind='weights'"),
+        ({"psf_fwhm": -0.1}, "psf_fwhm=-0.1"),
+        ({"cosmic_rays": "yes"}, "cosmic_rays='yes'"),
+        ({"psf": "x.fits", "psf_fwhm": 0.1}, "not both"),
+    ],
+)
+def test_bad_settings_are_refused_before_reading(settings, message):
+    with pytest.raises(UserError, match=message):
+        Preparation(**settings)
+
+
+def test_psf_file_fwhm_needs_a_pixel_scale(tmp_path):
+    y, x = np.mgrid[-12:13, -12:13]
+    sigma = 0.1 / 2.3548 / 0.02  # FWHM 0.1" on 0.02"/px
+    kernel = np.exp(-(x**2 + y**2) / (2 * sigma**2))
+    with_scale = tmp_path / "psf.fits"
+    fits.PrimaryHDU(kernel, header=fits.Header({"PIXSCALE": 0.02})).writeto(with_scale)
+    assert psf_file_fwhm(str(with_scale)) == pytest.approx(0.1, rel=0.1)
+    assert Preparation(psf=str(with_scale)).given_psf_fwhm == pytest.approx(0.1, rel=0.1)
+    bare = tmp_path / "bare.fits"
+    fits.PrimaryHDU(kernel).writeto(bare)
+    with pytest.raises(UserError, match="PIXSCALE"):
+        Preparation(psf=str(bare))
+    assert torch.is_tensor(torch.zeros(1))
