@@ -38,5 +38,7 @@ def test_demo_notebook_runs(tmp_path, monkeypatch):
     text = "".join(o.get("text", "") for o in outputs if o.output_type == "stream")
     assert "within 1 sigma" in text
     predictions = (tmp_path / "demo_outputs" / "predict" / "predictions.csv").read_text().splitlines()
-    assert predictions[0].startswith("image,theta_E,theta_E_sigma") and len(predictions) == 5
+    assert predictions[0].startswith("image,status,theta_E,theta_E_sigma") and len(predictions) == 5
+    real = (tmp_path / "demo_outputs" / "real" / "predictions.csv").read_text().splitlines()
+    assert len(real) == 2 and ",ok," in real[1] and real[0].endswith(",flags")  # one cutout as obtained
     assert (tmp_path / "demo_outputs" / "train" / ".hydra" / "config.yaml").is_file()

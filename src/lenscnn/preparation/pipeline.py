@@ -12,13 +12,16 @@ Per image, on the input's own pixels first:
    background rms of step 2 squared plus, when an exposure time is known (``exposure_time`` or the
    header's ``EXPTIME``), the source's shot noise ``max(image, 0) / exposure_time``.
 4. **Cosmic rays** (``cosmic_rays=true``): detected with L.A.Cosmic
-   (:func:`lenscnn.preparation.cosmic_rays.detect_cosmic_rays`) against that variance, and masked.
+   (:func:`lenscnn.preparation.cosmic_rays.detect_cosmic_rays`) against that variance, masked, and
+   cleaned: replaced by the Gaussian-weighted mean of the good pixels around them (:func:`filled`,
+   as L.A.Cosmic cleans), so a detection on a sharp knot of an arc only smooths it (filling with 0
+   punched holes in arcs: +35% theta_E RMSE on clean test lenses).
 5. **Resampling** to the model's pixel scale when it differs by more than 1%: flux-conserving
    exact pixel overlap (:mod:`lenscnn.preparation.resample`), the variance propagated; masked input
    pixels are first filled from their neighbours, and an output pixel more than half of whose area
    they cover is masked.
-6. **Crop** to the model's field around the cutout's centre; masked pixels get ``fill_nan`` (0: as
-   the networks were trained, ``observation.artefacts.fill``).
+6. **Crop** to the model's field around the cutout's centre; pixels without data (NaN, flagged, zero
+   weight) get ``fill_nan`` (0: as the networks were trained, ``observation.artefacts.fill``).
 
 What was done is recorded per image (:attr:`Prepared.record`): the sky level, the background rms,
 the masked fraction, the cosmic-ray pixels, the input's pixel scale (and whether it was assumed)
@@ -44,14 +47,13 @@ from lenscnn.io.fits import (
     image_hdus,
     is_image,
     open_fits,
-    pixscale,
     read_image_hdu,
-    read_psf_kernel,
     reason,
     select_hdu,
 )
 from lenscnn.preparation import noise as noise_maps
 from lenscnn.preparation.cosmic_rays import detect_cosmic_rays
+from lenscnn.preparation.psf import psf_fwhm, read_psf
 from lenscnn.preparation.resample import resample_flux, resample_mask, resample_variance
 from lenscnn.preparation.sky import estimate_sky
 
@@ -136,7 +138,7 @@ class Preparation:
         if self.psf is not None and self.psf_fwhm is not None:
             raise UserError("give psf=<file> or psf_fwhm=<arcsec>, not both")
         if self.psf is not None:
-            object.__setattr__(self, "psf_file_fwhm", psf_file_fwhm(self.psf))
+            object.__setattr__(self, "psf_file_fwhm", psf_fwhm(*read_psf(self.psf)))
 
     @classmethod
     def from_config(cls, cfg: Mapping[str, Any]) -> Preparation:
@@ -147,19 +149,6 @@ class Preparation:
     def given_psf_fwhm(self) -> float | None:
         """The inputs' PSF FWHM [arcsec] given by ``psf_fwhm`` or the ``psf`` file, else ``None``."""
         return self.psf_fwhm if self.psf_fwhm is not None else self.psf_file_fwhm
-
-
-def psf_file_fwhm(path: str) -> float:
-    """The FWHM [arcsec] of the PSF kernel in a FITS file with a ``PIXSCALE`` keyword or a WCS."""
-    from lenscnn.io.cutouts import pixel_scale_from_header
-    from lenscnn.sim.func.psf import kernel_fwhm
-
-    kernel = read_psf_kernel(path)
-    _, header = read_image_hdu(path)
-    scale, _ = pixel_scale_from_header(header, f"psf={path}")
-    if scale is None:
-        scale = pixscale(header, Path(path))  # raises: no pixel scale
-    return float(kernel_fwhm(torch.as_tensor(kernel)[None], scale)[0])
 
 
 @dataclass
@@ -265,8 +254,9 @@ def prepare(
     cosmic = np.zeros(image.shape, dtype=bool)
     if settings.cosmic_rays and sky.rms > 0:
         cosmic = detect_cosmic_rays(image, np.where(bad, sky.rms**2, variance), bad) & ~bad
-        bad |= cosmic
-        image[cosmic] = 0.0
+    cosmic_pixels = int(cosmic.sum())
+    # cosmic rays are cleaned (filled from their neighbours), pixels without data filled after resampling
+    image = filled(image, bad | cosmic)
     zoom = (1.0, 1.0)
     if abs(scale / pixel_scale - 1) > PIXEL_SCALE_TOLERANCE:
         if not settings.resample:
@@ -274,11 +264,10 @@ def prepare(
                 f'{cutout.label}: pixel scale {scale:.4g}"/px differs from the model\'s {pixel_scale:.4g}"/px '
                 "by more than 1%; set resample=true to resample it"
             )
-        # masked pixels filled from their neighbours first, so a partly masked output pixel keeps its flux
-        image = filled(image, bad)
-        variance = resample_variance(filled(variance, bad), scale, pixel_scale)
+        variance = resample_variance(filled(variance, bad | cosmic), scale, pixel_scale)
         image, zoom = resample_flux(image, scale, pixel_scale)
         bad = resample_mask(bad, scale, pixel_scale, threshold=MASKED_AREA)
+        cosmic = resample_mask(cosmic, scale, pixel_scale, threshold=MASKED_AREA)
     height, width = image.shape
     h, w = image_size
     if height < h or width < w:
@@ -288,23 +277,23 @@ def prepare(
         )
     top, left = (height - h) // 2, (width - w) // 2
     crop = (slice(top, top + h), slice(left, left + w))
-    image, variance, bad = image[crop], variance[crop], bad[crop]
+    image, variance, bad, masked = image[crop], variance[crop], bad[crop], (bad | cosmic)[crop]
     image = np.where(bad, settings.fill_nan, image)
-    variance = np.where(bad, np.inf, variance)
+    variance = np.where(masked, np.inf, variance)
     background_rms = sky.rms * scale / pixel_scale  # the rms of a model pixel: (pixel_scale / scale)^2 input pixels
     psf_fwhm = settings.given_psf_fwhm or header_number(cutout, *PSF_KEYWORDS)
     record = {
         "sky": float(level),
         "sky_reliable": sky.reliable,
         "noise_rms": float(background_rms),
-        "masked_fraction": float(bad.mean()),
-        "cosmic_ray_pixels": int(cosmic.sum()),
+        "masked_fraction": float(masked.mean()),
+        "cosmic_ray_pixels": cosmic_pixels,
         "input_pixel_scale": float(scale),
         "pixel_scale_assumed": assumed,
         "psf_fwhm": psf_fwhm,
     }
     tensor = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))[None]
-    return Prepared(tensor, variance, bad, (float(left), float(top)), zoom, record)
+    return Prepared(tensor, variance, masked, (float(left), float(top)), zoom, record)
 
 
 def filled(image: np.ndarray, bad: np.ndarray, sigma: float = 1.5) -> np.ndarray:
