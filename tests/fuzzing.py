@@ -27,10 +27,10 @@ from hypothesis import strategies as st
 from lenscnn.errors import UserError
 from lenscnn.evaluation.datasets import file_set
 from lenscnn.evaluation.pipeline import evaluate
-from lenscnn.preparation.pipeline import Preparation, prepare, read_file
 from lenscnn.models.checkpoint import model_from_checkpoint
 from lenscnn.models.ensemble import Ensemble
 from lenscnn.models.regressor import LensRegressor
+from lenscnn.preparation.pipeline import Preparation, prepare, read_file
 
 T = TypeVar("T")
 

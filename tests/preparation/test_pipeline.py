@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
-from astropy.io import fits
 
 from lenscnn.errors import UserError
 from lenscnn.io.cutouts import Cutout

@@ -16,7 +16,6 @@ from lenscnn.params import LENS
 from lenscnn.preparation.pipeline import Preparation, prepare, read_file
 from lenscnn.sim import Instrument
 
-
 #: Columns of ``predictions.csv`` that hold text, not numbers.
 TEXT_COLUMNS = ("image", "status", "flags")
 

@@ -65,6 +65,6 @@ def kernel_at_scale(kernel: np.ndarray, scale: float, pixel_scale: float, radius
     fits = min(row, col, resampled.shape[0] - 1 - row, resampled.shape[1] - 1 - col)
     radius = fits if radius is None else min(radius, fits)
     if radius < 1:
-        raise UserError(f"the PSF is {resampled.shape} px at {pixel_scale}\"/px: too small to cut around its peak")
+        raise UserError(f'the PSF is {resampled.shape} px at {pixel_scale}"/px: too small to cut around its peak')
     cut = resampled[row - radius : row + radius + 1, col - radius : col + radius + 1]
     return cut / cut.sum()
