@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -31,6 +32,16 @@ def test_last_resumes_the_newest_run_under_the_log_dir(tmp_path):
         f"ckpt_path={(newest / 'checkpoints' / 'last.ckpt').resolve()}",
         f"hydra.run.dir={newest.resolve()}",
     ]
+
+
+def test_last_is_the_run_written_last_not_the_alphabetically_last(tmp_path):
+    runs = tmp_path / "train" / "runs"
+    for name, age in (("slurm-4242", 300), ("2026-01-03_00-00-00", 200), ("2026-01-02_00-00-00", 100)):
+        last = make_run(runs / name, [f"seed={age}"]) / "checkpoints" / "last.ckpt"
+        stamp = 1_800_000_000 - age  # seconds; 2026-01-02 was resumed most recently
+        os.utime(last, (stamp, stamp))
+    argv = resume_arguments(["ckpt_path=last", f"paths.log_dir={tmp_path}"])
+    assert argv[0] == "seed=100" and argv[-1] == f"hydra.run.dir={(runs / '2026-01-02_00-00-00').resolve()}"
 
 
 def test_last_honours_an_explicit_run_dir_and_a_run_dir_is_a_checkpoint_path(tmp_path):

@@ -1,6 +1,7 @@
 """Resume a run into its own directory with its own overrides.
 
-``lenscnn-train ckpt_path=last`` resumes the newest run under ``<paths.log_dir>/train/runs``, or
+``lenscnn-train ckpt_path=last`` resumes the run under ``<paths.log_dir>/train/runs`` whose ``last.ckpt``
+was written last, or
 the run in ``hydra.run.dir`` when that is given; ``ckpt_path=<file>`` resumes the run whose
 ``checkpoints/`` holds that file, ``ckpt_path=<run directory>`` that run from its ``last.ckpt``. Before Hydra
 composes the config, the command line is rewritten to: the run's saved overrides, then the
@@ -40,10 +41,13 @@ def find_run_dir(
         if run_dir:
             return _last_of(Path(run_dir).expanduser(), f"ckpt_path=last hydra.run.dir={run_dir}")
         runs = Path(log_dir) / task_name / "runs"
-        candidates = sorted(p.parent.parent for p in runs.glob(f"*/{CHECKPOINT_DIR}/{LAST}"))
+        # the run whose last.ckpt was written last: names sort by start time only within one naming
+        # scheme (a slurm-<id> run or a _2 suffix would win alphabetically), and a run started earlier
+        # may have been resumed since
+        candidates = sorted(runs.glob(f"*/{CHECKPOINT_DIR}/{LAST}"), key=lambda p: (p.stat().st_mtime_ns, str(p)))
         if not candidates:
             raise UserError(f"ckpt_path=last: no run with {CHECKPOINT_DIR}/{LAST} under {runs}; give a checkpoint path")
-        return candidates[-1], candidates[-1] / CHECKPOINT_DIR / LAST
+        return candidates[-1].parent.parent, candidates[-1]
     checkpoint = Path(ckpt_path).expanduser()
     if checkpoint.is_dir():
         return _last_of(checkpoint, f"ckpt_path={ckpt_path}")
