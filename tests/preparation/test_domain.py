@@ -16,9 +16,13 @@ NAMES = ("theta_E", "e1", "e2", "center_x", "center_y")
 RMS = 0.01
 
 
+def reference_config() -> dict:
+    return {"instrument": load_conf("instrument", "quickstart"), "prior": load_conf("prior", "quickstart")}
+
+
 @pytest.fixture(scope="module")
 def quickstart():
-    config = {"instrument": load_conf("instrument", "quickstart"), "prior": load_conf("prior", "quickstart")}
+    config = reference_config()
     reference = DomainReference.simulate(config, NAMES, size=512)
     simulator = Simulator.from_config(config)
     images, params = simulator.sample(100, simulator.make_generator(99))  # held-out lenses of the same prior
@@ -26,10 +30,10 @@ def quickstart():
 
 
 def flagged(reference, images, subtract_sky=True, **options) -> np.ndarray:
-    if subtract_sky:
-        levels = torch.tensor([estimate_sky(image[0].numpy()).level for image in images])
-        images = images - levels.view(-1, 1, 1, 1)
-    stats = image_statistics(images, reference.background_rms)
+    """Which images are flagged, prepared as predict does (the sky estimated and subtracted, or not)."""
+    levels = torch.tensor([estimate_sky(image[0].numpy()).level if subtract_sky else 0.0 for image in images])
+    images = images - levels.view(-1, 1, 1, 1)
+    stats = image_statistics(images, reference.background_rms, subtracted=levels)
     return np.array(
         [bool(reference.flags({k: float(v[i]) for k, v in stats.items()}, **options)) for i in range(len(images))]
     )
@@ -46,7 +50,9 @@ def test_clean_test_lenses_are_rarely_flagged(quickstart):
 def test_images_unlike_the_training_images_are_flagged(quickstart):
     reference, images, _ = quickstart
     noise = torch.randn(images.shape, generator=torch.Generator().manual_seed(0), dtype=images.dtype)
-    assert flagged(reference, images + 30 * RMS, subtract_sky=False).mean() >= 0.95  # a pedestal of 30 rms left in
+    left_in = DomainReference.simulate(reference_config(), NAMES, size=512, subtract_sky=False)
+    assert flagged(left_in, images + 30 * RMS, subtract_sky=False).mean() >= 0.95  # a pedestal of 30 rms left in
+    assert flagged(reference, images + 30 * RMS).mean() >= 0.95  # or taken off: a sky the model never saw
     assert flagged(reference, images + noise * RMS * 8**0.5).mean() >= 0.95  # 3x the noise
     assert flagged(reference, images * 100).mean() >= 0.95  # wrong units
     assert flagged(reference, torch.zeros_like(images)).all()  # blank
@@ -70,7 +76,8 @@ def test_a_model_trained_with_nuisances_accepts_them():
     noise = torch.randn(images.shape, generator=torch.Generator().manual_seed(0), dtype=images.dtype)
     # 3x the noise is inside the survey observation's 0.5-4x, the PSF inside its 0.08-0.25"
     assert flagged(reference, images.double() + noise.double() * RMS * 8**0.5).mean() <= 0.1
-    stats = image_statistics(images.double(), reference.background_rms)
+    levels = torch.tensor([estimate_sky(image[0].double().numpy()).level for image in images])
+    stats = image_statistics(images.double() - levels.view(-1, 1, 1, 1), reference.background_rms, subtracted=levels)
     for i in range(len(images)):
         reasons = reference.flags({k: float(v[i]) for k, v in stats.items()}, psf_fwhm=0.2)
         assert not any("PSF" in r for r in reasons)

@@ -113,7 +113,12 @@ def predict_batch(
     prediction = ensemble.predict(images, mc_samples, symmetries)
     mean = prediction.mean.cpu().numpy()
     sigma = None if prediction.sigma is None else prediction.sigma.cpu().numpy()
-    stats = {k: v.tolist() for k, v in image_statistics(images, reference.background_rms).items()}
+    # the sky taken off, per model pixel (the record's is per input pixel)
+    subtracted = torch.tensor(
+        [r.prepared.record["sky"] * (ensemble.pixel_scale / r.prepared.record["input_pixel_scale"]) ** 2 for r in good]
+    )
+    stats = image_statistics(images, reference.background_rms, subtracted=subtracted)
+    stats = {k: v.tolist() for k, v in stats.items()}
     for k, result in enumerate(good):
         result.mean = mean[k]
         result.sigma = None if sigma is None else sigma[k]
