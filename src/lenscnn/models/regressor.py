@@ -1,4 +1,6 @@
-"""LensRegressor: the LightningModule that trains any backbone to measure lens parameters."""
+"""LensRegressor: the LightningModule that trains any backbone to measure lens parameters; WarmupCosine: its
+learning-rate schedule, a function of the optimizer step and the planned steps of the run (``trainer.max_steps``
+/ ``max_epochs``, or what a wall-time budget allows), which follows a resume with a larger budget."""
 
 from __future__ import annotations
 
@@ -20,6 +22,18 @@ OPTIMIZERS = {"adamw": torch.optim.AdamW, "adam": torch.optim.Adam, "sgd": torch
 SCHEDULERS = ("cosine", "constant")
 
 
+def check_scheduler(scheduler: Mapping[str, Any]) -> None:
+    """Refuse a ``cosine`` ``model.scheduler`` whose warmup (optimizer steps) or floor (fraction of the peak)
+    is invalid."""
+    if scheduler.get("name") != "cosine":
+        return
+    warmup, floor = scheduler.get("warmup_steps", 0), scheduler.get("min_lr_ratio", 0.0)
+    if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 0:
+        raise UserError(f"model.scheduler.warmup_steps must be an integer >= 0, got {warmup!r}")
+    if isinstance(floor, bool) or not isinstance(floor, (int, float)) or not 0.0 <= floor <= 1.0:
+        raise UserError(f"model.scheduler.min_lr_ratio must be a number in [0, 1], got {floor!r}")
+
+
 class LensRegressor(LightningModule):
     """Predicts standardised lens parameters (and their uncertainties) from images.
 
@@ -34,7 +48,9 @@ class LensRegressor(LightningModule):
         loss: ``mse``, ``gaussian_nll`` or ``full_gaussian_nll``.
         nll_beta: beta of the beta-NLL for ``gaussian_nll`` (0: plain NLL; see :mod:`losses`).
         optimizer: ``{"name": adamw|adam|sgd, "lr": ..., **kwargs}``.
-        scheduler: ``{"name": cosine|constant, "warmup_steps": int, "min_lr_ratio": float}``.
+        scheduler: ``{"name": cosine|constant, "warmup_steps": int, "min_lr_ratio": float}``: ``cosine`` is
+            :class:`WarmupCosine` over the planned run (it follows the step or wall-time budget, also
+            across a resume).
         image_size: ``(H, W)`` pixels. pixel_scale: arcsec per pixel.
         simulator: the simulator config the training data came from (provenance).
         compile: compile the backbone with ``torch.compile``.
@@ -70,6 +86,7 @@ class LensRegressor(LightningModule):
         scheduler = dict(scheduler or {"name": "constant"})
         if scheduler.get("name") not in SCHEDULERS:
             raise UserError(f"model.scheduler.name={scheduler.get('name')!r}; choose one of {list(SCHEDULERS)}")
+        check_scheduler(scheduler)
         self.save_hyperparameters()
         self.scaler = TargetScaler.from_dict(targets)
         self.normalizer = InputNormalizer.from_dict(input_normalization)
@@ -173,6 +190,9 @@ class LensRegressor(LightningModule):
             torch.cuda.set_rng_state_all(checkpoint["cuda_rng_states"])
 
     def configure_optimizers(self) -> dict:
+        """The optimizer and, for ``cosine``, a :class:`WarmupCosine` stepped after every optimizer step
+        over the run's planned steps: ``trainer.max_steps`` / ``trainer.max_epochs`` of *this* fit (a
+        resumed run's new limits included), re-planned by :class:`lenscnn.training.callbacks.TimeBudget`."""
         spec = dict(self.hparams.optimizer)
         optimizer = OPTIMIZERS[spec.pop("name")](self.parameters(), **spec)
         schedule = dict(self.hparams.scheduler)
@@ -181,12 +201,85 @@ class LensRegressor(LightningModule):
         total = self.trainer.estimated_stepping_batches
         if not math.isfinite(total):
             raise UserError("scheduler cosine needs a finite run: set trainer.max_steps or trainer.max_epochs")
-        warmup = int(schedule.get("warmup_steps", 0))
-        min_ratio = float(schedule.get("min_lr_ratio", 0.0))
-        cosine = torch.optim.lr_scheduler.CosineAnnealingLR(
-            optimizer, T_max=max(1, int(total) - warmup), eta_min=optimizer.defaults["lr"] * min_ratio
+        cosine = WarmupCosine(
+            optimizer,
+            total_steps=int(total),
+            warmup_steps=int(schedule.get("warmup_steps", 0)),
+            min_lr_ratio=float(schedule.get("min_lr_ratio", 0.0)),
         )
-        if warmup > 0:
-            ramp = torch.optim.lr_scheduler.LinearLR(optimizer, start_factor=1e-3, total_iters=warmup)
-            cosine = torch.optim.lr_scheduler.SequentialLR(optimizer, [ramp, cosine], milestones=[warmup])
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": cosine, "interval": "step"}}
+
+
+class WarmupCosine(torch.optim.lr_scheduler.LRScheduler):
+    """A linear warmup, then a cosine from the peak learning rate down to ``min_lr_ratio`` x the peak at
+    the end of the planned run, as a closed form of the step and the plan only.
+
+    Optimizer step ``k`` (0-based; ``last_epoch`` counts optimizer steps) trains at ``lr x f(k)``, with
+    ``f(k) = s + (1 - s) k / w`` during the ``w = warmup_steps`` warmup steps (``s = 1e-3``), then
+    ``f(k) = r + (1 - r) (1 + cos(pi p)) / 2`` with ``r = min_lr_ratio`` and the progress
+    ``p = min(1, (k - w) / (total_steps - w))``: the floor ``r x lr`` is reached when the plan ends and
+    held after it (the schedule never rises again).
+
+    The plan ``total_steps`` is not part of the schedule's saved state: a run resumed from a checkpoint
+    continues at its step on the plan of the resumed fit (its ``trainer.max_steps`` / ``max_epochs``, and
+    its learning rate), so a resume with a larger budget continues the same shape over the new total
+    (no second warmup, no rise from the floor as a restored ``CosineAnnealingLR`` would), and an
+    interrupted run resumed with its own budget trains at bit-identical learning rates.
+    :meth:`set_total_steps` re-plans a running fit (a wall-time budget does, see
+    :class:`lenscnn.training.callbacks.TimeBudget`): the next step trains at the learning rate of the
+    new plan.
+
+    Args:
+        optimizer: the optimizer whose learning rates (``lr`` of its parameter groups) are the peaks.
+        total_steps: planned optimizer steps of the whole run (from step 0), >= 1.
+        warmup_steps: optimizer steps of the linear warmup, >= 0.
+        min_lr_ratio: the final learning rate as a fraction of the peak, in [0, 1].
+    """
+
+    START_FACTOR = 1e-3
+
+    def __init__(
+        self, optimizer: torch.optim.Optimizer, total_steps: int, warmup_steps: int = 0, min_lr_ratio: float = 0.0
+    ):
+        if warmup_steps < 0:
+            raise UserError(f"model.scheduler.warmup_steps must be >= 0, got {warmup_steps}")
+        if not 0.0 <= min_lr_ratio <= 1.0:
+            raise UserError(f"model.scheduler.min_lr_ratio must be in [0, 1], got {min_lr_ratio}")
+        self.total_steps = max(1, int(total_steps))
+        self.warmup_steps, self.min_lr_ratio = int(warmup_steps), float(min_lr_ratio)
+        super().__init__(optimizer)
+
+    def factor(self, step: int) -> float:
+        """The learning rate of optimizer step ``step`` as a fraction of the peak."""
+        if step < self.warmup_steps:
+            return self.START_FACTOR + (1.0 - self.START_FACTOR) * step / self.warmup_steps
+        progress = min(1.0, (step - self.warmup_steps) / max(1, self.total_steps - self.warmup_steps))
+        return self.min_lr_ratio + (1.0 - self.min_lr_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+    def get_lr(self) -> list[float]:
+        return [base * self.factor(self.last_epoch) for base in self.base_lrs]
+
+    _get_closed_form_lr = get_lr
+
+    def set_total_steps(self, total_steps: int) -> None:
+        """Re-plan the run to ``total_steps`` optimizer steps; the next step follows the new plan."""
+        self.total_steps = max(1, int(total_steps))
+        self._apply()
+
+    def _apply(self) -> None:
+        """Set the optimizer's learning rates to those of the current step on the current plan."""
+        lrs = self.get_lr()
+        for group, lr, base in zip(self.optimizer.param_groups, lrs, self.base_lrs, strict=True):
+            group["lr"], group["initial_lr"] = lr, base
+        self._last_lr = lrs
+
+    def state_dict(self) -> dict[str, Any]:
+        """The step reached (``total_steps``: the plan then, for reading; a resume does not restore it)."""
+        return {"last_epoch": self.last_epoch, "_step_count": self._step_count, "total_steps": self.total_steps}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Continue from the saved step on this fit's plan and peak learning rate. Also reads the state of
+        the ``SequentialLR(LinearLR, CosineAnnealingLR)`` that earlier versions saved (its step only)."""
+        self.last_epoch = int(state_dict["last_epoch"])
+        self._step_count = int(state_dict.get("_step_count", self.last_epoch + 1))
+        self._apply()
