@@ -31,9 +31,11 @@ def quickstart():
 
 def flagged(reference, images, subtract_sky=True, **options) -> np.ndarray:
     """Which images are flagged, prepared as predict does (the sky estimated and subtracted, or not)."""
-    levels = torch.tensor([estimate_sky(image[0].numpy()).level if subtract_sky else 0.0 for image in images])
+    skies = [estimate_sky(image[0].numpy()) for image in images]
+    levels = torch.tensor([sky.level if subtract_sky else 0.0 for sky in skies])
+    noise = torch.tensor([sky.rms for sky in skies])
     images = images - levels.view(-1, 1, 1, 1)
-    stats = image_statistics(images, reference.background_rms, subtracted=levels)
+    stats = image_statistics(images, reference.background_rms, subtracted=levels, noise=noise)
     return np.array(
         [bool(reference.flags({k: float(v[i]) for k, v in stats.items()}, **options)) for i in range(len(images))]
     )
@@ -76,8 +78,10 @@ def test_a_model_trained_with_nuisances_accepts_them():
     noise = torch.randn(images.shape, generator=torch.Generator().manual_seed(0), dtype=images.dtype)
     # 3x the noise is inside the survey observation's 0.5-4x, the PSF inside its 0.08-0.25"
     assert flagged(reference, images.double() + noise.double() * RMS * 8**0.5).mean() <= 0.1
-    levels = torch.tensor([estimate_sky(image[0].double().numpy()).level for image in images])
-    stats = image_statistics(images.double() - levels.view(-1, 1, 1, 1), reference.background_rms, subtracted=levels)
+    skies = [estimate_sky(image[0].double().numpy()) for image in images]
+    levels, noise = torch.tensor([sky.level for sky in skies]), torch.tensor([sky.rms for sky in skies])
+    shifted = images.double() - levels.view(-1, 1, 1, 1)
+    stats = image_statistics(shifted, reference.background_rms, subtracted=levels, noise=noise)
     for i in range(len(images)):
         reasons = reference.flags({k: float(v[i]) for k, v in stats.items()}, psf_fwhm=0.2)
         assert not any("PSF" in r for r in reasons)

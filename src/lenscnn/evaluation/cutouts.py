@@ -117,7 +117,8 @@ def predict_batch(
     subtracted = torch.tensor(
         [r.prepared.record["sky"] * (ensemble.pixel_scale / r.prepared.record["input_pixel_scale"]) ** 2 for r in good]
     )
-    stats = image_statistics(images, reference.background_rms, subtracted=subtracted)
+    noise = torch.tensor([r.prepared.record["noise_rms"] for r in good])
+    stats = image_statistics(images, reference.background_rms, subtracted=subtracted, noise=noise)
     stats = {k: v.tolist() for k, v in stats.items()}
     for k, result in enumerate(good):
         result.mean = mean[k]

@@ -7,8 +7,9 @@ on a guess about the model:
 
 - ``sky``: the level of the image's faintest blocks [units of the instrument's background rms]: a
   residual sky level; ``subtracted``: the sky level the preparation took off [same units];
-- ``noise``: the robust rms of the faintest blocks (from differences of neighbouring pixels, so
-  smooth light cancels) [instrument background rms];
+- ``noise``: the background rms the preparation measured (:func:`lenscnn.preparation.sky.estimate_sky`:
+  differences of neighbouring pixels in the faintest blocks, before cosmic rays are cleaned), else the
+  same measure on the prepared image [instrument background rms];
 - ``flux``: total flux [counts/s] and ``peak``: the brightest pixel [counts/s/px];
 - ``masked``: fraction of pixels exactly at the fill value (masked: NaN, flagged, cosmic rays).
 
@@ -58,11 +59,17 @@ REFERENCE_SEED = 20260101
 
 
 def image_statistics(
-    images: Tensor, background_rms: float, fill: float = 0.0, subtracted: Tensor | None = None
+    images: Tensor,
+    background_rms: float,
+    fill: float = 0.0,
+    subtracted: Tensor | None = None,
+    noise: Tensor | None = None,
 ) -> dict[str, Tensor]:
     """The statistics of the module docstring for ``images (n, 1, H, W)`` [counts/s per pixel],
     relative to the instrument's ``background_rms``; each a ``(n,)`` tensor. ``subtracted``: the sky
-    level the preparation took off each image [counts/s per model pixel] (``None``: nothing).
+    level the preparation took off each image [counts/s per model pixel] (``None``: nothing);
+    ``noise``: the background rms the preparation measured on the image as given [counts/s per model
+    pixel], before cosmic rays were cleaned (``None``: measured here).
 
     ``sky`` and ``noise`` come from the faintest quarter of the image's blocks (a grid of 8 x 8
     blocks), so a lens galaxy filling most of the field does not raise them: per block the median
@@ -83,11 +90,12 @@ def image_statistics(
     rms = differences.abs().median(dim=2).values / (0.6745 * 2**0.5)
     faint = level.argsort(dim=1)[:, : max(1, level.shape[1] // 4)]
     flat = images.flatten(1)
-    taken = torch.zeros(n, dtype=torch.float64) if subtracted is None else subtracted.to(torch.float64).cpu()
+    taken = torch.zeros(n, dtype=torch.float64) if subtracted is None else subtracted.to(torch.float64)
+    measured = rms.gather(1, faint).median(dim=1).values if noise is None else noise.to(torch.float64)
     return {
         "sky": level.gather(1, faint).median(dim=1).values / background_rms,
         "subtracted": taken.to(images.device) / background_rms,
-        "noise": rms.gather(1, faint).median(dim=1).values / background_rms,
+        "noise": measured.to(images.device) / background_rms,
         "flux": flat.sum(dim=1),
         "peak": flat.max(dim=1).values,
         "masked": (flat == fill).to(torch.float64).mean(dim=1),
@@ -158,12 +166,13 @@ class DomainReference:
             images, params = simulator.sample(size, stream)
         images = images.to(torch.float64)
         masked_fraction = (images.flatten(1) == 0).to(torch.float64).mean(dim=1)  # masked regions are filled with 0
-        levels = [estimate_sky(image[0].numpy()).level if subtract_sky else 0.0 for image in images.cpu()]
-        subtracted = torch.tensor(levels, dtype=torch.float64, device=images.device)
-        images = images - subtracted.view(-1, 1, 1, 1)
+        skies = [estimate_sky(image[0].numpy()) for image in images.cpu()]
+        subtracted = torch.tensor([sky.level if subtract_sky else 0.0 for sky in skies], dtype=torch.float64)
+        images = images - subtracted.to(images.device).view(-1, 1, 1, 1)
         rms = instrument.background_rms
         pixels = images.shape[-1] * images.shape[-2]
-        stats = image_statistics(images, rms, subtracted=subtracted)
+        noise = torch.tensor([sky.rms for sky in skies], dtype=torch.float64)
+        stats = image_statistics(images, rms, subtracted=subtracted, noise=noise)
         points = features(stats, rms, pixels)
         spread = (points - points.median(dim=0).values).abs().median(dim=0).values * 1.4826
         scale = spread.clamp_min(1e-3)
@@ -216,9 +225,9 @@ class DomainReference:
         distance = float(neighbour_distance(point / self.scale, self.points)[0])
         if distance > self.distance:
             reasons.append(
-                f"sky {stats['subtracted']:.3g} rms subtracted, {stats['sky']:.3g} rms left, noise {stats['noise']:.3g} "
-                f"rms, flux {stats['flux']:.4g}, peak {stats['peak']:.4g}: unlike the training images (distance "
-                f"{distance:.3g} > {self.distance:.3g})"
+                f"sky {stats['subtracted']:.3g} rms subtracted, {stats['sky']:.3g} rms left, "
+                f"noise {stats['noise']:.3g} rms, flux {stats['flux']:.4g}, peak {stats['peak']:.4g}: "
+                f"unlike the training images (distance {distance:.3g} > {self.distance:.3g})"
             )
         if stats["masked"] > self.masked:
             reasons.append(f"masked {100 * stats['masked']:.1f}% of pixels (trained at most {100 * self.masked:.1f}%)")
