@@ -96,8 +96,11 @@ def rmse(estimates: list[float], truths: list[float]) -> float:
 
 
 def parse_budgets(text: str) -> list[Budget]:
-    """``"30x50,60x100"``: PSO particles x iterations per budget."""
-    return [Budget(n_particles=int(p), n_iterations=int(i)) for p, i in (b.split("x") for b in text.split(","))]
+    """``"30x50,60x100"``: PSO particles x iterations per budget (one start, no final stage: a single swarm)."""
+    return [
+        Budget(n_particles=int(p), n_iterations=int(i), starts=1, final_iterations=0)
+        for p, i in (b.split("x") for b in text.split(","))
+    ]
 
 
 def report(name: str, rows: list[dict], truth: dict[str, list[float]], prior_mean: dict[str, float]) -> dict:

@@ -1,11 +1,13 @@
 """``lenscnn-refine``: fits FITS images from a predictions.csv in worker processes; a bad image is
-reported in its row without losing the others; global bad input is one line; shards merge; the fitted
-lens model is the prior's (an EPL's slope is fitted and reported)."""
+reported in its row without losing the others; global bad input is one line; predictions for other
+images are refused; only the shards of a refine multirun merge; the fitted lens model is the prior's
+(an EPL's slope is fitted and reported); MCMC fills every sigma column; lenstronomy prints nothing."""
 
 from __future__ import annotations
 
 import csv
 import re
+import shutil
 
 import numpy as np
 import pytest
@@ -24,7 +26,28 @@ LENSES = {
     "b": {"theta_E": 1.4, "e1": -0.08, "e2": 0.04, "center_x": -0.05, "center_y": 0.04},
 }
 SOURCE = {"amp": 150.0, "R_sersic": 0.2, "n_sersic": 1.2, "e1": 0.0, "e2": 0.1, "center_x": 0.08, "center_y": 0.05}
-FAST = ["fit.n_particles=12", "fit.n_iterations=8", "shear=false", "lens_light=false", "prior=quickstart"]
+FAST = [
+    "fit.n_particles=12",
+    "fit.n_iterations=8",
+    "fit.starts=2",
+    "fit.final_iterations=4",
+    "shear=false",
+    "lens_light=false",
+    "prior=quickstart",
+]
+#: What lenstronomy prints or logs while fitting (kept out of the output).
+LENSTRONOMY_OUTPUT = (
+    "Computing the",
+    "log likelihood",
+    "time used for",
+    "MCMC selected",
+    "Number of walkers",
+    "Burn-in iterations",
+    "time taken for MCMC",
+    "SerialPool",
+    "reduced X^2",
+    "=====",
+)
 
 
 @pytest.fixture(scope="module")
@@ -60,6 +83,7 @@ def test_refine_fits_every_good_image_and_reports_the_bad_ones_in_their_rows(inp
     images, predictions = inputs
     result = refine(tmp_path / "run", f"input={images}", f"predictions={predictions}", "workers=2")
     assert result.returncode == 0, result.stderr[-3000:]
+    assert not [m for m in LENSTRONOMY_OUTPUT if m in result.stdout + result.stderr], result.stdout
     rows, names = read_refined_csv(tmp_path / "run" / "refined.csv")
     assert names == ["theta_E", "e1", "e2", "center_x", "center_y"]
     by_name = {r["image"].rsplit("/", 1)[-1]: r for r in rows}
@@ -67,6 +91,7 @@ def test_refine_fits_every_good_image_and_reports_the_bad_ones_in_their_rows(inp
     for name, lens in LENSES.items():
         row = by_name[f"{name}.fits"]
         assert row["status"] == "ok" and row["reduced_chi2"] > 0 and row["seconds"] > 0
+        assert abs(row["fit_sky"]) < 0.03 and row["starts_agreeing"] in (1, 2) and row["chi2_change"] >= 0
         assert row["net_theta_E"] == pytest.approx(lens["theta_E"] + 0.01)
         assert abs(row["theta_E"] - lens["theta_E"]) < 0.05  # a tiny budget, but started close
         assert (tmp_path / "run" / "plots" / f"{name}.png").read_bytes()[:4] == b"\x89PNG"
@@ -75,17 +100,27 @@ def test_refine_fits_every_good_image_and_reports_the_bad_ones_in_their_rows(inp
     assert sum("failed:" in line for line in result.stderr.splitlines() if "WARNING" in line) == 0
     report = (tmp_path / "run" / "report.md").read_text()
     assert "images: 4; fitted: 2; failed: 2" in report and "| theta_E | arcsec |" in report
+    assert "converged means: (a) the two best starts agree on theta_E within max(0.01 arcsec" in report
 
 
 def refine_in_process(out, *args) -> None:
     run(compose_run("refine", out, [*FAST, *args, "workers=1"]))
 
 
-def test_shards_merge_into_one_table(inputs, tmp_path):
+@pytest.fixture(scope="module")
+def sweep(inputs, tmp_path_factory):
+    """A real multirun of two shards (shard 1 holds only the two bad images: reported, not an error)."""
     images, predictions = inputs
-    sweep = tmp_path / "sweep"
-    for shard in range(2):  # shard 1 holds only the two bad images: reported, not an error
-        refine_in_process(sweep / str(shard), f"input={images}", f"predictions={predictions}", f"shard={shard}/2")
+    sweep = tmp_path_factory.mktemp("sweep") / "multirun"
+    args = [f"input={images}", f"predictions={predictions}", "plots=false", "workers=1"]
+    result = run_cli("refine", ["-m", *FAST, *args, "shard=0/2,1/2", f"hydra.sweep.dir={sweep}"], timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert not [m for m in LENSTRONOMY_OUTPUT if m in result.stdout], result.stdout
+    return sweep
+
+
+def test_shards_merge_into_one_table(sweep, tmp_path):
+    for shard in range(2):
         rows, _ = read_refined_csv(sweep / str(shard) / "refined.csv")
         assert len(rows) == 2
     result = run_cli("refine", [f"merge={sweep}", f"hydra.run.dir={tmp_path / 'merge'}"])
@@ -93,25 +128,111 @@ def test_shards_merge_into_one_table(inputs, tmp_path):
     rows, _ = read_refined_csv(sweep / "refined.csv")
     names = sorted(r["image"].rsplit("/", 1)[-1] for r in rows)
     assert names == ["a.fits", "b.fits", "c_no_scale.fits", "d_unpredicted.fits"]
-    assert "images: 4; fitted: 2" in (sweep / "report.md").read_text()
+    report = (sweep / "report.md").read_text()
+    assert "images: 4; fitted: 2" in report and "shards merged: 2 of 2" in report and "(a) the two best" in report
+    run(compose_run("refine", tmp_path / "again", [f"merge={sweep}"]))  # merging again: the same rows, none twice
+    assert len(read_refined_csv(sweep / "refined.csv")[0]) == 4
+
+
+def edit_job(sweep, tmp_path, job: str, **changes):
+    """A copy of the multirun with ``changes`` to the config of job ``job`` (None: delete its refined.csv)."""
+    copy = tmp_path / "copy"
+    shutil.copytree(sweep, copy)
+    config = copy / job / ".hydra" / "config.yaml"
+    text = config.read_text()
+    for key, value in changes.items():
+        if value is None:
+            (copy / job / "refined.csv").unlink()
+        else:
+            text = re.sub(rf"^{key}: .*$", f"{key}: {value}", text, flags=re.M)
+    config.write_text(text)
+    return copy
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"task_name": "predict"}, "1/ is a 'predict' run, not a lenscnn-refine shard"),
+        ({"shard": "null"}, "1/ is no shard (shard=None)"),
+        ({"shard": "0/2"}, "0/ and 1/ are both shard 0/2"),
+        ({"shard": "1/3"}, "1/ is shard 1/3, others are of N=2"),
+        ({"input": "elsewhere"}, "the shards fit different inputs"),
+        ({"refined": None}, "shard 1/2 (1/) has no refined.csv; rerun it"),
+    ],
+)
+def test_merge_takes_only_the_shards_of_one_refine_multirun(sweep, tmp_path, changes, message):
+    copy = edit_job(sweep, tmp_path, "1", **changes)
+    with pytest.raises(UserError, match=re.escape(message)) as error:
+        run(compose_run("refine", tmp_path / "merge", [f"merge={copy}"]))
+    assert "\n" not in str(error.value)
+
+
+def test_merge_refuses_what_is_not_a_multirun(inputs, tmp_path):
+    """Three unrelated runs in one directory used to merge into duplicate rows."""
+    images, predictions = inputs
+    for k in range(2):
+        refine_in_process(tmp_path / "runs" / str(k), f"input={images}", f"predictions={predictions}", "plots=false")
+    for directory, message in (
+        (tmp_path / "runs", "not a Hydra multirun directory (no multirun.yaml)"),
+        (tmp_path / "none", "no such directory"),
+    ):
+        with pytest.raises(UserError, match=re.escape(message)):
+            run(compose_run("refine", tmp_path / "merge", [f"merge={directory}"]))
+    assert not (tmp_path / "runs" / "refined.csv").exists()
+
+
+def test_predictions_of_other_images_are_refused(inputs, tmp_path):
+    """Predictions that match none of the images are a one-line error naming the file and an image (exit 2);
+    in a shard, images without predictions are failed rows if the predictions match other shards' files."""
+    images, predictions = inputs
+    other = tmp_path / "other.csv"
+    other.write_text(predictions.read_text().replace(str(images), str(tmp_path / "elsewhere")))
+    result = refine(tmp_path / "run", f"input={images}", f"predictions={other}")
+    assert result.returncode == 2
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and f"predictions={other} match none of the input images (e.g. {images}/a.fits)" in lines[0]
+    partial = tmp_path / "partial.csv"
+    partial.write_text("\n".join(predictions.read_text().splitlines()[:3]) + "\n")  # a and b only
+    refine_in_process(tmp_path / "shard", f"input={images}", f"predictions={partial}", "shard=1/2", "plots=false")
+    rows, _ = read_refined_csv(tmp_path / "shard" / "refined.csv")
+    assert [r["status"].split(":")[0] for r in rows] == ["failed", "failed"]
+    assert "no predictions for this image" in rows[1]["status"]
+
+
+def test_mcmc_fills_every_sigma_column(inputs, tmp_path):
+    """With the lens lights on the lens centre (which lenstronomy samples on the first light), a shear and a
+    sky level, a small MCMC gives every lens parameter its sigma, the centre included."""
+    images, predictions = inputs
+    out = tmp_path / "mcmc"
+    args = ["prior=realistic", "lens_light=2", "shear=true", "fit_sky=true", "fit.mcmc_burn=2", "fit.mcmc_run=3"]
+    args += ["fit.walker_ratio=2", "plots=false", f"input={images}/a.fits", f"predictions={predictions}"]
+    run(compose_run("refine", out, [*FAST[:4], *args, "workers=1"]))
+    with open(out / "refined.csv", newline="") as f:
+        row = next(csv.DictReader(f))
+    sigma_columns = [c for c in row if c.endswith("_sigma") and not c.startswith("net_")]
+    assert sigma_columns == [f"{n}_sigma" for n in ("theta_E", "e1", "e2", "center_x", "center_y", "gamma1", "gamma2")]
+    assert row["status"] == "ok" and all(float(row[c]) > 0 for c in sigma_columns), row
+    assert row["fit_sky"] != ""
 
 
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["psf={psf_even}"], "must have odd sides"),
-        (["psf={psf_big}"], "is larger than the 64x64 images"),
+        (["psf={psf_bare}"], "PIXSCALE"),
         (["shard=2/2"], "shard='2/2'"),
         (["predictions={missing}"], "no predictions.csv there"),
         (["fit.n_particles=0"], "fit.n_particles must be a positive integer"),
-        (["merge={missing}"], "no */refined.csv below it"),
+        (["fit.starts=0"], "fit.starts must be a positive integer"),
+        (["converged.plateau=-1"], "converged.plateau must be a number > 0"),
+        (["lens_light=-1"], "lens_light must be true, false or a number of components >= 0"),
+        (["fit_sky=maybe"], "fit_sky must be true or false"),
+        (["merge={missing}"], "no such directory"),
     ],
 )
 def test_bad_requests_are_user_errors(inputs, tmp_path, args, message):
     images, predictions = inputs
-    fits.PrimaryHDU(np.ones((4, 4))).writeto(tmp_path / "even.fits")
-    fits.PrimaryHDU(np.ones((65, 65))).writeto(tmp_path / "big.fits")
-    paths = {"psf_even": tmp_path / "even.fits", "psf_big": tmp_path / "big.fits", "missing": tmp_path / "none"}
+    fits.PrimaryHDU(np.ones((5, 5))).writeto(tmp_path / "bare.fits")  # a PSF without its pixel scale
+    paths = {"psf_bare": tmp_path / "bare.fits", "missing": tmp_path / "none"}
     with pytest.raises(UserError, match=re.escape(message)) as error:
         refine_in_process(
             tmp_path / "run", f"input={images}", f"predictions={predictions}", *(a.format(**paths) for a in args)
@@ -129,15 +250,16 @@ def test_a_bad_request_exits_2_with_one_line(inputs, tmp_path):
     ]
 
 
-def test_weight_hdu_gives_the_noise_map(tmp_path):
-    """An inverse-variance HDU replaces the instrument's noise: the true weights give the chi^2 of the
-    instrument's (true) noise model, weights 4x too high give 4x that chi^2."""
+def test_a_noise_hdu_gives_the_noise_map(tmp_path):
+    """An inverse-variance HDU (noise_hdu=WHT) is the fit's noise: the true weights give the chi^2 of the
+    noise the preparation estimates (background from the image, shot noise from exposure_time), weights 4x
+    too high give 4x that chi^2."""
     instrument = Instrument.from_config(load_conf("instrument", "quickstart"))
     lens = LENSES["a"]
     image = render_lenstronomy_lens(lens, SOURCE, instrument, np.random.default_rng(6))
     sigma = np.sqrt(instrument.background_rms**2 + np.abs(image) / instrument.exposure_time)
     chi2 = {}
-    for name, factor in (("instrument", None), ("true", 1.0), ("high", 4.0)):
+    for name, factor in (("estimated", None), ("true", 1.0), ("high", 4.0)):
         path = tmp_path / f"{name}.fits"
         hdus = [fits.PrimaryHDU(image.astype(np.float32), header=fits.Header({"PIXSCALE": 0.08}))]
         if factor is not None:
@@ -148,12 +270,41 @@ def test_weight_hdu_gives_the_noise_map(tmp_path):
             "image," + ",".join(lens) + "\n" + f"{path}," + ",".join(str(v) for v in lens.values()) + "\n"
         )
         out = tmp_path / name
-        weights = [] if factor is None else ["weight_hdu=WHT"]
-        refine_in_process(out, f"input={path}", f"predictions={predictions}", "plots=false", *weights)
+        noise = ["noise_hdu=null", "exposure_time=1000"] if factor is None else ["noise_hdu=WHT"]
+        refine_in_process(out, f"input={path}", f"predictions={predictions}", "plots=false", *noise)
         rows, _ = read_refined_csv(out / "refined.csv")
         chi2[name] = rows[0]["reduced_chi2"]
-    assert chi2["true"] == pytest.approx(chi2["instrument"], rel=0.15), chi2  # model- vs data-based shot noise
+    assert chi2["true"] == pytest.approx(chi2["estimated"], rel=0.15), chi2
     assert chi2["high"] == pytest.approx(4 * chi2["true"], rel=0.1), chi2
+
+
+def test_the_psf_file_is_the_fits_psf_on_the_model_pixels(tmp_path):
+    """psf=<FITS kernel with PIXSCALE> (here a Gaussian of the quickstart PSF's FWHM 0.16" at 0.02"/px): the fit
+    convolves with it resampled to the model's 0.08" pixels, odd-sided and centred, close to the
+    instrument's kernel; psf_fwhm=<arcsec> gives a Gaussian of that width."""
+    from lenscnn.cli.refine import setups
+    from lenscnn.preparation.pipeline import Preparation
+
+    scale, sigma = 0.02, 0.16 / (2 * np.sqrt(2 * np.log(2)))
+    y, x = (np.mgrid[:84, :84] - 41.5) * scale  # centred on a model pixel: 4 file pixels to one
+    fits.PrimaryHDU(np.exp(-(x**2 + y**2) / (2 * sigma**2)), header=fits.Header({"PIXSCALE": scale})).writeto(
+        tmp_path / "psf.fits"
+    )
+    cfg = compose_run("refine", tmp_path / "run", [*FAST, f"psf={tmp_path / 'psf.fits'}"])
+    observation, *_ = setups(cfg, Preparation.from_config(cfg))
+    kernel = np.asarray(observation["kwargs_psf"]["kernel_point_source"])
+    assert kernel.shape[0] % 2 == 1 and kernel.shape[0] == kernel.shape[1] and kernel.sum() == pytest.approx(1.0)
+    instrument = np.asarray(
+        observation_kwargs(Instrument.from_config(cfg.instrument))["kwargs_psf"]["kernel_point_source"]
+    )
+    centre, half = kernel.shape[0] // 2, instrument.shape[0] // 2
+    assert (
+        np.abs(kernel[centre - half : centre + half + 1, centre - half : centre + half + 1] - instrument).max() < 0.02
+    )
+    cfg = compose_run("refine", tmp_path / "run", [*FAST, "psf_fwhm=0.3"])
+    observation, *_ = setups(cfg, Preparation.from_config(cfg))
+    wide = np.asarray(observation["kwargs_psf"]["kernel_point_source"])
+    assert wide.max() < 0.5 * instrument.max()  # a wider PSF
 
 
 def test_refine_fits_an_epl_when_the_network_predicts_gamma(tmp_path):
@@ -174,7 +325,7 @@ def test_refine_fits_an_epl_when_the_network_predicts_gamma(tmp_path):
         "image," + ",".join(f"{k},{k}_sigma" for k in predicted) + "\n"
         f"{path}," + ",".join(f"{v},0.02" for v in predicted.values()) + "\n"
     )
-    args = ["fit.n_particles=12", "fit.n_iterations=8", "shear=false", "lens_light=false", "plots=false", "workers=1"]
+    args = [*FAST[:-1], "plots=false", "workers=1"]
     args += [f"input={path}", f"predictions={predictions}"]
     with pytest.raises(UserError, match=re.escape("the predictions hold ['gamma'], which the lens model")):
         run(compose_run("refine", tmp_path / "sie", [*args, "prior=quickstart"]))

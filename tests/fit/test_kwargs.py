@@ -10,7 +10,9 @@ import numpy as np
 import pytest
 import torch
 
+from lenscnn.errors import UserError
 from lenscnn.fit.kwargs import (
+    ADDED_LIGHTS,
     KWARGS,
     fitted_model,
     kwargs_parameters,
@@ -19,6 +21,7 @@ from lenscnn.fit.kwargs import (
     parameter_moments,
     seed_source,
     setup_lens_model,
+    sky_level,
 )
 from lenscnn.sim import Instrument, Simulator
 from lenscnn.sim.prior import lens_model_of
@@ -149,6 +152,57 @@ def test_fitted_model_switches_the_shear_and_the_lens_lights():
     assert added.kwargs_model()["lens_model_list"] == ["SIE", "SHEAR"]
     assert added.component("shear").own == {"gamma1": "gamma1", "gamma2": "gamma2"}
     assert fitted_model(realistic, shear=True, lens_light=True) == realistic
+    assert fitted_model(realistic, shear=True, lens_light=1) == realistic
+
+
+def test_fitted_model_fits_a_bulge_and_an_envelope_and_no_neighbours():
+    """lens_light=2: the survey prior's bulge and envelope as they are, its neighbours and star dropped (no
+    prior-mean start can find a galaxy at a random position); the realistic prior's one light completed with a
+    concentric envelope that starts from ADDED_LIGHTS and samples its centre with the lens's."""
+    survey = lens_model_of(shipped_prior("survey"))
+    assert {"neighbour", "neighbour_2", "star"} <= {c.name for c in survey.components}
+    fitted = fitted_model(survey, shear=True, lens_light=2)
+    assert [c.name for c in fitted.of_role("lens_light")] == ["lens_light", "lens_light_2"]
+    assert [c.name for c in fitted_model(survey, shear=True, lens_light=True).of_role("lens_light")] == [
+        "lens_light",
+        "lens_light_2",
+    ]
+    assert [c.name for c in fitted_model(survey, shear=True, lens_light=1).of_role("lens_light")] == ["lens_light"]
+    assert not fitted_model(survey, shear=True, lens_light=0).of_role("lens_light")
+    prior = shipped_prior("realistic")
+    two = fitted_model(lens_model_of(prior), shear=True, lens_light=2)
+    envelope = two.component("lens_light_2")
+    assert envelope.profile == "SERSIC_ELLIPSE" and envelope.tied == {"center_x": "center_x", "center_y": "center_y"}
+    observation = observation_kwargs(Instrument.from_config(load_conf("instrument", "quickstart")))
+    setup = lens_model_kwargs(PREDICTED, None, observation, parameter_moments(prior), two)
+    assert setup["kwargs_lens_light"][1]["R_sersic"] == ADDED_LIGHTS[1]["R_sersic"][0]
+    assert setup["kwargs_lens_light_sigma"][1]["n_sersic"] == ADDED_LIGHTS[1]["n_sersic"][1]
+    assert setup["kwargs_constraints"]["joint_lens_light_with_lens_light"] == [[0, 1, ["center_x", "center_y"]]]
+    bare = fitted_model(lens_model_of(shipped_prior("quickstart")), shear=False, lens_light=2)
+    bulge = lens_model_kwargs(PREDICTED, None, observation, parameter_moments(shipped_prior("quickstart")), bare)
+    assert [light["R_sersic"] for light in bulge["kwargs_lens_light"]] == [0.8, 2.0]  # a bulge, then an envelope
+    for bad in (-1, 1.5, "two"):
+        with pytest.raises(UserError, match="lens_light must be true, false or a number of components >= 0"):
+            fitted_model(survey, shear=True, lens_light=bad)
+
+
+def test_sky_level_is_a_uniform_lens_light():
+    """sky=True appends lenstronomy's UNIFORM to the lens lights (no parameter of the spec); its amp is a
+    surface brightness, so a level of amp * pixel area counts/s per pixel."""
+    from lenscnn.fit.refine import lenstronomy_image
+
+    prior = shipped_prior("realistic_sersic")
+    observation = observation_kwargs(Instrument.from_config(load_conf("instrument", "quickstart")))
+    setup = lens_model_kwargs(PREDICTED, None, observation, parameter_moments(prior), lens_model_of(prior), sky=True)
+    assert setup["kwargs_model"]["lens_light_model_list"] == ["SERSIC_ELLIPSE", "UNIFORM"]
+    assert setup["kwargs_lens_light"][1] == {"amp": 0.0} and setup["kwargs_lens_light_sigma"][1] == {}
+    kwargs = {**setup, "kwargs_source": [{**setup["kwargs_source"][0], "amp": 0.0}]}
+    kwargs["kwargs_lens_light"] = [{**setup["kwargs_lens_light"][0], "amp": 0.0}, {"amp": 5.0}]
+    image = lenstronomy_image(setup, kwargs)
+    assert sky_level(setup, kwargs) == pytest.approx(5.0 * 0.08**2)
+    assert image[32, 32] == pytest.approx(sky_level(setup, kwargs))  # away from the zero-padded edge
+    without = lens_model_kwargs(PREDICTED, None, observation, parameter_moments(prior), lens_model_of(prior))
+    assert sky_level(without, kwargs) is None and without["lenscnn"]["sky"] is False
 
 
 def test_source_seed_lands_near_the_true_source():

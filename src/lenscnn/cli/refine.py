@@ -6,9 +6,12 @@ lenscnn-refine input=cutouts/ predictions=... fit.mcmc_burn=100 fit.mcmc_run=200
 lenscnn-refine -m input=cutouts/ predictions=... shard=0/4,1/4,2/4,3/4 hydra/launcher=slurm  # by file
 lenscnn-refine merge=outputs/refine/multiruns/<time>                          # collect the shards
 
-Writes ``refined.csv`` (network and fit per image), ``plots/<image>.png`` (data, model, residual)
-and ``report.md`` into the Hydra run directory. A failed image is reported in its row and in one
-log line; it never stops the others. Needs lenstronomy (``pip install lenscnn[fit]``).
+Images are prepared as for lenscnn-predict (``conf/preparation``: sky, noise map, masks, cosmic rays,
+resampling; the ``psf`` file is also the fit's PSF); masked pixels do not count in the fit. Writes
+``refined.csv`` (network and fit per image), ``plots/<image>.png`` (data, model, residual) and
+``report.md`` (with the ``converged`` criterion) into the Hydra run directory. A failed image is
+reported in its row and in one log line; it never stops the others. Predictions that match none of
+the input images are refused. Needs lenstronomy (``pip install lenscnn[fit]``).
 """
 
 from __future__ import annotations
@@ -32,12 +35,13 @@ from lenscnn.fit.kwargs import (
     parameter_moments,
     seed_source,
 )
-from lenscnn.fit.refine import Budget, fit_all
+from lenscnn.fit.refine import Budget, Convergence, fit_all
 from lenscnn.fit.report import merge_shards, write_refined_csv, write_report
-from lenscnn.io.cutouts import image_stem
-from lenscnn.io.fits import read_psf_kernel
+from lenscnn.io.cutouts import find_inputs, image_stem
 from lenscnn.params import parameter
 from lenscnn.plots import fit_figure
+from lenscnn.preparation.pipeline import Preparation
+from lenscnn.preparation.psf import kernel_at_scale, read_psf
 from lenscnn.progress import progress
 from lenscnn.sim import Instrument
 from lenscnn.sim.lens_model import LensModel
@@ -47,16 +51,23 @@ from lenscnn.sim.profiles import PROFILES
 log = logging.getLogger(__name__)
 
 
-def setups(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, tuple[float, float]], LensModel, Instrument]:
-    """The observation kwargs (instrument, or the ``psf`` file), the prior's parameter moments, the
-    lens model to fit (the prior's, with the ``shear`` and ``lens_light`` switches) and the instrument."""
-    instrument = Instrument.from_config(OmegaConf.to_container(cfg.instrument, resolve=True))
+def setups(
+    cfg: DictConfig, preparation: Preparation
+) -> tuple[dict[str, Any], dict[str, tuple[float, float]], LensModel, Instrument]:
+    """The observation kwargs, the prior's parameter moments, the lens model to fit (the prior's, with the
+    ``shear`` switch and ``lens_light`` components on the lens centre, neighbours and stars dropped:
+    :func:`fitted_model`) and the instrument. The PSF is the inputs' where the preparation knows it: the
+    ``psf`` file's kernel resampled to the model's pixels (:func:`kernel_at_scale`, at most the image's size),
+    or a Gaussian of ``psf_fwhm``; else the instrument's."""
+    instrument_cfg = OmegaConf.to_container(cfg.instrument, resolve=True)
+    if preparation.psf is None and preparation.psf_fwhm is not None:
+        instrument_cfg = {**instrument_cfg, "psf": {"type": "gaussian", "fwhm": preparation.psf_fwhm}}
+    instrument = Instrument.from_config(instrument_cfg)
     kernel = None
-    if cfg.psf:
-        kernel = read_psf_kernel(cfg.psf)
-        height, width = instrument.image_size
-        if kernel.shape[0] > height or kernel.shape[1] > width:
-            raise UserError(f"psf={cfg.psf}: kernel {kernel.shape} is larger than the {height}x{width} images")
+    if preparation.psf is not None:
+        psf, scale = read_psf(preparation.psf)
+        radius = (min(instrument.image_size) - 1) // 2
+        kernel = kernel_at_scale(psf, scale, instrument.pixel_scale, radius)
     observation = observation_kwargs(instrument, kernel)
     prior = OmegaConf.to_container(cfg.prior, resolve=True)
     model = fitted_model(lens_model_of(prior), shear=cfg.shear, lens_light=cfg.lens_light)
@@ -66,7 +77,7 @@ def setups(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, tuple[float, floa
 def check_model(predictions: dict[tuple[str, str], dict[str, float]], model: LensModel) -> None:
     """Refuse predictions of mass parameters the lens model to fit lacks (an EPL's ``gamma`` with an SIE
     prior): the fit would silently drop them. A shear is the ``shear`` switch's to drop."""
-    fittable = set(fitted_model(model, shear=True, lens_light=True).names)
+    fittable = set(fitted_model(model, shear=True, lens_light=False).names)
     predicted = {n for values in predictions.values() for n in values if not n.endswith("_sigma")}
     missing = sorted(
         n
@@ -89,6 +100,30 @@ def check_installed(budget: Budget) -> None:
         raise UserError(f"lenscnn-refine needs {' and '.join(missing)}: pip install 'lenscnn[fit]'")
 
 
+def load_inputs(cfg: DictConfig, instrument: Instrument, preparation: Preparation) -> list[dict[str, Any]]:
+    """The images of this shard prepared on the instrument's grid (:func:`lenscnn.fit.inputs.load_images`):
+    per image ``data`` (sky subtracted) and ``noise`` (H, W) [counts/s/px] and ``mask`` (True: a pixel to
+    fit; absent or ``None``: every pixel), or an ``error``."""
+    return load_images(cfg.input, instrument, preparation, shard=cfg.shard)
+
+
+def check_matching(cfg: DictConfig, predictions: dict[tuple[str, str], dict[str, float]], items: list[dict]) -> None:
+    """Refuse predictions made for other images: when none of this shard's images has a row (nor, in a
+    shard, any file of the whole input), the fit would only report "no predictions" for every image."""
+    if any(image_key(item["image"]) in predictions for item in items):
+        return
+    if cfg.shard:  # this shard's images may be unpredicted while the others' are
+        files = {str(Path(f).expanduser().resolve()) for f in find_inputs(str(cfg.input))}
+        if any(path in files for path, _ in predictions):
+            return
+    file = Path(cfg.predictions).expanduser()
+    file = file / "predictions.csv" if file.is_dir() else file
+    raise UserError(
+        f"predictions={file} match none of the input images (e.g. {items[0]['image']}); "
+        f"give the predictions lenscnn-predict made for input={cfg.input}"
+    )
+
+
 def run(cfg: DictConfig) -> Path:
     """Refine every input image (of this shard); returns the path of ``refined.csv``."""
     run_dir = Path(cfg.paths.output_dir)
@@ -98,22 +133,19 @@ def run(cfg: DictConfig) -> Path:
         raise UserError("give input=<images> and predictions=<predictions.csv or lenscnn-predict run directory>")
     if not isinstance(cfg.workers, int) or cfg.workers < 1:
         raise UserError(f"workers must be a positive integer, got {cfg.workers!r}")
+    if not isinstance(cfg.fit_sky, bool):
+        raise UserError(f"fit_sky must be true or false, got {cfg.fit_sky!r}")
     budget = Budget(**OmegaConf.to_container(cfg.fit, resolve=True))
+    convergence = Convergence(**OmegaConf.to_container(cfg.converged, resolve=True))
+    preparation = Preparation.from_config(cfg)
     check_installed(budget)
     predictions = read_predictions(cfg.predictions)
-    observation, moments, model, instrument = setups(cfg)
+    observation, moments, model, instrument = setups(cfg, preparation)
     check_model(predictions, model)
-    items = load_images(
-        cfg.input,
-        instrument,
-        hdu=cfg.hdu,
-        weight_hdu=cfg.weight_hdu,
-        pixel_scale=cfg.pixel_scale,
-        fill_nan=cfg.fill_nan,
-        shard=cfg.shard,
-    )
+    items = load_inputs(cfg, instrument, preparation)
     if not items:
         raise UserError(f"input={cfg.input}: no images in this shard ({cfg.shard})")
+    check_matching(cfg, predictions, items)
     names = [n for c in model.of_role("lens") for n in c.own.values()]  # the fitted lens parameters
     rows: list[dict[str, Any]] = []
     jobs = []
@@ -129,11 +161,11 @@ def run(cfg: DictConfig) -> Path:
             continue
         sigmas = {n.removesuffix("_sigma"): v for n, v in values.items() if n.endswith("_sigma")}
         row |= {f"net_{n}": values.get(n) for n in names} | {f"net_{n}_sigma": sigmas.get(n) for n in names}
-        setup = lens_model_kwargs(values, sigmas, observation, moments, model)
+        setup = lens_model_kwargs(values, sigmas, observation, moments, model, sky=cfg.fit_sky)
         if cfg.seed_source:
-            noise = instrument.background_rms if item["noise"] is None else float(np.median(item["noise"]))
-            setup = seed_source(setup, item["data"], noise, instrument.pixel_scale)
-        jobs.append((row, item, (item, setup, budget, cfg.network_prior, cfg.seed + k)))
+            noise = instrument.background_rms if item.get("noise") is None else float(np.median(item["noise"]))
+            setup = seed_source(setup, item["data"], noise, instrument.pixel_scale, item.get("mask"))
+        jobs.append((row, item, (item, setup, budget, cfg.network_prior, cfg.seed + k, convergence)))
     with progress("fitting", total=len(jobs), unit="lenses") as tracker:
         for row, item, outcome in fit_all(jobs, cfg.workers):
             row["status"] = outcome["status"]
@@ -142,14 +174,14 @@ def run(cfg: DictConfig) -> Path:
             else:
                 log.warning("%s: %s", item["image"], outcome["status"])
             tracker.advance(1)
-    return write_outputs(cfg, run_dir, rows, names)
+    return write_outputs(cfg, run_dir, rows, names, convergence)
 
 
 def finish_row(cfg: DictConfig, run_dir: Path, row: dict, item: dict, outcome: dict, pixel_scale: float) -> None:
     """The fit's values in its row, and its figure."""
     row |= outcome["lens"] | {f"{k}_sigma": v for k, v in outcome["sigma"].items()}
-    row |= {"reduced_chi2": outcome["reduced_chi2"], "seconds": outcome["seconds"]}
-    row["converged"] = outcome["reduced_chi2"] <= cfg.converged_chi2
+    row |= {k: outcome[k] for k in ("reduced_chi2", "seconds", "converged", "starts_agreeing", "chi2_change")}
+    row |= {"theta_E_change": outcome["theta_change"], "fit_sky": outcome["sky"]}
     if cfg.plots:
         title = (
             f'{Path(item["image"]).name}: reduced chi^2 {outcome["reduced_chi2"]:.3f}, theta_E {row["theta_E"]:.4f}"'
@@ -160,14 +192,18 @@ def finish_row(cfg: DictConfig, run_dir: Path, row: dict, item: dict, outcome: d
         plt.close(fig)
 
 
-def write_outputs(cfg: DictConfig, run_dir: Path, rows: list[dict[str, Any]], names: list[str]) -> Path:
+def write_outputs(
+    cfg: DictConfig, run_dir: Path, rows: list[dict[str, Any]], names: list[str], convergence: Convergence
+) -> Path:
     run_dir.mkdir(parents=True, exist_ok=True)
     out = run_dir / "refined.csv"
     write_refined_csv(out, rows, names)
     settings = {
         "fit": OmegaConf.to_container(cfg.fit),
         "network_prior": cfg.network_prior,
-        "converged_chi2": cfg.converged_chi2,
+        "lens_light": cfg.lens_light,
+        "sky": cfg.fit_sky,
+        "converged": convergence.describe(),
     }
     write_report(run_dir / "report.md", rows, names, settings)
     ok = sum(r["status"] == "ok" for r in rows)
@@ -178,13 +214,20 @@ def write_outputs(cfg: DictConfig, run_dir: Path, rows: list[dict[str, Any]], na
 
 
 def merge(cfg: DictConfig, directory: Path) -> Path:
-    """Collect the ``refined.csv`` of every shard of a multirun into ``<directory>/refined.csv``."""
+    """Collect the ``refined.csv`` of every shard of a ``lenscnn-refine`` multirun into
+    ``<directory>/refined.csv`` (see :func:`merge_shards` for what is refused)."""
     rows, names, shards = merge_shards(directory)
+    if shards.missing:
+        log.warning("merge=%s: shards %s of %d are not in this multirun", directory, shards.missing, shards.count)
     out = directory / "refined.csv"
     write_refined_csv(out, rows, names)
-    settings = {"fit": "see the shards' .hydra/config.yaml", "converged_chi2": cfg.converged_chi2}
+    settings = {
+        "fit": "see the shards' .hydra/config.yaml",
+        "converged": shards.converged or "see the shards' report.md",
+        "shards": f"{len(shards.jobs)} of {shards.count}",
+    }
     write_report(directory / "report.md", rows, names, settings)
-    log.info("merged %d rows of %d shards -> %s", len(rows), shards, out)
+    log.info("merged %d rows of %d shards -> %s", len(rows), len(shards.jobs), out)
     return out
 
 

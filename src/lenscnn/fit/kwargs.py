@@ -35,11 +35,12 @@ from typing import Any
 import numpy as np
 import torch
 
+from lenscnn.errors import UserError
 from lenscnn.sim import Instrument, Prior
 from lenscnn.sim.func import gaussian_kernel_1d, pixel_grid
 from lenscnn.sim.lens_model import Component, LensModel, parameter_name
 from lenscnn.sim.prior import without_galaxies
-from lenscnn.sim.profiles import Profile
+from lenscnn.sim.profiles import Profile, get_profile
 
 #: Bounds of fitted keywords (lenstronomy's ``kwargs_lower`` / ``kwargs_upper``) where they are tighter
 #: than the profile registry's range: keep the swarm off degenerate ellipses and sizes (a GAUSSIAN's ``sigma``
@@ -63,6 +64,15 @@ AMP_UPPER = 1e8
 SHEAR_SIGMA = 0.05
 #: Samples drawn from the prior to set the starting point and step of what the network does not predict.
 MOMENT_SAMPLES = 20_000
+#: Start and step (mean, standard deviation) of the ``SERSIC_ELLIPSE`` lens lights a fit adds to the prior's
+#: (:func:`fitted_model`), by rank among the lens galaxy's lights: a compact, de Vaucouleurs-like bulge first,
+#: then extended, exponential-like envelopes (``R_sersic`` [arcsec]; ``amp`` is solved linearly).
+ADDED_LIGHTS = (
+    {"amp": (1.0, 1.0), "R_sersic": (0.8, 0.4), "n_sersic": (4.0, 1.0), "e1": (0.0, 0.1), "e2": (0.0, 0.1)},
+    {"amp": (1.0, 1.0), "R_sersic": (2.0, 1.0), "n_sersic": (1.5, 0.5), "e1": (0.0, 0.1), "e2": (0.0, 0.1)},
+)
+#: lenstronomy's light profile of a free sky level: a constant surface brightness, solved linearly.
+SKY_PROFILE = "UNIFORM"
 #: lenstronomy's keyword-argument lists, by role of a lens-model component.
 KWARGS = {"lens": "kwargs_lens", "source": "kwargs_source", "lens_light": "kwargs_lens_light"}
 #: Suffixes of a setup's lists per role: start values, steps, fixed keywords and bounds (``kwargs_lens_sigma``...).
@@ -118,17 +128,70 @@ def parameter_moments(prior_spec: Mapping[str, Any]) -> dict[str, tuple[float, f
     return {k: (float(v.double().mean()), float(v.double().std())) for k, v in params.items()}
 
 
-def fitted_model(lens_model: LensModel, *, shear: bool, lens_light: bool) -> LensModel:
-    """``lens_model`` as a fit models it: ``shear`` adds an external ``SHEAR`` (parameters ``gamma1, gamma2``)
-    after the main lens when it has none, or with ``False`` removes every ``SHEAR``; ``lens_light=False``
-    removes every unlensed light."""
-    components = [
-        c for c in lens_model.components if (shear or c.profile != "SHEAR") and (lens_light or c.role != "lens_light")
+def lens_galaxy_lights(lens_model: LensModel) -> list[Component]:
+    """The lens-light components of the lens galaxy: those centred on the main lens (their ``center_x,
+    center_y`` tied to the lens's). Unlensed light with a centre of its own (a neighbour, a field star)
+    is not among them."""
+    return [
+        c
+        for c in lens_model.of_role("lens_light")
+        if c.parameters.get("center_x") == "center_x" and c.parameters.get("center_y") == "center_y"
     ]
+
+
+def _lens_light_count(lens_light: bool | int) -> bool | int:
+    """``lens_light`` as the config gives it: ``true``/``false`` or a count >= 0."""
+    if isinstance(lens_light, bool) or (isinstance(lens_light, int) and lens_light >= 0):
+        return lens_light
+    raise UserError(f"lens_light must be true, false or a number of components >= 0, got {lens_light!r}")
+
+
+def fitted_model(lens_model: LensModel, *, shear: bool, lens_light: bool | int) -> LensModel:
+    """``lens_model`` as a fit models it.
+
+    ``shear`` adds an external ``SHEAR`` (parameters ``gamma1, gamma2``) after the main lens when it has
+    none, or with ``False`` removes every ``SHEAR``.
+
+    ``lens_light``: the lens galaxy's light (:func:`lens_galaxy_lights`, concentric with the lens). ``False``
+    or ``0``: none; ``True``: the prior's lens-galaxy lights as they are; a count ``N``: the first ``N`` of the
+    prior's, completed with concentric ``SERSIC_ELLIPSE`` components (named ``lens_light``, ``lens_light_2``,
+    ...; centre tied to the lens, starts from :data:`ADDED_LIGHTS`) up to ``N`` (bulge + envelope for 2).
+    Unlensed light with its own centre (``neighbour``, ``star``...) is never fitted: its prior mean is no
+    start for a galaxy at a random position; mask it in the data instead. The lens lights follow the other
+    components.
+    """
+    count = _lens_light_count(lens_light)
+    kept = lens_galaxy_lights(lens_model)
+    if count is False:
+        kept = []
+    elif count is not True:
+        kept = kept[:count]
+    components = [c for c in lens_model.components if c.role != "lens_light" and (shear or c.profile != "SHEAR")]
     if shear and not any(c.profile == "SHEAR" for c in components):
         added = Component("shear", "SHEAR", "lens", {k: parameter_name("shear", k) for k in ("gamma1", "gamma2")})
         components.insert(components.index(lens_model.component("lens")) + 1, added)
-    return LensModel(tuple(components))
+    lights = list(kept)
+    taken = {c.name for c in lens_model.components}
+    number = 1
+    while count is not True and len(lights) < count:
+        name = "lens_light" if number == 1 else f"lens_light_{number}"
+        number += 1
+        if name in taken:
+            continue
+        keywords = get_profile("SERSIC_ELLIPSE").keyword_names
+        parameters = {k: k if k in ("center_x", "center_y") else parameter_name(name, k) for k in keywords}
+        lights.append(Component(name, "SERSIC_ELLIPSE", "lens_light", parameters))
+    return LensModel(tuple(components + lights))
+
+
+def _added_light_moments(lens_model: LensModel, moments: Mapping[str, tuple[float, float]]) -> dict:
+    """Start and step (:data:`ADDED_LIGHTS`) of the lens lights the prior does not draw (added by
+    :func:`fitted_model`): the first lens-galaxy light a bulge, the others envelopes."""
+    out = {}
+    for rank, c in enumerate(lens_galaxy_lights(lens_model)):
+        defaults = ADDED_LIGHTS[min(rank, len(ADDED_LIGHTS) - 1)]
+        out |= {n: defaults[k] for k, n in c.own.items() if n not in moments and k in defaults}
+    return out
 
 
 def _start(
@@ -235,6 +298,7 @@ def lens_model_kwargs(
     observation: Mapping[str, Any],
     moments: Mapping[str, tuple[float, float]],
     lens_model: LensModel,
+    sky: bool = False,
 ) -> dict[str, Any]:
     """lenstronomy's model, parameters, step sizes, bounds and constraints for one lens.
 
@@ -242,18 +306,24 @@ def lens_model_kwargs(
         values: the network's means by parameter name (any subset of the model's parameters).
         sigmas: the network's standard deviations by name (``None``: no uncertainties).
         observation: :func:`observation_kwargs`.
-        moments: :func:`parameter_moments` of the prior: where what the network does not predict starts.
+        moments: :func:`parameter_moments` of the prior: where what the network does not predict starts
+            (lens lights the prior lacks, added by :func:`fitted_model`, start from :data:`ADDED_LIGHTS`).
         lens_model: the components to fit (:func:`lenscnn.sim.prior.lens_model_of` a prior, :func:`fitted_model`).
+        sky: append a free sky level to the lens lights: lenstronomy's ``UNIFORM`` profile (its ``amp``, a
+            surface brightness, solved linearly like every amplitude; :func:`sky_level` reads it in
+            counts/s per pixel). It is no component of ``lens_model``: always the last lens light.
 
-    Returns ``kwargs_model`` (``lens_model.kwargs_model()``); ``kwargs_lens``/``kwargs_source``/
-    ``kwargs_lens_light`` with their ``*_sigma``, ``*_lower``, ``*_upper`` (sampled keywords) and
-    ``*_fixed`` (profile options such as a multipole's ``m``, the shear's origin, what the prior fixes
-    and tied keywords lenstronomy cannot constrain, e.g. a multipole's ``r_E`` at the start ``theta_E``);
-    ``kwargs_constraints`` (``joint_*``: keywords tied to another component's parameter); the
+    Returns ``kwargs_model`` (``lens_model.kwargs_model()``, plus ``UNIFORM`` with ``sky``);
+    ``kwargs_lens``/``kwargs_source``/``kwargs_lens_light`` with their ``*_sigma``, ``*_lower``, ``*_upper``
+    (sampled keywords) and ``*_fixed`` (profile options such as a multipole's ``m``, the shear's origin, what
+    the prior fixes and tied keywords lenstronomy cannot constrain, e.g. a multipole's ``r_E`` at the start
+    ``theta_E``); ``kwargs_constraints`` (``joint_*``: keywords tied to another component's parameter); the
     observation keys; and ``lenscnn``: ``{"lens_model": lens_model.to_dict(), "network": [names whose
-    start and step are the network's mean and sigma]}``, which maps the kwargs back to parameter names.
+    start and step are the network's mean and sigma], "sky": sky}``, which maps the kwargs back to parameter
+    names.
     """
     sigmas = sigmas or {}
+    moments = {**_added_light_moments(lens_model, moments), **moments}
     starts = {
         name: _start(name, c.registered, values, sigmas, moments)
         for c in lens_model.components
@@ -264,13 +334,26 @@ def lens_model_kwargs(
     for role, key in KWARGS.items():
         components = [_component_kwargs(c, starts, held) for c in lens_model.of_role(role)]
         setup |= {f"{key}{part}": [kwargs[part] for kwargs in components] for part in PARTS}
+    if sky:
+        setup["kwargs_model"]["lens_light_model_list"].append(SKY_PROFILE)
+        for part in PARTS:
+            setup[f"kwargs_lens_light{part}"].append({"amp": 0.0} if part == "" else {})
     network = [n for n in starts if n in values and float(sigmas.get(n, 0.0)) > 0]
     return {
         **setup,
         "kwargs_constraints": constraints,
         **observation,
-        "lenscnn": {"lens_model": lens_model.to_dict(), "network": network},
+        "lenscnn": {"lens_model": lens_model.to_dict(), "network": network, "sky": bool(sky)},
     }
+
+
+def sky_level(setup: Mapping[str, Any], kwargs: Mapping[str, Any]) -> float | None:
+    """The free sky level of a ``sky`` setup in ``kwargs`` (e.g. a best fit) in counts/s per pixel (the
+    ``UNIFORM`` surface brightness times the pixel area); ``None`` without one."""
+    if not setup.get("lenscnn", {}).get("sky"):
+        return None
+    area = abs(float(np.linalg.det(np.asarray(setup["kwargs_data"]["transform_pix2angle"], dtype=float))))
+    return float(kwargs["kwargs_lens_light"][-1]["amp"]) * area
 
 
 #: Keys whose JSON lists lenstronomy needs as arrays, by the kwargs that hold them.
@@ -306,15 +389,24 @@ def kwargs_parameters(lens_model: LensModel, kwargs: Mapping[str, Any], role: st
     }
 
 
-def seed_source(setup: Mapping[str, Any], image: np.ndarray, noise_rms: float, pixel_scale: float) -> dict[str, Any]:
+def seed_source(
+    setup: Mapping[str, Any],
+    image: np.ndarray,
+    noise_rms: float,
+    pixel_scale: float,
+    mask: np.ndarray | None = None,
+) -> dict[str, Any]:
     """``setup`` with the (first) source started where the lens model maps the arcs: the flux-weighted
     mean and spread of the source-plane positions, ray-traced through every lens component
-    (:meth:`LensModel.deflection`), of the pixels brighter than 3 noise rms within ``0.5 - 1.5``
-    Einstein radii of the main lens (which keeps most of the lens light out).
+    (:meth:`LensModel.deflection`), of the pixels brighter than 3 noise rms (counts/s per pixel) within
+    ``0.5 - 1.5`` Einstein radii of the main lens (which keeps most of the lens light out), among the
+    pixels of ``mask`` (``True``: use; ``None``: all).
 
     A fit that knows the lens only from a prior cannot do this; with the network's lens model the
     source starts close to the truth, so the swarm searches the lens parameters, not the source.
-    Unchanged when no pixel qualifies.
+    Unchanged when no pixel qualifies; else ``setup["lenscnn"]["source_seed"]`` records ``noise_rms`` and
+    ``pixel_scale``, so that a fit started elsewhere (:func:`lenscnn.fit.refine.refine`'s other starts)
+    seeds its source the same way.
     """
     model = setup_lens_model(setup)
     lens = {k: torch.tensor(v, dtype=torch.float64) for k, v in kwargs_parameters(model, setup, "lens").items()}
@@ -322,8 +414,12 @@ def seed_source(setup: Mapping[str, Any], image: np.ndarray, noise_rms: float, p
     x, y = pixel_grid(height, width, pixel_scale, dtype=torch.float64)
     alpha_x, alpha_y = model.deflection(x, y, lens)
     radius = torch.hypot(x - lens["center_x"], y - lens["center_y"]) / lens["theta_E"]
-    weight = torch.as_tensor(image, dtype=torch.float64) - 3 * noise_rms
-    weight = torch.where((weight > 0) & (radius > 0.5) & (radius < 1.5), weight, 0.0)
+    pixels = np.nan_to_num(np.asarray(image, dtype=float), nan=0.0, posinf=0.0, neginf=0.0)
+    weight = torch.as_tensor(pixels, dtype=torch.float64) - 3 * noise_rms
+    use = (weight > 0) & (radius > 0.5) & (radius < 1.5)
+    if mask is not None:
+        use &= torch.as_tensor(np.asarray(mask, dtype=bool))
+    weight = torch.where(use, weight, 0.0)
     total = float(weight.sum())
     if total <= 0:
         return dict(setup)
@@ -335,4 +431,5 @@ def seed_source(setup: Mapping[str, Any], image: np.ndarray, noise_rms: float, p
     source = {**first, "center_x": cx, "center_y": cy}
     source["R_sersic"] = min(max(spread, 2 * LOWER["R_sersic"]), UPPER["R_sersic"] / 2)
     step = {**first_step, "center_x": max(0.5 * spread, 0.02), "center_y": max(0.5 * spread, 0.02)}
-    return {**setup, "kwargs_source": [source, *others], "kwargs_source_sigma": [step, *other_steps]}
+    record = {**setup["lenscnn"], "source_seed": {"noise_rms": float(noise_rms), "pixel_scale": float(pixel_scale)}}
+    return {**setup, "kwargs_source": [source, *others], "kwargs_source_sigma": [step, *other_steps], "lenscnn": record}
