@@ -177,6 +177,8 @@ SINGLE_BAD = {
     "corrupted checkpoint": ("corrupt", "not a readable PyTorch checkpoint"),
     "fill_nan not a number": ("fill_nan", "fill_nan='abc'"),
     "a PSF file without a pixel scale": ("psf", "PIXSCALE"),
+    "a weight HDU of the wrong shape": ("shape", "noise map of shape"),
+    "negative weights": ("negative", "negative values"),
 }
 
 
@@ -202,6 +204,11 @@ def test_a_single_bad_input_or_option_is_one_line_and_writes_nothing(tiny_checkp
     elif kind == "psf":
         fits.PrimaryHDU(np.ones((5, 5))).writeto(tmp_path / "psf.fits")
         extra = [f"psf={tmp_path / 'psf.fits'}"]
+    elif kind in ("shape", "negative"):
+        weights = np.ones((8, 8)) if kind == "shape" else -np.ones(images.shape[-2:])
+        sci = fits.PrimaryHDU(images[0, 0].numpy().astype(np.float32), header=celestial_header(0.08, 32))
+        target = tmp_path / "weighted.fits"
+        fits.HDUList([sci, fits.ImageHDU(weights.astype(np.float32), name="WHT")]).writeto(target)
     out = tmp_path / "run"
     args = [f"ckpt_path={checkpoint}", f"input={target}", *extra]
     result = predict(out, *args)
@@ -210,7 +217,7 @@ def test_a_single_bad_input_or_option_is_one_line_and_writes_nothing(tiny_checkp
     assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], result.stderr
     assert not (out / "predictions.csv").exists()
     assert not list(out.glob("*.partial"))
-    if kind != "corrupt":  # refused before the model is read
+    if kind not in ("corrupt", "shape", "negative"):  # refused before the model is read (those two: after)
         loaded = []
         monkeypatch.setattr(predict_app, "load_ensemble", lambda *a, **k: loaded.append(1))
         with pytest.raises(UserError, match=re.escape(message)):

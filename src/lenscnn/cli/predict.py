@@ -140,9 +140,10 @@ def predict(cfg: DictConfig) -> tuple[Path, int]:
 
     Options and files are checked before the model is loaded: a single input that cannot be read is
     refused at once (:class:`UserError`). Of several, each bad one gets a row with its reason and a
-    log line, and the others are predicted. Images are read, prepared, predicted and written batch by
-    batch (``batch_size``), so memory does not grow with the number of inputs. Outputs are written
-    under temporary names and renamed into place at the end, ``predictions.csv`` last.
+    log line, and the others are predicted; when none can be, the run is refused as a whole. Images
+    are read, prepared, predicted and written batch by batch (``batch_size``), so memory does not grow
+    with the number of inputs. Outputs are written under temporary names and renamed into place at
+    the end, ``predictions.csv`` last.
     """
 
     settings, formats = check_options(cfg)
@@ -173,6 +174,7 @@ def predict(cfg: DictConfig) -> tuple[Path, int]:
     run_dir.mkdir(parents=True, exist_ok=True)
     out = run_dir / "predictions.csv"
     count = failed = flagged = 0
+    first_error = None
     with contextlib.ExitStack() as stack:
         # entered first, so renamed into place last: once predictions.csv exists, every output does
         f = stack.enter_context(open(stack.enter_context(atomic_path(out)), "w", newline=""))
@@ -198,6 +200,7 @@ def predict(cfg: DictConfig) -> tuple[Path, int]:
                 count += 1
                 if not result.ok:
                     failed += 1
+                    first_error = first_error or result.error
                     log.error("%s: failed: %s", result.label, result.error)
                     continue
                 if result.flags:
@@ -208,6 +211,8 @@ def predict(cfg: DictConfig) -> tuple[Path, int]:
                 if plot_dir is not None:
                     plot(plot_dir / f"{image_stem(result.label)}.png", result, ensemble, prior_means)
             bar.advance(len(results), completed=files_done)
+        if failed == count:  # nothing predicted: refused as a whole, every output removed
+            raise UserError(first_error or "no image could be predicted")
     log.info(
         "predicted %d of %d images from %d files (%d flagged, %d failed) -> %s",
         count - failed,
