@@ -9,6 +9,7 @@ reason; it never stops the others.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +21,8 @@ from lenscnn.errors import UserError
 from lenscnn.models.ensemble import Ensemble
 from lenscnn.preparation.domain import DomainReference, image_statistics
 from lenscnn.preparation.pipeline import Preparation, Prepared, check_readable, prepare, read_file
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -47,11 +50,16 @@ def check_inputs(files: Sequence[Path], settings: Preparation) -> dict[Path, str
     return {path: reason for path in files if (reason := check_readable(path, settings)) is not None}
 
 
-def domain_reference(ensemble: Ensemble, settings: Preparation) -> DomainReference:
-    """What ``ensemble`` was trained on, prepared as ``settings`` prepare inputs (sky subtracted or not)."""
-    return DomainReference.simulate(
-        ensemble.simulator_config, ensemble.target_names, subtract_sky=settings.sky == "estimate"
-    )
+def domain_reference(ensemble: Ensemble, settings: Preparation) -> DomainReference | None:
+    """What ``ensemble`` was trained on, prepared as ``settings`` prepare inputs (sky subtracted or not);
+    ``None`` (with a warning: no domain flags) when its checkpoint's simulator config cannot render."""
+    try:
+        return DomainReference.simulate(
+            ensemble.simulator_config, ensemble.target_names, subtract_sky=settings.sky == "estimate"
+        )
+    except UserError as exc:
+        log.warning("no domain flags: the model's simulator config cannot render its training images (%s)", exc)
+        return None
 
 
 def prepared_images(
@@ -82,7 +90,7 @@ def predict_cutouts(
     files: Sequence[Path],
     settings: Preparation,
     ensemble: Ensemble,
-    reference: DomainReference,
+    reference: DomainReference | None,
     refused: Mapping[Path, str],
     *,
     batch_size: int,
@@ -103,9 +111,14 @@ def predict_cutouts(
 
 
 def predict_batch(
-    results: list[CutoutResult], ensemble: Ensemble, reference: DomainReference, mc_samples: int, symmetries: int
+    results: list[CutoutResult],
+    ensemble: Ensemble,
+    reference: DomainReference | None,
+    mc_samples: int,
+    symmetries: int,
 ) -> list[CutoutResult]:
-    """Predict the prepared images of ``results`` at once and flag each; failed ones pass through."""
+    """Predict the prepared images of ``results`` at once and flag each (not without a ``reference``);
+    failed ones pass through."""
     good = [r for r in results if r.ok]
     if not good:
         return results
@@ -113,6 +126,11 @@ def predict_batch(
     prediction = ensemble.predict(images, mc_samples, symmetries)
     mean = prediction.mean.cpu().numpy()
     sigma = None if prediction.sigma is None else prediction.sigma.cpu().numpy()
+    for k, result in enumerate(good):
+        result.mean = mean[k]
+        result.sigma = None if sigma is None else sigma[k]
+    if reference is None:
+        return results
     # the sky taken off, per model pixel (the record's is per input pixel)
     subtracted = torch.tensor(
         [r.prepared.record["sky"] * (ensemble.pixel_scale / r.prepared.record["input_pixel_scale"]) ** 2 for r in good]
@@ -121,8 +139,6 @@ def predict_batch(
     stats = image_statistics(images, reference.background_rms, subtracted=subtracted, noise=noise)
     stats = {k: v.tolist() for k, v in stats.items()}
     for k, result in enumerate(good):
-        result.mean = mean[k]
-        result.sigma = None if sigma is None else sigma[k]
         record = result.prepared.record
         zoom = result.prepared.zoom
         result.flags = reference.flags(

@@ -42,7 +42,7 @@ import torch
 from scipy import ndimage
 
 from lenscnn.errors import UserError
-from lenscnn.io.cutouts import HDF5_SUFFIXES, Cutout, read_cutouts
+from lenscnn.io.cutouts import HDF5_SUFFIXES, Cutout, pixel_scale_from_header, read_cutouts
 from lenscnn.io.fits import (
     image_hdus,
     is_image,
@@ -200,7 +200,7 @@ def read_planes(path: Path, hdu: int | str, shapes: list[tuple[int, ...]]) -> li
 
 def check_readable(path: Path, settings: Preparation) -> str | None:
     """Why ``path`` cannot be prepared, found from its headers alone (``None``: it looks fine): a file
-    that is not FITS or is truncated, a missing HDU, an HDU without an image."""
+    that is not FITS or is truncated, a missing HDU, an HDU without an image, a WCS that cannot be used."""
     if path.name.lower().endswith(HDF5_SUFFIXES):
         return None
     try:
@@ -209,6 +209,7 @@ def check_readable(path: Path, settings: Preparation) -> str | None:
             if not is_image(selected) or selected.header.get("NAXIS", 0) < 2:
                 found = image_hdus(hdul)
                 return f"{path}: HDU {settings.hdu!r} holds no image; its image HDUs: {found}; choose one with hdu="
+            pixel_scale_from_header(selected.header, str(path))  # a WCS that cannot be used
     except UserError as exc:
         return str(exc)
     except Exception as exc:  # astropy raises many types for a broken file
