@@ -1,6 +1,10 @@
 """FLOPs per image of every ``model=`` config, the simulator's arithmetic per image, and the GPU
 projections of ``benchmarks/scaling.md`` computed from them.
 
+* First a table of forward FLOPs per image of every ``model=`` config's backbone on 64 x 64 and
+  192 x 192 images (counted on the meta device: no arithmetic, a few seconds), with, for the
+  ResNets, their FLOPs with the small-input stem every ResNet had before the stem followed the
+  image size (``model.net.stem=small``). Alone with ``--table-only`` (or without ``--sim-per-core``).
 * Network FLOPs are counted by ``torch.utils.flop_counter.FlopCounterMode`` (convolutions and
   matrix products, 2 FLOPs per multiply-add) for one forward pass, and for a forward plus
   backward pass of the training loss, at each network's intended image size: 64 x 64
@@ -16,6 +20,7 @@ projections of ``benchmarks/scaling.md`` computed from them.
   plus one dispatch (measured here) and one kernel launch per ATen operation of the step.
 
     python benchmarks/flops.py --sim-per-core <simulator images/s on one core> [--batch 2]
+    python benchmarks/flops.py --table-only            # the FLOPs table at 64 and 192 px alone
 """
 
 from __future__ import annotations
@@ -30,18 +35,26 @@ import pytorch_lightning as pl
 import torch
 from hydra import compose, initialize_config_module
 from hydra.utils import instantiate
+from omegaconf import OmegaConf
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 from torch.utils.flop_counter import FlopCounterMode
 
 import lenscnn
 from lenscnn.cli.train import build_model
+from lenscnn.models import build_backbone
+from lenscnn.models.losses import num_outputs
 
 #: Image size each network is meant for: the quickstart CNN on 64 x 64, the rest on Ensai's 192 x 192.
 SETTING = {"fast": ["instrument=quickstart", "prior=quickstart"]}
 DEFAULT_SETTING = ["instrument=hst_ensai", "prior=ensai"]
 ENSEMBLE = ("overfeat", "alexnet", "ensai", "inception_v4")  # Ensai's four networks
 SEED_ENSEMBLE = ("ensai",) * 4  # experiment=hst_ensai_ensemble: four seeds of Ensai's own network
+
+#: Image sizes of the FLOPs table: the quickstart and hst_ensai geometries.
+TABLE_SIZES = (64, 192)
+#: The stem every ResNet had before it followed the image size (``before`` column of the table).
+BEFORE = {"stem": "small"}
 
 #: Dense bf16 tensor-core peak FLOP/s (NVIDIA data sheets, without sparsity).
 PEAK_BF16 = {"A100 SXM": 312e12, "H100 SXM": 989e12}
@@ -83,6 +96,44 @@ def compose_model(name: str):
         cfg = compose("train", overrides=overrides)
     datamodule = instantiate(cfg.data, _convert_="all")
     return datamodule, build_model(cfg.model, datamodule)
+
+
+def backbone_flops(name: str, sizes: tuple[int, ...] = TABLE_SIZES, **net_changes) -> dict[int, float]:
+    """Forward FLOPs per image of the backbone of ``model=name`` on square images of each size in ``sizes``
+    (its config's ``net``, changed by ``net_changes``), counted on the meta device."""
+    with initialize_config_module("lenscnn.conf", version_base="1.3"):
+        cfg = compose("train", overrides=[f"model={name}"])
+    net = {**OmegaConf.to_container(cfg.model.net, resolve=True), **net_changes}
+    outputs = num_outputs(cfg.model.loss, len(cfg.data.targets))
+    flops = {}
+    for size in sizes:
+        with torch.device("meta"):
+            backbone = build_backbone(net, outputs, (size, size)).eval()
+        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+            backbone(torch.empty(1, 1, size, size, device="meta"))
+        flops[size] = counter.get_total_flops()
+    return flops
+
+
+def print_size_table() -> None:
+    """Forward GFLOP per image of every ``model=`` config at :data:`TABLE_SIZES`, and of the ResNets before."""
+    sizes = " | ".join(f"{s} px" for s in TABLE_SIZES)
+    befores = " | ".join(f"{s} px before" for s in TABLE_SIZES)
+    print(f"\nforward GFLOP per image of each backbone ({', '.join(map(str, TABLE_SIZES))} px; before: small stem)")
+    print(f"| model | {sizes} | {befores} | {TABLE_SIZES[-1]} px: before / now |")
+    print("|---" * (2 + 2 * len(TABLE_SIZES)) + "|")
+    for name in model_names():
+        now = backbone_flops(name)
+        cells = [f"{now[s] / 1e9:.3f}" for s in TABLE_SIZES]
+        with initialize_config_module("lenscnn.conf", version_base="1.3"):
+            has_stem = "stem" in compose("train", overrides=[f"model={name}"]).model.net
+        if has_stem:
+            before = backbone_flops(name, **BEFORE)
+            cells += [f"{before[s] / 1e9:.3f}" for s in TABLE_SIZES]
+            cells.append(f"{before[TABLE_SIZES[-1]] / now[TABLE_SIZES[-1]]:.1f}x")
+        else:
+            cells += ["-"] * len(TABLE_SIZES) + ["-"]
+        print(f"| {name} | " + " | ".join(cells) + " |")
 
 
 def count_flops(model: torch.nn.Module, images: torch.Tensor, loss) -> tuple[float, float]:
@@ -229,10 +280,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch", type=int, default=2)
     parser.add_argument(
-        "--sim-per-core", type=float, required=True, help="measured simulator images/s on one CPU core (hst_ensai)"
+        "--sim-per-core",
+        type=float,
+        default=None,
+        help="measured simulator images/s on one CPU core (hst_ensai); without it, only the FLOPs table",
     )
+    parser.add_argument("--table-only", action="store_true", help="only the FLOPs table at 64 and 192 px")
     args = parser.parse_args()
     torch.set_num_threads(min(2, torch.get_num_threads()))
+    print_size_table()
+    if args.table_only or args.sim_per_core is None:
+        return
     rows = {name: network_flops(name, args.batch) for name in model_names()}
     ref_forward, ref_train = reference_resnet50_flops(args.batch)
     sim_ops, pixels = simulator_element_ops()

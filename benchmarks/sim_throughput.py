@@ -12,9 +12,16 @@ components against the same kernels wired by hand as before lens models were dec
 galaxy/Sersic source, Sersic lens light), and the same prior with an EPL instead of the SIE. Then
 the survey training distribution against the realistic prior (quickstart geometry): the survey prior
 (two-component lens light, neighbours, a star), the survey observation (residual sky, per-image PSFs,
-varied and correlated noise, cosmic rays, hot pixels, masks), and both.
+varied and correlated noise, cosmic rays, hot pixels, masks), and both. With ``--only-chunks``, only
+the chunking: ``hst_ensai`` lenses rendered with the device's automatic chunk (``chunk_size: auto``:
+cache-sized on a CPU, at least 32 images when compiled, the whole batch on a GPU) against fixed chunks
+(``--chunk-sizes``; 28 images was the chunk of every device before chunks were chosen per device).
+
+``--device cuda`` renders on the GPU (lenstronomy stays on the CPU): the device is synchronised
+before the clock starts and stops, so the rates count finished images, not queued kernels.
 
     python benchmarks/sim_throughput.py [--batch 256] [--seconds 10] [--skip-lenstronomy] [--only-spec|--only-survey]
+    python benchmarks/sim_throughput.py --only-chunks [--chunk-sizes 28,32] [--device cuda]
 """
 
 from __future__ import annotations
@@ -30,6 +37,7 @@ from omegaconf import OmegaConf
 
 from lenscnn.sim import Simulator, func
 
+CPU = torch.device("cpu")
 SHEAR = {"gamma": {"dist": "uniform", "low": 0.0, "high": 0.1}, "phi": {"dist": "uniform", "low": 0.0, "high": 3.14159}}
 
 
@@ -44,9 +52,9 @@ def simulator_config(supersampling: int) -> dict:
     return sim_cfg
 
 
-def time_lenscnn(sim_cfg: dict, batch: int, seconds: float) -> float:
-    """Images/s of ``Simulator.sample`` (parameters drawn and images rendered with noise)."""
-    return time_simulator(Simulator.from_config(sim_cfg), batch, seconds)
+def time_lenscnn(sim_cfg: dict, batch: int, seconds: float, device: torch.device = CPU) -> float:
+    """Images/s of ``Simulator.sample`` on ``device`` (parameters drawn and images rendered with noise)."""
+    return time_simulator(Simulator.from_config(sim_cfg).to(device), batch, seconds)
 
 
 def time_lenstronomy(sim_cfg: dict, seconds: float) -> float:
@@ -95,14 +103,14 @@ def time_lenstronomy(sim_cfg: dict, seconds: float) -> float:
     return done / (time.perf_counter() - start)
 
 
-def galaxy_rows(batch: int, seconds: float) -> list[tuple[str, float]]:
+def galaxy_rows(batch: int, seconds: float, device: torch.device = CPU) -> list[tuple[str, float]]:
     """Images/s with Sersic sources, with library galaxies only, and with a 50/50 mixture."""
     rows = []
     for label, fraction in (("Sersic sources", None), ("galaxy sources", 1.0), ("50/50 mixture", 0.5)):
         cfg = simulator_config(1)
         if fraction is not None:
             cfg["prior"]["source"]["galaxies"] = {"library": "hudf", "fraction": fraction}
-        rows.append((label, time_lenscnn(cfg, batch, seconds)))
+        rows.append((label, time_lenscnn(cfg, batch, seconds, device)))
     return rows
 
 
@@ -138,38 +146,61 @@ def realistic_config(lens_profile: str = "SIE", prior: str | None = None, observ
     return {**OmegaConf.to_container(cfg.simulator, resolve=True), "compile": True}
 
 
+def synchronize(device: torch.device) -> None:
+    """Wait for the work queued on ``device`` (a no-op on a CPU, where every operation has finished)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 def time_simulator(simulator: Simulator, batch: int, seconds: float) -> float:
-    """Images/s of ``simulator.sample`` (parameters drawn, images rendered with noise)."""
+    """Images/s of ``simulator.sample`` (parameters drawn, images rendered with noise) on its device: on a
+    GPU, synchronised before the clock starts and before it stops."""
     generator = simulator.make_generator(0)
     simulator.sample(batch, generator)  # compile and warm up
+    synchronize(simulator.device)
     done, start = 0, time.perf_counter()
     while time.perf_counter() - start < seconds:
         simulator.sample(batch, generator)
         done += batch
+    synchronize(simulator.device)
     return done / (time.perf_counter() - start)
 
 
-def spec_rows(batch: int, seconds: float, repeats: int = 3) -> list[tuple[str, float]]:
+def spec_rows(batch: int, seconds: float, repeats: int = 3, device: torch.device = CPU) -> list[tuple[str, float]]:
     """Images/s of the hand-wired realistic pipeline, the spec's loop, and the spec with EPL; each the best of
     ``repeats`` interleaved windows, so that a busy machine slows all three alike."""
     sie = realistic_config("SIE")
     simulators = {
-        "hand-wired SIE (before)": HandWired.from_config(sie),
-        "lens-model spec, SIE": Simulator.from_config(sie),
-        "lens-model spec, EPL": Simulator.from_config(realistic_config("EPL")),
+        "hand-wired SIE (before)": HandWired.from_config(sie).to(device),
+        "lens-model spec, SIE": Simulator.from_config(sie).to(device),
+        "lens-model spec, EPL": Simulator.from_config(realistic_config("EPL")).to(device),
     }
     return interleaved(simulators, batch, seconds, repeats)
 
 
-def survey_rows(batch: int, seconds: float, repeats: int = 3) -> list[tuple[str, float]]:
+def survey_rows(batch: int, seconds: float, repeats: int = 3, device: torch.device = CPU) -> list[tuple[str, float]]:
     """Images/s of the realistic prior, the survey prior, the survey observation and both (the shipped
     ensemble's training distribution), best of ``repeats`` interleaved windows."""
     simulators = {
-        "realistic": Simulator.from_config(realistic_config()),
-        "survey prior": Simulator.from_config(realistic_config(prior="survey")),
-        "survey observation": Simulator.from_config(realistic_config(observation="survey")),
-        "survey prior+observation": Simulator.from_config(realistic_config(prior="survey", observation="survey")),
+        "realistic": realistic_config(),
+        "survey prior": realistic_config(prior="survey"),
+        "survey observation": realistic_config(observation="survey"),
+        "survey prior+observation": realistic_config(prior="survey", observation="survey"),
     }
+    simulators = {label: Simulator.from_config(cfg).to(device) for label, cfg in simulators.items()}
+    return interleaved(simulators, batch, seconds, repeats)
+
+
+def chunk_rows(
+    batch: int, seconds: float, sizes: list[int], supersampling: int = 1, repeats: int = 3, device: torch.device = CPU
+) -> list[tuple[str, float]]:
+    """Images/s of ``hst_ensai`` lenses (192 x 192, compiled float32) with the device's automatic chunk and
+    with each fixed chunk size, best of ``repeats`` interleaved windows."""
+    cfg = simulator_config(supersampling)
+    auto = Simulator.from_config({**cfg, "chunk_size": "auto"}).to(device)
+    simulators = {f"auto ({auto.chunk_for(batch)} images)": auto}
+    for size in sizes:
+        simulators[f"{size} images"] = Simulator.from_config({**cfg, "chunk_size": size}).to(device)
     return interleaved(simulators, batch, seconds, repeats)
 
 
@@ -198,16 +229,35 @@ def main() -> None:
     parser.add_argument("--skip-lenstronomy", action="store_true", help="only the galaxy-source comparison")
     parser.add_argument("--only-spec", action="store_true", help="only the lens-model spec comparison")
     parser.add_argument("--only-survey", action="store_true", help="only the survey against the realistic prior")
+    parser.add_argument("--only-chunks", action="store_true", help="only the automatic against fixed chunks")
+    parser.add_argument("--chunk-sizes", default="28", help="fixed chunks of --only-chunks, comma-separated")
+    parser.add_argument("--supersampling", type=int, default=1, help="sub-pixels per pixel side of --only-chunks")
+    parser.add_argument("--device", default="cpu", help="cpu (default) or cuda[:index]")
     args = parser.parse_args()
+    device = torch.device(args.device)
+    if device.type not in ("cpu", "cuda"):
+        raise SystemExit(f"error: --device {args.device}: cpu or cuda")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("error: --device cuda, but this torch has no CUDA device")
     torch.set_num_threads(args.threads)
 
-    setting = f"{args.threads} threads, batch {args.batch}"
-    rows = survey_rows(args.batch, args.seconds)
+    where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{args.threads} threads"
+    setting = f"{where}, batch {args.batch}"
+    if args.only_chunks:
+        sizes = [int(size) for size in args.chunk_sizes.split(",") if size.strip()]
+        rows = chunk_rows(args.batch, args.seconds, sizes, args.supersampling, device=device)
+        title = (
+            f'hst_ensai 192x192 @0.04"/px, supersampling {args.supersampling}, SIE+shear, Sersic, noise, '
+            f"compiled float32, {setting}: chunks"
+        )
+        print_rates(title, "chunk", rows, {"vs auto": rows[0][1]})
+        return
+    rows = survey_rows(args.batch, args.seconds, device=device)
     title = f'quickstart 64x64 @0.08"/px, noise, compiled float32, {setting}: survey vs realistic'
     print_rates(title, "distribution", rows, {"vs realistic": rows[0][1]})
     if args.only_survey:
         return
-    rows = spec_rows(args.batch, args.seconds)
+    rows = spec_rows(args.batch, args.seconds, device=device)
     title = f'realistic prior, 64x64 @0.08"/px, noise, compiled float32, {setting}: lens-model spec'
     print_rates(title, "pipeline", rows, {"vs before": rows[0][1], "vs spec SIE": rows[1][1]})
     if args.only_spec:
@@ -216,16 +266,22 @@ def main() -> None:
         rows = []
         for supersampling in (1, 2):
             cfg = simulator_config(supersampling)
-            ours = time_lenscnn(cfg, args.batch, args.seconds)
-            peak_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
+            if device.type == "cuda":
+                torch.cuda.reset_peak_memory_stats(device)
+            ours = time_lenscnn(cfg, args.batch, args.seconds, device)
+            if device.type == "cuda":
+                peak_gb = torch.cuda.max_memory_allocated(device) / 1024**3
+            else:
+                peak_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
             ref = time_lenstronomy(cfg, args.seconds)
             rows.append((supersampling, ours, ref, ours / ref, peak_gb))
         print(f'\nhst_ensai 192x192 @0.04"/px, SIE+shear, Sersic, Gaussian PSF 0.1", noise, float32, {setting}')
-        print(f"{'supersampling':>13} {'lenscnn img/s':>14} {'lenstronomy img/s':>18} {'ratio':>7} {'peak RSS GB':>12}")
+        memory = "peak GPU GB" if device.type == "cuda" else "peak RSS GB"
+        print(f"{'supersampling':>13} {'lenscnn img/s':>14} {'lenstronomy img/s':>18} {'ratio':>7} {memory:>12}")
         for supersampling, ours, ref, ratio, peak in rows:
             print(f"{supersampling:>13} {ours:>14.0f} {ref:>18.0f} {ratio:>7.1f} {peak:>12.2f}")
 
-    sources = galaxy_rows(args.batch, args.seconds)
+    sources = galaxy_rows(args.batch, args.seconds, device)
     sersic = sources[0][1]
     print(f"\nhst_ensai, SIE+shear, noise, compiled float32, {setting}: source models")
     print(f"{'source':>16} {'img/s':>10} {'vs Sersic':>10}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import io
 import sys
 import types
 
@@ -166,3 +167,126 @@ def test_timm_model_is_created_from_scratch_with_coordinate_channels(monkeypatch
     model = TimmBackbone(5, 64, dropout=0.2, model_name="convnext_atto")
     assert calls == [("convnext_atto", {"pretrained": False, "in_chans": 3, "num_classes": 5, "drop_rate": 0.2})]
     assert model(torch.zeros(2, 1, 64, 64)).shape == (2, 5)
+
+
+# -- the ResNet stem sized for the image ---------------------------------------------------------
+
+
+def resnet_stem(model: ResNet) -> str:
+    """``imagenet`` if the first convolution is the 7x7 stride-2 one, ``small`` for the 3x3 stride-1 one."""
+    conv = first_conv(model)
+    return {((7, 7), (2, 2)): "imagenet", ((3, 3), (1, 1)): "small"}[(conv.kernel_size, conv.stride)]
+
+
+@pytest.mark.parametrize(
+    ("image_size", "settings", "expected"),
+    [
+        (64, {}, "small"),
+        (127, {}, "small"),
+        (128, {}, "imagenet"),
+        (192, {}, "imagenet"),
+        ((120, 256), {}, "small"),  # the short side decides
+        ((128, 256), {"stem": "auto"}, "imagenet"),
+        (192, {"stem": "small"}, "small"),
+        (64, {"stem": "imagenet"}, "imagenet"),
+        (192, {"small_input_stem": True}, "small"),  # the older switch, as checkpoints written before stem have it
+        (64, {"small_input_stem": False}, "imagenet"),
+        (192, {"stem": "small", "small_input_stem": True}, "small"),
+        (192, {"small_input_stem": None}, "imagenet"),
+    ],
+    ids=str,
+)
+def test_resnet_stem_follows_the_image_size_unless_chosen(image_size, settings, expected) -> None:
+    model = ResNet(5, image_size, depth=18, width=4, **settings)
+    assert model.stem_kind == expected
+    assert resnet_stem(model) == expected
+    size = (image_size, image_size) if isinstance(image_size, int) else image_size
+    assert model(torch.randn(1, 1, *size)).shape == (1, 5)
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"stem": "large"}, r"ResNet stem must be one of \['auto', 'small', 'imagenet'\], got 'large'"),
+        ({"stem": "imagenet", "small_input_stem": True}, "ResNet stem=imagenet contradicts small_input_stem=true"),
+        ({"small_input_stem": "yes"}, "ResNet small_input_stem must be true, false or null, got 'yes'"),
+    ],
+)
+def test_bad_resnet_stems_are_user_errors(settings, message) -> None:
+    with pytest.raises(UserError, match=message):
+        ResNet(5, 64, depth=18, width=4, **settings)
+
+
+def forward_flops(model: nn.Module, size: int) -> int:
+    """FLOPs of one image through ``model`` (counted on the meta device: no arithmetic is done)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        model.eval()(torch.empty(1, 1, size, size, device="meta"))
+    return counter.get_total_flops()
+
+
+@pytest.mark.parametrize("depth", [18, 34, 50])
+def test_the_automatic_stem_cuts_resnet_flops_at_192_px_at_least_8_fold(depth) -> None:
+    """The shipped ResNets (width 64) on 192 x 192 images, against the small-input stem they had before."""
+    with torch.device("meta"):
+        auto, small = (ResNet(10, 192, depth=depth, stem=stem) for stem in ("auto", "small"))
+    assert forward_flops(small, 192) >= 8 * forward_flops(auto, 192)
+    with torch.device("meta"):
+        assert forward_flops(ResNet(10, 64, depth=depth), 64) == forward_flops(
+            ResNet(10, 64, depth=depth, stem="small"), 64
+        )
+
+
+@pytest.mark.parametrize(
+    ("net", "image_size", "expected"),
+    [
+        ({"small_input_stem": True}, 128, "small"),  # a checkpoint of the older configs: kept whatever the size
+        ({"stem": "small", "small_input_stem": None}, 192, "small"),
+        ({"stem": "imagenet"}, 64, "imagenet"),
+        ({"stem": "auto", "small_input_stem": None}, 128, "imagenet"),
+        ({}, 64, "small"),
+    ],
+    ids=str,
+)
+def test_resnet_checkpoints_keep_their_stem(net, image_size, expected) -> None:
+    """A checkpoint of a ResNet with an explicit (or automatic) stem loads with that stem and its weights."""
+    from lenscnn.models.checkpoint import model_from_checkpoint
+    from lenscnn.models.regressor import LensRegressor
+    from tests.fuzzing import tiny_hparams
+
+    hparams = tiny_hparams(net={"name": "resnet", "depth": 18, "width": 4, **net}, image_size=[image_size] * 2)
+    torch.manual_seed(0)
+    model = LensRegressor(**hparams)
+    buffer = io.BytesIO()
+    torch.save({"hyper_parameters": dict(model.hparams), "state_dict": model.state_dict()}, buffer)
+    buffer.seek(0)
+    loaded = model_from_checkpoint(torch.load(buffer, weights_only=True))
+    assert loaded.net.stem_kind == resnet_stem(loaded.net) == expected
+    assert dict(loaded.hparams["net"]) == dict(hparams["net"])
+    images = torch.randn(2, 1, image_size, image_size, generator=torch.Generator().manual_seed(2))
+    torch.testing.assert_close(loaded(images), model.eval()(images))
+
+
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [
+        (["model=resnet18", "instrument=hst_ensai"], "imagenet"),
+        (["model=resnet50", "instrument=quickstart"], "small"),
+        (["model=resnet34", "instrument=hst_ensai", "model.net.stem=small"], "small"),
+        (["model=resnet18", "instrument=hst_ensai", "model.net.small_input_stem=true"], "small"),  # the older key
+        (["model=resnet18", "instrument=quickstart", "model.net.small_input_stem=false"], "imagenet"),
+    ],
+    ids=str,
+)
+def test_resnet_configs_choose_the_stem_by_image_size(overrides, expected) -> None:
+    from omegaconf import OmegaConf
+
+    from lenscnn.models import build_backbone
+    from tests.helpers import compose_config
+
+    cfg = compose_config("train", overrides)
+    size = cfg.instrument.image_size
+    with torch.device("meta"):
+        net = build_backbone(OmegaConf.to_container(cfg.model.net, resolve=True), 10, (size, size))
+    assert net.stem_kind == expected

@@ -7,6 +7,38 @@ from torch import Tensor, nn
 from lenscnn.errors import UserError
 from lenscnn.models.layers import RegressionHead, as_image_size, conv_block, coord_input, init_weights
 
+#: Stems: ``small`` (one 3x3 stride-1 convolution: the feature map shrinks by 8 in the network), ``imagenet``
+#: (7x7 stride-2 convolution and 3x3 stride-2 max-pooling: it shrinks by 32), ``auto`` (by image size).
+STEMS = ("auto", "small", "imagenet")
+
+#: ``stem="auto"`` takes the ImageNet stem for images of at least this many pixels along the short side
+#: (192 px: a 6x6 last feature map, 16x fewer FLOPs in the stages), the small-input stem below (64 px: 8x8).
+IMAGENET_STEM_MIN_SIZE = 128
+
+
+def resolve_stem(stem: str, image_size: tuple[int, int], small_input_stem: bool | None = None) -> str:
+    """The stem (``small`` or ``imagenet``) a ResNet on ``image_size`` images builds.
+
+    ``stem`` is ``auto`` (``imagenet`` from :data:`IMAGENET_STEM_MIN_SIZE` pixels, else ``small``), ``small``
+    or ``imagenet``; the older switch ``small_input_stem`` (``True``: small, ``False``: imagenet; still in
+    checkpoints written before ``stem`` existed) decides when it is given, and must agree with an explicit
+    ``stem``.
+    """
+    if stem not in STEMS:
+        raise UserError(f"ResNet stem must be one of {list(STEMS)}, got {stem!r}")
+    if small_input_stem is not None:
+        if not isinstance(small_input_stem, bool):
+            raise UserError(f"ResNet small_input_stem must be true, false or null, got {small_input_stem!r}")
+        legacy = "small" if small_input_stem else "imagenet"
+        if stem not in ("auto", legacy):
+            raise UserError(
+                f"ResNet stem={stem} contradicts small_input_stem={str(small_input_stem).lower()}; set only stem"
+            )
+        return legacy
+    if stem == "auto":
+        return "imagenet" if min(image_size) >= IMAGENET_STEM_MIN_SIZE else "small"
+    return stem
+
 
 class BasicBlock(nn.Module):
     """Two 3x3 convolutions with an identity (or 1x1 projection) shortcut; ResNet-18/34."""
@@ -69,12 +101,18 @@ class ResNet(nn.Module):
     first halving the feature map (stride on the 3x3 convolution, as torchvision does).
 
     Adapted here: ``in_channels`` input channels (1 for a single-band image) plus optional
-    coordinate channels; any image size of at least 32 pixels (``image_size`` is only checked);
-    ``small_input_stem=True`` replaces the ImageNet stem (7x7 stride-2 convolution and 3x3
-    stride-2 max-pooling) by one 3x3 stride-1 convolution, as is usual for small images such as
-    CIFAR's: the feature map then shrinks by 8 instead of 32; position-preserving head that pools
-    to a 4x4 grid, flattens it and applies a hidden layer of ``8 * width`` units and the linear
-    output layer, with dropout (probability ``dropout``) on the inputs of both.
+    coordinate channels; any image size of at least 32 pixels; the stem sized for the image
+    (``stem``, :func:`resolve_stem`): by default (``auto``) the ImageNet stem (7x7 stride-2
+    convolution and 3x3 stride-2 max-pooling) for images of at least 128 pixels, and below that one
+    3x3 stride-1 convolution, as is usual for small images such as CIFAR's (``small``: the feature
+    map then shrinks by 8 instead of 32, at 16x the FLOPs of the stages); position-preserving head
+    that pools to a 4x4 grid, flattens it and applies a hidden layer of ``8 * width`` units and the
+    linear output layer, with dropout (probability ``dropout``) on the inputs of both.
+
+    Args:
+        stem: ``auto``, ``small`` or ``imagenet``.
+        small_input_stem: the older switch (``True``: ``small``, ``False``: ``imagenet``), read from
+            checkpoints that have it; ``None`` (default): ``stem`` decides.
     """
 
     def __init__(
@@ -86,18 +124,20 @@ class ResNet(nn.Module):
         *,
         depth: int = 18,
         width: int = 64,
-        small_input_stem: bool = True,
+        stem: str = "auto",
+        small_input_stem: bool | None = None,
         coord_channels: bool = True,
     ) -> None:
         super().__init__()
-        as_image_size(image_size)
+        #: the stem built: ``small`` or ``imagenet``
+        self.stem_kind = resolve_stem(stem, as_image_size(image_size), small_input_stem)
         if depth not in LAYOUTS:
             raise UserError(f"ResNet depth must be one of {sorted(LAYOUTS)}, got {depth}")
         if width < 1:
             raise UserError(f"ResNet width (channels of the first stage) must be a positive integer, got {width}")
         block, counts = LAYOUTS[depth]
         self.coords, channels = coord_input(in_channels, coord_channels)
-        if small_input_stem:
+        if self.stem_kind == "small":
             self.stem = conv_block(channels, width, 3)
         else:
             self.stem = nn.Sequential(conv_block(channels, width, 7, 2), nn.MaxPool2d(3, 2, padding=1))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -20,9 +21,42 @@ from lenscnn.sim.prior import Prior
 
 log = logging.getLogger(__name__)
 
-#: Pixels (including sub-pixels) rendered per chunk: small enough for the intermediates of
-#: one chunk to stay in cache instead of page-faulting fresh memory for every batch.
+#: Pixels (including sub-pixels) rendered per chunk on a CPU: small enough for the intermediates of
+#: one chunk to stay in cache instead of page-faulting fresh memory for every batch. On an accelerator
+#: the whole batch is rendered at once, within ``chunk_memory`` when that is set (issue 23: an H200
+#: rendered 820,000 hst_ensai images/s so, 70,000 in chunks of 28 images).
 CHUNK_PIXELS = 1 << 20
+
+#: Automatic chunks of at least this many images are rounded down to a multiple of it, and compiled rendering
+#: on a CPU takes at least this many: its fused kernels keep few intermediates, so the larger chunk costs no
+#: cache (192 x 192 hst_ensai images, 2 threads: ~10% more images/s in chunks of 32 than of 28, and ~1.5x with
+#: 2 x 2 sub-pixels, 32 against 7; eager rendering keeps its cache-sized chunks: 2x slower in chunks of 32 there).
+#: ATen runs elementwise operations in blocks of two SIMD vectors (32 float32 or 16 float64 lanes with
+#: AVX-512) and the remainder in scalar code, whose transcendental functions (``atan2``, ``exp``, ...) may
+#: round differently in the last bit. In chunks of whole blocks, the per-lens arithmetic (tensors of shape
+#: ``(chunk, 1, 1)``) and the per-pixel arithmetic take the same path for every lens as in the whole batch, so
+#: that on one thread chunked images equal unchunked ones bit for bit (with several threads, ATen splits an
+#: operation where the size of its tensor says, which moves that boundary: equal up to the last bit).
+CHUNK_MULTIPLE = 32
+
+#: Working memory of rendering, per image, in (supersampled) images of the simulator's dtype: the
+#: intermediates alive at once in eager rendering. Measured peaks on a CPU, hst_ensai geometry: 7 to 22 (the
+#: quickstart prior to the survey prior and observation); 32 leaves room for the CUDA caching allocator.
+#: Compiled rendering needs less. ``chunk_memory`` is divided by this to give the images of a chunk.
+WORKING_IMAGES = 32
+
+#: Units of ``chunk_memory`` strings (case-insensitive): decimal (kB = 1000 B) and binary (KiB = 1024 B).
+BYTE_UNITS = {
+    "b": 1,
+    "kb": 10**3,
+    "mb": 10**6,
+    "gb": 10**9,
+    "tb": 10**12,
+    "kib": 2**10,
+    "mib": 2**20,
+    "gib": 2**30,
+    "tib": 2**40,
+}
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
@@ -117,6 +151,32 @@ def _torch_generator(generator: torch.Generator | LensStream | None) -> torch.Ge
     return generator.generator if isinstance(generator, LensStream) else generator
 
 
+def parse_bytes(value: Any, what: str = "simulator.chunk_memory") -> int | None:
+    """A memory size in bytes from a config value: ``None``, a positive number of bytes, or a string of a
+    number and a unit (``"8GB"``, ``"512 MiB"``, ``"1.5e9"``; units in :data:`BYTE_UNITS`, ``B`` if none)."""
+    if value is None:
+        return None
+    number: float | None = None
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        number = float(value)
+    elif isinstance(value, str):
+        match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)\s*([A-Za-z]*)\s*", value)
+        if match and (match[2] or "b").lower() in BYTE_UNITS:
+            number = float(match[1]) * BYTE_UNITS[(match[2] or "b").lower()]
+    if number is None or not number >= 1 or number == float("inf"):
+        raise UserError(f"{what} must be a number of bytes or a size such as 8GB or 512MiB (or null), got {value!r}")
+    return int(number)
+
+
+def _chunk_size_setting(value: Any) -> int | None:
+    """``chunk_size`` of a config: a positive int (fixed), or ``None``/``"auto"`` (per device)."""
+    if value is None or value == "auto":
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise UserError(f"simulator.chunk_size must be a positive integer, auto or null, got {value!r}")
+    return value
+
+
 class Simulator(nn.Module):
     """Draws lens parameters from a :class:`Prior` and renders them through an :class:`Instrument`.
 
@@ -136,7 +196,12 @@ class Simulator(nn.Module):
         compile: fuse the per-pixel arithmetic with ``torch.compile`` (much faster on CPU
             and GPU after a one-off compilation; falls back to eager with a warning if
             compilation is impossible on this machine).
-        chunk_size: images rendered at once (default: about ``CHUNK_PIXELS`` pixels).
+        chunk_size: images rendered at once, fixed; ``None`` or ``"auto"`` (default): chosen per batch
+            from the device the simulator is on when it renders (:meth:`chunk_for`): about
+            :data:`CHUNK_PIXELS` pixels on a CPU, the whole batch on an accelerator.
+        chunk_memory: working memory budget of one chunk [bytes, or a string such as ``"8GB"``] for the
+            automatic chunks on any device (about :data:`WORKING_IMAGES` supersampled images per lens,
+            :meth:`bytes_per_image`); ``None`` (default): no budget.
     """
 
     def __init__(
@@ -147,7 +212,8 @@ class Simulator(nn.Module):
         observation: Mapping[str, Any] | None = None,
         dtype: torch.dtype = torch.float32,
         compile: bool = False,
-        chunk_size: int | None = None,
+        chunk_size: int | str | None = None,
+        chunk_memory: int | float | str | None = None,
     ):
         super().__init__()
         self.instrument = instrument
@@ -160,7 +226,10 @@ class Simulator(nn.Module):
         self.register_buffer("y", y, persistent=False)
         # counter of the noise generator: the pixel index
         self.register_buffer("pixel_index", torch.arange(height * width).view(height, width), persistent=False)
-        self.chunk_size = chunk_size or max(1, CHUNK_PIXELS // (height * width * s * s))
+        #: fixed images per chunk, or ``None``: per device (:meth:`chunk_for`)
+        self.chunk_size = _chunk_size_setting(chunk_size)
+        #: budget of the automatic chunks [bytes], or ``None``
+        self.chunk_memory = parse_bytes(chunk_memory)
         psf = instrument.psf
         self.psf_kernel_1d: Tensor | None
         self.psf_kernel: Tensor | None
@@ -193,15 +262,16 @@ class Simulator(nn.Module):
     @classmethod
     def from_config(cls, cfg: Mapping[str, Any] | DictConfig, **overrides: Any) -> Simulator:
         """Build from a ``data.simulator`` node: ``instrument``, ``prior`` and optional
-        ``observation``, ``dtype`` (``float32``/``float64``), ``compile`` and ``chunk_size``."""
+        ``observation``, ``dtype`` (``float32``/``float64``), ``compile``, ``chunk_size`` (a positive int,
+        ``auto`` or null) and ``chunk_memory`` (bytes, e.g. ``8GB``, or null)."""
         if isinstance(cfg, DictConfig):
             cfg = OmegaConf.to_container(cfg, resolve=True)
         cfg = {**dict(cfg), **overrides}
-        unknown = set(cfg) - {"instrument", "prior", "observation", "dtype", "compile", "chunk_size"}
+        unknown = set(cfg) - {"instrument", "prior", "observation", "dtype", "compile", "chunk_size", "chunk_memory"}
         if unknown:
             raise UserError(
                 f"simulator: unknown keys {sorted(unknown)}; allowed instrument, prior, observation, dtype, "
-                "compile, chunk_size"
+                "compile, chunk_size, chunk_memory"
             )
         observation = cfg.get("observation")
         if observation is not None and not isinstance(observation, Mapping):
@@ -212,9 +282,8 @@ class Simulator(nn.Module):
         dtype = cfg.get("dtype", "float32")
         if dtype not in DTYPES:
             raise UserError(f"simulator.dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
-        chunk_size = cfg.get("chunk_size")
-        if chunk_size is not None and (not isinstance(chunk_size, int) or chunk_size < 1):
-            raise UserError(f"simulator.chunk_size must be a positive integer or null, got {chunk_size!r}")
+        chunk_size = _chunk_size_setting(cfg.get("chunk_size"))
+        chunk_memory = parse_bytes(cfg.get("chunk_memory"))
         return cls(
             Instrument.from_config(cfg["instrument"]),
             Prior(cfg["prior"]),
@@ -222,11 +291,46 @@ class Simulator(nn.Module):
             dtype=DTYPES[dtype],
             compile=bool(cfg.get("compile", False)),
             chunk_size=chunk_size,
+            chunk_memory=chunk_memory,
         )
 
     @property
     def device(self) -> torch.device:
         return self.x.device
+
+    @property
+    def bytes_per_image(self) -> int:
+        """Working memory of rendering one image [bytes]: :data:`WORKING_IMAGES` supersampled images."""
+        height, width = self.instrument.image_size
+        s = self.instrument.supersampling
+        return WORKING_IMAGES * height * width * s * s * torch.empty((), dtype=self.dtype).element_size()
+
+    def chunk_for(self, n: int, device: torch.device | str | None = None) -> int:
+        """Images rendered at once when :meth:`render` draws ``n`` images on ``device`` (default: the
+        device the simulator is on now, so a simulator moved with ``.to("cuda")`` renders as a GPU one).
+
+        A fixed :attr:`chunk_size` is used as given. Otherwise: on a CPU about :data:`CHUNK_PIXELS`
+        (sub-)pixels (compiled: at least :data:`CHUNK_MULTIPLE` images); on any other device the whole
+        batch; and with :attr:`chunk_memory` at most ``chunk_memory // bytes_per_image`` images (at least one).
+        A chunk smaller than the batch is rounded down to a multiple of :data:`CHUNK_MULTIPLE` where
+        the budget allows one: chunked images then equal unchunked ones bit for bit on one CPU thread
+        (on a GPU, where every element of a kernel runs the same code, any chunking does; tests/gpu).
+        """
+        n = max(1, int(n))
+        if self.chunk_size is not None:
+            return min(self.chunk_size, n)
+        device = self.device if device is None else torch.device(device)
+        if device.type == "cpu":
+            height, width = self.instrument.image_size
+            pixels = height * width * self.instrument.supersampling**2
+            chunk = max(CHUNK_MULTIPLE if self._compile else 1, CHUNK_PIXELS // pixels)
+        else:
+            chunk = n
+        if self.chunk_memory is not None:
+            chunk = min(chunk, max(1, self.chunk_memory // self.bytes_per_image))
+        if chunk >= n:
+            return n
+        return chunk - chunk % CHUNK_MULTIPLE if chunk >= CHUNK_MULTIPLE else chunk
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
@@ -297,7 +401,7 @@ class Simulator(nn.Module):
         observation = self.observation
         if noise and not self.instrument.exact_poisson:
             seeds = func.draw_seeds(n, generator, self.device) if noise_seeds is None else noise_seeds.to(self.device)
-        chunk_size = min(self.chunk_size, n)
+        chunk_size = self.chunk_for(n)
         for start in range(0, n, chunk_size):
             stop = min(start + chunk_size, n)
             chunk = {k: v[start:stop, None, None] for k, v in params.items()}
