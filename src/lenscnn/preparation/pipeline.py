@@ -54,7 +54,7 @@ from lenscnn.io.fits import (
 from lenscnn.preparation import noise as noise_maps
 from lenscnn.preparation.cosmic_rays import detect_cosmic_rays
 from lenscnn.preparation.psf import psf_fwhm, read_psf
-from lenscnn.preparation.resample import resample_flux, resample_mask, resample_variance
+from lenscnn.preparation.resample import output_shape, resample_flux, resample_mask, resample_variance
 from lenscnn.preparation.sky import estimate_sky
 
 #: Largest relative difference between a cutout's and the model's pixel scale that is accepted as is.
@@ -226,7 +226,22 @@ def prepare(
     flagged: np.ndarray | None = None,
 ) -> Prepared:
     """Prepare one cutout for a model reading ``image_size`` pixels of ``pixel_scale`` arcsec (the
-    steps of the module docstring); a :class:`UserError` says why an image cannot be."""
+    steps of the module docstring); a :class:`UserError` naming the cutout says why an image cannot be."""
+    try:
+        return _prepare(cutout, settings, image_size, pixel_scale, variance, flagged)
+    except UserError as exc:
+        message = str(exc)
+        raise UserError(message if cutout.label in message else f"{cutout.label}: {message}") from None
+
+
+def _prepare(
+    cutout: Cutout,
+    settings: Preparation,
+    image_size: tuple[int, int],
+    pixel_scale: float,
+    variance: np.ndarray | None,
+    flagged: np.ndarray | None,
+) -> Prepared:
     image = np.array(cutout.image, dtype=np.float64)
     if image.ndim != 2:
         raise UserError(f"{cutout.label}: expected a 2-D image, got shape {image.shape}")
@@ -234,6 +249,18 @@ def prepare(
     if scale is None:
         scale, assumed = (settings.pixel_scale, False) if settings.pixel_scale is not None else (pixel_scale, True)
     scale = _number(scale, f"{cutout.label}: pixel scale", positive=True)
+    resampling = abs(scale / pixel_scale - 1) > PIXEL_SCALE_TOLERANCE
+    if resampling and not settings.resample:
+        raise UserError(
+            f'{cutout.label}: pixel scale {scale:.4g}"/px differs from the model\'s {pixel_scale:.4g}"/px '
+            "by more than 1%; set resample=true to resample it"
+        )
+    height, width = output_shape(image.shape, scale, pixel_scale) if resampling else image.shape
+    if height < image_size[0] or width < image_size[1]:
+        raise UserError(
+            f"{cutout.label}: {height}x{width} px at the model's pixel scale is smaller than the model's "
+            f"{image_size[0]}x{image_size[1]} px; give a larger cutout"
+        )
     bad = ~np.isfinite(image) | (np.abs(image) >= FLOAT32_MAX)
     if flagged is not None:
         bad |= flagged
@@ -259,23 +286,13 @@ def prepare(
     # cosmic rays are cleaned (filled from their neighbours), pixels without data filled after resampling
     image = filled(image, bad | cosmic)
     zoom = (1.0, 1.0)
-    if abs(scale / pixel_scale - 1) > PIXEL_SCALE_TOLERANCE:
-        if not settings.resample:
-            raise UserError(
-                f'{cutout.label}: pixel scale {scale:.4g}"/px differs from the model\'s {pixel_scale:.4g}"/px '
-                "by more than 1%; set resample=true to resample it"
-            )
+    if resampling:
         variance = resample_variance(filled(variance, bad | cosmic), scale, pixel_scale)
         image, zoom = resample_flux(image, scale, pixel_scale)
         bad = resample_mask(bad, scale, pixel_scale, threshold=MASKED_AREA)
         cosmic = resample_mask(cosmic, scale, pixel_scale, threshold=MASKED_AREA)
     height, width = image.shape
     h, w = image_size
-    if height < h or width < w:
-        raise UserError(
-            f"{cutout.label}: {height}x{width} px at the model's pixel scale is smaller than the model's "
-            f"{h}x{w} px; give a larger cutout"
-        )
     top, left = (height - h) // 2, (width - w) // 2
     crop = (slice(top, top + h), slice(left, left + w))
     image, variance, bad, masked = image[crop], variance[crop], bad[crop], (bad | cosmic)[crop]
