@@ -14,6 +14,7 @@ from lenscnn.sim import Simulator
 from lenscnn.sim.simulator import CHUNK_PIXELS
 from tests.gpu.device import DEVICE, GPU
 from tests.helpers import composed_conf, load_conf, make_simulator
+from tests.sim.test_chunking import counting_chunks
 
 pytestmark = GPU
 
@@ -32,19 +33,6 @@ def simulator(
         dtype={torch.float32: "float32", torch.float64: "float64"}[dtype],
         **kwargs,
     )
-
-
-def counting_chunks(sim: Simulator) -> list[int]:
-    """The sizes of the chunks ``sim`` renders from now on (recorded as it renders)."""
-    sizes: list[int] = []
-    render_chunk = sim._render_chunk
-
-    def counted(chunk, seeds):
-        sizes.append(next(iter(chunk.values())).shape[0])
-        return render_chunk(chunk, seeds)
-
-    sim._render_chunk = counted
-    return sizes
 
 
 @pytest.mark.parametrize(
