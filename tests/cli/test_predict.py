@@ -294,7 +294,7 @@ def test_predict_streams_a_large_directory_with_bounded_memory(tiny_checkpoint, 
     assert [Path(r["image"]).name for r in rows] == names  # every file, in order, once
     assert all(float(r["theta_E"]) > 0 and bool(r["center_ra"]) == (k % 8 == 0) for k, r in enumerate(rows))
     # 4x the files, about the same memory: nothing is kept per file (a batch of 64 is ~8 MB)
-    assert large < 100, f"RSS grew by {large:.0f} MB over 1,200 files"  # incl. the domain reference (1,024 images, once)
+    assert large < 100, f"RSS grew by {large:.0f} MB over 1,200 files"  # with the domain reference, once
     assert large - small < 25, f"RSS grew by {small:.0f} MB over 300 files and {large:.0f} MB over 1,200"
 
 
