@@ -33,9 +33,9 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import numpy as np
 import torch
@@ -107,21 +107,6 @@ class Preparation:
     exposure_time: float | None = None
     psf_file_fwhm: float | None = field(default=None, init=False)  # [arcsec], of the ``psf`` file
 
-    KEYS: ClassVar[tuple[str, ...]] = (
-        "hdu",
-        "sky",
-        "noise_hdu",
-        "noise_kind",
-        "mask_hdu",
-        "cosmic_rays",
-        "fill_nan",
-        "resample",
-        "pixel_scale",
-        "psf",
-        "psf_fwhm",
-        "exposure_time",
-    )
-
     def __post_init__(self) -> None:
         if self.sky not in ("estimate", "none"):
             _number(self.sky, "sky")
@@ -142,8 +127,9 @@ class Preparation:
 
     @classmethod
     def from_config(cls, cfg: Mapping[str, Any]) -> Preparation:
-        """The settings from an app's config (its keys of :attr:`KEYS`; others are ignored)."""
-        return cls(**{k: cfg[k] for k in cls.KEYS if k in cfg})
+        """The settings from an app's config (its keys named as the settings; others are ignored)."""
+        keys = [f.name for f in fields(cls) if f.init]
+        return cls(**{k: cfg[k] for k in keys if k in cfg})
 
     @property
     def given_psf_fwhm(self) -> float | None:
