@@ -33,6 +33,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from lenscnn.preparation import psf as psf_files
 from lenscnn.preparation.sky import estimate_sky
 
 #: The statistics compared jointly with the reference's (by nearest neighbours).
@@ -157,7 +158,6 @@ class DomainReference:
         fixed seed from the training split; ``subtract_sky``: prepared as inputs are with ``sky=estimate``
         (else kept as rendered, as inputs are with ``sky=none`` or a given level)."""
         from lenscnn.sim import Simulator
-        from lenscnn.sim.func.psf import kernel_fwhm
 
         simulator = Simulator.from_config({**simulator_config, "compile": False, "dtype": "float32"})
         instrument = simulator.instrument
@@ -183,8 +183,8 @@ class DomainReference:
             fwhm = (float(params["psf_fwhm"].min()), float(params["psf_fwhm"].max()))
         elif instrument.psf["type"] == "gaussian":
             fwhm = (instrument.psf["fwhm"],) * 2
-        elif instrument.psf["type"] == "pixel":
-            width = float(kernel_fwhm(torch.as_tensor(instrument.psf_kernel())[None], instrument.pixel_scale)[0])
+        elif instrument.psf["type"] == "pixel":  # measured as an input's PSF file is
+            width = psf_files.psf_fwhm(instrument.psf_kernel(), instrument.pixel_scale)
             fwhm = (width, width)
         else:
             fwhm = None
