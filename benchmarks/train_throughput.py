@@ -1,30 +1,46 @@
-"""Training throughput including on-the-fly rendering, and the share of time spent rendering.
+"""Training throughput including on-the-fly rendering, and where a step's time goes.
 
-Rows: the quickstart model (``experiment=quickstart``: fast CNN, 64 x 64) and Ensai's
-AlexNet on ``hst_ensai`` images (192 x 192); with ``--only resnet18``, ResNet-18 on ``hst_ensai``
-images (its stem follows the image size). Each is trained with Lightning for a number of steps
-(after warm-up steps that absorb compilation). Per step, in the same run: the rendering (inside
-``LensDataModule.on_after_batch_transfer``) and the training step proper (forward, backward and
-optimizer, from ``on_train_batch_start`` to ``on_train_batch_end``).
+Rows: the quickstart model (``experiment=quickstart``: fast CNN, 64 x 64) and, in the same run, the same
+experiment on the code of ``--before REV`` (a git revision, default :data:`BEFORE`: the code path before the
+CPU-throughput work, with its 5x5 stride-2 stem and 16-channel 32 x 32 stage, coordinate channels
+concatenated to every image, unfused AdamW), then Ensai's AlexNet on ``hst_ensai`` images (192 x 192);
+with ``--only resnet18``, ResNet-18 on ``hst_ensai`` images (its stem follows the image size). The
+revision's ``src/`` is extracted with ``git archive`` into a temporary directory and imported in place of
+this checkout's. Each row is trained with Lightning in a fresh process for a number of steps (after
+warm-up steps that absorb compilation). Rows are measured in turn ``--repeats`` times (interleaved, so a
+busy spell of the machine hits every row alike) and the median of each row's images/s is reported, with
+the ratio of the quickstart rows.
+
+Per step, in the same run: the rendering (inside ``LensDataModule.on_after_batch_transfer``), the forward
+pass with the loss (``on_train_batch_start`` to ``on_before_backward``), the backward pass (to
+``on_after_backward``) and the optimizer (to ``on_train_batch_end``: zeroing, the update, the schedule);
+"other" is the rest of the wall time (drawing the batch's parameters, Lightning's loop, logging).
 
 Timing: on a CPU with ``time.perf_counter`` (every operation has finished when it returns); on a
 GPU (``--device cuda``, ``trainer=gpu``: bf16-mixed, channels-last, cuDNN autotuning) the device is
-synchronised before the clock starts and stops, and rendering and training step are timed on the
-GPU's stream with CUDA events (kernels run after the host has queued them: host clocks around
-them would measure the queueing).
+synchronised before the clock starts and stops, and every phase is timed on the GPU's stream with
+CUDA events (kernels run after the host has queued them: host clocks around them would measure the
+queueing).
 
-Columns: images/s (wall clock over the timed steps), render share (rendering time over wall
-time), and milliseconds per step of rendering and of forward + backward + optimizer.
+Columns: images/s (wall clock over the timed steps), the share of the wall time of each phase, and
+milliseconds per step of rendering and of forward + backward + optimizer.
 
-    python benchmarks/train_throughput.py [--steps 60] [--threads 2] [--device cpu|cuda] [--batch N]
+    python benchmarks/train_throughput.py [--steps 60] [--repeats 3] [--threads 2] [--device cpu|cuda] [--batch N]
+    python benchmarks/train_throughput.py --only quickstart --repeats 5 --before <rev>
     python benchmarks/train_throughput.py --only resnet18 --override model.net.stem=small   # the stem before
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
@@ -33,8 +49,13 @@ from hydra.utils import instantiate
 
 from lenscnn.cli.train import build_model
 
+#: The code path before the CPU-throughput work (the quickstart "before" row runs on it).
+BEFORE = "dd21374"
+#: Rows run on the ``--before`` revision's code.
+ON_BEFORE = ("quickstart, before",)
 ROWS = {
     "quickstart (fast CNN, 64x64)": ["experiment=quickstart"],
+    "quickstart, before": ["experiment=quickstart"],
     "Ensai AlexNet, hst_ensai 192x192": ["model=alexnet", "instrument=hst_ensai", "prior=ensai", "data.batch_size=32"],
 }
 #: Rows run only when asked for with ``--only``.
@@ -90,17 +111,21 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+PHASES = ("forward", "backward", "optimizer")
+
+
 class _StepTimer(pl.Callback):
     """Wall time of the training steps after ``warmup`` steps (from the end of the last warm-up step, so the
-    rendering and data loading of the timed steps are inside), and the device time of their training steps
-    (forward, backward, optimizer: ``on_train_batch_start`` to ``on_train_batch_end``)."""
+    rendering and data loading of the timed steps are inside), and the device time of their phases: forward
+    with the loss (``on_train_batch_start`` to ``on_before_backward``), backward (to ``on_after_backward``),
+    optimizer (to ``on_train_batch_end``)."""
 
     def __init__(self, warmup: int, device: torch.device):
         self.warmup, self.device = warmup, device
         self.start: float | None = None
         self.end: float | None = None
         self.batch_size = 0
-        self.train = _Interval(device)
+        self.phases = {phase: _Interval(device) for phase in PHASES}
 
     def _start_clock(self) -> None:
         synchronize(self.device)
@@ -112,10 +137,18 @@ class _StepTimer(pl.Callback):
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):  # noqa: D102
         self.batch_size = batch["image"].shape[0]
-        self.train.start()
+        self.phases["forward"].start()
+
+    def on_before_backward(self, trainer, pl_module, loss):  # noqa: D102
+        self.phases["forward"].stop(counted=self.start is not None)
+        self.phases["backward"].start()
+
+    def on_after_backward(self, trainer, pl_module):  # noqa: D102
+        self.phases["backward"].stop(counted=self.start is not None)
+        self.phases["optimizer"].start()
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):  # noqa: D102
-        self.train.stop(counted=self.start is not None)
+        self.phases["optimizer"].stop(counted=self.start is not None)
         if self.start is None and trainer.global_step == self.warmup:  # the optimizer step counted the last one
             self._start_clock()
 
@@ -166,26 +199,66 @@ def measure(overrides: list[str], steps: int, warmup: int, device: torch.device)
     )
     trainer.fit(model, datamodule=datamodule)
     elapsed = timer.end - timer.start
-    render_seconds, train_seconds = render.total(), timer.train.total()
+    render_seconds = render.total()
+    phase_seconds = {phase: interval.total() for phase, interval in timer.phases.items()}
+    shares = {phase: seconds / elapsed for phase, seconds in {"render": render_seconds, **phase_seconds}.items()}
     return {
         "images_per_s": steps * timer.batch_size / elapsed,
-        "render_share": render_seconds / elapsed,
+        **{f"{phase}_share": share for phase, share in shares.items()},
+        "other_share": 1.0 - sum(shares.values()),
         "render_ms": 1e3 * render_seconds / max(render.count, 1),
-        "train_ms": 1e3 * train_seconds / max(timer.train.count, 1),
+        "train_ms": 1e3 * sum(phase_seconds.values()) / max(timer.phases["forward"].count, 1),
         "batch": timer.batch_size,
     }
+
+
+def median_run(runs: list[dict[str, float]]) -> dict[str, float]:
+    """The run of median images/s among ``runs`` (its phase shares with it)."""
+    return sorted(runs, key=lambda r: r["images_per_s"])[len(runs) // 2]
+
+
+def extract_src(revision: str, into: Path) -> Path:
+    """The ``src/`` directory of git ``revision`` of this repository, extracted under ``into``."""
+    repo = Path(__file__).resolve().parents[1]
+    archive = subprocess.run(["git", "-C", str(repo), "archive", revision, "src"], capture_output=True, check=False)
+    if archive.returncode:
+        raise SystemExit(f"error: --before {revision}: {archive.stderr.decode().strip()} (a full clone has it)")
+    subprocess.run(["tar", "-x", "-C", str(into)], input=archive.stdout, check=True)
+    return into / "src"
+
+
+def measure_in_process(overrides: list[str], args: argparse.Namespace, src: Path | None) -> dict[str, float]:
+    """:func:`measure` of one row in a fresh Python process (importing ``lenscnn`` from ``src`` if given)."""
+    env = dict(os.environ)
+    if src is not None:
+        env["PYTHONPATH"] = os.pathsep.join([str(src), *filter(None, [env.get("PYTHONPATH")])])
+    command = [sys.executable, __file__, "--measure", json.dumps(overrides), "--steps", str(args.steps)]
+    command += ["--warmup", str(args.warmup), "--threads", str(args.threads), "--device", args.device]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
+    lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
+    if done.returncode or not lines:
+        raise SystemExit(f"error: row {overrides} failed:\n{done.stderr[-3000:]}")
+    return json.loads(lines[-1].removeprefix("RESULT "))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=60)
     parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=3, help="measurements of each row, interleaved (median)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--only", choices=sorted(ONLY), default=None)
     parser.add_argument("--device", default="cpu", help="cpu (default) or cuda[:index]")
     parser.add_argument("--batch", type=int, default=None, help="lenses per step (default: each row's)")
     parser.add_argument("--override", action="append", default=[], help="a Hydra override for every row (repeatable)")
+    parser.add_argument("--before", default=BEFORE, help=f"git revision of the 'before' row's code (default {BEFORE})")
+    parser.add_argument("--measure", help=argparse.SUPPRESS)  # internal: one row, in this process, JSON out
     args = parser.parse_args()
+    if args.measure:
+        torch.set_num_threads(args.threads)
+        result = measure(json.loads(args.measure), args.steps, args.warmup, torch.device(args.device))
+        print("RESULT " + json.dumps(result))
+        return
     device = torch.device(args.device)
     if device.type not in ("cpu", "cuda"):
         raise SystemExit(f"error: --device {args.device}: cpu or cuda")
@@ -194,21 +267,45 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     batch = [f"data.batch_size={args.batch}"] if args.batch else []
     rows = {**ROWS, **EXTRA_ROWS} if args.only else ROWS
-    results = []
-    for name, overrides in rows.items():
-        if args.only and ONLY[args.only] not in name.lower():
-            continue
-        label = " ".join([name, *args.override])
-        results.append((label, measure([*overrides, *batch, *args.override], args.steps, args.warmup, device)))
+    chosen = {
+        " ".join([name, *args.override]): [*overrides, *batch, *args.override]
+        for name, overrides in rows.items()
+        if not args.only or ONLY[args.only] in name.lower()
+    }
+    runs: dict[str, list[dict[str, float]]] = {label: [] for label in chosen}
+    with tempfile.TemporaryDirectory() as scratch:
+        before_src = None
+        if any(label.startswith(ON_BEFORE) for label in chosen):
+            before_src = extract_src(args.before, Path(scratch))
+        for _ in range(max(1, args.repeats)):
+            for label, overrides in chosen.items():
+                src = before_src if label.startswith(ON_BEFORE) else None
+                runs[label].append(measure_in_process(overrides, args, src))
+    results = {label: median_run(r) for label, r in runs.items()}
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{args.threads} threads"
-    print(f"\ntraining throughput, {where}, {args.steps} steps after {args.warmup} warm-up steps")
-    width = max([36, *(len(name) for name, _ in results)])
-    header = f"{'images/s':>9} {'render share':>13} {'batch':>6} {'render ms':>10} {'fwd+bwd+opt ms':>15}"
-    print(f"{'setting':<{width}} {header}")
-    for name, r in results:
+    print(
+        f"\ntraining throughput, {where}, {args.steps} steps after {args.warmup} warm-up steps, "
+        f"median of {max(1, args.repeats)} interleaved runs"
+    )
+    width = max([36, *(len(name) for name in results)])
+    shares = ("render", *PHASES, "other")
+    header = f"{'images/s':>9} {'batch':>6} " + " ".join(f"{s:>9}" for s in shares)
+    print(f"{'setting':<{width}} {header} {'render ms':>10} {'fwd+bwd+opt ms':>15}")
+    for name, r in results.items():
         print(
-            f"{name:<{width}} {r['images_per_s']:>9.0f} {r['render_share']:>12.1%} {r['batch']:>6} "
-            f"{r['render_ms']:>10.2f} {r['train_ms']:>15.2f}"
+            f"{name:<{width}} {r['images_per_s']:>9.0f} {r['batch']:>6} "
+            + " ".join(f"{r[f'{s}_share']:>9.1%}" for s in shares)
+            + f" {r['render_ms']:>10.2f} {r['train_ms']:>15.2f}"
+        )
+    quickstart = [label for label in results if label.startswith("quickstart")]
+    if len(quickstart) == 2:
+        now, before = (results[label]["images_per_s"] for label in quickstart)
+        all_ratios = sorted(
+            a["images_per_s"] / b["images_per_s"] for a, b in zip(*(runs[q] for q in quickstart), strict=True)
+        )
+        print(
+            f"\nquickstart lenses/s, now / before: {now / before:.2f}x "
+            f"(per interleaved pair: {', '.join(f'{r:.2f}' for r in all_ratios)})"
         )
 
 

@@ -14,14 +14,17 @@ from torch import nn
 from lenscnn.errors import UserError
 from lenscnn.models.alexnet import AlexNetV2
 from lenscnn.models.ensai_net import EnsaiNet
+from lenscnn.models.fast import FastLensNet
 from lenscnn.models.inception import InceptionV4
-from lenscnn.models.layers import CoordChannels
+from lenscnn.models.layers import CoordChannels, CoordConv2d, GridPool
 from lenscnn.models.overfeat import OverFeat
 from lenscnn.models.resnet import Bottleneck, ResNet
 from lenscnn.models.timm_backbone import TimmBackbone
 
 # Narrow versions of every family, so the tests stay fast on a CPU.
 FAMILIES: dict[str, tuple[type[nn.Module], dict]] = {
+    "fast": (FastLensNet, {"width": 0.5, "stem": (5, 2), "widths": (16, 32, 64, 128), "blocks": (0, 1, 1, 0)}),
+    "fast_patchify": (FastLensNet, {"width": 0.5, "stem": (4, 4), "widths": (32, 64, 128), "blocks": (1, 1, 0)}),
     "overfeat": (OverFeat, {"width": 0.125}),
     "alexnet_v2": (AlexNetV2, {"width": 0.125}),
     "ensai_net": (EnsaiNet, {"width": 0.25}),
@@ -105,7 +108,51 @@ def test_coord_channels_values() -> None:
     torch.testing.assert_close(out[:, 2], torch.tensor([-1.0, 0.0, 1.0])[:, None].expand(2, 3, 4))
 
 
-@pytest.mark.parametrize("cls", [OverFeat, AlexNetV2, EnsaiNet, InceptionV4, ResNet, TimmBackbone])
+@pytest.mark.parametrize(("kernel", "stride"), [(5, 2), (4, 4), (3, 1)])
+def test_coord_conv_equals_appending_coordinate_channels(kernel: int, stride: int) -> None:
+    """CoordConv2d is the convolution of the image with the coordinate channels appended: same parameters,
+    same outputs and gradients (to float32 rounding)."""
+    torch.manual_seed(0)
+    padding = 0 if kernel == stride else kernel // 2
+    fused = CoordConv2d(3, 8, kernel, stride, padding=padding)
+    plain = nn.Conv2d(3, 8, kernel, stride, padding=padding)
+    plain.load_state_dict(fused.state_dict())
+    x = torch.randn(4, 1, 32, 24, generator=torch.Generator().manual_seed(1))
+    out, reference = fused(x), plain(CoordChannels()(x))
+    torch.testing.assert_close(out, reference, rtol=1e-5, atol=1e-5)
+    (out * reference.detach()).sum().backward()
+    (reference * reference.detach()).sum().backward()
+    torch.testing.assert_close(fused.weight.grad, plain.weight.grad, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(fused.bias.grad, plain.bias.grad, rtol=1e-4, atol=1e-4)
+
+
+def test_grid_pool_passes_a_map_of_its_size_and_pools_any_other() -> None:
+    pool, reference = GridPool((4, 4)), nn.AdaptiveAvgPool2d((4, 4))
+    x = torch.randn(2, 3, 4, 4)
+    assert pool(x) is x
+    y = torch.randn(2, 3, 8, 12)
+    torch.testing.assert_close(pool(y), reference(y), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize(
+    ("stem", "image_size", "message"),
+    [((4, 4), (64, 62), "multiples of 4"), ((2, 4), 64, "kernel >= stride"), ((0, 1), 64, "kernel >= stride")],
+    ids=str,
+)
+def test_bad_fast_stems_are_user_errors(stem, image_size, message) -> None:
+    with pytest.raises(UserError, match=message):
+        FastLensNet(5, image_size, stem=stem)
+
+
+def test_fast_checkpoints_without_a_stem_keep_the_5x5_stride_2_stem() -> None:
+    """Checkpoints of the older quickstart and survey nets name no stem: they build, and load, as trained."""
+    net = FastLensNet(5, 64)
+    conv = net.features[0][0]
+    assert (conv.kernel_size, conv.stride, conv.padding, conv.in_channels) == ((5, 5), (2, 2), (2, 2), 3)
+    assert [name for name, _ in net.named_parameters()][:2] == ["features.0.0.weight", "features.0.1.weight"]
+
+
+@pytest.mark.parametrize("cls", [FastLensNet, OverFeat, AlexNetV2, EnsaiNet, InceptionV4, ResNet, TimmBackbone])
 def test_uniform_constructor_signature(cls: type[nn.Module]) -> None:
     params = list(inspect.signature(cls).parameters.values())
     assert [p.name for p in params[:4]] == ["num_outputs", "image_size", "in_channels", "dropout"]

@@ -257,7 +257,9 @@ def test_8_symmetries_of_a_trained_member_mix_40_components(tiny_checkpoint, tmp
     torch.testing.assert_close(got.epistemic, epistemic.sqrt(), **tol)
     torch.testing.assert_close(got.sigma, (aleatoric + epistemic).sqrt(), **tol)
     torch.testing.assert_close(got.member_means, mu.view(2, 8, *mu.shape[1:]).mean(1), **tol)
-    assert bool((got.epistemic > ensemble.predict(images).epistemic).all())  # the views disagree too
+    # the views disagree too: the epistemic variance of every target, over the images, grows with them
+    single = ensemble.predict(images).epistemic
+    assert bool((got.epistemic.square().mean(0) > single.square().mean(0)).all())
 
     torch.manual_seed(0)
     sampled = ensemble.predict(images, mc_samples=2, symmetries=8)

@@ -62,12 +62,14 @@ def conv_block(
     *,
     batch_norm: bool = True,
     relu: bool = True,
+    padding: bool = True,
+    conv: type[nn.Conv2d] = nn.Conv2d,
 ) -> nn.Sequential:
-    """Convolution with "same" padding (output size ``ceil(input / stride)``), then BatchNorm and ReLU."""
+    """Convolution with "same" padding (output size ``ceil(input / stride)``; without ``padding``, the valid
+    positions only), then BatchNorm and ReLU. ``conv`` is the convolution's class (e.g. :class:`CoordConv2d`)."""
     kh, kw = (kernel_size, kernel_size) if isinstance(kernel_size, int) else kernel_size
-    layers: list[nn.Module] = [
-        nn.Conv2d(in_channels, out_channels, (kh, kw), stride, padding=(kh // 2, kw // 2), bias=not batch_norm)
-    ]
+    pad = (kh // 2, kw // 2) if padding else (0, 0)
+    layers: list[nn.Module] = [conv(in_channels, out_channels, (kh, kw), stride, padding=pad, bias=not batch_norm)]
     if batch_norm:
         layers.append(nn.BatchNorm2d(out_channels))
     if relu:
@@ -75,20 +77,39 @@ def conv_block(
     return nn.Sequential(*layers)
 
 
-class CoordChannels(nn.Module):
-    """Append two coordinate channels ``x, y`` in ``[-1, 1]`` to the input (CoordConv).
+def coordinate_planes(like: Tensor) -> Tensor:
+    """The coordinate channels ``(1, 2, H, W)`` of images ``like`` ``(B, C, H, W)`` (their dtype and device):
+    ``x`` runs along the columns (first column -1, last column +1) and ``y`` along the rows (first row -1,
+    last row +1), the orientation of the pixel grid in ``docs/architecture.md`` (row ``i`` has ``y``
+    increasing with ``i``)."""
+    h, w = like.shape[-2:]
+    ys = torch.linspace(-1.0, 1.0, h, dtype=like.dtype, device=like.device)
+    xs = torch.linspace(-1.0, 1.0, w, dtype=like.dtype, device=like.device)
+    grid_y, grid_x = torch.meshgrid(ys, xs, indexing="ij")
+    return torch.stack((grid_x, grid_y))[None]
 
-    ``x`` runs along the columns (first column -1, last column +1) and ``y`` along the rows
-    (first row -1, last row +1), the orientation of the pixel grid in ``docs/architecture.md`` (row ``i`` has
-    ``y`` increasing with ``i``). Works for any image size: ``(B, C, H, W) -> (B, C + 2, H, W)``.
-    """
+
+class CoordChannels(nn.Module):
+    """Append the two coordinate channels ``x, y`` in ``[-1, 1]`` of :func:`coordinate_planes` to the input
+    (CoordConv). Works for any image size: ``(B, C, H, W) -> (B, C + 2, H, W)``."""
 
     def forward(self, x: Tensor) -> Tensor:
         b, _, h, w = x.shape
-        ys = torch.linspace(-1.0, 1.0, h, dtype=x.dtype, device=x.device)
-        xs = torch.linspace(-1.0, 1.0, w, dtype=x.dtype, device=x.device)
-        grid_y, grid_x = torch.meshgrid(ys, xs, indexing="ij")
-        return torch.cat((x, torch.stack((grid_x, grid_y)).expand(b, 2, h, w)), dim=1)
+        return torch.cat((x, coordinate_planes(x).expand(b, 2, h, w)), dim=1)
+
+
+class CoordConv2d(nn.Conv2d):
+    """A convolution of the image with the two coordinate channels of :class:`CoordChannels` appended, with
+    the same parameters (``in_channels`` counts the two), computed as the convolution of the image plus
+    the convolution of the coordinate planes alone: a position-dependent bias, the same for every image
+    of the batch. The coordinate channels are never concatenated to each image, so the first layer reads
+    one channel per pixel instead of three. Equal to :class:`CoordChannels` then ``nn.Conv2d`` up to the
+    order of the floating-point sums. Input ``(B, in_channels - 2, H, W)``."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        weight_image, weight_coords = self.weight[:, :-2], self.weight[:, -2:]
+        out = self._conv_forward(x, weight_image, self.bias)
+        return out + self._conv_forward(coordinate_planes(x), weight_coords, None)
 
 
 def coord_input(in_channels: int, coord_channels: bool) -> tuple[nn.Module, int]:
@@ -96,6 +117,16 @@ def coord_input(in_channels: int, coord_channels: bool) -> tuple[nn.Module, int]
     if coord_channels:
         return CoordChannels(), in_channels + 2
     return nn.Identity(), in_channels
+
+
+class GridPool(nn.AdaptiveAvgPool2d):
+    """Adaptive average pooling to ``output_size`` that passes a feature map already of that size unchanged
+    (the same values: each output averages one input pixel), skipping the pooling's forward and backward."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        if tuple(x.shape[-2:]) == tuple(self.output_size):
+            return x
+        return super().forward(x)
 
 
 class RegressionHead(nn.Sequential):
@@ -116,7 +147,7 @@ class RegressionHead(nn.Sequential):
         dropout: float = 0.0,
     ) -> None:
         gh, gw = (grid, grid) if isinstance(grid, int) else grid
-        layers: list[nn.Module] = [nn.AdaptiveAvgPool2d((gh, gw)), nn.Flatten()]
+        layers: list[nn.Module] = [GridPool((gh, gw)), nn.Flatten()]
         features = in_channels * gh * gw
         for width in hidden:
             layers += [nn.Dropout(dropout), nn.Linear(features, width), nn.ReLU(inplace=True)]

@@ -20,6 +20,8 @@ from lenscnn.models.losses import LOSSES, covariance, loss_value, num_outputs, s
 
 OPTIMIZERS = {"adamw": torch.optim.AdamW, "adam": torch.optim.Adam, "sgd": torch.optim.SGD}
 SCHEDULERS = ("cosine", "constant")
+#: Optimizer options that are switches: ``fused`` (one kernel for the whole update, CPU and CUDA) and ``foreach``.
+OPTIMIZER_SWITCHES = ("fused", "foreach")
 
 
 def check_scheduler(scheduler: Mapping[str, Any]) -> None:
@@ -47,7 +49,8 @@ class LensRegressor(LightningModule):
         input_normalization: :class:`InputNormalizer` as a dict.
         loss: ``mse``, ``gaussian_nll`` or ``full_gaussian_nll``.
         nll_beta: beta of the beta-NLL for ``gaussian_nll`` (0: plain NLL; see :mod:`losses`).
-        optimizer: ``{"name": adamw|adam|sgd, "lr": ..., **kwargs}``.
+        optimizer: ``{"name": adamw|adam|sgd, "lr": ..., **kwargs}`` (numbers, and the switches ``fused`` and
+            ``foreach``).
         scheduler: ``{"name": cosine|constant, "warmup_steps": int, "min_lr_ratio": float}``: ``cosine`` is
             :class:`WarmupCosine` over the planned run (it follows the step or wall-time budget, also
             across a resume).
@@ -79,7 +82,10 @@ class LensRegressor(LightningModule):
         if optimizer.get("name") not in OPTIMIZERS:
             raise UserError(f"model.optimizer.name={optimizer.get('name')!r}; choose one of {sorted(OPTIMIZERS)}")
         for key, value in optimizer.items():
-            if key != "name" and (isinstance(value, bool) or not isinstance(value, (int, float))):
+            if key in OPTIMIZER_SWITCHES:
+                if not isinstance(value, bool):
+                    raise UserError(f"model.optimizer.{key} must be true or false, got {value!r}")
+            elif key != "name" and (isinstance(value, bool) or not isinstance(value, (int, float))):
                 raise UserError(f"model.optimizer.{key} must be a number, got {value!r}")
         if not optimizer.get("lr", 0) > 0:
             raise UserError(f"model.optimizer.lr must be > 0, got {optimizer.get('lr')!r}")
