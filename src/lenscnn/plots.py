@@ -1,21 +1,41 @@
 """Figures (matplotlib). Images are shown with ``origin="lower"`` and axes in arcsec.
 
 Importing this module chooses no matplotlib backend: the command-line apps choose Agg
-(:func:`lenscnn.cli.common.prepare_app`), a notebook keeps its inline backend.
+(:func:`lenscnn.cli.common.prepare_app`), a notebook keeps its inline backend. Every figure a
+run writes goes through :func:`save_figure` (atomic, and the figure closed after).
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
 from matplotlib.figure import Figure
 
+from lenscnn.io.atomic import atomic_path
 from lenscnn.params import LENS, parameter
 from lenscnn.sim.lens_model import LensModel
+
+
+def save_figure(fig: Figure, path: str | Path, dpi: float | None = None) -> Path:
+    """Write ``fig`` to ``path`` and close it; return ``path``.
+
+    The file is written atomically (:func:`lenscnn.io.atomic.atomic_path`: a temporary sibling
+    renamed into place), so a reader never sees a half-written image and a failure keeps an
+    existing file; the figure is closed whether or not writing succeeds. The format follows the
+    suffix of ``path`` (PNG without one); ``dpi`` defaults to matplotlib's ``savefig.dpi``.
+    """
+    path = Path(path)
+    try:
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, dpi=dpi, format=path.suffix[1:].lower() or "png")
+    finally:
+        plt.close(fig)
+    return path
 
 
 def lens_grid_figure(

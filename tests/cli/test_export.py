@@ -72,3 +72,13 @@ def test_export_reports_bad_requests(tmp_path):
         export(compose_config("export", ["card=MODEL_CARD.md"]))
     with pytest.raises(UserError, match="dtype"):
         export(compose_config("export", ["ensemble=pretrained", f"out_dir={tmp_path}", "dtype=int8"]))
+
+
+def test_export_of_an_untrained_ensemble_names_the_command_that_trains_it(tmp_path):
+    cfg = compose_config("export", ["ensemble=realistic", f"out_dir={tmp_path / 'out'}", f"paths.log_dir={tmp_path}"])
+    with pytest.raises(UserError) as refused:
+        export(cfg)
+    message = str(refused.value)
+    assert message.startswith(f"{tmp_path}/ensemble/realistic/member_1/checkpoints/last.ckpt does not exist")
+    assert message.endswith("train the ensemble's members first with lenscnn-train -m experiment=realistic_ensemble")
+    assert not (tmp_path / "out").exists()

@@ -10,7 +10,7 @@ from omegaconf import OmegaConf
 
 from lenscnn.cli import run_dirs
 from lenscnn.io.hdf5 import read_lens_dataset
-from tests.helpers import compose_config
+from tests.helpers import TINY_FAST, compose_config, run_cli
 
 STARTS = 8
 
@@ -96,3 +96,49 @@ def test_only_directories_this_process_created_and_left_empty_are_removed(tmp_pa
     fresh = run_dirs.create_run_dir(tmp_path / "app" / "runs", "run")
     (fresh / ".hydra").mkdir()
     assert run_dirs.remove_if_unused(fresh) and not (tmp_path / "app").exists() and tmp_path.exists()
+
+
+def test_a_refused_sweep_job_leaves_no_job_or_sweep_directory(tmp_path):
+    sweep = run_dirs.create_run_dir(tmp_path / "train" / "multiruns", "sweep")
+    (sweep / "multirun.yaml").write_text("hydra: {}\n")
+    done = sweep / "0"  # a job that ran
+    (done / ".hydra").mkdir(parents=True)
+    (done / "metrics.json").write_text("{}")
+    refused = sweep / "1"  # made by Hydra for the job, not by this module
+    (refused / ".hydra").mkdir(parents=True)
+    (refused / "train.log").write_text("")
+    assert run_dirs.remove_if_unused(refused) and not refused.exists() and done.exists()
+    (done / "metrics.json").unlink()
+    assert run_dirs.remove_if_unused(done), "a sweep whose jobs were all refused is removed with its last job"
+    assert not (tmp_path / "train").exists() and tmp_path.exists()
+    foreign = tmp_path / "foreign" / "0"  # a job of a sweep this process did not create
+    (foreign / ".hydra").mkdir(parents=True)
+    assert not run_dirs.remove_if_unused(foreign) and foreign.exists()
+
+
+def test_a_multirun_refused_by_its_first_job_leaves_no_directory(tmp_path):
+    """DDP inside a basic multirun is refused (each rank would restart the sweep): before, the refusal left
+    ``<sweep>/multirun.yaml`` and ``<sweep>/0/`` with Hydra's files."""
+    result = run_cli("train", ["-m", "trainer=ddp", *TINY_FAST, f"paths.log_dir={tmp_path / 'logs'}"], timeout=300)
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert result.stderr.strip().splitlines()[-1].startswith("error: DDP in a multirun needs"), result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "logs").exists(), sorted(str(p) for p in (tmp_path / "logs").rglob("*"))
+
+
+def test_composing_an_experiment_with_its_own_sweep_directory_leaves_no_stray_directory(tmp_path):
+    """OmegaConf resolves the default ``hydra.sweep.dir`` (``outputs/train/multiruns/<time>``) that an
+    ensemble experiment replaces while Hydra composes the config, which made that directory: it is removed
+    when the process exits (``make ensemble`` and the tests composing these experiments left it behind)."""
+    script = (
+        "from lenscnn.cli.common import register_resolvers\n"
+        "from hydra import compose, initialize_config_module\n"
+        "register_resolvers()\n"
+        "with initialize_config_module('lenscnn.conf', version_base='1.3'):\n"
+        "    for _ in range(2):  # as lenscnn-train does: its check of the command line, then Hydra\n"
+        "        cfg = compose('train', overrides=['experiment=survey_ensemble'], return_hydra_config=True)\n"
+        "assert cfg.hydra.sweep.dir.endswith('ensemble/survey')\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert not (tmp_path / "outputs").exists(), sorted(str(p) for p in (tmp_path / "outputs").rglob("*"))

@@ -178,3 +178,31 @@ def test_simulated_files_record_the_lens_model(tmp_path):
             "SERSIC_ELLIPSE,SERSIC_ELLIPSE",
         )
         np.testing.assert_array_equal(hdul["PARAMS"].data["gamma"], params["gamma"])
+
+
+def test_cuda_without_a_cuda_device_is_one_line_and_leaves_no_run_directory(tmp_path):
+    """``device=cuda`` where torch has no CUDA device (a CPU-only build, or none visible: hidden here with
+    CUDA_VISIBLE_DEVICES) is refused before anything is written, and the run directory is removed."""
+    env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"} | {"CUDA_VISIBLE_DEVICES": ""}
+    result = subprocess.run(
+        [sys.executable, "-m", "lenscnn.cli.simulate", f"paths.log_dir={tmp_path / 'logs'}", "device=cuda", "n=2"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    assert result.stderr.startswith("error: device=cuda: this torch has no CUDA device"), result.stderr
+    assert result.stderr.strip().count("\n") == 0 and "use device=cpu" in result.stderr
+    assert not (tmp_path / "logs").exists()
+
+
+def test_checked_device():
+    from lenscnn.cli.simulate import checked_device
+    from lenscnn.errors import UserError
+
+    assert checked_device("cpu").type == "cpu"
+    with pytest.raises(UserError, match="not a torch device"):
+        checked_device("gpu")

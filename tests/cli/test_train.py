@@ -14,11 +14,13 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
 from lenscnn.cli.common import check_config
 from lenscnn.errors import UserError
+from lenscnn.params import LENS
 from tests.helpers import TINY, TINY_FAST, run_cli
 
 REPO = Path(__file__).parents[2]
@@ -310,6 +312,7 @@ def test_override_checker_accepts_a_good_config_and_leaves_flags_to_hydra(capsys
         ("data.batch_size=many", "data.batch_size must be a positive integer"),
         ("model.optimizer.lr=abc", "model.optimizer.lr must be a number"),
         ("model.optimizer.name=adamm", "model.optimizer.name='adamm'"),
+        ("model.optimizer.fused=sometimes", "model.optimizer.fused must be true or false, got 'sometimes'"),
         ("instrument.pixel_scale=0", "instrument.pixel_scale must be > 0"),
         ("data.targets=[theta_E,thetaE]", "thetaE"),
     ],
@@ -328,3 +331,41 @@ def test_bad_config_exits_2_with_one_line_and_no_traceback(tmp_path):
     assert errors == [
         "error: model.loss='nll' is not a loss; choose one of ['mse', 'gaussian_nll', 'full_gaussian_nll']"
     ]
+
+
+@pytest.fixture(scope="module")
+def lens_file(tmp_path_factory) -> Path:
+    """40 lenses of 32 x 32 pixels in an HDF5 file as lenscnn-simulate writes it (noise, random truth)."""
+    from lenscnn.io.hdf5 import create_lens_dataset, write_batch
+
+    path, rng, names = tmp_path_factory.mktemp("lens_file") / "lenses.h5", np.random.default_rng(5), list(LENS)
+    with create_lens_dataset(path, 40, (1, 32, 32), names, 0.08, "instrument: {}\n") as f:
+        write_batch(
+            f, 0, rng.normal(0, 0.01, (40, 1, 32, 32)).astype(np.float32), {n: rng.normal(size=40) for n in names}
+        )
+    return path
+
+
+@pytest.mark.parametrize(
+    ("data", "debug"),
+    [("file", "fdr"), ("file", "limit"), ("file", "overfit"), ("sim", "fdr"), ("sim", "no-validation")],
+)
+def test_every_debug_mode_runs_on_either_data_and_writes_one_last_checkpoint(
+    hydra_run, tmp_path, lens_file, data, debug
+):
+    """``debug=fdr`` with ``data=file`` failed (``batches_per_epoch`` is the simulated stream's), and wrote
+    two checkpoints (``last.ckpt`` by SaveLast, ``last-v1.ckpt`` by ModelCheckpoint's ``save_last`` when it had
+    saved nothing during the fit, as in a run without validation): it writes none now, and no run a
+    ``last-v1.ckpt``."""
+    overrides = [*TINY_FAST, "trainer.max_epochs=2"]
+    if data == "file":
+        tiny = [o for o in overrides if not o.startswith(("data.", "instrument."))]
+        overrides = [*tiny, "data=file", f"data.path={lens_file}", "data.batch_size=8"]
+    overrides += ["+trainer.limit_val_batches=0", "test=false"] if debug == "no-validation" else [f"debug={debug}"]
+    _, payload = hydra_run(overrides)
+    checkpoints = sorted(p.name for p in tmp_path.rglob("*.ckpt"))
+    if debug == "fdr":
+        assert checkpoints == [] and "best_checkpoint" not in payload
+        assert math.isfinite(payload["test"]["test/loss"])
+    else:
+        assert checkpoints[-1] == "last.ckpt" and not [c for c in checkpoints if c.startswith("last-")], checkpoints

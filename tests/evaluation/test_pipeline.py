@@ -77,3 +77,28 @@ def test_evaluate_refuses_calibration_without_uncertainties(tiny_checkpoint, tmp
     result = evaluate(ensemble, test)
     assert result.test.sigma is None and "coverage_68" not in result.metrics["theta_E"]
     assert math.isfinite(result.payload["nrmse"])
+
+
+def test_member_comparison_markdown_is_unchanged():
+    """``comparison_table`` writes the member table of ``comparison.md`` (and of the model card): the same
+    text as before it was shared, ``|`` in a label escaped."""
+    from types import SimpleNamespace
+
+    from lenscnn.evaluation.evaluate import Predictions
+    from lenscnn.evaluation.pipeline import compare_members, comparison_table
+
+    truth = torch.tensor([[1.0, 0.0], [2.0, 1.0], [0.5, -1.0]])
+    members = [truth + 0.1, truth - 0.2 * torch.tensor([1.0, -1.0])]
+    test = Predictions(("theta_E", "e1"), truth, truth + 0.05, None, None, None, members)
+    ensemble = SimpleNamespace(
+        reference=SimpleNamespace(scaler=SimpleNamespace(std=[0.5, 0.25])),
+        sources=["runs/a/checkpoints/best.ckpt", "b|c/last.ckpt"],
+    )
+    result, text = compare_members(ensemble, test)
+    table = (
+        "| model | normalised RMSE |\n|---|---|\n| 0: a/best.ckpt | 0.3000 |\n| 1: b\\|c/last.ckpt | 0.6000 |\n"
+        "| **ensemble** | **0.1500** |"
+    )
+    assert text == table + "\n\nThe ensemble's normalised RMSE is 50.0% below its best member's (0.3000)."
+    assert comparison_table(result) == table
+    assert comparison_table(result, label=str.upper).splitlines()[2] == "| 0: A/BEST.CKPT | 0.3000 |"

@@ -306,3 +306,18 @@ def test_a_swarm_stopped_early_is_not_converged(lens):
     result = refine(image, setup, Budget(n_particles=20, n_iterations=10, starts=2, final_iterations=0), seed=1)
     assert result.chi2_change > 0.1 and not result.converged
     assert Convergence().describe().startswith("(a) the two best starts agree on theta_E within max(0.01 arcsec")
+
+
+@pytest.mark.parametrize(
+    ("error", "status"),
+    [
+        (RuntimeError("lenstronomy says\n  more below"), "failed: RuntimeError: lenstronomy says more below"),
+        (RuntimeError(), "failed: RuntimeError"),
+    ],
+)
+def test_a_failed_fit_is_a_one_line_status(monkeypatch, error, status):
+    def failing(*args, **kwargs):
+        raise error
+
+    monkeypatch.setattr(fit_refine, "refine", failing)
+    assert fit_refine.fit_task({"data": np.zeros((4, 4))}, {}, fit_refine.Budget(), False, 0) == {"status": status}

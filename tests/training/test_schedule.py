@@ -237,7 +237,10 @@ def test_a_bad_schedule_is_a_one_line_user_error(key, value, message):
         check_scheduler({"name": "cosine", key: value})
 
 
-def test_the_hst_ensai_recipes_plan_their_schedule_over_their_budget():
+def test_the_hst_ensai_recipes_plan_their_schedule_over_their_budget(tmp_path, monkeypatch):
+    # composing an experiment with its own hydra.sweep.dir makes the default one (OmegaConf resolves what it
+    # overwrites): under the relative outputs/ of the current directory, which must not be the repository's
+    monkeypatch.chdir(tmp_path)
     cfg = compose_config("train", ["experiment=hst_ensai"])
     assert cfg.model.scheduler.name == "cosine" and cfg.trainer.max_epochs == 50
     assert cfg.data.batch_size * cfg.data.batches_per_epoch * cfg.trainer.max_epochs == pytest.approx(5e7, rel=0.01)

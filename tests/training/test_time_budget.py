@@ -1,6 +1,11 @@
 """TimeBudget: a run over its wall-time budget stops after whole epochs with its cosine schedule
-ended at the minimum learning rate, and says so; a run within its budget is untouched."""
+ended at the minimum learning rate, and says so (not Lightning's line naming the lowered max_epochs);
+a run within its budget is untouched; the progress lines' time left respects the budget; a resumed
+run reports its budget in metrics.json."""
 
+import contextlib
+import json
+import logging
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -25,8 +30,30 @@ def last_checkpoint(cfg) -> dict:
     return torch.load(Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt", weights_only=True)
 
 
-def test_over_budget_stops_after_whole_epochs_and_says_so(hydra_run):
-    cfg, payload = hydra_run([*RUN, *budget(1e-4)])
+@contextlib.contextmanager
+def lightning_notices():
+    """Lightning's ``rank_zero_info`` notices that pass its logger's filters (lenscnn.training.quiet)."""
+    records: list[str] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            records.append(record.getMessage())
+
+    logger, handler = logging.getLogger("pytorch_lightning.utilities.rank_zero"), Keep()
+    logger.addHandler(handler)
+    try:
+        yield records
+    finally:
+        logger.removeHandler(handler)
+
+
+def test_over_budget_stops_after_whole_epochs_and_says_so(hydra_run, caplog):
+    caplog.set_level(logging.INFO, logger="lenscnn.training.callbacks")
+    with lightning_notices() as notices:
+        cfg, payload = hydra_run([*RUN, *budget(1e-4)])
+    said = [r.getMessage() for r in caplog.records if r.name == "lenscnn.training.callbacks"]
+    assert "time budget of 0.0001 min ended training after 1 of 4 epochs" in said
+    assert not [n for n in notices if "max_epochs" in n], notices  # Lightning's would say max_epochs=1
     assert payload["time_budget"] == {
         "minutes": pytest.approx(1e-4),
         "configured_epochs": 4,
@@ -83,11 +110,76 @@ def test_shortened_schedule_follows_the_budget_down_to_the_minimum(monkeypatch):
     assert optimizer.param_groups[0]["lr"] == pytest.approx(1e-5)  # the schedule ended at its minimum
 
 
-def test_within_budget_the_run_is_exactly_the_configured_one(hydra_run):
-    cfg, payload = hydra_run([*RUN, *budget(60)])
+def test_within_budget_the_run_is_exactly_the_configured_one(hydra_run, caplog):
+    caplog.set_level(logging.INFO, logger="lenscnn.training.callbacks")
+    with lightning_notices() as notices:
+        cfg, payload = hydra_run([*RUN, *budget(60)])
     assert payload["time_budget"]["trained_epochs"] == 4 and not payload["time_budget"]["shortened"]
+    assert "`Trainer.fit` stopped: `max_epochs=4` reached." in notices  # true here: Lightning's line stays
+    assert not [r for r in caplog.records if "time budget" in r.getMessage()]
     budgeted = last_checkpoint(cfg)["state_dict"]
     plain_cfg, _ = hydra_run(RUN)  # the same run directory: its last.ckpt is overwritten
     plain = last_checkpoint(plain_cfg)["state_dict"]
     assert budgeted.keys() == plain.keys()
     assert all(torch.equal(budgeted[k], plain[k]) for k in plain)
+
+
+def test_a_resumed_run_reports_its_budget_in_metrics_json(hydra_run):
+    """Cut to 1 of 4 epochs, resumed with a larger budget (4 of 4), then resumed once more with nothing
+    left to train (Lightning then starts no training): metrics.json says what the run reached each time
+    (it said ``configured_epochs: null`` after the last resume)."""
+    cfg, _ = hydra_run([*RUN, *budget(1e-4)])
+    run_dir = Path(cfg.paths.output_dir)
+    metrics, last = run_dir / "metrics.json", run_dir / "checkpoints" / "last.ckpt"
+    assert json.loads(metrics.read_text())["time_budget"]["trained_epochs"] == 1
+    expected = {"minutes": 60, "configured_epochs": 4, "trained_epochs": 4, "shortened": False}
+    for _ in range(2):
+        _, payload = hydra_run([*RUN, *budget(60), f"ckpt_path={last}"])
+        assert payload["time_budget"] == expected
+        assert json.loads(metrics.read_text())["time_budget"] == expected
+    assert last_checkpoint(cfg)["global_step"] == 4 * 3
+
+
+def test_saved_plan_stands_when_a_resume_trains_nothing():
+    budget = callbacks.TimeBudget(minutes=5.0)
+    budget.load_state_dict({"planned": 3, "configured": 11, "spent_seconds": 290.0, "epoch_seconds": 80.0})
+    assert budget.summary == {"minutes": 5.0, "configured_epochs": 11, "trained_epochs": 3, "shortened": True}
+
+
+def fake_trainer(epochs: int, steps_per_epoch: int, budget: callbacks.TimeBudget | None) -> SimpleNamespace:
+    return SimpleNamespace(
+        max_epochs=epochs,
+        max_steps=-1,
+        fit_loop=SimpleNamespace(max_epochs=epochs),
+        num_training_batches=steps_per_epoch,
+        accumulate_grad_batches=1,
+        lr_scheduler_configs=[],
+        callbacks=[budget] if budget else [],
+        is_global_zero=True,
+        sanity_checking=False,
+        current_epoch=0,
+        global_step=0,
+    )
+
+
+@pytest.mark.parametrize("minutes", [None, 8.5])
+def test_progress_lines_give_the_time_left_within_the_budget(monkeypatch, minutes):
+    """The quickstart's case: 11 epochs of 50 steps of 1 s asked, 8.5 minutes given. The time left after
+    10 steps is that of the budget (less the test's and the margin's), not of the 11 epochs (it said
+    ~1:13:31 left in an 8.5-minute run, before the budget had measured enough batches to plan)."""
+    clock = Clock()
+    monkeypatch.setattr(callbacks, "time", clock)
+    monkeypatch.setattr(callbacks, "is_terminal", lambda: False)
+    time_budget = callbacks.TimeBudget(minutes=minutes) if minutes else None
+    trainer = fake_trainer(11, 50, time_budget)
+    progress = callbacks.ProgressLog(every=0)
+    for callback in (time_budget, progress):
+        if callback:
+            callback.on_train_start(trainer, None)
+    clock.now, trainer.global_step = 10.0, 10
+    line = progress.line(trainer, clock.now)
+    assert line.startswith("epoch 1/11: 10/550 steps (2%)")
+    left = "~0:08:05 left" if minutes else "~0:09:00 left"  # 510 - 10 - 15 s margin; 540 steps of 1 s
+    assert line.endswith(left), line
+    clock.now, trainer.global_step = 200.0, 20  # slower: the epoch under way ends after the budget
+    assert progress.line(trainer, clock.now).endswith("~0:05:00 left" if minutes else "~1:28:20 left")

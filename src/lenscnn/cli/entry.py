@@ -4,7 +4,8 @@ Each checks the command line and composes the config before its app module (and 
 and Lightning, seconds of imports) is imported: a typo'd override, a bad value of a config group
 or ``--help`` answers at once. The app module ``lenscnn.cli.<app>`` provides ``task(cfg)``, the
 Hydra task, run with one-line user errors (:func:`report_user_errors`);
-``python -m lenscnn.cli.<app>`` runs the same entry point.
+``python -m lenscnn.cli.<app>`` runs the same entry point. ``--help`` says what the app does
+(:data:`DESCRIPTIONS`) and lists only the config groups of the app's own config.
 """
 
 from __future__ import annotations
@@ -23,11 +24,36 @@ from lenscnn.errors import UserError
 
 log = logging.getLogger(__name__)
 
+#: What each app does: the first lines of its ``--help``.
+DESCRIPTIONS = {
+    "train": "train a CNN that estimates lens parameters with uncertainties, on simulated lenses drawn\n"
+    "on the fly; checkpoints, metrics and figures go into the run directory.",
+    "eval": "score a checkpoint or an ensemble on a simulated test set or a catalogue of real lenses:\n"
+    "metrics, predictions, calibration, plots and a report in the run directory.",
+    "predict": "estimate lens parameters with uncertainties for FITS (or HDF5) images with a checkpoint,\n"
+    "an ensemble or the shipped pretrained ensemble; predictions.csv in the run directory.",
+    "refine": "fit lenstronomy lens models to images, starting from the network's predictions\n"
+    "(lenscnn-predict); refined.csv, a report and plots in the run directory.",
+    "simulate": "render simulated lenses with their true parameters (HDF5 and/or FITS) and a preview\n"
+    "into the run directory.",
+    "export": "write weights-only copies of trained models (to ship or share them), and fill a model\n"
+    "card's metrics from lenscnn-eval's metrics.json.",
+    "galaxies": "build (or check) a real-galaxy source library for the simulator, report its train/val/test\n"
+    "splits and preview it.",
+}
+
+#: The flags that ask Hydra for the app's help.
+HELP_FLAGS = ("--help", "-h")
+
 
 def launch(app: str) -> None:
     """Run app ``app`` (config ``conf/<app>.yaml``, module ``lenscnn.cli.<app>``) on ``sys.argv``."""
     prepare_app()
     check_config(app, sys.argv[1:])
+    if any(arg in HELP_FLAGS for arg in sys.argv[1:]):
+        # next to the other overrides: argparse takes them as one run of arguments
+        where = next((k for k, arg in enumerate(sys.argv) if k and "=" in arg and not arg.startswith("-")), None)
+        sys.argv.insert(where or len(sys.argv), f"hydra/help={store_help(app, sys.argv[1:])}")
 
     @hydra.main(version_base="1.3", config_path="../conf", config_name=app)
     @report_user_errors
@@ -37,6 +63,59 @@ def launch(app: str) -> None:
         return result
 
     task()
+
+
+def config_groups(app: str, argv: list[str]) -> dict[str, list[str]]:
+    """The config groups of app ``app``'s own config (``conf/<app>.yaml``, composed with the
+    overrides in ``argv``; Hydra's ``hydra/...`` groups left out), each with its options."""
+    from hydra import compose, initialize_config_module
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.object_type import ObjectType
+
+    overrides = [arg for arg in argv if not arg.startswith("-")]
+    with initialize_config_module("lenscnn.conf", version_base="1.3"):
+        try:
+            cfg = compose(app, overrides=overrides, return_hydra_config=True)
+        except Exception:  # a sweep (a,b) or a bad override: Hydra reports it; list the defaults' groups
+            cfg = compose(app, return_hydra_config=True)
+        loader = GlobalHydra.instance().config_loader()
+        groups = sorted(g for g in cfg.hydra.runtime.choices if g != "hydra" and not g.startswith("hydra/"))
+        return {group: loader.get_group_options(group, ObjectType.CONFIG) for group in groups}
+
+
+def help_template(app: str, argv: list[str]) -> str:
+    """The ``--help`` text of app ``app`` as Hydra's help template (``$CONFIG``: the composed config)."""
+    groups = "\n".join(f"{group}: {', '.join(options)}" for group, options in config_groups(app, argv).items())
+    text = "\n".join(
+        [
+            f"lenscnn-{app}: {DESCRIPTIONS[app]}",
+            "",
+            f"Usage: lenscnn-{app} [group=option ...] [key=value ...]",
+            "",
+            "== Configuration groups ==",
+            "Compose your configuration from those groups (group=option)",
+            "",
+            groups or "(none)",
+            "",
+            "== Config ==",
+            "Override anything in the config (foo.bar=value)",
+            "",
+            "",
+        ]
+    )
+    footer = "Use --hydra-help for Hydra's own flags and groups (-m sweeps, --cfg job, hydra/launcher=...)\n"
+    return text.replace("$", "$$") + "$CONFIG\n" + footer
+
+
+def store_help(app: str, argv: list[str]) -> str:
+    """Store app ``app``'s help (:func:`help_template`) as an option of Hydra's ``hydra/help`` group;
+    return its name."""
+    from hydra.core.config_store import ConfigStore
+
+    name = f"lenscnn_{app}"
+    node = {"app_name": f"lenscnn-{app}", "header": "", "footer": "", "template": help_template(app, argv)}
+    ConfigStore.instance().store(group="hydra/help", name=name, node=node, provider="lenscnn")
+    return name
 
 
 def train() -> None:

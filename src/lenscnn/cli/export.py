@@ -64,6 +64,15 @@ def export_members(sources: list[str], out_dir: Path, dtype: str | None) -> list
     return outputs
 
 
+def check_trained(cfg: DictConfig, sources: list[str]) -> None:
+    """Refuse, naming the command that trains them, an ensemble whose members are not trained yet
+    (its config's ``trained_by``, e.g. ``lenscnn-train -m experiment=realistic_ensemble``)."""
+    missing = [s for s in sources if not Path(s).expanduser().exists()]
+    trained_by = cfg.ensemble.get("trained_by") if cfg.get("ensemble") else None
+    if missing and trained_by:
+        raise UserError(f"{missing[0]} does not exist: train the ensemble's members first with {trained_by}")
+
+
 def export(cfg: DictConfig) -> list[Path]:
     """Run what ``cfg`` asks for: export members and/or update a model card."""
     sources = checkpoint_paths(cfg)
@@ -75,6 +84,7 @@ def export(cfg: DictConfig) -> list[Path]:
     if sources:
         if not cfg.out_dir:
             raise UserError("out_dir=... is needed: where the exported member_<k>.pt files go")
+        check_trained(cfg, sources)
         outputs = export_members(sources, Path(cfg.out_dir).expanduser(), cfg.dtype)
     if cfg.card:
         files = [cfg.metrics] if isinstance(cfg.metrics, str) else list(cfg.metrics)

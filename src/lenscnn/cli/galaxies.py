@@ -11,17 +11,14 @@ import logging
 import math
 from pathlib import Path
 
-import matplotlib
+import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.figure import Figure
 from omegaconf import DictConfig
 
 from lenscnn.errors import UserError
-from lenscnn.io.atomic import atomic_path
+from lenscnn.plots import save_figure
 from lenscnn.sim.galaxies import SPLITS, GalaxyLibrary, hudf, load_library
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
 
 log = logging.getLogger(__name__)
 
@@ -83,9 +80,7 @@ def galaxies(cfg: DictConfig) -> Path:
     if preview:
         k = min(preview, len(library))
         fig = galaxy_grid_figure(library, np.linspace(0, len(library) - 1, k).round().astype(int))
-        with atomic_path(out_dir / "galaxies.png") as tmp:
-            fig.savefig(tmp, dpi=110, format="png")
-        plt.close(fig)
+        save_figure(fig, out_dir / "galaxies.png", dpi=110)
         log.info("preview of %d galaxies: %s", k, out_dir / "galaxies.png")
     return out
 

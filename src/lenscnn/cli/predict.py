@@ -33,7 +33,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import matplotlib.pyplot as plt
 import torch
 from omegaconf import DictConfig
 
@@ -44,9 +43,10 @@ from lenscnn.fit.kwargs import parameter_moments
 from lenscnn.fit.lenstronomy_files import LenstronomyWriter
 from lenscnn.io.atomic import atomic_directory, atomic_path
 from lenscnn.io.cutouts import find_inputs, image_stem
+from lenscnn.io.run_dir import RunDir
 from lenscnn.models.ensemble import Ensemble
 from lenscnn.models.symmetry import check_symmetries, symmetry_group
-from lenscnn.plots import critical_curve_figure
+from lenscnn.plots import critical_curve_figure, save_figure
 from lenscnn.preparation.pipeline import Preparation
 from lenscnn.progress import progress
 
@@ -110,10 +110,7 @@ def plot(path: Path, result: CutoutResult, ensemble: Ensemble, prior_means: dict
     title = "\n".join([Path(result.label).name, ", ".join(text[:3]), ", ".join(text[3:])])
     image = result.prepared.image[0].numpy()
     fig = critical_curve_figure(image, ensemble.pixel_scale, prior_means | values, ensemble.lens_model, title)
-    try:
-        fig.savefig(path, dpi=100)
-    finally:
-        plt.close(fig)
+    save_figure(fig, path, dpi=100)
 
 
 def check_options(cfg: DictConfig) -> tuple[Preparation, list[str]]:
@@ -172,7 +169,7 @@ def predict(cfg: DictConfig) -> tuple[Path, int]:
     lenstronomy = LenstronomyWriter(run_dir / "lenstronomy", ensemble) if "lenstronomy" in formats else None
     with_sigma = ensemble.gives_sigma(cfg.mc_samples, symmetries)
     run_dir.mkdir(parents=True, exist_ok=True)
-    out = run_dir / "predictions.csv"
+    out = RunDir(run_dir).predictions
     count = failed = flagged = 0
     first_error = None
     with contextlib.ExitStack() as stack:
@@ -180,7 +177,7 @@ def predict(cfg: DictConfig) -> tuple[Path, int]:
         f = stack.enter_context(open(stack.enter_context(atomic_path(out)), "w", newline=""))
         if lenstronomy is not None:
             stack.enter_context(lenstronomy)
-        plot_dir = stack.enter_context(atomic_directory(run_dir / "plots")) if cfg.plots else None
+        plot_dir = stack.enter_context(atomic_directory(RunDir(run_dir).plots)) if cfg.plots else None
         bar = stack.enter_context(progress("predicting", total=len(files), unit="images", of="files", logger=log))
         writer = csv.writer(f)
         writer.writerow(columns(names, with_sigma))

@@ -22,7 +22,6 @@ import os
 from pathlib import Path
 from typing import Any
 
-import matplotlib.pyplot as plt
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
@@ -38,8 +37,9 @@ from lenscnn.fit.kwargs import (
 from lenscnn.fit.refine import Budget, Convergence, fit_all
 from lenscnn.fit.report import merge_shards, write_refined_csv, write_report
 from lenscnn.io.cutouts import find_inputs, image_stem
+from lenscnn.io.run_dir import RunDir
 from lenscnn.params import parameter
-from lenscnn.plots import fit_figure
+from lenscnn.plots import fit_figure, save_figure
 from lenscnn.preparation.pipeline import Preparation
 from lenscnn.preparation.psf import kernel_at_scale, read_psf
 from lenscnn.progress import progress
@@ -117,7 +117,7 @@ def check_matching(cfg: DictConfig, predictions: dict[tuple[str, str], dict[str,
         if any(path in files for path, _ in predictions):
             return
     file = Path(cfg.predictions).expanduser()
-    file = file / "predictions.csv" if file.is_dir() else file
+    file = RunDir(file).predictions if file.is_dir() else file
     raise UserError(
         f"predictions={file} match none of the input images (e.g. {items[0]['image']}); "
         f"give the predictions lenscnn-predict made for input={cfg.input}"
@@ -187,9 +187,8 @@ def finish_row(cfg: DictConfig, run_dir: Path, row: dict, item: dict, outcome: d
             f'{Path(item["image"]).name}: reduced chi^2 {outcome["reduced_chi2"]:.3f}, theta_E {row["theta_E"]:.4f}"'
         )
         fig = fit_figure(item["data"], outcome["model"], outcome["residual"], pixel_scale, title)
-        (run_dir / "plots").mkdir(parents=True, exist_ok=True)
-        fig.savefig(run_dir / "plots" / f"{image_stem(item['image'])}.png", dpi=90)
-        plt.close(fig)
+        RunDir(run_dir).plots.mkdir(parents=True, exist_ok=True)
+        save_figure(fig, RunDir(run_dir).plots / f"{image_stem(item['image'])}.png", dpi=90)
 
 
 def write_outputs(
@@ -205,9 +204,9 @@ def write_outputs(
         "sky": cfg.fit_sky,
         "converged": convergence.describe(),
     }
-    write_report(run_dir / "report.md", rows, names, settings)
+    write_report(RunDir(run_dir).report, rows, names, settings)
     ok = sum(r["status"] == "ok" for r in rows)
-    log.info("fitted %d of %d images -> %s, %s", ok, len(rows), out, run_dir / "report.md")
+    log.info("fitted %d of %d images -> %s, %s", ok, len(rows), out, RunDir(run_dir).report)
     if ok == 0:  # reported, not an error: in a sweep, one shard of bad images must not stop the others
         log.warning("no image could be fitted; see the status column of %s", out)
     return out
@@ -226,7 +225,7 @@ def merge(cfg: DictConfig, directory: Path) -> Path:
         "converged": shards.converged or "see the shards' report.md",
         "shards": f"{len(shards.jobs)} of {shards.count}",
     }
-    write_report(directory / "report.md", rows, names, settings)
+    write_report(RunDir(directory).report, rows, names, settings)
     log.info("merged %d rows of %d shards -> %s", len(rows), len(shards.jobs), out)
     return out
 

@@ -10,11 +10,15 @@ with a non-empty stamp (``LENSCNN_RUN_STAMP``, set inside SLURM jobs) is ``<pare
 shared on purpose by every rank of the job and by its requeued restarts.
 
 The resolver is cached per config (OmegaConf ``use_cache``, which Hydra copies into each job of a
-sweep), so a run resolves its directory once.
+sweep), so a run resolves its directory once. OmegaConf also resolves a value that a config file
+overrides while Hydra composes the config (an ``experiment=...`` naming its own ``hydra.sweep.dir``):
+the directory then made is never used, and is removed when the process exits
+(:func:`remove_empty_run_dirs`), as is any other this process made and left empty.
 """
 
 from __future__ import annotations
 
+import atexit
 import shutil
 from datetime import datetime
 from pathlib import Path
@@ -26,8 +30,10 @@ RESOLVER = "lenscnn_run_dir"
 #: (deepest first).
 _CREATED: dict[Path, list[Path]] = {}
 
-#: What Hydra writes into every run directory before the app does any work.
+#: What Hydra writes into every run directory before the app does any work (and log files).
 _HYDRA_FILES = (".hydra",)
+#: What Hydra writes into a sweep directory before its first job.
+_SWEEP_FILES = ("multirun.yaml",)
 
 
 def create_run_dir(parent: str | Path, name: str) -> Path:
@@ -66,19 +72,52 @@ def register_resolver() -> None:
         OmegaConf.register_new_resolver(RESOLVER, run_dir, use_cache=True)
 
 
+def _unused(directory: Path, hydra_files: tuple[str, ...]) -> bool:
+    return all(p.name in hydra_files or (p.suffix == ".log" and p.is_file()) for p in directory.iterdir())
+
+
 def remove_if_unused(directory: str | Path) -> bool:
     """Delete ``directory`` if this process created it and it holds nothing but Hydra's ``.hydra/``
     and log files (a run refused before it wrote anything), with the parent directories created for
-    it that are now empty; return whether it was deleted."""
+    it that are now empty; return whether it was deleted.
+
+    The directory of a job of a sweep that this process created (``<sweep>/<job>``, made by Hydra) is
+    deleted likewise, and then the sweep directory too if no other job is in it (only Hydra's
+    ``multirun.yaml``): a sweep whose jobs were all refused leaves nothing."""
     directory = Path(directory).resolve()
-    if directory not in _CREATED or not directory.is_dir():
-        return False
-    if any(p.name not in _HYDRA_FILES and p.suffix != ".log" for p in directory.iterdir()):
+    owner = next((d for d in (directory, *directory.parents) if d in _CREATED), None)
+    if owner is None or not directory.is_dir() or not _unused(directory, _HYDRA_FILES):
         return False
     shutil.rmtree(directory)
+    if directory != owner:  # a job's directory: its sweep's, and the levels between, if now unused
+        for level in directory.parents:
+            if not _unused(level, _HYDRA_FILES + _SWEEP_FILES if level == owner else ()):
+                return True
+            shutil.rmtree(level)
+            if level == owner:
+                break
+    _remove_parents(owner)
+    return True
+
+
+def _remove_parents(directory: Path) -> None:
+    """Forget ``directory`` (removed), and remove the parents made for it that are now empty."""
     for parent in _CREATED.pop(directory):
         try:
             parent.rmdir()
         except OSError:  # not empty: another run is in it
             break
-    return True
+
+
+@atexit.register
+def remove_empty_run_dirs() -> None:
+    """Remove the directories this process created that are still empty (and the parents made for them
+    that are then empty): names resolved but never used, such as a default ``hydra.sweep.dir`` that an
+    experiment's own replaced while Hydra composed the config (OmegaConf resolves what it overwrites)."""
+    for directory in reversed(list(_CREATED)):  # the newest first: parents made for an older one empty last
+        try:
+            directory.rmdir()  # only an empty directory
+        except OSError:  # not empty (a run), or already gone
+            if directory.exists():
+                continue
+        _remove_parents(directory)

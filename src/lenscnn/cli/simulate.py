@@ -21,13 +21,35 @@ from lenscnn.errors import UserError
 from lenscnn.io.atomic import atomic_path
 from lenscnn.io.fits import write_lens_dataset_fits
 from lenscnn.io.hdf5 import create_lens_dataset, write_batch
-from lenscnn.plots import lens_grid_figure
+from lenscnn.plots import lens_grid_figure, save_figure
 from lenscnn.progress import progress
 from lenscnn.sim import Simulator
 from lenscnn.sim.galaxies import SPLITS
 
 log = logging.getLogger(__name__)
 FORMATS = ("hdf5", "fits")
+
+
+def checked_device(name: str) -> torch.device:
+    """The torch device ``name``, refused (a :class:`UserError`, before anything is written) when it
+    is not a device or is a CUDA device this torch cannot use."""
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise UserError(f"device {name!r} is not a torch device; use cpu or cuda") from None
+    if device.type != "cuda":
+        return device
+    if not torch.backends.cuda.is_built():
+        raise UserError(f"device={name}: this torch has no CUDA device (it is built for the CPU only); use device=cpu")
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if count == 0:
+        raise UserError(
+            f"device={name}: this torch has no CUDA device (none visible: check the driver and "
+            "CUDA_VISIBLE_DEVICES); use device=cpu"
+        )
+    if device.index is not None and device.index >= count:
+        raise UserError(f"device={name}: this torch has {count} CUDA device(s), cuda:0 to cuda:{count - 1}")
+    return device
 
 
 def simulate(cfg: DictConfig) -> Path:
@@ -42,10 +64,7 @@ def simulate(cfg: DictConfig) -> Path:
         raise UserError(f"formats must be a non-empty list of {list(FORMATS)}, got {formats}")
     if cfg.galaxy_split not in SPLITS:
         raise UserError(f"galaxy_split must be one of {list(SPLITS)}, got {cfg.galaxy_split!r}")
-    try:
-        device = torch.device(cfg.device)
-    except RuntimeError:
-        raise UserError(f"device {cfg.device!r} is not a torch device; use cpu or cuda") from None
+    device = checked_device(str(cfg.device))
     simulator = Simulator.from_config(cfg.simulator).to(device)
     stream = simulator.make_generator(cfg.seed)  # each batch continues the seed's lens stream
     out_dir = Path(cfg.paths.output_dir)
@@ -89,8 +108,7 @@ def simulate(cfg: DictConfig) -> Path:
         shown = list(simulator.lens_model.component("lens").own.values())  # the main lens's parameters
         values = {name: v[:k] for name, v in params_all.items()}
         fig = lens_grid_figure(images_kept[:k], pixel_scale, values, names=shown)
-        with atomic_path(out_dir / "preview.png") as tmp:
-            fig.savefig(tmp, dpi=110, format="png")
+        save_figure(fig, out_dir / "preview.png", dpi=110)
         log.info("wrote a preview of %d lenses to %s", k, out_dir / "preview.png")
     return out_dir
 

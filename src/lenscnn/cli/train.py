@@ -21,16 +21,21 @@ from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from lenscnn.cli.common import console
 from lenscnn.data.normalization import TargetScaler
-from lenscnn.errors import UserError
+from lenscnn.errors import UserError, one_line
 from lenscnn.io.atomic import write_json
+from lenscnn.io.run_dir import RunDir
 from lenscnn.training.callbacks import TimeBudget
 from lenscnn.training.checkpoint_io import AtomicCheckpointIO
 from lenscnn.training.distributed import check_sweep_launch, close_process_group, requeued_checkpoint
 from lenscnn.training.loggers import build_loggers, finish_loggers
 from lenscnn.training.quiet import quiet_lightning
+from lenscnn.training.resume import check_training_checkpoint
 from lenscnn.training.summary import error_table, prior_mean_rmse
 
 log = logging.getLogger(__name__)
+
+#: ``ckpt_path`` values Lightning resolves itself (inside a multirun, where no resume rewrites them).
+LIGHTNING_CKPT_NAMES = ("last", "hpc", "best", "registry")
 
 
 def _instantiate(node: DictConfig, what: str, **kwargs: Any) -> Any:
@@ -42,7 +47,7 @@ def _instantiate(node: DictConfig, what: str, **kwargs: Any) -> Any:
         cause = exc.__cause__ or exc
         if isinstance(cause, UserError):
             raise cause from None
-        raise UserError(f"{what}: {str(cause).splitlines()[0]}") from None
+        raise UserError(f"{what}: {one_line(cause)}") from None
 
 
 def build_model(node: DictConfig, datamodule: Any, scaler: TargetScaler | None = None) -> pl.LightningModule:
@@ -69,6 +74,8 @@ def build_callbacks(cfg: DictConfig | None) -> list[pl.Callback]:
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Fit, test and summarise one run; return its ``metrics.json`` payload."""
     run_dir = Path(cfg.paths.output_dir)
+    if cfg.train and cfg.ckpt_path and cfg.ckpt_path not in LIGHTNING_CKPT_NAMES:
+        check_training_checkpoint(cfg.ckpt_path)  # before anything is built: torch's advice would not help
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     torch.set_float32_matmul_precision(cfg.get("matmul_precision", "high"))
 
@@ -107,7 +114,7 @@ def fit_and_test(cfg: DictConfig, datamodule: Any, model: pl.LightningModule, lo
             ckpt_path = cfg.ckpt_path or requeued_checkpoint(run_dir)  # a requeued SLURM job continues
             trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
         except SIGTERMException:
-            log.warning("SIGTERM: saved %s; resume with ckpt_path=last", run_dir / "checkpoints" / "last.ckpt")
+            log.warning("SIGTERM: saved %s; resume with ckpt_path=last", RunDir(run_dir).last_checkpoint)
             raise SystemExit(128 + 15) from None
     val_score = trainer.callback_metrics.get(cfg.optimized_metric)
     payload: dict[str, Any] = {
@@ -135,27 +142,19 @@ def fit_and_test(cfg: DictConfig, datamodule: Any, model: pl.LightningModule, lo
             out = console()
             out.print(error_table(results, baseline, scaler.names, out.width))
     if trainer.is_global_zero:
-        write_json(run_dir / "metrics.json", payload)
+        write_json(RunDir(run_dir).metrics, payload)
         log_outputs(run_dir, payload)
     return payload
 
 
 def log_outputs(run_dir: Path, payload: dict[str, Any]) -> None:
-    """Where the run's checkpoints and metrics are, and what a time budget cut."""
-    budget = payload.get("time_budget")
-    if budget and budget["shortened"]:
-        log.info(
-            "time budget of %.1f min: trained %d of %d epochs",
-            budget["minutes"],
-            budget["trained_epochs"],
-            budget["configured_epochs"],
-        )
+    """Where the run's checkpoints and metrics are (what a time budget cut, its callback said when it did)."""
     if "best_checkpoint" in payload:
         log.info("best checkpoint: %s", payload["best_checkpoint"])
-    last = run_dir / "checkpoints" / "last.ckpt"
+    last = RunDir(run_dir).last_checkpoint
     if last.is_file():
         log.info("last checkpoint: %s (resume with ckpt_path=%s)", last, run_dir)
-    log.info("metrics: %s", run_dir / "metrics.json")
+    log.info("metrics: %s", RunDir(run_dir).metrics)
 
 
 def task(cfg: DictConfig) -> float | None:

@@ -13,7 +13,7 @@ from pytorch_lightning import LightningDataModule
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from lenscnn.data.normalization import InputNormalizer, TargetScaler
-from lenscnn.errors import UserError
+from lenscnn.errors import UserError, one_line
 from lenscnn.io.hdf5 import read_lens_dataset
 from lenscnn.params import LENS
 
@@ -49,9 +49,8 @@ def simulator_config(path: Path, text: str) -> dict[str, Any]:
     try:
         config = yaml.safe_load(text) if text else {}
     except yaml.YAMLError as exc:
-        detail = " ".join(str(exc).split())[:200]
         raise UserError(
-            f"{path}: the 'config' attribute is not valid YAML ({detail}); write it with lenscnn-simulate"
+            f"{path}: the 'config' attribute is not valid YAML ({one_line(exc)}); write it with lenscnn-simulate"
         ) from None
     if not isinstance(config, (dict, type(None))):
         raise UserError(f"{path}: the 'config' attribute is not a YAML mapping of the simulator config")

@@ -19,8 +19,10 @@ from rich.table import Table
 
 from lenscnn.evaluation.catalog_pipeline import CatalogResult
 from lenscnn.io.atomic import atomic_path, write_json, write_text
+from lenscnn.io.run_dir import RunDir
 from lenscnn.metrics.tables import CATALOG_COLUMNS, MetricsTable, markdown_table
 from lenscnn.params import parameter
+from lenscnn.plots import save_figure
 
 #: What the preparation did, per lens, after the targets in ``predictions.csv``.
 RECORD = ("sky", "noise_rms", "masked_fraction", "cosmic_ray_pixels", "input_pixel_scale", "psf_fwhm")
@@ -204,17 +206,13 @@ def write_report(path: Path, result: CatalogResult, figures: Sequence[str]) -> N
 def write_catalog_outputs(run_dir: Path, result: CatalogResult, figure: Figure | None = None) -> None:
     """Every file into ``run_dir`` (the figure as ``plots/catalog.png``, closed after), ``metrics.json`` last."""
     run_dir.mkdir(parents=True, exist_ok=True)
-    write_predictions_csv(run_dir / "predictions.csv", result)
-    with atomic_path(run_dir / "metrics.csv") as tmp, open(tmp, "w", newline="") as f:
+    write_predictions_csv(RunDir(run_dir).predictions, result)
+    with atomic_path(RunDir(run_dir).metrics_csv) as tmp, open(tmp, "w", newline="") as f:
         csv.writer(f).writerows(metrics_table(result).csv_rows())
     files = []
     if figure is not None:
-        (run_dir / "plots").mkdir(exist_ok=True)
-        try:
-            with atomic_path(run_dir / "plots" / "catalog.png") as tmp:
-                figure.savefig(tmp, dpi=120, format="png")
-        finally:
-            plt.close(figure)
+        RunDir(run_dir).plots.mkdir(exist_ok=True)
+        save_figure(figure, RunDir(run_dir).plots / "catalog.png", dpi=120)
         files.append("plots/catalog.png")
-    write_report(run_dir / "report.md", result, files)
-    write_json(run_dir / "metrics.json", result.payload)
+    write_report(RunDir(run_dir).report, result, files)
+    write_json(RunDir(run_dir).metrics, result.payload)

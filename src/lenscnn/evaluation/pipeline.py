@@ -4,6 +4,7 @@ compare the members; everything ``lenscnn-eval`` then writes is in the returned
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -11,6 +12,7 @@ from typing import Any
 from lenscnn.errors import UserError
 from lenscnn.evaluation.datasets import EvaluationSet
 from lenscnn.evaluation.evaluate import Predictions, calibrate, coverage_table, normalised_rmse, predict_set, score
+from lenscnn.io.run_dir import run_name
 from lenscnn.metrics.tables import markdown_table
 from lenscnn.models.ensemble import Ensemble
 from lenscnn.models.symmetry import symmetry_group
@@ -42,9 +44,16 @@ class EvaluationResult:
 
 def member_label(source: str, k: int) -> str:
     """``<k>: <run directory name>/<checkpoint file>`` (short enough for a table)."""
-    path = Path(source)
-    run = path.parent.parent.name if path.parent.name == "checkpoints" else path.parent.name
-    return f"{k}: {run}/{path.name}"
+    return f"{k}: {run_name(source)}/{Path(source).name}"
+
+
+def comparison_table(comparison: Mapping[str, Any], label: Callable[[str], str] = str) -> str:
+    """The member comparison as a markdown table: a row per member (``label`` of its key in
+    ``comparison["members"]``), then the ensemble in bold; normalised RMSE to 4 decimals.
+    ``comparison`` is the ``comparison`` record of ``metrics.json`` (:func:`compare_members`)."""
+    rows = [[label(name), f"{value:.4f}"] for name, value in comparison["members"].items()]
+    rows.append(["**ensemble**", f"**{comparison['ensemble']:.4f}**"])
+    return markdown_table(["model", "normalised RMSE"], rows)
 
 
 def compare_members(ensemble: Ensemble, test: Predictions) -> tuple[dict[str, Any], str]:
@@ -61,8 +70,7 @@ def compare_members(ensemble: Ensemble, test: Predictions) -> tuple[dict[str, An
         "best_member_nrmse": rows[best],
         "improvement_over_best": 1 - ens / rows[best],
     }
-    table = [[label, f"{v:.4f}"] for label, v in rows.items()] + [["**ensemble**", f"**{ens:.4f}**"]]
-    text = markdown_table(["model", "normalised RMSE"], table)
+    text = comparison_table(result)
     text += (
         f"\n\nThe ensemble's normalised RMSE is {100 * result['improvement_over_best']:.1f}% "
         f"below its best member's ({rows[best]:.4f})."

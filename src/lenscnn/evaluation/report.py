@@ -20,6 +20,7 @@ from lenscnn import plots
 from lenscnn.evaluation.evaluate import CURVE_LEVELS, Predictions, curve
 from lenscnn.evaluation.pipeline import EvaluationResult
 from lenscnn.io.atomic import atomic_path, write_json, write_text
+from lenscnn.io.run_dir import RunDir
 from lenscnn.metrics.tables import MetricsTable, markdown_table
 
 
@@ -134,18 +135,22 @@ def write_outputs(run_dir: Path, result: EvaluationResult, figures: Mapping[str,
     """Every evaluation file into ``run_dir``: the figures as ``plots/<name>.png`` (closed after),
     the CSVs, the comparison, ``report.md`` and last ``metrics.json`` (a run directory with a
     ``metrics.json`` is complete)."""
-    run_dir.mkdir(parents=True, exist_ok=True)
-    write_predictions_csv(run_dir / "predictions.csv", result.test)
-    write_metrics_csv(run_dir / "metrics.csv", result.metrics)
+    run = RunDir(run_dir)
+    run.path.mkdir(parents=True, exist_ok=True)
+    write_predictions_csv(run.predictions, result.test)
+    write_metrics_csv(run.metrics_csv, result.metrics)
     files = []
     if figures:
-        (run_dir / "plots").mkdir(exist_ok=True)
-        for key, fig in figures.items():
-            with atomic_path(run_dir / "plots" / f"{key}.png") as tmp:
-                fig.savefig(tmp, dpi=100, format="png")
-            files.append(f"plots/{key}.png")
-            plt.close(fig)
+        run.plots.mkdir(exist_ok=True)
+        try:
+            for key, fig in figures.items():
+                path = run.plots / f"{key}.png"
+                plots.save_figure(fig, path, dpi=100)
+                files.append(path.relative_to(run.path).as_posix())
+        finally:  # when one cannot be written, the figures after it are closed too
+            for fig in figures.values():
+                plt.close(fig)
     if result.comparison_md:
         write_comparison(run_dir, result)
-    write_report(run_dir / "report.md", result.payload, files, result.comparison_md)
-    write_json(run_dir / "metrics.json", result.payload)
+    write_report(run.report, result.payload, files, result.comparison_md)
+    write_json(run.metrics, result.payload)

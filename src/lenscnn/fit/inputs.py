@@ -12,6 +12,7 @@ import numpy as np
 from lenscnn.data.streams import shard_bounds
 from lenscnn.errors import UserError
 from lenscnn.io.cutouts import Cutout, find_inputs
+from lenscnn.io.run_dir import RunDir
 from lenscnn.params import LENS
 from lenscnn.preparation.pipeline import Preparation, prepare, read_file
 from lenscnn.sim import Instrument
@@ -29,7 +30,7 @@ def image_key(label: str) -> tuple[str, str]:
 def read_predictions(path: str) -> dict[tuple[str, str], dict[str, float]]:
     """The rows of a ``predictions.csv`` (or of the one in a ``lenscnn-predict`` run directory) by image."""
     file = Path(path).expanduser()
-    file = file / "predictions.csv" if file.is_dir() else file
+    file = RunDir(file).predictions if file.is_dir() else file
     if not file.is_file():
         raise UserError(f"predictions={path}: no predictions.csv there; run lenscnn-predict first")
     with open(file, newline="") as f:

@@ -37,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from lenscnn.errors import UserError
+from lenscnn.errors import UserError, one_line
 from lenscnn.fit.kwargs import KWARGS, PARTS, kwargs_parameters, seed_source, setup_lens_model, sky_level, with_arrays
 from lenscnn.sim.lens_model import LensModel
 
@@ -575,8 +575,7 @@ def fit_task(
             convergence=convergence,
         )
     except Exception as exc:  # a fit that fails must not stop the others: reported in its row
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        return {"status": f"failed: {type(exc).__name__}: {first}"}
+        return {"status": f"failed: {one_line(exc, with_type=True)}"}
     return {
         "status": "ok",
         "lens": result.lens,

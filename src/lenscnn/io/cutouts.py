@@ -21,8 +21,8 @@ from astropy.io import fits
 from astropy.wcs import WCS, FITSFixedWarning
 from astropy.wcs.utils import proj_plane_pixel_scales
 
-from lenscnn.errors import UserError
-from lenscnn.io.fits import read_image_hdu, reason
+from lenscnn.errors import UserError, one_line
+from lenscnn.io.fits import read_image_hdu
 from lenscnn.io.hdf5 import read_lens_dataset
 
 FITS_SUFFIXES = (".fits", ".fit", ".fts", ".fits.gz", ".fit.gz", ".fz")
@@ -95,7 +95,7 @@ def wcs_pixel_scale(header: fits.Header, source: str) -> tuple[float | None, WCS
                 wcs.pixel_to_world_values(0.0, 0.0)
         except Exception as exc:  # astropy and wcslib raise many types for broken WCS keywords
             raise UserError(
-                f"{source}: the WCS in the header cannot be used ({reason(exc)}); fix or remove its WCS keywords"
+                f"{source}: the WCS in the header cannot be used ({one_line(exc)}); fix or remove its WCS keywords"
             ) from None
     if scales is None:
         return None, None

@@ -12,18 +12,10 @@ import numpy as np
 from astropy.io import fits
 from astropy.utils.exceptions import AstropyUserWarning
 
-from lenscnn.errors import UserError
+from lenscnn.errors import UserError, one_line
 
 #: HDU classes that hold an image (random groups, a subclass of ``PrimaryHDU``, do not).
 IMAGE_HDUS = (fits.PrimaryHDU, fits.ImageHDU, fits.CompImageHDU)
-
-
-def reason(exc: BaseException) -> str:
-    """One line saying why a library call failed: its message with whitespace collapsed, shortened
-    (a ``KeyError`` says which key is missing)."""
-    text = " ".join(str(exc).split())
-    text = (text[:200] + "...") if len(text) > 200 else (text or type(exc).__name__)
-    return f"missing {text}" if isinstance(exc, KeyError) else text
 
 
 @contextlib.contextmanager
@@ -43,7 +35,7 @@ def open_fits(path: Path) -> Iterator[fits.HDUList]:
         raise
     except Exception as exc:  # OSError, ValueError, KeyError, EOFError, zlib errors, ...: the file is broken
         raise UserError(
-            f"{path}: not a readable FITS file ({reason(exc)}); check that it is complete and uncorrupted"
+            f"{path}: not a readable FITS file ({one_line(exc)}); check that it is complete and uncorrupted"
         ) from None
 
 
@@ -155,8 +147,9 @@ def write_lens_dataset_fits(
     """Images as an ``(N, H, W)`` cube in the primary HDU, true parameters in a ``PARAMS`` table,
     the simulator config (whose prior is the lens model) in a ``CONFIG`` table.
 
-    The primary header carries a linear WCS in arcsec relative to the image centre
-    (``CDELT = pixel_scale / 3600`` degrees), ``PIXSCALE`` [arcsec/pixel] and, given
+    The primary header carries a linear WCS of offsets from the image centre in arcsec (``CTYPE =
+    'OFFSET'``, ``CUNIT = 'arcsec'``, ``CDELT = pixel_scale``, ``CRVAL = 0`` at the central pixel
+    ``CRPIX = (size + 1) / 2``), ``PIXSCALE`` [arcsec/pixel] and, given
     ``kwargs_model`` (lenstronomy's profile lists), ``LENSMODL``, ``SRCMODL`` and ``LLMODL``:
     the lens, source-light and lens-light profiles, comma-separated.
     """
@@ -167,11 +160,11 @@ def write_lens_dataset_fits(
     header["PIXSCALE"] = (pixel_scale, "arcsec / pixel")
     header["BUNIT"] = "count/s"
     for axis, size in ((1, width), (2, height)):
-        header[f"CTYPE{axis}"] = "OFFSET"
-        header[f"CUNIT{axis}"] = "deg"
-        header[f"CRPIX{axis}"] = (size + 1) / 2
+        header[f"CTYPE{axis}"] = ("OFFSET", "linear: offset from the image centre")
+        header[f"CUNIT{axis}"] = "arcsec"
+        header[f"CRPIX{axis}"] = ((size + 1) / 2, "the image centre [pixel]")
         header[f"CRVAL{axis}"] = 0.0
-        header[f"CDELT{axis}"] = pixel_scale / 3600.0
+        header[f"CDELT{axis}"] = (pixel_scale, "arcsec / pixel")
     for key, (model_list, what) in FITS_MODEL_KEYS.items():
         if kwargs_model is not None:
             header[key] = (",".join(kwargs_model[model_list]), f"lenstronomy {what} profiles")

@@ -15,8 +15,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from lenscnn.errors import UserError
-from lenscnn.io.fits import reason
+from lenscnn.errors import UserError, one_line
 
 
 def create_lens_dataset(
@@ -67,7 +66,7 @@ def read_lens_dataset(path: str | Path) -> tuple[np.ndarray, dict[str, np.ndarra
         raise
     except Exception as exc:  # h5py raises OSError, KeyError, RuntimeError, ... on broken files and links
         raise UserError(
-            f"{path}: not a readable HDF5 file ({reason(exc)}); write it again with lenscnn-simulate"
+            f"{path}: not a readable HDF5 file ({one_line(exc)}); write it again with lenscnn-simulate"
         ) from None
     images = lens_images(images, path)
     params = {name: lens_values(values, name, len(images), path) for name, values in params.items()}
@@ -81,7 +80,7 @@ def member(parent: h5py.Group, name: str, kind: type, path: Path) -> h5py.Datase
         obj = parent.get(name)
     except Exception as exc:  # a soft link in a loop, an external link to a missing file, ...
         raise UserError(
-            f"{path}: '{where}' cannot be read ({reason(exc)}); write the file with lenscnn-simulate"
+            f"{path}: '{where}' cannot be read ({one_line(exc)}); write the file with lenscnn-simulate"
         ) from None
     if obj is None:
         raise UserError(

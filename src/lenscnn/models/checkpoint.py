@@ -19,8 +19,9 @@ from typing import Any
 
 import torch
 
-from lenscnn.errors import UserError
+from lenscnn.errors import UserError, one_line
 from lenscnn.io.atomic import atomic_path
+from lenscnn.io.run_dir import RunDir
 from lenscnn.models.regressor import LensRegressor
 
 #: Keys a usable checkpoint has.
@@ -37,13 +38,12 @@ def resolve_checkpoint(path: str | Path) -> Path:
     best checkpoint (from ``metrics.json``), else its ``checkpoints/last.ckpt``."""
     path = Path(path).expanduser()
     if path.is_dir():
-        metrics = path / "metrics.json"
-        best = best_checkpoint(metrics)
+        run = RunDir(path)
+        best = best_checkpoint(run.metrics)
         if best is not None:
             return best
-        last = path / "checkpoints" / "last.ckpt"
-        if last.is_file():
-            return last
+        if run.last_checkpoint.is_file():
+            return run.last_checkpoint
         raise UserError(f"{path}: a directory without metrics.json or checkpoints/last.ckpt; give a .ckpt file")
     if not path.is_file():
         raise UserError(f"checkpoint not found: {path}")
@@ -85,8 +85,7 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
 
 def reason(exc: BaseException) -> str:
     """One line saying why a library call failed: exception type and message, shortened."""
-    text = " ".join(str(exc).split())
-    return f"{type(exc).__name__}: {text[:300]}" if text else type(exc).__name__
+    return one_line(exc, limit=300, with_type=True)
 
 
 def model_from_checkpoint(checkpoint: Mapping[str, Any], source: str = "checkpoint") -> LensRegressor:

@@ -25,7 +25,7 @@ import math
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor, nn
@@ -47,8 +47,9 @@ from lenscnn.models.symmetry import (
     transform_images,
     untransform,
 )
-from lenscnn.sim.lens_model import LensModel
-from lenscnn.sim.prior import lens_model_of
+
+if TYPE_CHECKING:
+    from lenscnn.sim.lens_model import LensModel
 
 log = logging.getLogger(__name__)
 
@@ -176,6 +177,9 @@ class Ensemble(nn.Module):
         prior = self.simulator_config.get("prior")
         if not prior:
             raise UserError("the model's checkpoint has no simulator config, so its lens model is unknown")
+        # lenscnn.sim.prior imports the galaxy libraries (h5py, astropy, scipy): only when asked for
+        from lenscnn.sim.prior import lens_model_of
+
         return lens_model_of(prior)
 
     @property

@@ -41,14 +41,13 @@ import numpy as np
 import torch
 from scipy import ndimage
 
-from lenscnn.errors import UserError
+from lenscnn.errors import UserError, one_line
 from lenscnn.io.cutouts import HDF5_SUFFIXES, Cutout, pixel_scale_from_header, read_cutouts
 from lenscnn.io.fits import (
     image_hdus,
     is_image,
     open_fits,
     read_image_hdu,
-    reason,
     select_hdu,
 )
 from lenscnn.preparation import noise as noise_maps
@@ -199,7 +198,7 @@ def check_readable(path: Path, settings: Preparation) -> str | None:
     except UserError as exc:
         return str(exc)
     except Exception as exc:  # astropy raises many types for a broken file
-        return f"{path}: not a readable FITS file ({reason(exc)})"
+        return f"{path}: not a readable FITS file ({one_line(exc)})"
     return None
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from lenscnn.errors import UserError
+from lenscnn.evaluation.pipeline import comparison_table
 from lenscnn.io.atomic import write_text
 from lenscnn.metrics.tables import Column, MetricsTable, markdown_table
 
@@ -110,6 +111,12 @@ def metrics_table(payload: Mapping[str, Any]) -> list[str]:
     ]
 
 
+def member_file(label: str) -> str:
+    """The checkpoint file name of a member label of ``lenscnn-eval`` (``"<k>: <directory>/<file>"``):
+    it says which member it is."""
+    return Path(label.split(": ", 1)[-1]).name
+
+
 def metrics_block(
     payload: Mapping[str, Any], *others: Mapping[str, Any], robustness: Sequence[Mapping[str, Any]] = ()
 ) -> str:
@@ -120,16 +127,11 @@ def metrics_block(
     lines = [BEGIN, *metrics_table(payload)]
     comparison = payload.get("comparison")
     if comparison:
-        # eval labels members "<k>: <directory>/<file>"; the file name says which one it is
-        member_rows = [
-            [Path(label.split(": ", 1)[-1]).name, f"{value:.4f}"] for label, value in comparison["members"].items()
-        ]
-        member_rows.append(["**ensemble**", f"**{comparison['ensemble']:.4f}**"])
         lines += [
             "",
             "Each member alone and the ensemble, on the same lenses:",
             "",
-            markdown_table(["model", "normalised RMSE"], member_rows),
+            comparison_table(comparison, label=member_file),
             "",
             f"The ensemble's normalised RMSE is {100 * comparison['improvement_over_best']:.1f}% below "
             "its best member's.",

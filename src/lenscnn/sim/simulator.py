@@ -12,7 +12,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
 
-from lenscnn.errors import UserError
+from lenscnn.errors import UserError, one_line
 from lenscnn.sim import func
 from lenscnn.sim.instrument import Instrument
 from lenscnn.sim.lens_model import LensModel, parameter_name
@@ -433,7 +433,7 @@ class Simulator(nn.Module):
         except Exception as exc:  # compilation needs a C++ toolchain (CPU) or Triton (GPU)
             if self._render_chunk is self._eager_chunk:
                 raise
-            log.warning("torch.compile failed (%s); rendering without compilation", str(exc).splitlines()[0])
+            log.warning("torch.compile failed (%s); rendering without compilation", one_line(exc))
             self._render_chunk = self._eager_chunk
             return self._eager_chunk(chunk, seeds)
 

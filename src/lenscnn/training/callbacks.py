@@ -9,20 +9,57 @@ import math
 import statistics
 import time
 from collections.abc import Mapping
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import matplotlib.pyplot as plt
 import pytorch_lightning as pl
+from pytorch_lightning.callbacks import RichProgressBar
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 from torch import Tensor
 from torch.optim.lr_scheduler import CosineAnnealingLR, SequentialLR
 
 from lenscnn.plots import lens_grid_figure
-from lenscnn.progress import Tracker, is_terminal
+from lenscnn.progress import is_terminal
+from lenscnn.training import quiet
 from lenscnn.training.figures import log_figure
 
 log = logging.getLogger(__name__)
+
+
+def epoch_label(epoch: int, epochs: int | None, word: str = "epoch") -> str:
+    """``epoch 3/11`` for the 0-based ``epoch`` 2 of ``epochs`` 11 (what the fit will train: a time budget's
+    plan once it has one, ``trainer.fit_loop.max_epochs``); ``epoch 3`` when only ``trainer.max_steps`` bounds
+    the run (``epochs`` -1 or ``None``)."""
+    label = f"{word} {epoch + 1}"
+    return f"{label}/{epochs}" if epochs is not None and epochs > 0 else label
+
+
+class ProgressBar(RichProgressBar):
+    """Lightning's rich progress bar with the epochs counted as the log lines count them (:class:`ProgressLog`,
+    :class:`TimeBudget`): ``Epoch 1/11`` for the first of 11 (Lightning's bar says ``Epoch 0/10``), updated
+    when a time budget changes the plan during the epoch."""
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self._described: tuple[int, int | None] | None = None  # (epoch, max_epochs) of the description shown
+
+    def _get_train_description(self, current_epoch: int) -> str:
+        epochs = self.trainer.fit_loop.max_epochs
+        self._described = (current_epoch, epochs)
+        description = epoch_label(current_epoch, epochs, word="Epoch")
+        # padded to the validation bar's description, as Lightning's, so the bars do not flicker
+        return f"{description:{len(self.validation_description)}}"
+
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
+        shown = self.progress is not None and self.train_progress_bar_id is not None
+        if shown and self._described != (trainer.current_epoch, trainer.fit_loop.max_epochs):
+            description = self._get_train_description(trainer.current_epoch)
+            self.progress.update(self.train_progress_bar_id, description=description)
 
 
 class SaveLast(pl.Callback):
@@ -123,7 +160,10 @@ class TimeBudget(pl.Callback):
     ``T_max`` moved by the steps added or removed). With several ranks, rank 0's plan is everybody's.
     A run that fits its budget is left exactly as configured, step for step.
 
-    What the run reached is in :attr:`summary` (``metrics.json``'s ``time_budget``).
+    When the budget ends training, one line says so (``time budget of 8.5 min ended training after 4 of 11
+    epochs``) in place of Lightning's, which would name the lowered ``max_epochs`` as if it had been asked for
+    (:func:`lenscnn.training.quiet.hide_max_epochs_stop`). What the run reached is in :attr:`summary`
+    (``metrics.json``'s ``time_budget``, also of a resumed run).
     """
 
     #: Time kept back for the test, in validation passes (the test set is twice the validation
@@ -153,13 +193,25 @@ class TimeBudget(pl.Callback):
             "minutes": self.seconds / 60.0,
             "configured_epochs": self.configured,
             "trained_epochs": self.planned if self.planned is not None else self.configured,
-            "shortened": self.planned is not None and self.planned < (self.configured or 0),
+            "shortened": self.shortened,
         }
+
+    @property
+    def shortened(self) -> bool:
+        """Whether the plan trains fewer epochs than configured."""
+        return self.planned is not None and self.configured is not None and self.planned < self.configured
 
     def _left(self, now: float) -> float:
         """Seconds of the budget left for training at ``now``, after the test and the margin."""
         used = self.spent + now - self.start
         return self.seconds - used - self.TEST_PASSES * self._val_seconds - self.MARGIN_S
+
+    def training_seconds_left(self) -> float | None:
+        """Seconds of the budget left for training now (after the test and the margin; 0 when spent), or
+        ``None`` when the budget is not applied (no finite number of epochs to plan)."""
+        if self.configured is None:
+            return None
+        return max(0.0, self._left(time.monotonic()))
 
     def _typical_epoch(self) -> float | None:
         """Seconds of a typical epoch (with its validation): this session's, else the earlier sessions'."""
@@ -176,6 +228,7 @@ class TimeBudget(pl.Callback):
             if isinstance(config.scheduler, WarmupCosine)
         ]
         self.configured, self.planned = trainer.max_epochs, None  # this fit's: a resume may raise it
+        quiet.hide_max_epochs_stop(False)
         batches = trainer.num_training_batches
         if not math.isfinite(batches):
             self.configured = None
@@ -232,6 +285,21 @@ class TimeBudget(pl.Callback):
         affordable = trainer.current_epoch + 1 + math.floor(max(0.0, self._left(now)) / self._typical_epoch())
         self._plan(trainer, affordable, grow=True)
 
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Say that the budget ended training, if it did (not an early stop before the plan's end)."""
+        ended = self.shortened and trainer.current_epoch >= self.planned
+        if ended and trainer.is_global_zero:
+            log.info(
+                "time budget of %.3g min ended training after %d of %d epochs",
+                self.seconds / 60.0,
+                self.planned,
+                self.configured,
+            )
+        quiet.hide_max_epochs_stop(False)
+
+    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
+        quiet.hide_max_epochs_stop(False)
+
     def _plan(self, trainer: pl.Trainer, epochs: int, grow: bool) -> None:
         """Train ``epochs`` epochs in all (at most the configured ones; more than now only if ``grow``), and
         have the learning-rate schedules end on the last step of the last one."""
@@ -242,6 +310,7 @@ class TimeBudget(pl.Callback):
         if epochs == current or (epochs > current and not grow):
             return
         trainer.fit_loop.max_epochs = self.planned = epochs
+        quiet.hide_max_epochs_stop(self.shortened)  # on_train_end says what ended training
         added_steps = (epochs - current) * self._steps_per_epoch
         for schedule, full in self._schedules:
             schedule.set_total_steps(min(full, epochs * self._steps_per_epoch))
@@ -252,7 +321,7 @@ class TimeBudget(pl.Callback):
                 if isinstance(part, CosineAnnealingLR):  # torch's recursive form then ends at eta_min
                     part.T_max = max(1, part.T_max + added_steps)
         log.warning(
-            "time budget %.1f min: training stops after epoch %d of %d; the learning-rate schedule ends there",
+            "time budget of %.3g min: training stops after epoch %d of %d; the learning-rate schedule ends there",
             self.seconds / 60.0,
             epochs,
             self.configured,
@@ -271,7 +340,9 @@ class TimeBudget(pl.Callback):
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Resume: count the wall time already used; the plan is made again (:meth:`on_train_start`) from
-        this run's budget and limits (the saved plan of a checkpoint without times is not kept)."""
+        this run's budget and limits. The saved plan stands (in :attr:`summary`) only where the resumed fit
+        has nothing left to train, and Lightning then starts no training (no :meth:`on_train_start`)."""
+        self.planned, self.configured = state_dict.get("planned"), state_dict.get("configured")
         self.spent = float(state_dict.get("spent_seconds", 0.0))
         self._saved_epoch_seconds = state_dict.get("epoch_seconds")
         self._val_seconds = float(state_dict.get("val_seconds", 0.0))
@@ -281,31 +352,71 @@ class ProgressLog(pl.Callback):
     """Progress of the fit as log lines when stdout is not a terminal (a log file, ``| tee``, a batch
     job), where the rich progress bar shows nothing until the end: at most every ``every`` seconds
     ``epoch 3/11: 1,234/5,500 steps (22%), 157,952 lenses, 1,480 lenses/s, 0:01:46 elapsed, ~0:06:20
-    left``, and the validation metrics after every epoch. On a terminal it does nothing."""
+    left``, and the validation metrics after every epoch. On a terminal it does nothing.
+
+    The rate is this session's (a resumed run's steps before it are not counted as done in its time), and
+    with a :class:`TimeBudget` the time left is at most the budget's, the current epoch finished: the plan
+    of a budget cuts the run to the epochs that fit, and may do so only after some batches were measured."""
 
     def __init__(self, every: float = 30.0):
         self.every = every
-        self._tracker: Tracker | None = None
+        self._active = False
+        self._budget: TimeBudget | None = None
+        self._start = self._last = 0.0
+        self._start_step = self._lenses = 0
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if is_terminal() or not trainer.is_global_zero:
-            return
-        self._tracker = Tracker("training", None, unit="lenses", of="steps", every=self.every, logger=log)
-        self._tracker.completed = trainer.global_step
+        self._active = not is_terminal() and trainer.is_global_zero
+        self._budget = next((cb for cb in trainer.callbacks if isinstance(cb, TimeBudget)), None)
+        self._start = self._last = time.monotonic()
+        self._start_step, self._lenses = trainer.global_step, 0
 
     def on_train_batch_end(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
-        if self._tracker is None:
+        if not self._active:
             return
-        epochs, batches = trainer.fit_loop.max_epochs, trainer.num_training_batches
-        self._tracker.total = epochs * batches if epochs and epochs > 0 else trainer.max_steps
-        self._tracker.description = f"epoch {trainer.current_epoch + 1}/{epochs}"
-        self._tracker.advance(batch["image"].shape[0], completed=trainer.global_step)
+        self._lenses += batch["image"].shape[0]
+        now = time.monotonic()
+        if now - self._last >= self.every:
+            self._last = now
+            log.info("%s", self.line(trainer, now))
+
+    def line(self, trainer: pl.Trainer, now: float) -> str:
+        """``epoch 3/11: 1,234/5,500 steps (22%), 157,952 lenses, 1,480 lenses/s, 0:01:46 elapsed, ~0:06:20 left``."""
+        step, elapsed = trainer.global_step, now - self._start
+        per_epoch = _steps_per_epoch(trainer)
+        epochs = trainer.fit_loop.max_epochs
+        total = epochs * per_epoch if epochs and epochs > 0 and per_epoch else trainer.max_steps
+        parts = [f"{step:,}/{total:,} steps ({100 * step / total:.0f}%)" if total > 0 else f"{step:,} steps"]
+        rate = self._lenses / elapsed if elapsed > 0 else 0.0
+        parts += [f"{self._lenses:,} lenses", f"{rate:,.0f} lenses/s", f"{_duration(elapsed)} elapsed"]
+        done = step - self._start_step
+        if 0 < step < total and done > 0:
+            per_step = elapsed / done
+            left = (total - step) * per_step
+            budget = self._budget.training_seconds_left() if self._budget is not None else None
+            if budget is not None and per_epoch:  # the budget ends training after the epoch it runs out in
+                this_epoch = max(0, (trainer.current_epoch + 1) * per_epoch - step) * per_step
+                left = min(left, max(budget, this_epoch))
+            parts.append(f"~{_duration(left)} left")
+        return f"{epoch_label(trainer.current_epoch, epochs)}: {', '.join(parts)}"
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if self._tracker is None or trainer.sanity_checking:
+        if not self._active or trainer.sanity_checking:
             return
         values = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/") and v.numel() == 1}
         shown = ", ".join(f"{k} {v:.4g}" for k, v in sorted(values.items()) if k.count("/") == 1)
-        log.info("epoch %d/%s validated: %s", trainer.current_epoch + 1, trainer.fit_loop.max_epochs, shown)
+        log.info("%s validated: %s", epoch_label(trainer.current_epoch, trainer.fit_loop.max_epochs), shown)
+
+
+def _steps_per_epoch(trainer: pl.Trainer) -> int | None:
+    """Optimizer steps of an epoch (``None`` for an endless epoch)."""
+    batches = trainer.num_training_batches
+    if not math.isfinite(batches):
+        return None
+    return max(1, math.ceil(batches / getattr(trainer, "accumulate_grad_batches", 1)))
+
+
+def _duration(seconds: float) -> str:
+    return str(timedelta(seconds=round(seconds)))

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from lenscnn.errors import UserError
+from lenscnn.io.run_dir import RunDir
 from lenscnn.training.resume import override_key
 
 if TYPE_CHECKING:  # the launch helpers run before torch is imported (a fast command line)
@@ -96,8 +97,8 @@ def requeued_checkpoint(run_dir: str | Path, env: MutableMapping[str, str] | Non
     env = os.environ if env is None else env
     if not slurm_managed(env) or int(env.get("SLURM_RESTART_COUNT", "0") or 0) < 1:
         return None
-    run_dir = Path(run_dir)
-    candidates = [*run_dir.glob("hpc_ckpt_*.ckpt"), run_dir / "checkpoints" / "last.ckpt"]
+    run = RunDir(run_dir)
+    candidates = [*run.requeue_checkpoints(), run.last_checkpoint]
     existing = [p for p in candidates if p.is_file()]
     return str(max(existing, key=lambda p: p.stat().st_mtime_ns)) if existing else None
 

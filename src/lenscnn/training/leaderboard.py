@@ -13,6 +13,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from lenscnn.io.atomic import atomic_path, write_text
+from lenscnn.io.run_dir import finished_runs
 from lenscnn.metrics.tables import markdown_table
 
 log = logging.getLogger(__name__)
@@ -21,11 +22,11 @@ log = logging.getLogger(__name__)
 def collect_runs(sweep_dir: Path) -> list[dict[str, Any]]:
     """``metrics.json`` of every run under ``sweep_dir``, best first (by the optimized metric)."""
     runs = []
-    for path in sorted(sweep_dir.glob("*/metrics.json")):
-        payload = json.loads(path.read_text())
+    for run in finished_runs(sweep_dir):
+        payload = json.loads(run.metrics.read_text())
         score = payload.get("val", {}).get(payload.get("optimized_metric"))
         payload["score"] = math.inf if score is None else float(score)
-        payload["job"] = path.parent.name
+        payload["job"] = run.path.name
         runs.append(payload)
     return sorted(runs, key=lambda r: r["score"])
 
@@ -64,7 +65,7 @@ class LeaderboardCallback(Callback):
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
-        if not sweep_dir.is_dir() or not any(sweep_dir.glob("*/metrics.json")):
+        if not sweep_dir.is_dir() or not finished_runs(sweep_dir):
             return
         runs = write_leaderboard(sweep_dir)
         print((sweep_dir / "leaderboard.md").read_text(), end="", flush=True)
@@ -80,7 +81,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=main.__doc__.splitlines()[0])
     parser.add_argument("sweep_dir", type=Path)
     args = parser.parse_args(argv)
-    if not any(args.sweep_dir.glob("*/metrics.json")):
+    if not finished_runs(args.sweep_dir):
         raise SystemExit(f"error: no run with metrics.json under {args.sweep_dir}")
     runs = write_leaderboard(args.sweep_dir)
     print(f"{len(runs)} runs ranked: {args.sweep_dir / 'leaderboard.md'}")

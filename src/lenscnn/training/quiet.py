@@ -1,7 +1,8 @@
 """Silence what Lightning prints on every run that does not apply to lenscnn; real warnings stay.
 
 Each filter matches one message, and says why it does not apply. Installed by
-:func:`quiet_lightning` before a :class:`~pytorch_lightning.Trainer` is built.
+:func:`quiet_lightning` before a :class:`~pytorch_lightning.Trainer` is built; the one that applies only
+at times by :func:`hide_max_epochs_stop`.
 """
 
 from __future__ import annotations
@@ -20,13 +21,39 @@ _DROPPED_RECORDS = (
     "Trainer already configured with model summary callbacks",
 )
 
+#: Lightning's last line of a fit that reached its ``max_epochs``. Dropped while a time budget
+#: (:class:`lenscnn.training.callbacks.TimeBudget`) has lowered ``max_epochs`` to the epochs that fit: the line
+#: would name the lowered limit as if it had been asked for (``max_epochs=1`` reached, of 11 epochs asked);
+#: the budget says instead what ended training (``time budget of 8.5 min ended training after 1 of 11 epochs``).
+MAX_EPOCHS_STOP = "`Trainer.fit` stopped: `max_epochs="
+
+_LOGGERS = ("pytorch_lightning.utilities.rank_zero", "lightning.pytorch.utilities.rank_zero")
+
 
 class _DropRecords(logging.Filter):
+    def __init__(self) -> None:
+        super().__init__()
+        self.also: tuple[str, ...] = ()  # prefixes dropped for now (hide_max_epochs_stop)
+
     def filter(self, record: logging.LogRecord) -> bool:
-        return not str(record.msg).startswith(_DROPPED_RECORDS)
+        message = str(record.msg)
+        return not (message.startswith(_DROPPED_RECORDS) or (self.also and message.startswith(self.also)))
 
 
 _FILTER = _DropRecords()
+
+
+def _install() -> None:
+    for name in _LOGGERS:
+        logger = logging.getLogger(name)
+        if _FILTER not in logger.filters:
+            logger.addFilter(_FILTER)
+
+
+def hide_max_epochs_stop(hidden: bool) -> None:
+    """Drop (``hidden``) or show again Lightning's ``max_epochs`` reached line (:data:`MAX_EPOCHS_STOP`)."""
+    _install()
+    _FILTER.also = (MAX_EPOCHS_STOP,) if hidden else ()
 
 
 def quiet_lightning(simulated: bool) -> None:
@@ -40,7 +67,4 @@ def quiet_lightning(simulated: bool) -> None:
         # Lightning advises dataloader workers, but simulated batches are rendered on the model's
         # device after transfer; workers would only draw parameters (data.num_workers).
         warnings.filterwarnings("ignore", message=r"The '\w+' does not have many workers", category=PossibleUserWarning)
-    for name in ("pytorch_lightning.utilities.rank_zero", "lightning.pytorch.utilities.rank_zero"):
-        logger = logging.getLogger(name)
-        if _FILTER not in logger.filters:
-            logger.addFilter(_FILTER)
+    _install()

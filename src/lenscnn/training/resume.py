@@ -16,9 +16,7 @@ from pathlib import Path
 import yaml
 
 from lenscnn.errors import UserError
-
-CHECKPOINT_DIR = "checkpoints"
-LAST = "last.ckpt"
+from lenscnn.io.run_dir import CHECKPOINT_DIR, LAST_CHECKPOINT, RunDir
 
 
 def override_key(override: str) -> str:
@@ -27,9 +25,9 @@ def override_key(override: str) -> str:
 
 
 def _last_of(run_dir: Path, given: str) -> tuple[Path, Path]:
-    last = run_dir / CHECKPOINT_DIR / LAST
+    last = RunDir(run_dir).last_checkpoint
     if not last.is_file():
-        raise UserError(f"{given}: {run_dir} has no {CHECKPOINT_DIR}/{LAST}; give a checkpoint file")
+        raise UserError(f"{given}: {run_dir} has no {CHECKPOINT_DIR}/{LAST_CHECKPOINT}; give a checkpoint file")
     return run_dir, last
 
 
@@ -44,16 +42,20 @@ def find_run_dir(
         # the run whose last.ckpt was written last: names sort by start time only within one naming
         # scheme (a slurm-<id> run or a _2 suffix would win alphabetically), and a run started earlier
         # may have been resumed since
-        candidates = sorted(runs.glob(f"*/{CHECKPOINT_DIR}/{LAST}"), key=lambda p: (p.stat().st_mtime_ns, str(p)))
+        candidates = sorted(
+            runs.glob(f"*/{CHECKPOINT_DIR}/{LAST_CHECKPOINT}"), key=lambda p: (p.stat().st_mtime_ns, str(p))
+        )
         if not candidates:
-            raise UserError(f"ckpt_path=last: no run with {CHECKPOINT_DIR}/{LAST} under {runs}; give a checkpoint path")
+            raise UserError(
+                f"ckpt_path=last: no run with {CHECKPOINT_DIR}/{LAST_CHECKPOINT} under {runs}; give a checkpoint path"
+            )
         return candidates[-1].parent.parent, candidates[-1]
     checkpoint = Path(ckpt_path).expanduser()
     if checkpoint.is_dir():
         return _last_of(checkpoint, f"ckpt_path={ckpt_path}")
     if not checkpoint.is_file():
         raise UserError(f"ckpt_path={ckpt_path}: no such checkpoint file")
-    if checkpoint.parent.name != CHECKPOINT_DIR or not (checkpoint.parent.parent / ".hydra").is_dir():
+    if RunDir.of_checkpoint(checkpoint) is None:
         raise UserError(f"ckpt_path={ckpt_path}: not inside a lenscnn run's {CHECKPOINT_DIR}/ directory")
     return checkpoint.parent.parent, checkpoint
 
@@ -69,9 +71,60 @@ def resume_arguments(argv: list[str]) -> list[str]:
     log_dir = overrides.get("paths.log_dir", "paths.log_dir=outputs").split("=", 1)[1]
     given_dir = overrides["hydra.run.dir"].split("=", 1)[1] if "hydra.run.dir" in overrides else None
     run_dir, checkpoint = find_run_dir(ckpt_path, log_dir, run_dir=given_dir)
-    saved_file = run_dir / ".hydra" / "overrides.yaml"
+    saved_file = RunDir(run_dir).saved_overrides
     saved = yaml.safe_load(saved_file.read_text()) if saved_file.is_file() else []
     replaced = ("ckpt_path", "hydra.run.dir")
     kept = [o for o in saved if override_key(o) not in overrides and override_key(o) not in replaced]
     new = [a for a in argv if override_key(a) not in replaced]
     return kept + new + [f"ckpt_path={checkpoint.resolve()}", f"hydra.run.dir={run_dir.resolve()}"]
+
+
+#: What a checkpoint Lightning wrote during a fit holds besides the weights: what a resume restores.
+TRAINING_STATE = ("state_dict", "optimizer_states", "loops", "global_step")
+
+
+def check_training_checkpoint(path: str | Path) -> None:
+    """Refuse, with one line naming ``path``, a checkpoint a lenscnn training cannot resume from: a file that
+    is not a PyTorch checkpoint (text, a truncated file), one holding Python objects (read weights-only,
+    as the resume does), one without Lightning's training state (a ``lenscnn-export`` file, plain weights)
+    or one of another model than lenscnn's."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise UserError(f"ckpt_path={path}: no such checkpoint file")
+    why = _not_resumable(path)
+    if why:
+        raise UserError(
+            f"{path}: not a lenscnn/Lightning checkpoint ({why}); "
+            "resume from a checkpoint that lenscnn-train wrote (a run's checkpoints/last.ckpt)"
+        )
+
+
+def _not_resumable(path: Path) -> str | None:
+    """Why ``path`` is no checkpoint of a lenscnn training (a phrase), ``None`` if it is one."""
+    import pickle
+    import zipfile
+
+    import torch
+
+    from lenscnn.models.checkpoint import hparams_problem, reason
+
+    if not zipfile.is_zipfile(path):  # what torch.save writes (Lightning's checkpoints) is a zip archive
+        with open(path, "rb") as file:
+            started = file.read(4) == b"PK\x03\x04"
+        return "a truncated or corrupted file" if started else "not a file torch.save writes"
+    try:  # the tensors are mapped, not read: only the structure is looked at
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except pickle.UnpicklingError as exc:
+        if "Unsupported global" in str(exc):
+            return "it holds Python objects, not only tensors and plain containers"
+        return "its contents cannot be read (corrupted?)"
+    except Exception as exc:  # RuntimeError, EOFError, zipfile errors of a truncated or corrupted file
+        return f"its contents cannot be read: {reason(exc)}"
+    if not isinstance(checkpoint, dict):
+        return f"it holds a {type(checkpoint).__name__}, not a checkpoint dictionary"
+    missing = [k for k in TRAINING_STATE if k not in checkpoint]
+    if missing:
+        return f"no training state: no {', '.join(missing)}"
+    hparams = checkpoint.get("hyper_parameters")
+    problem = hparams_problem(hparams) if isinstance(hparams, dict) else "hyper_parameters are missing"
+    return f"a Lightning checkpoint of another model: {problem}" if problem else None

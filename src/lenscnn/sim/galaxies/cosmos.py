@@ -20,9 +20,9 @@ from pathlib import Path
 import numpy as np
 from astropy.io import fits
 
-from lenscnn.errors import UserError
+from lenscnn.errors import UserError, one_line
 from lenscnn.sim.galaxies.fits_stamps import FITS_ERRORS, checked_image
-from lenscnn.sim.galaxies.library import DEFAULT_SIZE, GalaxyLibrary, build_library, one_line
+from lenscnn.sim.galaxies.library import DEFAULT_SIZE, GalaxyLibrary, build_library
 
 COLUMNS = ("ident", "gal_filename", "gal_hdu", "pixel_scale")
 

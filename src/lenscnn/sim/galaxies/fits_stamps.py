@@ -20,9 +20,9 @@ import numpy as np
 from astropy.io import fits
 from astropy.io.fits.verify import VerifyError
 
-from lenscnn.errors import UserError
+from lenscnn.errors import UserError, one_line
 from lenscnn.io.cutouts import pixel_scale_from_header
-from lenscnn.sim.galaxies.library import DEFAULT_SIZE, GalaxyLibrary, build_library, one_line
+from lenscnn.sim.galaxies.library import DEFAULT_SIZE, GalaxyLibrary, build_library
 
 FITS_SUFFIXES = (".fits", ".fit", ".fts")
 #: What astropy raises for a file that is not valid FITS.

@@ -39,8 +39,8 @@ import numpy as np
 from astropy.stats import sigma_clipped_stats
 from scipy import ndimage
 
-from lenscnn.errors import UserError
-from lenscnn.sim.galaxies.library import DEFAULT_SIZE, FOOTPRINT_GROWTH, GalaxyLibrary, build_library, one_line
+from lenscnn.errors import UserError, one_line
+from lenscnn.sim.galaxies.library import DEFAULT_SIZE, FOOTPRINT_GROWTH, GalaxyLibrary, build_library
 
 log = logging.getLogger(__name__)
 

@@ -32,7 +32,7 @@ from astropy.stats import sigma_clipped_stats
 from rich.progress import Progress
 from scipy import ndimage
 
-from lenscnn.errors import UserError
+from lenscnn.errors import UserError, one_line
 from lenscnn.io.atomic import atomic_path
 
 log = logging.getLogger(__name__)
@@ -179,11 +179,6 @@ class GalaxyLibrary:
         except (OSError, KeyError, TypeError) as exc:
             raise UserError(f"cannot read galaxy library {path} ({one_line(exc)}); {rebuild}") from None
         return library
-
-
-def one_line(exc: BaseException) -> str:
-    """An exception's message squeezed onto one line (for :class:`UserError` messages)."""
-    return " ".join(str(exc).split()) or type(exc).__name__
 
 
 # --------------------------------------------------------------------------------------------------
