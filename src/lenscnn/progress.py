@@ -32,7 +32,8 @@ _log = logging.getLogger(__name__)
 clock = time.monotonic
 
 
-def _duration(seconds: float) -> str:
+def format_duration(seconds: float) -> str:
+    """``H:MM:SS`` of ``seconds``, rounded to the second."""
     return str(timedelta(seconds=round(seconds)))
 
 
@@ -93,9 +94,9 @@ class Tracker:
             parts.append(f"{self.completed:,}/{self.total:,} {self.of} ({100 * self.completed / self.total:.0f}%)")
         if self.total is None or self.of != self.unit:
             parts.append(f"{self.count:,} {self.unit}")
-        parts += [f"{self.rate:,.0f} {self.unit}/s", f"{_duration(elapsed)} elapsed"]
+        parts += [f"{self.rate:,.0f} {self.unit}/s", f"{format_duration(elapsed)} elapsed"]
         if self.total and 0 < self.completed < self.total:
-            parts.append(f"~{_duration(elapsed * (self.total - self.completed) / self.completed)} left")
+            parts.append(f"~{format_duration(elapsed * (self.total - self.completed) / self.completed)} left")
         self.lines += 1
         return f"{self.description}: {', '.join(parts)}"
 

@@ -9,11 +9,9 @@ import math
 import statistics
 import time
 from collections.abc import Mapping
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-import matplotlib.pyplot as plt
 import pytorch_lightning as pl
 from pytorch_lightning.callbacks import RichProgressBar
 from pytorch_lightning.utilities.exceptions import SIGTERMException
@@ -21,7 +19,7 @@ from torch import Tensor
 from torch.optim.lr_scheduler import CosineAnnealingLR, SequentialLR
 
 from lenscnn.plots import lens_grid_figure
-from lenscnn.progress import is_terminal
+from lenscnn.progress import format_duration, is_terminal
 from lenscnn.training import quiet
 from lenscnn.training.figures import log_figure
 
@@ -131,8 +129,7 @@ class ExampleLenses(pl.Callback):
             names=names,
             predictions={n: ex["prediction"][:, i] for i, n in enumerate(names)},
         )
-        log_figure(trainer, "val/examples", fig)
-        plt.close(fig)
+        log_figure(trainer, "val/examples", fig)  # closes the figure
 
 
 class TimeBudget(pl.Callback):
@@ -233,7 +230,7 @@ class TimeBudget(pl.Callback):
         if not math.isfinite(batches):
             self.configured = None
         else:
-            self._steps_per_epoch = max(1, math.ceil(batches / getattr(trainer, "accumulate_grad_batches", 1)))
+            self._steps_per_epoch = _steps_per_epoch(trainer)
             if not self.configured or self.configured < 0:  # trainer.max_steps bounds the run
                 steps = trainer.max_steps
                 self.configured = math.ceil(steps / self._steps_per_epoch) if steps > 0 else None
@@ -390,7 +387,7 @@ class ProgressLog(pl.Callback):
         total = epochs * per_epoch if epochs and epochs > 0 and per_epoch else trainer.max_steps
         parts = [f"{step:,}/{total:,} steps ({100 * step / total:.0f}%)" if total > 0 else f"{step:,} steps"]
         rate = self._lenses / elapsed if elapsed > 0 else 0.0
-        parts += [f"{self._lenses:,} lenses", f"{rate:,.0f} lenses/s", f"{_duration(elapsed)} elapsed"]
+        parts += [f"{self._lenses:,} lenses", f"{rate:,.0f} lenses/s", f"{format_duration(elapsed)} elapsed"]
         done = step - self._start_step
         if 0 < step < total and done > 0:
             per_step = elapsed / done
@@ -399,7 +396,7 @@ class ProgressLog(pl.Callback):
             if budget is not None and per_epoch:  # the budget ends training after the epoch it runs out in
                 this_epoch = max(0, (trainer.current_epoch + 1) * per_epoch - step) * per_step
                 left = min(left, max(budget, this_epoch))
-            parts.append(f"~{_duration(left)} left")
+            parts.append(f"~{format_duration(left)} left")
         return f"{epoch_label(trainer.current_epoch, epochs)}: {', '.join(parts)}"
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -416,7 +413,3 @@ def _steps_per_epoch(trainer: pl.Trainer) -> int | None:
     if not math.isfinite(batches):
         return None
     return max(1, math.ceil(batches / getattr(trainer, "accumulate_grad_batches", 1)))
-
-
-def _duration(seconds: float) -> str:
-    return str(timedelta(seconds=round(seconds)))
