@@ -37,8 +37,9 @@ import torch
 import yaml
 
 from lenscnn import pretrained
+from lenscnn.errors import one_line
 from lenscnn.fit.kwargs import fitted_model, lens_model_kwargs, observation_kwargs, parameter_moments, seed_source
-from lenscnn.fit.refine import Budget, Convergence, fit_task
+from lenscnn.fit.refine import Budget, Convergence, FitResult, refine
 from lenscnn.sim import Simulator
 from lenscnn.sim.prior import lens_model_of
 
@@ -49,6 +50,14 @@ NEIGHBOURS = ("neighbour", "neighbour_2", "star")
 SCORED = ("theta_E", "e1", "e2", "center_x", "center_y", "gamma1", "gamma2")
 #: Stand-in network sigmas of ``--starts-from offsets`` (arcsec for theta_E and the centre).
 OFFSET_SIGMA = {"theta_E": 0.04, "e1": 0.05, "e2": 0.05, "center_x": 0.02, "center_y": 0.02}
+
+
+def fit_image(image: np.ndarray, setup: dict, budget: Budget, seed: int, convergence: Convergence) -> FitResult | str:
+    """The fit of one image (in a worker process), or why it failed."""
+    try:
+        return refine(image, setup, budget, None, False, seed, convergence=convergence)
+    except Exception as exc:  # a failed fit is counted, not fatal
+        return f"failed: {one_line(exc, with_type=True)}"
 
 
 def load_conf(name: str) -> dict:
@@ -130,13 +139,13 @@ def main() -> None:
     for i, image in enumerate(images):
         setup = lens_model_kwargs(means[i], sigmas[i], observation, moments, model, sky=not args.no_sky)
         setup = seed_source(setup, image, instrument.background_rms, instrument.pixel_scale)
-        tasks.append(({"data": image, "noise": None}, setup, budget, False, args.seed + i, convergence))
+        tasks.append((image, setup, budget, args.seed + i, convergence))
     start = time.perf_counter()
     with ProcessPoolExecutor(args.workers, mp_context=get_context("spawn")) as pool:
-        outcomes = list(pool.map(fit_task, *zip(*tasks, strict=True)))
+        outcomes = list(pool.map(fit_image, *zip(*tasks, strict=True)))
     wall = time.perf_counter() - start
 
-    ok = [k for k, o in enumerate(outcomes) if o["status"] == "ok"]
+    ok = [k for k, o in enumerate(outcomes) if isinstance(o, FitResult)]
     print(
         f"{args.lenses} survey lenses without neighbours (SIE + shear, Sersic/HUDF sources, bulge + envelope), "
         f"quickstart instrument; network: {args.starts_from}; fit: {args.starts} starts x {args.particles} "
@@ -151,12 +160,12 @@ def main() -> None:
     truth = {n: [p.get(n, 0.0) for p in lenses] for n in scored}
     net = {n: [m.get(n, 0.0) for m in means] for n in scored}  # no prediction: the shear at 0
     # a failed fit counts as the network's estimate
-    fit = {n: [outcomes[k]["lens"][n] if k in ok else net[n][k] for k in range(args.lenses)] for n in scored}
+    fit = {n: [outcomes[k].lens[n] if k in ok else net[n][k] for k in range(args.lenses)] for n in scored}
     line = "".join(f"{rmse(net[n], truth[n]):15.5f}" for n in scored)
     print(f"{'network':14s}{line}{'-':>11s}{'-':>13s}{network_seconds:10.3f}")
-    converged = sum(bool(outcomes[k]["converged"]) for k in ok) / args.lenses
-    chi2 = statistics.median(outcomes[k]["reduced_chi2"] for k in ok) if ok else math.nan
-    seconds = statistics.median(outcomes[k]["seconds"] for k in ok) if ok else math.nan
+    converged = sum(outcomes[k].converged for k in ok) / args.lenses
+    chi2 = statistics.median(outcomes[k].reduced_chi2 for k in ok) if ok else math.nan
+    seconds = statistics.median(outcomes[k].seconds for k in ok) if ok else math.nan
     line = "".join(f"{rmse(fit[n], truth[n]):15.5f}" for n in scored)
     print(f"{'refine':14s}{line}{converged:11.2f}{chi2:13.3f}{seconds:10.1f}")
     ratio = rmse(fit["theta_E"], truth["theta_E"]) / rmse(net["theta_E"], truth["theta_E"])
@@ -167,10 +176,10 @@ def main() -> None:
     )
     tolerance = [convergence.tolerance(sigmas[k].get("theta_E")) for k in range(args.lenses)]
     parts = {
-        "(a) best starts agree": [outcomes[k]["agree"] for k in ok],
-        "(b) theta_E settled": [outcomes[k]["theta_change"] <= tolerance[k] for k in ok],
-        "(b) chi^2 settled": [outcomes[k]["chi2_change"] <= convergence.plateau for k in ok],
-        "(c) chi^2 not absurd": [outcomes[k]["reduced_chi2"] <= convergence.max_chi2 for k in ok],
+        "(a) best starts agree": [outcomes[k].agree for k in ok],
+        "(b) theta_E settled": [outcomes[k].theta_change <= tolerance[k] for k in ok],
+        "(b) chi^2 settled": [outcomes[k].chi2_change <= convergence.plateau for k in ok],
+        "(c) chi^2 not absurd": [outcomes[k].reduced_chi2 <= convergence.max_chi2 for k in ok],
     }
     print("criterion parts met: " + "; ".join(f"{name} {sum(v)}/{len(v)}" for name, v in parts.items()))
     print(
@@ -180,14 +189,14 @@ def main() -> None:
     for k in range(args.lenses):
         o = outcomes[k]
         pull = abs(net["theta_E"][k] - truth["theta_E"][k]) / sigmas[k].get("theta_E", math.nan)
-        if o["status"] != "ok":
-            print(f"{k:3d} {truth['theta_E'][k]:.3f} {net['theta_E'][k]:.3f} {o['status']}")
+        if not isinstance(o, FitResult):
+            print(f"{k:3d} {truth['theta_E'][k]:.3f} {net['theta_E'][k]:.3f} {o}")
             continue
-        error = abs(o["lens"]["theta_E"] - truth["theta_E"][k])
+        error = abs(o.lens["theta_E"] - truth["theta_E"][k])
         print(
-            f"{k:3d} {truth['theta_E'][k]:.3f} {net['theta_E'][k]:.3f} {o['lens']['theta_E']:.3f} {error:.4f} "
-            f"{pull:5.2f} {o['reduced_chi2']:7.3f} {o['starts_agreeing']} {o['theta_change']:.4f} "
-            f"{o['chi2_change']:.4f} {o['converged']}"
+            f"{k:3d} {truth['theta_E'][k]:.3f} {net['theta_E'][k]:.3f} {o.lens['theta_E']:.3f} {error:.4f} "
+            f"{pull:5.2f} {o.reduced_chi2:7.3f} {o.starts_agreeing} {o.theta_change:.4f} "
+            f"{o.chi2_change:.4f} {o.converged}"
         )
 
 

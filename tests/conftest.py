@@ -11,6 +11,7 @@ import pytest
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig
 
+from lenscnn.io.summaries import TrainingSummary
 from lenscnn.models.checkpoint import resolve_checkpoint
 from tests.helpers import (
     TINY_TRAIN,
@@ -102,7 +103,7 @@ def hydra_run(tmp_path):
 
     from lenscnn.cli.train import train
 
-    def run(overrides: list[str]) -> tuple[DictConfig, dict]:
+    def run(overrides: list[str]) -> tuple[DictConfig, TrainingSummary]:
         cfg = compose_train(tmp_path, overrides)
         HydraConfig.instance().set_config(cfg)
         return cfg, train(cfg)

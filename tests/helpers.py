@@ -21,6 +21,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 import lenscnn
 from lenscnn.cli.common import register_resolvers
+from lenscnn.io.summaries import EvaluationSummary
 from lenscnn.models.checkpoint import read_checkpoint
 from lenscnn.sim import Simulator
 
@@ -259,3 +260,20 @@ def render_lenstronomy_lens(lens: dict, source: dict, instrument, rng: np.random
     image = lenstronomy_image(setup, {"kwargs_lens": [lens], "kwargs_source": [source]})
     sigma = np.sqrt(instrument.background_rms**2 + np.abs(image) / instrument.exposure_time)
     return image + rng.normal(size=image.shape) * sigma
+
+
+def evaluation_summary(**fields) -> EvaluationSummary:
+    """An :class:`EvaluationSummary` with ``fields`` and neutral values for the rest (a table test needs
+    only the dataset, the metrics and the normalised RMSE)."""
+    neutral = {
+        "members": [],
+        "dataset": "d",
+        "n": 0,
+        "mc_samples": 0,
+        "symmetries": 1,
+        "outlier_nsigma": 3.0,
+        "sigma_scale": {},
+        "metrics": {},
+        "nrmse": 0.0,
+    }
+    return EvaluationSummary(**(neutral | fields))

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -19,6 +20,9 @@ from matplotlib.figure import Figure
 from lenscnn.io.atomic import atomic_path
 from lenscnn.params import LENS, parameter
 from lenscnn.sim.lens_model import LensModel
+
+if TYPE_CHECKING:
+    from lenscnn.sim.galaxies import GalaxyLibrary
 
 
 def save_figure(fig: Figure, path: str | Path, dpi: float | None = None) -> Path:
@@ -98,6 +102,36 @@ def lens_grid_figure(
     title = "true | predicted" if predictions is not None else "true parameters"
     fig.suptitle(f"{title}; axes in arcsec, origin lower", fontsize=9)
     fig.tight_layout()
+    return fig
+
+
+def galaxy_grid_figure(library: GalaxyLibrary, indices: np.ndarray, ncols: int = 5) -> Figure:
+    """A grid of the stamps ``indices`` of a galaxy library (square-root stretch, ``origin="lower"``),
+    each titled with its name, split and half-light radius in arcsec; axes in arcsec about the stamp centre."""
+    from lenscnn.sim.galaxies import SPLITS  # here: importing the figures does not import the galaxy libraries
+
+    n = len(indices)
+    ncols = min(ncols, n)
+    nrows = math.ceil(n / ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(2.4 * ncols, 2.6 * nrows), squeeze=False)
+    half = library.stamp_size / 2
+    split = library.split
+    for ax in axes.flat:
+        ax.set_axis_off()
+    for ax, i in zip(axes.flat, indices, strict=False):
+        scale = library.pixel_scale[i]
+        ax.imshow(
+            np.sqrt(library.images[i]),
+            origin="lower",
+            cmap="gray",
+            extent=(-half * scale, half * scale, -half * scale, half * scale),
+        )
+        ax.set_axis_on()
+        ax.tick_params(labelsize=6)
+        title = f'{library.names[i]} ({SPLITS[split[i]]})\n$r_{{1/2}}$ = {library.r_half[i] * scale:.2f}"'
+        ax.set_title(title, fontsize=7)
+    fig.suptitle(f"{len(library)} galaxies: {library.origin}", fontsize=7, wrap=True)
+    fig.tight_layout(rect=(0, 0, 1, 0.97))
     return fig
 
 

@@ -20,7 +20,7 @@ import contextlib
 import logging
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import timedelta
 from typing import Any
 
@@ -39,7 +39,11 @@ def format_duration(seconds: float) -> str:
 
 class Tracker:
     """Counts ``unit`` items (the rate is in ``unit``/s) and, towards ``total``, a position in
-    ``of`` (the same as ``unit`` unless given: e.g. files done while counting images)."""
+    ``of`` (the same as ``unit`` unless given: e.g. files done while counting images).
+
+    ``start`` is the position when counting began (a resumed training run's steps before it are not
+    counted as done in this session's time); ``time_left`` maps the estimated seconds left to those shown
+    (e.g. capped by a wall-time budget). The ``description`` may change as the work goes on."""
 
     def __init__(
         self,
@@ -50,6 +54,8 @@ class Tracker:
         every: float,
         logger: logging.Logger,
         bar: Any = None,
+        start: int = 0,
+        time_left: Callable[[float], float] | None = None,
     ):
         self.description = description
         self.total = total
@@ -58,7 +64,8 @@ class Tracker:
         self.every = every
         self.logger = logger
         self.count = 0
-        self.completed = 0
+        self.start = self.completed = start
+        self.time_left = time_left
         self.lines = 0
         self._bar = bar
         self._task = None if bar is None else bar.add_task(description, total=total, count="", rate="")
@@ -95,8 +102,10 @@ class Tracker:
         if self.total is None or self.of != self.unit:
             parts.append(f"{self.count:,} {self.unit}")
         parts += [f"{self.rate:,.0f} {self.unit}/s", f"{format_duration(elapsed)} elapsed"]
-        if self.total and 0 < self.completed < self.total:
-            parts.append(f"~{format_duration(elapsed * (self.total - self.completed) / self.completed)} left")
+        done = self.completed - self.start
+        if self.total and done > 0 and self.completed < self.total:
+            left = elapsed * (self.total - self.completed) / done
+            parts.append(f"~{format_duration(left if self.time_left is None else self.time_left(left))} left")
         self.lines += 1
         return f"{self.description}: {', '.join(parts)}"
 

@@ -47,9 +47,9 @@ def test_eval_writes_every_output_with_consistent_numbers(tiny_checkpoint, tmp_p
     assert payload["n"] == len(rows) == 300
     assert payload["dataset"].startswith("simulated test set (300 lenses")
     for name in NAMES:
-        truth = np.array([float(r[f"true_{name}"]) for r in rows])
-        pred = np.array([float(r[f"pred_{name}"]) for r in rows])
-        sigma = np.array([float(r[f"sigma_{name}"]) for r in rows])
+        truth = np.array([float(r[f"{name}_true"]) for r in rows])
+        pred = np.array([float(r[name]) for r in rows])
+        sigma = np.array([float(r[f"{name}_sigma"]) for r in rows])
         m = payload["metrics"][name]
         assert m["rmse"] == pytest.approx(np.sqrt(np.mean((pred - truth) ** 2)), rel=1e-5)
         assert m["bias"] == pytest.approx(np.mean(pred - truth), rel=1e-4, abs=1e-7)

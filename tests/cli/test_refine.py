@@ -84,19 +84,19 @@ def test_refine_fits_every_good_image_and_reports_the_bad_ones_in_their_rows(inp
     result = refine(tmp_path / "run", f"input={images}", f"predictions={predictions}", "workers=2")
     assert result.returncode == 0, result.stderr[-3000:]
     assert not [m for m in LENSTRONOMY_OUTPUT if m in result.stdout + result.stderr], result.stdout
-    rows, names = read_refined_csv(tmp_path / "run" / "refined.csv")
+    outcomes, names = read_refined_csv(tmp_path / "run" / "refined.csv")
     assert names == ["theta_E", "e1", "e2", "center_x", "center_y"]
-    by_name = {r["image"].rsplit("/", 1)[-1]: r for r in rows}
+    by_name = {o.image.rsplit("/", 1)[-1]: o for o in outcomes}
     assert set(by_name) == {"a.fits", "b.fits", "c_no_scale.fits", "d_unpredicted.fits"}
     for name, lens in LENSES.items():
-        row = by_name[f"{name}.fits"]
-        assert row["status"] == "ok" and row["reduced_chi2"] > 0 and row["seconds"] > 0
-        assert abs(row["fit_sky"]) < 0.03 and row["starts_agreeing"] in (1, 2) and row["chi2_change"] >= 0
-        assert row["net_theta_E"] == pytest.approx(lens["theta_E"] + 0.01)
-        assert abs(row["theta_E"] - lens["theta_E"]) < 0.05  # a tiny budget, but started close
+        outcome = by_name[f"{name}.fits"]
+        assert outcome.ok and outcome.reduced_chi2 > 0 and outcome.seconds > 0
+        assert abs(outcome.sky) < 0.03 and outcome.starts_agreeing in (1, 2) and outcome.chi2_change >= 0
+        assert outcome.network["theta_E"] == pytest.approx(lens["theta_E"] + 0.01)
+        assert abs(outcome.fitted["theta_E"] - lens["theta_E"]) < 0.05  # a tiny budget, but started close
         assert (tmp_path / "run" / "plots" / f"{name}.png").read_bytes()[:4] == b"\x89PNG"
-    assert "no pixel scale" in by_name["c_no_scale.fits"]["status"]
-    assert "no predictions for this image" in by_name["d_unpredicted.fits"]["status"]
+    assert "no pixel scale" in by_name["c_no_scale.fits"].status
+    assert "no predictions for this image" in by_name["d_unpredicted.fits"].status
     assert sum("failed:" in line for line in result.stderr.splitlines() if "WARNING" in line) == 0
     report = (tmp_path / "run" / "report.md").read_text()
     assert "images: 4; fitted: 2; failed: 2" in report and "| theta_E | arcsec |" in report
@@ -125,8 +125,8 @@ def test_shards_merge_into_one_table(sweep, tmp_path):
         assert len(rows) == 2
     result = run_cli("refine", [f"merge={sweep}", f"hydra.run.dir={tmp_path / 'merge'}"])
     assert result.returncode == 0, result.stderr[-3000:]
-    rows, _ = read_refined_csv(sweep / "refined.csv")
-    names = sorted(r["image"].rsplit("/", 1)[-1] for r in rows)
+    outcomes, _ = read_refined_csv(sweep / "refined.csv")
+    names = sorted(o.image.rsplit("/", 1)[-1] for o in outcomes)
     assert names == ["a.fits", "b.fits", "c_no_scale.fits", "d_unpredicted.fits"]
     report = (sweep / "report.md").read_text()
     assert "images: 4; fitted: 2" in report and "shards merged: 2 of 2" in report and "(a) the two best" in report
@@ -194,9 +194,9 @@ def test_predictions_of_other_images_are_refused(inputs, tmp_path):
     partial = tmp_path / "partial.csv"
     partial.write_text("\n".join(predictions.read_text().splitlines()[:3]) + "\n")  # a and b only
     refine_in_process(tmp_path / "shard", f"input={images}", f"predictions={partial}", "shard=1/2", "plots=false")
-    rows, _ = read_refined_csv(tmp_path / "shard" / "refined.csv")
-    assert [r["status"].split(":")[0] for r in rows] == ["failed", "failed"]
-    assert "no predictions for this image" in rows[1]["status"]
+    outcomes, _ = read_refined_csv(tmp_path / "shard" / "refined.csv")
+    assert [o.status.split(":")[0] for o in outcomes] == ["failed", "failed"]
+    assert "no predictions for this image" in outcomes[1].status
 
 
 def test_mcmc_fills_every_sigma_column(inputs, tmp_path):
@@ -272,8 +272,8 @@ def test_a_noise_hdu_gives_the_noise_map(tmp_path):
         out = tmp_path / name
         noise = ["noise_hdu=null", "exposure_time=1000"] if factor is None else ["noise_hdu=WHT"]
         refine_in_process(out, f"input={path}", f"predictions={predictions}", "plots=false", *noise)
-        rows, _ = read_refined_csv(out / "refined.csv")
-        chi2[name] = rows[0]["reduced_chi2"]
+        outcomes, _ = read_refined_csv(out / "refined.csv")
+        chi2[name] = outcomes[0].reduced_chi2
     assert chi2["true"] == pytest.approx(chi2["estimated"], rel=0.15), chi2
     assert chi2["high"] == pytest.approx(4 * chi2["true"], rel=0.1), chi2
 
@@ -330,7 +330,7 @@ def test_refine_fits_an_epl_when_the_network_predicts_gamma(tmp_path):
     with pytest.raises(UserError, match=re.escape("the predictions hold ['gamma'], which the lens model")):
         run(compose_run("refine", tmp_path / "sie", [*args, "prior=quickstart"]))
     run(compose_run("refine", tmp_path / "epl", [*args, "prior=epl"]))
-    rows, names = read_refined_csv(tmp_path / "epl" / "refined.csv")
+    outcomes, names = read_refined_csv(tmp_path / "epl" / "refined.csv")
     assert names == ["theta_E", "gamma", "e1", "e2", "center_x", "center_y"]
-    assert rows[0]["status"] == "ok" and rows[0]["net_gamma"] == pytest.approx(2.16)
-    assert 1.7 < rows[0]["gamma"] < 2.6 and abs(rows[0]["theta_E"] - lens["theta_E"]) < 0.05
+    assert outcomes[0].ok and outcomes[0].network["gamma"] == pytest.approx(2.16)
+    assert 1.7 < outcomes[0].fitted["gamma"] < 2.6 and abs(outcomes[0].fitted["theta_E"] - lens["theta_E"]) < 0.05

@@ -30,28 +30,28 @@ BUILDABLE = [m for m in MODELS if m != "timm"]  # timm is an optional extra (tes
 
 @pytest.mark.parametrize("model", BUILDABLE)
 def test_every_model_config_runs_a_fast_dev_run(hydra_run, model):
-    cfg, payload = hydra_run([f"model={model}", "debug=fdr", *TINY])
+    cfg, summary = hydra_run([f"model={model}", "debug=fdr", *TINY])
     assert cfg.model.net.name
-    test = payload["test"]
-    assert set(payload["rmse_ratio"]) == {"theta_E", "e1", "e2", "center_x", "center_y"}
+    test = summary.test
+    assert set(summary.rmse_ratio) == {"theta_E", "e1", "e2", "center_x", "center_y"}
     assert all(math.isfinite(v) for v in test.values())
 
 
 @pytest.mark.parametrize("loss", ["mse", "gaussian_nll", "full_gaussian_nll"])
 def test_every_loss_trains_and_reduces_the_loss(hydra_run, tmp_path, loss):
-    cfg, payload = hydra_run([f"model.loss={loss}", *TINY_FAST, "trainer.max_epochs=3", "data.batches_per_epoch=4"])
+    cfg, summary = hydra_run([f"model.loss={loss}", *TINY_FAST, "trainer.max_epochs=3", "data.batches_per_epoch=4"])
     rows = list(csv.DictReader((tmp_path / "csv" / "version_0" / "metrics.csv").open()))
     losses = [float(r["train/loss"]) for r in rows if r.get("train/loss")]
     assert len(losses) == 12
     assert sum(losses[-3:]) / 3 < sum(losses[:3]) / 3, f"{loss}: training did not reduce the loss: {losses}"
-    ckpt = torch.load(payload["best_checkpoint"], weights_only=True, map_location="cpu")
+    ckpt = torch.load(summary.best_checkpoint, weights_only=True, map_location="cpu")
     assert ckpt["hyper_parameters"]["loss"] == loss
     assert ckpt["hyper_parameters"]["targets"]["names"] == ["theta_E", "e1", "e2", "center_x", "center_y"]
 
 
 def test_checkpoint_holds_everything_needed_to_use_it(hydra_run):
-    _, payload = hydra_run([*TINY_FAST])
-    hp = torch.load(payload["best_checkpoint"], weights_only=True, map_location="cpu")["hyper_parameters"]
+    _, summary = hydra_run([*TINY_FAST])
+    hp = torch.load(summary.best_checkpoint, weights_only=True, map_location="cpu")["hyper_parameters"]
     assert hp["image_size"] == [32, 32]
     assert hp["pixel_scale"] == pytest.approx(0.08)
     assert set(hp["input_normalization"]) == {"softening", "offset", "scale"}
@@ -234,7 +234,7 @@ def test_tensorboard_and_wandb_offline_record_real_metrics(hydra_run, tmp_path, 
     monkeypatch.setenv("WANDB_SILENT", "true")
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
     monkeypatch.setenv("NETRC", str(tmp_path / "no-netrc"))
-    _, payload = hydra_run(["logger=many", *TINY_FAST, "trainer.max_epochs=2"])
+    _, summary = hydra_run(["logger=many", *TINY_FAST, "trainer.max_epochs=2"])
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     events = EventAccumulator(str(tmp_path / "tensorboard" / "version_0"), size_guidance={"images": 0})
@@ -249,7 +249,7 @@ def test_tensorboard_and_wandb_offline_record_real_metrics(hydra_run, tmp_path, 
     (history,) = (tmp_path / "wandb").glob("offline-run-*/run-*.wandb")
     logged = _wandb_history(history)
     assert isinstance(logged.get("val/nrmse"), float) and math.isfinite(logged["val/nrmse"])
-    assert logged["test/rmse/theta_E"] == pytest.approx(payload["test"]["test/rmse/theta_E"], rel=1e-5)
+    assert logged["test/rmse/theta_E"] == pytest.approx(summary.test["test/rmse/theta_E"], rel=1e-5)
     assert logged["val/examples/_type"] == "image-file"  # the figure of example lenses
 
 
@@ -362,10 +362,10 @@ def test_every_debug_mode_runs_on_either_data_and_writes_one_last_checkpoint(
         tiny = [o for o in overrides if not o.startswith(("data.", "instrument."))]
         overrides = [*tiny, "data=file", f"data.path={lens_file}", "data.batch_size=8"]
     overrides += ["+trainer.limit_val_batches=0", "test=false"] if debug == "no-validation" else [f"debug={debug}"]
-    _, payload = hydra_run(overrides)
+    _, summary = hydra_run(overrides)
     checkpoints = sorted(p.name for p in tmp_path.rglob("*.ckpt"))
     if debug == "fdr":
-        assert checkpoints == [] and "best_checkpoint" not in payload
-        assert math.isfinite(payload["test"]["test/loss"])
+        assert checkpoints == [] and summary.best_checkpoint is None
+        assert math.isfinite(summary.test["test/loss"])
     else:
         assert checkpoints[-1] == "last.ckpt" and not [c for c in checkpoints if c.startswith("last-")], checkpoints

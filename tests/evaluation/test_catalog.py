@@ -109,9 +109,9 @@ def test_catalog_of_simulated_fits_lenses_scores_against_the_references(tiny_che
     # the predictions are the model's on these images (prepared as they are: no sky, no cosmic rays)
     expected = Ensemble.from_checkpoints([tiny_checkpoint]).predict(images)
     for i, name in ((0, "theta_E"), (1, "e1")):
-        assert floats(ok, f"pred_{name}") == pytest.approx(expected.mean[:, i].numpy(), rel=1e-4, abs=1e-5)
-        assert floats(ok, f"sigma_{name}") == pytest.approx(expected.sigma[:, i].numpy(), rel=1e-4)
-    assert "pred_e2" not in lenses[0]  # the catalogue gives no e2
+        assert floats(ok, name) == pytest.approx(expected.mean[:, i].numpy(), rel=1e-4, abs=1e-5)
+        assert floats(ok, f"{name}_sigma") == pytest.approx(expected.sigma[:, i].numpy(), rel=1e-4)
+    assert "e2" not in lenses[0]  # the catalogue gives no e2
 
     payload = json.loads((out / "metrics.json").read_text())
     assert payload["targets"] == ["theta_E", "e1"]
@@ -122,13 +122,13 @@ def test_catalog_of_simulated_fits_lenses_scores_against_the_references(tiny_che
         ("theta_E", theta, low, high, np.ones(n, bool)),
         ("e1", e1, e1_err, e1_err, np.arange(n) != 3),
     ):
-        pred, sigma = floats(ok, f"pred_{name}")[given], floats(ok, f"sigma_{name}")[given]
+        pred, sigma = floats(ok, name)[given], floats(ok, f"{name}_sigma")[given]
         ref, err_low, err_high = ref[given], err_low[given], err_high[given]
         error = pred - ref
         combined = np.sqrt(sigma**2 + np.where(error > 0, err_high, err_low) ** 2)
         z = error / combined
-        assert floats(ok, f"z_{name}")[given] == pytest.approx(z, rel=1e-4, abs=1e-4)
-        assert np.isnan(floats(ok, f"z_{name}")[~given]).all()
+        assert floats(ok, f"{name}_z")[given] == pytest.approx(z, rel=1e-4, abs=1e-4)
+        assert np.isnan(floats(ok, f"{name}_z")[~given]).all()
         m = payload["metrics"][name]
         assert m["n"] == given.sum() and m["flagged"] == flagged[given].sum()
         assert m["rmse"] == pytest.approx(np.sqrt(np.mean(error**2)), rel=1e-4, abs=1e-6)
@@ -161,9 +161,9 @@ def test_the_real_hst_catalog_with_the_shipped_ensemble(tmp_path):
     print(f"\nHST catalogue with the shipped ensemble: {elapsed:.1f} s")
     for r in lenses:
         print(
-            f"{r['name']}: theta_E {float(r['pred_theta_E']):.3f} +- {float(r['sigma_theta_E']):.3f}, reference "
-            f"{float(r['ref_theta_E']):.3f} -{r['ref_err_low_theta_E']}/+{r['ref_err_high_theta_E']}, "
-            f"z {float(r['z_theta_E']):+.2f}, cosmic-ray px {r['cosmic_ray_pixels']}, flags: {r['flags'] or '-'}"
+            f"{r['name']}: theta_E {float(r['theta_E']):.3f} +- {float(r['theta_E_sigma']):.3f}, reference "
+            f"{float(r['theta_E_ref']):.3f} -{r['theta_E_ref_err_low']}/+{r['theta_E_ref_err_high']}, "
+            f"z {float(r['theta_E_z']):+.2f}, cosmic-ray px {r['cosmic_ray_pixels']}, flags: {r['flags'] or '-'}"
         )
     print(json.dumps(payload["metrics"], indent=1))
     assert [r["name"] for r in lenses] == ["SDSSJ0753+3416", "SDSSJ1051+4439", "SDSSJ1430+6104"]
@@ -171,7 +171,7 @@ def test_the_real_hst_catalog_with_the_shipped_ensemble(tmp_path):
     assert payload["targets"] == ["theta_E"] and payload["metrics"]["theta_E"]["n"] == 3
     assert payload["preparation"]["hdu"] == "SCI" and payload["symmetries"] == 8
     assert all(int(r["cosmic_ray_pixels"]) > 0 and float(r["sky"]) > 0 for r in lenses)  # prepared as real data
-    assert all(0.5 < float(r["pred_theta_E"]) < 2.5 for r in lenses)
+    assert all(0.5 < float(r["theta_E"]) < 2.5 for r in lenses)
     for name in ("metrics.csv", "report.md", "plots/catalog.png"):
         assert (out / name).stat().st_size > 0
 

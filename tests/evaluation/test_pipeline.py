@@ -26,7 +26,7 @@ def test_evaluate_calibrates_scores_and_compares(tiny_checkpoint, tmp_path):
     result = evaluate(ensemble, test, val_set=val, batch_size=32, compare=True)
 
     names = ensemble.target_names
-    payload = result.payload
+    payload = result.summary.to_json()
     assert payload["n"] == 96 and list(payload["metrics"]) == list(names)
     error = result.test.mean.double() - result.test.truth.double()
     for k, name in enumerate(names):  # the metrics are those of the returned predictions
@@ -76,7 +76,7 @@ def test_evaluate_refuses_calibration_without_uncertainties(tiny_checkpoint, tmp
         evaluate(ensemble, test, val_set=test)
     result = evaluate(ensemble, test)
     assert result.test.sigma is None and "coverage_68" not in result.metrics["theta_E"]
-    assert math.isfinite(result.payload["nrmse"])
+    assert math.isfinite(result.summary.nrmse)
 
 
 def test_member_comparison_markdown_is_unchanged():
@@ -84,8 +84,8 @@ def test_member_comparison_markdown_is_unchanged():
     text as before it was shared, ``|`` in a label escaped."""
     from types import SimpleNamespace
 
-    from lenscnn.evaluation.evaluate import Predictions
     from lenscnn.evaluation.pipeline import compare_members, comparison_table
+    from lenscnn.evaluation.scoring import Predictions
 
     truth = torch.tensor([[1.0, 0.0], [2.0, 1.0], [0.5, -1.0]])
     members = [truth + 0.1, truth - 0.2 * torch.tensor([1.0, -1.0])]

@@ -20,6 +20,7 @@ from lenscnn.fit.kwargs import (
 from lenscnn.fit.refine import (
     Budget,
     Convergence,
+    FitOutcome,
     drawn_start,
     lenstronomy_image,
     parameter_change,
@@ -320,4 +321,6 @@ def test_a_failed_fit_is_a_one_line_status(monkeypatch, error, status):
         raise error
 
     monkeypatch.setattr(fit_refine, "refine", failing)
-    assert fit_refine.fit_task({"data": np.zeros((4, 4))}, {}, fit_refine.Budget(), False, 0) == {"status": status}
+    pending = FitOutcome("a.fits", "", network={"theta_E": 1.0})
+    outcome = fit_refine.fit_task(pending, {"data": np.zeros((4, 4))}, {}, fit_refine.Budget(), False, 0)
+    assert outcome == FitOutcome("a.fits", status, network={"theta_E": 1.0}) and not outcome.ok

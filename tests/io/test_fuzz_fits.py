@@ -368,4 +368,4 @@ def test_params_and_config_tables_of_a_dataset(workdir, data):
 def test_the_good_files_work(workdir):
     """The unmutated files are predicted and evaluated (the fuzzing starts from working inputs)."""
     assert predict_file(write(workdir, "cutout.fits", image_bytes())).mean.shape == (1, len(TARGETS))
-    assert evaluate_file(write(workdir, "lenses.fits", dataset_bytes())).payload["n"] == 6
+    assert evaluate_file(write(workdir, "lenses.fits", dataset_bytes())).summary.n == 6

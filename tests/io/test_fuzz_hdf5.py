@@ -254,5 +254,5 @@ def test_the_good_file_works(workdir):
     path = fresh_path(workdir, "lenses.h5")
     path.write_bytes(good_bytes())
     assert check_predict(path).mean.shape == (N, len(TARGETS))
-    assert check_evaluate(path).payload["n"] == N
+    assert check_evaluate(path).summary.n == N
     assert np.isfinite(train_file(path))

@@ -325,7 +325,7 @@ def test_evaluate_with_8_symmetries_stores_them_in_the_calibration(tiny_checkpoi
     config = ensemble.simulator_config
     test, val = simulated_set(config, "test", 16), simulated_set(config, "val", 16)
     result = evaluate(ensemble, test, val_set=val, batch_size=8, symmetries=8)
-    assert result.calibration["symmetries"] == 8 and result.payload["symmetries"] == 8
+    assert result.calibration["symmetries"] == 8 and result.summary.symmetries == 8
     assert result.calibration["mc_samples"] == 0
     with pytest.raises(UserError, match="symmetries must be 1"):
         evaluate(ensemble, test, symmetries=2)

@@ -4,18 +4,18 @@ from __future__ import annotations
 
 from lenscnn.evaluation.pipeline import comparison_table
 from lenscnn.pretrained.card import member_file, metrics_block
+from tests.helpers import evaluation_summary
 
-PAYLOAD = {
-    "dataset": "d",
-    "mc_samples": 0,
-    "nrmse": 0.1,
-    "metrics": {"theta_E": {"rmse": 0.05}},
-    "comparison": {
+PAYLOAD = evaluation_summary(
+    dataset="d",
+    nrmse=0.1,
+    metrics={"theta_E": {"rmse": 0.05}},
+    comparison={
         "members": {"0: run/a.ckpt": 0.2, "1: other|x/b.ckpt": 0.21},
         "ensemble": 0.18,
         "improvement_over_best": 0.1,
     },
-}
+)
 
 #: ``metrics_block(PAYLOAD)`` before the table was shared with ``lenscnn-eval``'s ``comparison.md``.
 BLOCK = (
@@ -35,5 +35,5 @@ BLOCK = (
 
 def test_card_member_table_is_unchanged_and_shared():
     assert metrics_block(PAYLOAD) == BLOCK
-    assert comparison_table(PAYLOAD["comparison"], label=member_file) in BLOCK
+    assert comparison_table(PAYLOAD.comparison, label=member_file) in BLOCK
     assert member_file("3: survey_member_2/last.ckpt") == "last.ckpt"

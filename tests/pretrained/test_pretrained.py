@@ -23,7 +23,7 @@ from lenscnn.models.checkpoint import file_digest
 from lenscnn.models.ensemble import Ensemble
 from lenscnn.pretrained.card import BEGIN, card_metrics, card_robustness, metrics_block, update_card
 from lenscnn.sim import Simulator
-from tests.helpers import TINY_FAST, compose_config, compose_train, run_cli
+from tests.helpers import TINY_FAST, compose_config, compose_train, evaluation_summary, run_cli
 
 REPO = Path(__file__).parents[2]
 TARGETS = ("theta_E", "e1", "e2", "center_x", "center_y")
@@ -206,13 +206,14 @@ def test_model_card_block_is_generated_and_read_back(tmp_path):
         "nrmse": 0.5,
         "metrics": {"theta_E": {"rmse": 0.08}},
     }
+    payload, other = evaluation_summary(**payload), evaluation_summary(**other)
     card = tmp_path / "card.md"
     card.write_text(f"# card\n\nbefore\n\n{BEGIN}\nold\n<!-- END generated metrics -->\n\nafter\n")
     update_card(card, payload, other)
     text = card.read_text()
     assert text.startswith("# card\n\nbefore\n\n") and text.endswith("\n\nafter\n") and "old" not in text
     read, read_other = card_metrics(text)
-    assert read["dataset"] == payload["dataset"] and read_other["dataset"] == other["dataset"]
+    assert read["dataset"] == payload.dataset and read_other["dataset"] == other.dataset
     assert read["nrmse"] == pytest.approx(0.1235) and read_other["nrmse"] == pytest.approx(0.5)
     assert read["metrics"]["theta_E"] == pytest.approx(
         {"rmse": 0.05, "mae": 0.04, "bias": -0.001, "coverage_68": 0.7, "coverage_95": 0.94, "sigma_scale": 1.25}
@@ -237,7 +238,8 @@ def test_model_card_block_is_generated_and_read_back(tmp_path):
         **clean,
         "dataset": "simulated test set (4 lenses, instrument quickstart, prior realistic_neighbour, observation none)",
     }
-    update_card(card, payload, other, robustness=[clean, sky, neighbour])
+    robustness = [evaluation_summary(**s) for s in (clean, sky, neighbour)]
+    update_card(card, payload, other, robustness=robustness)
     rows = card_robustness(card.read_text())
     assert list(rows) == ["clean", "pedestal_plus", "realistic_neighbour"]
     assert rows["clean"] == pytest.approx(
@@ -283,9 +285,9 @@ def test_hst_ensai_ensemble_experiment_runs_on_cpu(tmp_path):
     cfg = compose_train(tmp_path, overrides)
     HydraConfig.instance().set_config(cfg)
     try:
-        payload = train(cfg)
+        summary = train(cfg)
     finally:
         GlobalHydra.instance().clear()
     assert cfg.trainer.accelerator == "cpu"
-    assert all(math.isfinite(v) for v in payload["test"].values())
-    assert np.isfinite(payload["rmse_ratio"]["theta_E"])
+    assert all(math.isfinite(v) for v in summary.test.values())
+    assert np.isfinite(summary.rmse_ratio["theta_E"])

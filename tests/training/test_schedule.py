@@ -56,10 +56,10 @@ def fit(run_dir: Path, overrides: list[str]) -> tuple[dict[int, float], dict]:
     cfg = compose_train(run_dir, [*RUN, *overrides, *probe])
     HydraConfig.instance().set_config(cfg)
     try:
-        payload = train(cfg)
+        summary = train(cfg)
     finally:
         GlobalHydra.instance().clear()
-    return {int(k): v for k, v in json.loads(lrs.read_text()).items()}, payload
+    return {int(k): v for k, v in json.loads(lrs.read_text()).items()}, summary
 
 
 def last(run_dir: Path) -> str:
@@ -106,11 +106,11 @@ def test_time_budget_anneals_within_the_epoch_it_ends_and_a_larger_budget_trains
     budget of an hour the run trains its 3 epochs, the schedule continuing over them as planned so from the
     start. (Earlier versions trained the last step of the first epoch at 0.88 x the peak, the cut coming after
     the epoch, and the resumed run trained no step: the saved plan of 1 epoch was kept.)"""
-    first, payload = fit(tmp_path, ["trainer.max_epochs=3", *time_budget(1e-4)])
-    assert payload["time_budget"]["trained_epochs"] == 1 and sorted(first) == list(range(8))
+    first, summary = fit(tmp_path, ["trainer.max_epochs=3", *time_budget(1e-4)])
+    assert summary.time_budget["trained_epochs"] == 1 and sorted(first) == list(range(8))
     assert_anneals(first, range(WARMUP, 8), last_below=0.1)
-    resumed, payload = fit(tmp_path, ["trainer.max_epochs=3", *time_budget(60), last(tmp_path)])
-    assert payload["time_budget"] == {"minutes": 60, "configured_epochs": 3, "trained_epochs": 3, "shortened": False}
+    resumed, summary = fit(tmp_path, ["trainer.max_epochs=3", *time_budget(60), last(tmp_path)])
+    assert summary.time_budget == {"minutes": 60, "configured_epochs": 3, "trained_epochs": 3, "shortened": False}
     assert sorted(resumed) == list(range(24))
     assert [resumed[k] for k in range(8, 24)] == [planned_24[k] for k in range(8, 24)]  # no second warmup
     assert_anneals(resumed, range(8, 24), last_below=0.05)

@@ -13,6 +13,7 @@ import pytest
 import torch
 from torch.optim.lr_scheduler import CosineAnnealingLR
 
+from lenscnn import progress as progress_module
 from lenscnn.training import callbacks
 from tests.helpers import TINY_FAST
 
@@ -50,11 +51,11 @@ def lightning_notices():
 def test_over_budget_stops_after_whole_epochs_and_says_so(hydra_run, caplog):
     caplog.set_level(logging.INFO, logger="lenscnn.training.callbacks")
     with lightning_notices() as notices:
-        cfg, payload = hydra_run([*RUN, *budget(1e-4)])
+        cfg, summary = hydra_run([*RUN, *budget(1e-4)])
     said = [r.getMessage() for r in caplog.records if r.name == "lenscnn.training.callbacks"]
     assert "time budget of 0.0001 min ended training after 1 of 4 epochs" in said
     assert not [n for n in notices if "max_epochs" in n], notices  # Lightning's would say max_epochs=1
-    assert payload["time_budget"] == {
+    assert summary.time_budget == {
         "minutes": pytest.approx(1e-4),
         "configured_epochs": 4,
         "trained_epochs": 1,
@@ -113,8 +114,8 @@ def test_shortened_schedule_follows_the_budget_down_to_the_minimum(monkeypatch):
 def test_within_budget_the_run_is_exactly_the_configured_one(hydra_run, caplog):
     caplog.set_level(logging.INFO, logger="lenscnn.training.callbacks")
     with lightning_notices() as notices:
-        cfg, payload = hydra_run([*RUN, *budget(60)])
-    assert payload["time_budget"]["trained_epochs"] == 4 and not payload["time_budget"]["shortened"]
+        cfg, summary = hydra_run([*RUN, *budget(60)])
+    assert summary.time_budget["trained_epochs"] == 4 and not summary.time_budget["shortened"]
     assert "`Trainer.fit` stopped: `max_epochs=4` reached." in notices  # true here: Lightning's line stays
     assert not [r for r in caplog.records if "time budget" in r.getMessage()]
     budgeted = last_checkpoint(cfg)["state_dict"]
@@ -134,8 +135,8 @@ def test_a_resumed_run_reports_its_budget_in_metrics_json(hydra_run):
     assert json.loads(metrics.read_text())["time_budget"]["trained_epochs"] == 1
     expected = {"minutes": 60, "configured_epochs": 4, "trained_epochs": 4, "shortened": False}
     for _ in range(2):
-        _, payload = hydra_run([*RUN, *budget(60), f"ckpt_path={last}"])
-        assert payload["time_budget"] == expected
+        _, summary = hydra_run([*RUN, *budget(60), f"ckpt_path={last}"])
+        assert summary.time_budget == expected
         assert json.loads(metrics.read_text())["time_budget"] == expected
     assert last_checkpoint(cfg)["global_step"] == 4 * 3
 
@@ -169,6 +170,7 @@ def test_progress_lines_give_the_time_left_within_the_budget(monkeypatch, minute
     ~1:13:31 left in an 8.5-minute run, before the budget had measured enough batches to plan)."""
     clock = Clock()
     monkeypatch.setattr(callbacks, "time", clock)
+    monkeypatch.setattr(progress_module, "clock", clock.monotonic)
     monkeypatch.setattr(callbacks, "is_terminal", lambda: False)
     time_budget = callbacks.TimeBudget(minutes=minutes) if minutes else None
     trainer = fake_trainer(11, 50, time_budget)
@@ -176,10 +178,15 @@ def test_progress_lines_give_the_time_left_within_the_budget(monkeypatch, minute
     for callback in (time_budget, progress):
         if callback:
             callback.on_train_start(trainer, None)
-    clock.now, trainer.global_step = 10.0, 10
-    line = progress.line(trainer, clock.now)
-    assert line.startswith("epoch 1/11: 10/550 steps (2%)")
+
+    def line(now: float, step: int) -> str:
+        clock.now, trainer.global_step = now, step
+        progress.on_train_batch_end(trainer, None, None, {"image": torch.zeros(128, 1, 8, 8)}, step - 1)
+        return progress.tracker.line()
+
+    first = line(10.0, 10)
+    assert first.startswith("epoch 1/11: 10/550 steps (2%), 128 lenses, 13 lenses/s, 0:00:10 elapsed")
     left = "~0:08:05 left" if minutes else "~0:09:00 left"  # 510 - 10 - 15 s margin; 540 steps of 1 s
-    assert line.endswith(left), line
-    clock.now, trainer.global_step = 200.0, 20  # slower: the epoch under way ends after the budget
-    assert progress.line(trainer, clock.now).endswith("~0:05:00 left" if minutes else "~1:28:20 left")
+    assert first.endswith(left), first
+    # slower: the epoch under way ends after the budget
+    assert line(200.0, 20).endswith("~0:05:00 left" if minutes else "~1:28:20 left")

@@ -30,6 +30,8 @@ from lenscnn.evaluation.catalog import CatalogSpec
 from lenscnn.evaluation.datasets import file_set, simulated_set
 from lenscnn.evaluation.pipeline import evaluate
 from lenscnn.evaluation.report import evaluation_figures, write_outputs
+from lenscnn.io.run_dir import RunDir
+from lenscnn.io.summaries import CatalogSummary, EvaluationSummary
 from lenscnn.metrics.tables import MetricsTable
 from lenscnn.models.ensemble import Ensemble, store_calibration
 from lenscnn.models.symmetry import check_symmetries
@@ -39,8 +41,9 @@ from lenscnn.training.loggers import build_loggers, finish_loggers
 log = logging.getLogger(__name__)
 
 
-def simulator_config(ensemble: Ensemble, cfg: DictConfig) -> dict[str, Any]:
-    """The checkpoint's simulator config, with ``instrument`` / ``prior`` / ``observation`` replaced if chosen."""
+def evaluation_simulator(ensemble: Ensemble, cfg: DictConfig) -> dict[str, Any]:
+    """The simulator config of the evaluation sets: the checkpoint's (:attr:`Ensemble.simulator_config`), with
+    ``instrument`` / ``prior`` / ``observation`` replaced where chosen."""
     config = ensemble.simulator_config
     if not config:
         raise UserError("the checkpoint has no simulator config; evaluate it on a file with dataset=PATH")
@@ -84,7 +87,7 @@ def log_to_loggers(
         finish_loggers(loggers)
 
 
-def run_catalog(cfg: DictConfig, spec: CatalogSpec) -> dict[str, Any]:
+def run_catalog(cfg: DictConfig, spec: CatalogSpec) -> CatalogSummary:
     """Evaluate the model ``cfg`` names (the shipped pretrained ensemble if none) on the real-lens
     catalogue ``spec``; write the outputs; returns ``metrics.json``'s content. Refused (after
     writing ``predictions.csv``) when no cutout could be predicted."""
@@ -94,27 +97,25 @@ def run_catalog(cfg: DictConfig, spec: CatalogSpec) -> dict[str, Any]:
 
     run_dir = Path(cfg.paths.output_dir)
     result = catalog_evaluation(cfg, spec)
-    payload = result.payload
-    figures = {"catalog": catalog_figure(result)} if cfg.plots and payload["n_ok"] else {}
-    log_to_loggers(cfg, run_dir, result.metrics, payload["nrmse"], figures)
+    summary = result.summary
+    figures = {"catalog": catalog_figure(result)} if cfg.plots and summary.n_ok else {}
+    log_to_loggers(cfg, run_dir, result.metrics, summary.nrmse, figures)
     write_catalog_outputs(run_dir, result, figures.get("catalog"))
-    if not payload["n_ok"]:
-        raise UserError(
-            f"none of the {payload['n']} cutouts could be predicted; {run_dir / 'predictions.csv'} says why"
-        )
+    if not summary.n_ok:
+        raise UserError(f"none of the {summary.n} cutouts could be predicted; {RunDir(run_dir).predictions} says why")
     print_tables(result)
     log.info(
         "scored %d of %d lenses (%d flagged, %d failed) -> %s",
-        payload["n_ok"],
-        payload["n"],
-        payload["n_flagged"],
-        payload["n_failed"],
-        run_dir / "report.md",
+        summary.n_ok,
+        summary.n,
+        summary.n_flagged,
+        summary.n_failed,
+        RunDir(run_dir).report,
     )
-    return payload
+    return summary
 
 
-def run(cfg: DictConfig) -> dict[str, Any]:
+def run(cfg: DictConfig) -> EvaluationSummary | CatalogSummary:
     """Evaluate the model ``cfg`` names on its data (a real-lens catalogue when ``catalog.references``
     is set: :func:`run_catalog`); write the outputs; returns ``metrics.json``'s content."""
     spec = CatalogSpec.from_config(cfg.get("catalog"))
@@ -133,10 +134,10 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     dataset = (
         file_set(cfg.dataset)
         if cfg.dataset
-        else simulated_set(simulator_config(ensemble, cfg), "test", cfg.test_size, prior_name())
+        else simulated_set(evaluation_simulator(ensemble, cfg), "test", cfg.test_size, prior_name())
     )
     val_set = (
-        simulated_set(simulator_config(ensemble, cfg), "val", cfg.val_size, prior_name()) if cfg.calibrate else None
+        simulated_set(evaluation_simulator(ensemble, cfg), "val", cfg.val_size, prior_name()) if cfg.calibrate else None
     )
     result = evaluate(
         ensemble,
@@ -150,7 +151,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         symmetries=symmetries,
     )
     figures = evaluation_figures(result.test, result.calibration) if cfg.plots else {}
-    log_to_loggers(cfg, run_dir, result.metrics, result.payload["nrmse"], figures)
+    log_to_loggers(cfg, run_dir, result.metrics, result.summary.nrmse, figures)
     write_outputs(run_dir, result, figures)
     if result.calibration:
         log.info("stored the calibration in %s", store_calibration(ensemble, result.calibration, calibration_file))
@@ -158,14 +159,14 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     out.print(MetricsTable(result.metrics).rich(f"{dataset.description}: errors in physical units", out.width))
     if result.comparison_md:
         out.print(result.comparison_md)
-    log.info("wrote %s", run_dir / "report.md")
-    return result.payload
+    log.info("wrote %s", RunDir(run_dir).report)
+    return result.summary
 
 
 def task(cfg: DictConfig) -> float:
     """The Hydra task: evaluate; returns ``nrmse`` (what a sweep minimises; ``None`` on a catalogue
     without any reference predicted)."""
-    return run(cfg)["nrmse"]
+    return run(cfg).nrmse
 
 
 if __name__ == "__main__":

@@ -70,7 +70,7 @@ def refused_files(catalog: Catalog, settings: Preparation) -> dict[Path, str]:
 
 def print_tables(result: CatalogResult) -> None:
     out = console()
-    description = result.payload["dataset"]
+    description = result.summary.dataset
     out.print(metrics_table(result).rich(f"{description}: errors in physical units, z-scores", out.width))
     table = lens_table(result, "lenses: predicted (±1 sigma) and reference (its errors)")
     if table is not None:

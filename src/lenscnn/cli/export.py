@@ -16,16 +16,15 @@ change; otherwise it is removed (re-run ``lenscnn-eval ... calibrate=true``).
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
-from typing import Any
 
 import torch
 from omegaconf import DictConfig
 
 from lenscnn.cli.common import checkpoint_paths
 from lenscnn.errors import UserError
+from lenscnn.io.summaries import EvaluationSummary
 from lenscnn.models.checkpoint import export_weights, resolve_checkpoint
 from lenscnn.models.ensemble import read_calibration
 from lenscnn.pretrained import CALIBRATION
@@ -104,14 +103,12 @@ def export(cfg: DictConfig) -> list[Path]:
     return outputs
 
 
-def read_metrics(path: Path) -> dict[str, Any]:
-    """A ``metrics.json`` written by ``lenscnn-eval``."""
+def read_metrics(path: Path) -> EvaluationSummary:
+    """A ``metrics.json`` written by ``lenscnn-eval`` on a simulated test set."""
     try:
-        payload = json.loads(path.read_text())
-        payload["metrics"], payload["nrmse"], payload["dataset"]
-    except (OSError, ValueError, KeyError, TypeError):
-        raise UserError(f"metrics={path}: not a metrics.json written by lenscnn-eval") from None
-    return payload
+        return EvaluationSummary.read(path)
+    except UserError as exc:
+        raise UserError(f"metrics={exc}; give the metrics.json of a lenscnn-eval run") from None
 
 
 def task(cfg: DictConfig) -> None:

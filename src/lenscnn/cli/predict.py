@@ -27,7 +27,6 @@ every ~10 s (:mod:`lenscnn.progress`).
 from __future__ import annotations
 
 import contextlib
-import csv
 import logging
 from collections.abc import Sequence
 from pathlib import Path
@@ -41,8 +40,9 @@ from lenscnn.errors import UserError
 from lenscnn.evaluation.cutouts import CutoutResult, check_inputs, domain_reference, predict_cutouts
 from lenscnn.fit.kwargs import parameter_moments
 from lenscnn.fit.lenstronomy_files import LenstronomyWriter
-from lenscnn.io.atomic import atomic_directory, atomic_path
+from lenscnn.io.atomic import atomic_directory
 from lenscnn.io.cutouts import find_inputs, image_stem
+from lenscnn.io.predictions import open_table, target_columns
 from lenscnn.io.run_dir import RunDir
 from lenscnn.models.ensemble import Ensemble
 from lenscnn.models.symmetry import check_symmetries, symmetry_group
@@ -58,13 +58,11 @@ RECORD = ("sky", "noise_rms", "psf_fwhm", "masked_fraction", "cosmic_ray_pixels"
 
 
 def columns(names: Sequence[str], with_sigma: bool) -> list[str]:
-    """``predictions.csv`` header: the image and its status (``ok`` or ``failed: <reason>``); per
-    target its value (and ``<name>_sigma``); the centre in input pixels (0-based column, row) and,
-    with a celestial WCS, RA/Dec [deg]; the preparation record (:data:`RECORD`) and the domain
-    ``flags`` (``; ``-separated, empty when the image is like the training images)."""
-    out = ["image", "status"]
-    for name in names:
-        out += [name, f"{name}_sigma"] if with_sigma else [name]
+    """``predictions.csv`` header (:mod:`lenscnn.io.predictions`): the image and its status (``ok`` or
+    ``failed: <reason>``); per target its value (and ``<name>_sigma``); the centre in input pixels
+    (0-based column, row) and, with a celestial WCS, RA/Dec [deg]; the preparation record (:data:`RECORD`)
+    and the domain ``flags`` (``; ``-separated, empty when the image is like the training images)."""
+    out = ["image", "status", *target_columns(names, ["value", "sigma"] if with_sigma else ["value"])]
     return [*out, "center_col", "center_row", "center_ra", "center_dec", *RECORD, "flags"]
 
 
@@ -174,13 +172,11 @@ def predict(cfg: DictConfig) -> tuple[Path, int]:
     first_error = None
     with contextlib.ExitStack() as stack:
         # entered first, so renamed into place last: once predictions.csv exists, every output does
-        f = stack.enter_context(open(stack.enter_context(atomic_path(out)), "w", newline=""))
+        writer = stack.enter_context(open_table(out, columns(names, with_sigma)))
         if lenstronomy is not None:
             stack.enter_context(lenstronomy)
         plot_dir = stack.enter_context(atomic_directory(RunDir(run_dir).plots)) if cfg.plots else None
         bar = stack.enter_context(progress("predicting", total=len(files), unit="images", of="files", logger=log))
-        writer = csv.writer(f)
-        writer.writerow(columns(names, with_sigma))
         batches = predict_cutouts(
             files,
             settings,

@@ -19,6 +19,7 @@ from __future__ import annotations
 import importlib.util
 import logging
 import os
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -27,14 +28,9 @@ from omegaconf import DictConfig, OmegaConf
 
 from lenscnn.errors import UserError
 from lenscnn.fit.inputs import image_key, load_images, read_predictions
-from lenscnn.fit.kwargs import (
-    fitted_model,
-    lens_model_kwargs,
-    observation_kwargs,
-    parameter_moments,
-    seed_source,
-)
-from lenscnn.fit.refine import Budget, Convergence, fit_all
+from lenscnn.fit.kwargs import fitted_model, observation_kwargs, parameter_moments
+from lenscnn.fit.pipeline import fitted_names, refine_images
+from lenscnn.fit.refine import Budget, Convergence, FitOutcome
 from lenscnn.fit.report import merge_shards, write_refined_csv, write_report
 from lenscnn.io.cutouts import find_inputs, image_stem
 from lenscnn.io.run_dir import RunDir
@@ -42,7 +38,6 @@ from lenscnn.params import parameter
 from lenscnn.plots import fit_figure, save_figure
 from lenscnn.preparation.pipeline import Preparation
 from lenscnn.preparation.psf import kernel_at_scale, read_psf
-from lenscnn.progress import progress
 from lenscnn.sim import Instrument
 from lenscnn.sim.lens_model import LensModel
 from lenscnn.sim.prior import lens_model_of
@@ -146,57 +141,45 @@ def run(cfg: DictConfig) -> Path:
     if not items:
         raise UserError(f"input={cfg.input}: no images in this shard ({cfg.shard})")
     check_matching(cfg, predictions, items)
-    names = [n for c in model.of_role("lens") for n in c.own.values()]  # the fitted lens parameters
-    rows: list[dict[str, Any]] = []
-    jobs = []
-    for k, item in enumerate(items):
-        row = {"image": item["image"], "status": "", "converged": False}
-        rows.append(row)
-        values = predictions.get(image_key(item["image"]))
-        if "error" not in item and values is None:
-            item["error"] = f"no predictions for this image in {cfg.predictions}"
-        if "error" in item:
-            row["status"] = f"failed: {item['error']}"
-            log.warning("%s: %s", item["image"], item["error"])
-            continue
-        sigmas = {n.removesuffix("_sigma"): v for n, v in values.items() if n.endswith("_sigma")}
-        row |= {f"net_{n}": values.get(n) for n in names} | {f"net_{n}_sigma": sigmas.get(n) for n in names}
-        setup = lens_model_kwargs(values, sigmas, observation, moments, model, sky=cfg.fit_sky)
-        if cfg.seed_source:
-            noise = instrument.background_rms if item.get("noise") is None else float(np.median(item["noise"]))
-            setup = seed_source(setup, item["data"], noise, instrument.pixel_scale, item.get("mask"))
-        jobs.append((row, item, (item, setup, budget, cfg.network_prior, cfg.seed + k, convergence)))
-    with progress("fitting", total=len(jobs), unit="lenses") as tracker:
-        for row, item, outcome in fit_all(jobs, cfg.workers):
-            row["status"] = outcome["status"]
-            if outcome["status"] == "ok":
-                finish_row(cfg, run_dir, row, item, outcome, instrument.pixel_scale)
-            else:
-                log.warning("%s: %s", item["image"], outcome["status"])
-            tracker.advance(1)
-    return write_outputs(cfg, run_dir, rows, names, convergence)
+    names = fitted_names(model)
+    outcomes = refine_images(
+        items,
+        predictions,
+        observation,
+        moments,
+        model,
+        instrument,
+        budget,
+        convergence,
+        predictions_source=cfg.predictions,
+        sky=cfg.fit_sky,
+        seed_source=cfg.seed_source,
+        network_prior=cfg.network_prior,
+        seed=cfg.seed,
+        workers=cfg.workers,
+        on_fitted=partial(save_fit_figure, RunDir(run_dir).plots, instrument.pixel_scale) if cfg.plots else None,
+        logger=log,
+    )
+    return write_outputs(cfg, run_dir, outcomes, names, convergence)
 
 
-def finish_row(cfg: DictConfig, run_dir: Path, row: dict, item: dict, outcome: dict, pixel_scale: float) -> None:
-    """The fit's values in its row, and its figure."""
-    row |= outcome["lens"] | {f"{k}_sigma": v for k, v in outcome["sigma"].items()}
-    row |= {k: outcome[k] for k in ("reduced_chi2", "seconds", "converged", "starts_agreeing", "chi2_change")}
-    row |= {"theta_E_change": outcome["theta_change"], "fit_sky": outcome["sky"]}
-    if cfg.plots:
-        title = (
-            f'{Path(item["image"]).name}: reduced chi^2 {outcome["reduced_chi2"]:.3f}, theta_E {row["theta_E"]:.4f}"'
-        )
-        fig = fit_figure(item["data"], outcome["model"], outcome["residual"], pixel_scale, title)
-        RunDir(run_dir).plots.mkdir(parents=True, exist_ok=True)
-        save_figure(fig, RunDir(run_dir).plots / f"{image_stem(item['image'])}.png", dpi=90)
+def save_fit_figure(plots: Path, pixel_scale: float, outcome: FitOutcome, data: np.ndarray) -> None:
+    """``plots/<image>.png`` of a fit: the ``data``, its model and normalised residual."""
+    theta_E = outcome.fitted["theta_E"]
+    title = f'{Path(outcome.image).name}: reduced chi^2 {outcome.reduced_chi2:.3f}, theta_E {theta_E:.4f}"'
+    fig = fit_figure(data, outcome.model, outcome.residual, pixel_scale, title)
+    plots.mkdir(parents=True, exist_ok=True)
+    save_figure(fig, plots / f"{image_stem(outcome.image)}.png", dpi=90)
 
 
 def write_outputs(
-    cfg: DictConfig, run_dir: Path, rows: list[dict[str, Any]], names: list[str], convergence: Convergence
+    cfg: DictConfig, run_dir: Path, outcomes: list[FitOutcome], names: list[str], convergence: Convergence
 ) -> Path:
+    """``refined.csv`` and ``report.md`` in ``run_dir``, and the log line that says how many images were
+    fitted; returns the path of ``refined.csv``."""
     run_dir.mkdir(parents=True, exist_ok=True)
-    out = run_dir / "refined.csv"
-    write_refined_csv(out, rows, names)
+    out = RunDir(run_dir).refined
+    write_refined_csv(out, outcomes, names)
     settings = {
         "fit": OmegaConf.to_container(cfg.fit),
         "network_prior": cfg.network_prior,
@@ -204,9 +187,9 @@ def write_outputs(
         "sky": cfg.fit_sky,
         "converged": convergence.describe(),
     }
-    write_report(RunDir(run_dir).report, rows, names, settings)
-    ok = sum(r["status"] == "ok" for r in rows)
-    log.info("fitted %d of %d images -> %s, %s", ok, len(rows), out, RunDir(run_dir).report)
+    write_report(RunDir(run_dir).report, outcomes, names, settings)
+    ok = sum(o.ok for o in outcomes)
+    log.info("fitted %d of %d images -> %s, %s", ok, len(outcomes), out, RunDir(run_dir).report)
     if ok == 0:  # reported, not an error: in a sweep, one shard of bad images must not stop the others
         log.warning("no image could be fitted; see the status column of %s", out)
     return out
@@ -215,18 +198,18 @@ def write_outputs(
 def merge(cfg: DictConfig, directory: Path) -> Path:
     """Collect the ``refined.csv`` of every shard of a ``lenscnn-refine`` multirun into
     ``<directory>/refined.csv`` (see :func:`merge_shards` for what is refused)."""
-    rows, names, shards = merge_shards(directory)
+    outcomes, names, shards = merge_shards(directory)
     if shards.missing:
         log.warning("merge=%s: shards %s of %d are not in this multirun", directory, shards.missing, shards.count)
-    out = directory / "refined.csv"
-    write_refined_csv(out, rows, names)
+    out = RunDir(directory).refined
+    write_refined_csv(out, outcomes, names)
     settings = {
         "fit": "see the shards' .hydra/config.yaml",
         "converged": shards.converged or "see the shards' report.md",
         "shards": f"{len(shards.jobs)} of {shards.count}",
     }
-    write_report(RunDir(directory).report, rows, names, settings)
-    log.info("merged %d rows of %d shards -> %s", len(rows), len(shards.jobs), out)
+    write_report(RunDir(directory).report, outcomes, names, settings)
+    log.info("merged %d rows of %d shards -> %s", len(outcomes), len(shards.jobs), out)
     return out
 
 

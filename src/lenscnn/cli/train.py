@@ -22,8 +22,8 @@ from pytorch_lightning.utilities.exceptions import SIGTERMException
 from lenscnn.cli.common import console
 from lenscnn.data.normalization import TargetScaler
 from lenscnn.errors import UserError, one_line
-from lenscnn.io.atomic import write_json
 from lenscnn.io.run_dir import RunDir
+from lenscnn.io.summaries import TrainingSummary
 from lenscnn.training.callbacks import TimeBudget
 from lenscnn.training.checkpoint_io import AtomicCheckpointIO
 from lenscnn.training.distributed import check_sweep_launch, close_process_group, requeued_checkpoint
@@ -71,8 +71,8 @@ def build_callbacks(cfg: DictConfig | None) -> list[pl.Callback]:
     ]
 
 
-def train(cfg: DictConfig) -> dict[str, Any]:
-    """Fit, test and summarise one run; return its ``metrics.json`` payload."""
+def train(cfg: DictConfig) -> TrainingSummary:
+    """Fit, test and summarise one run; return its summary (also written to ``metrics.json``)."""
     run_dir = Path(cfg.paths.output_dir)
     if cfg.train and cfg.ckpt_path and cfg.ckpt_path not in LIGHTNING_CKPT_NAMES:
         check_training_checkpoint(cfg.ckpt_path)  # before anything is built: torch's advice would not help
@@ -85,15 +85,15 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     loggers = build_loggers(cfg.get("logger"), run_dir)
     completed = False
     try:
-        payload = fit_and_test(cfg, datamodule, model, loggers)
+        summary = fit_and_test(cfg, datamodule, model, loggers)
         completed = True
-        return payload
+        return summary
     finally:  # also when the run fails: close wandb's run and the process group for the next job
         finish_loggers(loggers)
         close_process_group(wait=completed)
 
 
-def fit_and_test(cfg: DictConfig, datamodule: Any, model: pl.LightningModule, loggers: list) -> dict[str, Any]:
+def fit_and_test(cfg: DictConfig, datamodule: Any, model: pl.LightningModule, loggers: list) -> TrainingSummary:
     """Fit (or resume) and test ``model`` with the configured trainer; write ``metrics.json``."""
     run_dir = Path(cfg.paths.output_dir)
     scaler = model.scaler
@@ -117,40 +117,40 @@ def fit_and_test(cfg: DictConfig, datamodule: Any, model: pl.LightningModule, lo
             log.warning("SIGTERM: saved %s; resume with ckpt_path=last", RunDir(run_dir).last_checkpoint)
             raise SystemExit(128 + 15) from None
     val_score = trainer.callback_metrics.get(cfg.optimized_metric)
-    payload: dict[str, Any] = {
-        "run_dir": str(run_dir),
-        "overrides": list(HydraConfig.get().overrides.task),
-        "model": OmegaConf.to_container(cfg.model.net, resolve=True),
-        "optimized_metric": cfg.optimized_metric,
-        "val": {cfg.optimized_metric: None if val_score is None else float(val_score)},
-    }
+    summary = TrainingSummary(
+        run_dir=str(run_dir),
+        overrides=list(HydraConfig.get().overrides.task),
+        model=OmegaConf.to_container(cfg.model.net, resolve=True),
+        optimized_metric=cfg.optimized_metric,
+        val={cfg.optimized_metric: None if val_score is None else float(val_score)},
+    )
     budgets = [cb.summary for cb in trainer.callbacks if isinstance(cb, TimeBudget)]
     if budgets:
-        payload["time_budget"] = budgets[0]
+        summary.time_budget = budgets[0]
     checkpoint = trainer.checkpoint_callback
     if checkpoint is not None and checkpoint.best_model_path:
-        payload["best_checkpoint"] = checkpoint.best_model_path
-        payload["val"][cfg.optimized_metric] = float(checkpoint.best_model_score)
+        summary.best_checkpoint = checkpoint.best_model_path
+        summary.val[cfg.optimized_metric] = float(checkpoint.best_model_score)
     if cfg.test:
-        best = "best" if cfg.train and payload.get("best_checkpoint") else None
+        best = "best" if cfg.train and summary.best_checkpoint else None
         results = trainer.test(model, datamodule=datamodule, ckpt_path=best, verbose=False, weights_only=True)[0]
         baseline = prior_mean_rmse(scaler, datamodule.test_dataloader(), trainer)
-        payload["test"] = {k: float(v) for k, v in results.items()}
-        payload["prior_mean_rmse"] = baseline
-        payload["rmse_ratio"] = {n: results[f"test/rmse/{n}"] / baseline[n] for n in scaler.names}
+        summary.test = {k: float(v) for k, v in results.items()}
+        summary.prior_mean_rmse = baseline
+        summary.rmse_ratio = {n: results[f"test/rmse/{n}"] / baseline[n] for n in scaler.names}
         if trainer.is_global_zero:
             out = console()
             out.print(error_table(results, baseline, scaler.names, out.width))
     if trainer.is_global_zero:
-        write_json(RunDir(run_dir).metrics, payload)
-        log_outputs(run_dir, payload)
-    return payload
+        summary.write(RunDir(run_dir).metrics)
+        log_outputs(run_dir, summary)
+    return summary
 
 
-def log_outputs(run_dir: Path, payload: dict[str, Any]) -> None:
+def log_outputs(run_dir: Path, summary: TrainingSummary) -> None:
     """Where the run's checkpoints and metrics are (what a time budget cut, its callback said when it did)."""
-    if "best_checkpoint" in payload:
-        log.info("best checkpoint: %s", payload["best_checkpoint"])
+    if summary.best_checkpoint:
+        log.info("best checkpoint: %s", summary.best_checkpoint)
     last = RunDir(run_dir).last_checkpoint
     if last.is_file():
         log.info("last checkpoint: %s (resume with ckpt_path=%s)", last, run_dir)
@@ -159,7 +159,7 @@ def log_outputs(run_dir: Path, payload: dict[str, Any]) -> None:
 
 def task(cfg: DictConfig) -> float | None:
     """The Hydra task: train; returns the optimized metric (what a sweep minimises)."""
-    return train(cfg)["val"].get(cfg.optimized_metric)
+    return train(cfg).score
 
 
 if __name__ == "__main__":

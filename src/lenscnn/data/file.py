@@ -44,8 +44,8 @@ def check_lenses(path: Path, images: np.ndarray, params: dict, attrs: dict, targ
         raise UserError(f"{path}: parameters {bad} have NaN or infinite values; remove those lenses")
 
 
-def simulator_config(path: Path, text: str) -> dict[str, Any]:
-    """The simulator config of a file (its ``config`` attribute, YAML), ``{}`` if empty."""
+def stored_simulator_config(path: Path, text: str) -> dict[str, Any]:
+    """The simulator config a file was written with (its ``config`` attribute, YAML), ``{}`` if empty."""
     try:
         config = yaml.safe_load(text) if text else {}
     except yaml.YAMLError as exc:
@@ -99,7 +99,7 @@ class FileLensDataModule(LightningDataModule):
         self.sets = {
             name: _Lenses(images_t[idx], {k: v[idx] for k, v in params_t.items()}) for name, idx in splits.items()
         }
-        self.simulator_config = simulator_config(self.path, attrs.get("config", ""))
+        self.simulator_config = stored_simulator_config(self.path, attrs.get("config", ""))
         self.image_size = tuple(images.shape[-2:])
         self.pixel_scale = float(attrs["pixel_scale"])
         self.batch_size, self.seed, self.num_workers = batch_size, seed, num_workers

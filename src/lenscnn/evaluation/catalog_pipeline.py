@@ -20,6 +20,7 @@ import numpy as np
 
 from lenscnn.evaluation.catalog import Catalog
 from lenscnn.evaluation.cutouts import CutoutResult, predict_cutouts
+from lenscnn.io.summaries import CatalogSummary
 from lenscnn.metrics.reference import reference_metrics, z_scores
 from lenscnn.models.ensemble import Ensemble
 from lenscnn.preparation.domain import DomainReference
@@ -49,12 +50,12 @@ class TargetValues:
 class CatalogResult:
     """What a catalogue evaluation found: the ``catalog``, each row's :class:`CutoutResult`
     (``results``, in catalogue order), the scored ``targets`` with their :class:`TargetValues`, and
-    ``payload``, the ``metrics.json`` content."""
+    ``summary``, the ``metrics.json`` content."""
 
     catalog: Catalog
     results: list[CutoutResult]
     values: dict[str, TargetValues]
-    payload: dict[str, Any]
+    summary: CatalogSummary
 
     @property
     def targets(self) -> list[str]:
@@ -62,7 +63,7 @@ class CatalogResult:
 
     @property
     def metrics(self) -> dict[str, dict[str, Any]]:
-        return self.payload["metrics"]
+        return self.summary.metrics
 
     @property
     def flagged(self) -> np.ndarray:
@@ -160,9 +161,9 @@ def evaluate_catalog(
 ) -> CatalogResult:
     """Predict every lens of ``catalog`` (on the ensemble's device) and score the targets it gives.
 
-    ``payload`` (``metrics.json``): the model (``members``), the catalogue, the counts of lenses
-    (``n``, ``n_ok``, ``n_failed``, ``n_flagged``), the scored ``targets`` and which error columns
-    were read, the prediction settings and ``preparation``, the ``metrics`` per target and ``nrmse``
+    The ``summary`` (``metrics.json``, :class:`CatalogSummary`): the model (``members``), the catalogue,
+    the counts of lenses (``n``, ``n_ok``, ``n_failed``, ``n_flagged``), the scored ``targets`` and which
+    error columns were read, the prediction settings and ``preparation``, the ``metrics`` per target and ``nrmse``
     (mean over targets of RMSE / the training prior's standard deviation; ``None`` without any)."""
     targets = catalog.targets(ensemble.target_names)
     for target in targets:
@@ -191,22 +192,22 @@ def evaluate_catalog(
     prior_std = [float(s) for s in ensemble.reference.scaler.std]
     normalised = [metrics[t]["rmse"] / prior_std[names.index(t)] for t in targets if metrics[t].get("rmse") is not None]
     ok = sum(r.ok for r in results)
-    payload: dict[str, Any] = {
-        "members": ensemble.sources,
-        "dataset": catalog.description,
-        "references": str(catalog.path.resolve()),
-        "n": len(results),
-        "n_ok": ok,
-        "n_failed": len(results) - ok,
-        "n_flagged": int(flagged.sum()),
-        "targets": targets,
-        "reference_errors": {t: catalog.references[t].errors for t in targets},
-        "reference_columns": {t: catalog.references[t].column for t in targets},
-        "mc_samples": mc_samples,
-        "symmetries": symmetries,
-        "sigma_scale": {n: float(s) for n, s in zip(names, ensemble.sigma_scale.cpu(), strict=True)},
-        "preparation": dataclasses.asdict(settings),
-        "metrics": metrics,
-        "nrmse": float(np.mean(normalised)) if normalised else None,
-    }
-    return CatalogResult(catalog, results, values, payload)
+    summary = CatalogSummary(
+        members=list(ensemble.sources),
+        dataset=catalog.description,
+        references=str(catalog.path.resolve()),
+        n=len(results),
+        n_ok=ok,
+        n_failed=len(results) - ok,
+        n_flagged=int(flagged.sum()),
+        targets=targets,
+        reference_errors={t: catalog.references[t].errors for t in targets},
+        reference_columns={t: catalog.references[t].column for t in targets},
+        mc_samples=mc_samples,
+        symmetries=symmetries,
+        sigma_scale={n: float(s) for n, s in zip(names, ensemble.sigma_scale.cpu(), strict=True)},
+        preparation=dataclasses.asdict(settings),
+        metrics=metrics,
+        nrmse=float(np.mean(normalised)) if normalised else None,
+    )
+    return CatalogResult(catalog, results, values, summary)

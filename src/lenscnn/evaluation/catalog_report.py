@@ -18,7 +18,8 @@ from matplotlib.figure import Figure
 from rich.table import Table
 
 from lenscnn.evaluation.catalog_pipeline import CatalogResult
-from lenscnn.io.atomic import atomic_path, write_json, write_text
+from lenscnn.io.atomic import atomic_path, write_text
+from lenscnn.io.predictions import target_columns, write_table
 from lenscnn.io.run_dir import RunDir
 from lenscnn.metrics.tables import CATALOG_COLUMNS, MetricsTable, markdown_table
 from lenscnn.params import parameter
@@ -35,48 +36,39 @@ def metrics_table(result: CatalogResult) -> MetricsTable:
     return MetricsTable(result.metrics, CATALOG_COLUMNS)
 
 
-def _fmt(value: Any) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return ""
-    return f"{value:.7g}" if isinstance(value, float) else str(value)
-
-
 def prediction_columns(result: CatalogResult) -> list[str]:
-    """``predictions.csv`` header: ``name``, ``file``, ``status`` (``ok`` or ``failed: <reason>``);
-    per target ``pred_<t>``, ``sigma_<t>`` (with uncertainties), ``ref_<t>``, ``ref_err_low_<t>``,
-    ``ref_err_high_<t>`` and ``z_<t>`` (blank when not scored); the preparation record
+    """``predictions.csv`` header (:mod:`lenscnn.io.predictions`): ``name``, ``file``, ``status`` (``ok`` or
+    ``failed: <reason>``); per target ``<t>``, ``<t>_sigma`` (with uncertainties), ``<t>_ref``,
+    ``<t>_ref_err_low``, ``<t>_ref_err_high`` and ``<t>_z`` (blank when not scored); the preparation record
     (:data:`RECORD`) and the domain ``flags`` (``; ``-separated, empty when like the training images)."""
     columns = ["name", "file", "status"]
     for target, values in result.values.items():
-        columns += [f"pred_{target}"] + ([f"sigma_{target}"] if values.sigma is not None else [])
-        columns += [f"ref_{target}", f"ref_err_low_{target}", f"ref_err_high_{target}", f"z_{target}"]
+        kinds = ["value", "sigma"] if values.sigma is not None else ["value"]
+        columns += target_columns([target], [*kinds, "ref", "ref_err_low", "ref_err_high", "z"])
     return [*columns, *RECORD, "flags"]
 
 
-def prediction_rows(result: CatalogResult) -> list[list[str]]:
-    """The rows of ``predictions.csv`` (:func:`prediction_columns`), in catalogue order."""
+def prediction_rows(result: CatalogResult) -> list[list[Any]]:
+    """The rows of ``predictions.csv`` (:func:`prediction_columns`), in catalogue order (NaN: blank)."""
     rows = []
     catalog = result.catalog
     for k, (name, file, lens) in enumerate(zip(catalog.names, catalog.files, result.results, strict=True)):
         row = [name, str(file), "ok" if lens.ok else f"failed: {lens.error}"]
         for values in result.values.values():
-            row.append(_fmt(float(values.pred[k])))
+            row.append(float(values.pred[k]))
             if values.sigma is not None:
-                row.append(_fmt(float(values.sigma[k])))
+                row.append(float(values.sigma[k]))
             given = not math.isnan(values.ref[k])
             errors = [values.err_low[k], values.err_high[k]] if given else [math.nan, math.nan]
-            row += [_fmt(float(values.ref[k])), *(_fmt(float(e)) for e in errors), _fmt(float(values.z[k]))]
+            row += [float(values.ref[k]), *(float(e) for e in errors), float(values.z[k])]
         record = lens.prepared.record if lens.ok else {}
-        row += [_fmt(record.get(key)) for key in RECORD]
+        row += [record.get(key) for key in RECORD]
         rows.append([*row, "; ".join(lens.flags)])
     return rows
 
 
 def write_predictions_csv(path: Path, result: CatalogResult) -> None:
-    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(prediction_columns(result))
-        writer.writerows(prediction_rows(result))
+    write_table(path, prediction_columns(result), prediction_rows(result))
 
 
 def lens_rows(result: CatalogResult) -> tuple[list[str], list[list[str]]]:
@@ -166,21 +158,21 @@ def catalog_figure(result: CatalogResult) -> Figure:
 def write_report(path: Path, result: CatalogResult, figures: Sequence[str]) -> None:
     """``report.md``: the model and catalogue, the metric table with its conventions, every lens,
     and the figure."""
-    p = result.payload
+    s = result.summary
     header, rows = lens_rows(result)
-    errors = "; ".join(f"{t}: {e}" for t, e in p["reference_errors"].items())
+    errors = "; ".join(f"{t}: {e}" for t, e in s.reference_errors.items())
     lines = [
         "# lenscnn evaluation report: a lens catalogue",
         "",
-        f"- model: {', '.join(p['members'])}",
-        f"- data: {p['dataset']}",
-        f"- lenses: {p['n']} listed, {p['n_ok']} predicted, {p['n_failed']} failed, {p['n_flagged']} flagged as "
+        f"- model: {', '.join(s.members)}",
+        f"- data: {s.dataset}",
+        f"- lenses: {s.n} listed, {s.n_ok} predicted, {s.n_failed} failed, {s.n_flagged} flagged as "
         "unlike the training images",
         f"- reference uncertainty columns: {errors}",
-        f"- MC-dropout passes per member: {p['mc_samples']}; symmetries averaged: {p['symmetries']}",
+        f"- MC-dropout passes per member: {s.mc_samples}; symmetries averaged: {s.symmetries}",
     ]
-    if p["nrmse"] is not None:
-        lines.append(f"- normalised RMSE (mean over targets of RMSE / prior std): {p['nrmse']:.4f}")
+    if s.nrmse is not None:
+        lines.append(f"- normalised RMSE (mean over targets of RMSE / prior std): {s.nrmse:.4f}")
     lines += [
         "",
         "## Metrics against the references (physical units)",
@@ -215,4 +207,4 @@ def write_catalog_outputs(run_dir: Path, result: CatalogResult, figure: Figure |
         save_figure(figure, RunDir(run_dir).plots / "catalog.png", dpi=120)
         files.append("plots/catalog.png")
     write_report(RunDir(run_dir).report, result, files)
-    write_json(RunDir(run_dir).metrics, result.payload)
+    result.summary.write(RunDir(run_dir).metrics)

@@ -11,8 +11,9 @@ from typing import Any
 
 from lenscnn.errors import UserError
 from lenscnn.evaluation.datasets import EvaluationSet
-from lenscnn.evaluation.evaluate import Predictions, calibrate, coverage_table, normalised_rmse, predict_set, score
+from lenscnn.evaluation.scoring import Predictions, calibrate, coverage_table, normalised_rmse, predict_set, score
 from lenscnn.io.run_dir import run_name
+from lenscnn.io.summaries import EvaluationSummary
 from lenscnn.metrics.tables import markdown_table
 from lenscnn.models.ensemble import Ensemble
 from lenscnn.models.symmetry import symmetry_group
@@ -23,23 +24,23 @@ class EvaluationResult:
     """What an evaluation found.
 
     Attributes:
-        payload: the ``metrics.json`` content: members, data, ``metrics`` per target, ``nrmse``,
+        summary: the ``metrics.json`` content: members, data, ``metrics`` per target, ``nrmse``,
             the ``calibration`` record (if fitted) and the member ``comparison`` (if asked).
         test: the test-set predictions (sigma calibrated when a calibration was fitted).
         comparison_md: the member comparison as markdown (``None`` unless asked).
     """
 
-    payload: dict[str, Any]
+    summary: EvaluationSummary
     test: Predictions
     comparison_md: str | None = None
 
     @property
     def metrics(self) -> dict[str, dict[str, float]]:
-        return self.payload["metrics"]
+        return self.summary.metrics
 
     @property
     def calibration(self) -> dict[str, Any] | None:
-        return self.payload.get("calibration")
+        return self.summary.calibration
 
 
 def member_label(source: str, k: int) -> str:
@@ -127,20 +128,19 @@ def evaluate(
             "coverage_before": before,
             "coverage_after": coverage_table(test.residual, test.sigma, names),
         }
-    payload: dict[str, Any] = {
-        "members": ensemble.sources,
-        "dataset": dataset.description,
-        "n": int(test.truth.shape[0]),
-        "mc_samples": mc_samples,
-        "symmetries": symmetries,
-        "outlier_nsigma": outlier_nsigma,
-        "sigma_scale": {n: float(s) for n, s in zip(names, ensemble.sigma_scale.cpu(), strict=True)},
-        "metrics": score(test, outlier_nsigma),
-        "nrmse": normalised_rmse(test.truth, test.mean, ensemble.reference.scaler.std),
-    }
-    if calibration:
-        payload["calibration"] = calibration
+    summary = EvaluationSummary(
+        members=list(ensemble.sources),
+        dataset=dataset.description,
+        n=int(test.truth.shape[0]),
+        mc_samples=mc_samples,
+        symmetries=symmetries,
+        outlier_nsigma=outlier_nsigma,
+        sigma_scale={n: float(s) for n, s in zip(names, ensemble.sigma_scale.cpu(), strict=True)},
+        metrics=score(test, outlier_nsigma),
+        nrmse=normalised_rmse(test.truth, test.mean, ensemble.reference.scaler.std),
+        calibration=calibration,
+    )
     comparison_md = None
     if compare:
-        payload["comparison"], comparison_md = compare_members(ensemble, test)
-    return EvaluationResult(payload, test, comparison_md)
+        summary.comparison, comparison_md = compare_members(ensemble, test)
+    return EvaluationResult(summary, test, comparison_md)

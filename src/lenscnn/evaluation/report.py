@@ -17,10 +17,12 @@ import torch
 from matplotlib.figure import Figure
 
 from lenscnn import plots
-from lenscnn.evaluation.evaluate import CURVE_LEVELS, Predictions, curve
 from lenscnn.evaluation.pipeline import EvaluationResult
-from lenscnn.io.atomic import atomic_path, write_json, write_text
+from lenscnn.evaluation.scoring import CURVE_LEVELS, Predictions, curve
+from lenscnn.io.atomic import atomic_path, write_text
+from lenscnn.io.predictions import target_columns, write_table
 from lenscnn.io.run_dir import RunDir
+from lenscnn.io.summaries import EvaluationSummary
 from lenscnn.metrics.tables import MetricsTable, markdown_table
 
 
@@ -31,31 +33,18 @@ def write_metrics_csv(path: Path, metrics: Mapping[str, Mapping[str, float]]) ->
 
 
 def write_predictions_csv(path: Path, predictions: Predictions) -> None:
-    """One row per lens: ``true_<t>``, ``pred_<t>`` and (if predicted) ``sigma_<t>`` per target."""
+    """One row per lens (:mod:`lenscnn.io.predictions`): its ``index``, then per target ``<t>_true``, ``<t>``
+    and (if predicted) ``<t>_sigma``."""
     p = predictions
-    columns = [
-        f"{kind}_{n}" for n in p.names for kind in ("true", "pred", "sigma") if kind != "sigma" or p.sigma is not None
-    ]
-    tables = {"true": p.truth.tolist(), "pred": p.mean.tolist(), "sigma": None if p.sigma is None else p.sigma.tolist()}
-    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["index", *columns])
-        for i in range(len(tables["true"])):
-            row = [i]
-            for k in range(len(p.names)):
-                row += [_fmt(tables["true"][i][k]), _fmt(tables["pred"][i][k])]
-                if tables["sigma"] is not None:
-                    row.append(_fmt(tables["sigma"][i][k]))
-            writer.writerow(row)
-
-
-def _fmt(value: float | None) -> str:
-    return "" if value is None else f"{value:.7g}"
+    kinds = ["true", "value", "sigma"] if p.sigma is not None else ["true", "value"]
+    tables = [p.truth, p.mean] + ([p.sigma] if p.sigma is not None else [])
+    columns = torch.stack([t.double().cpu() for t in tables], dim=-1).flatten(1).tolist()  # (lens, target * kind)
+    write_table(path, ["index", *target_columns(p.names, kinds)], ([i, *row] for i, row in enumerate(columns)))
 
 
 def write_report(
     path: Path,
-    payload: Mapping[str, Any],
+    summary: EvaluationSummary,
     figures: Sequence[str],
     comparison: str | None = None,
 ) -> None:
@@ -63,20 +52,20 @@ def write_report(
     lines = [
         "# lenscnn evaluation report",
         "",
-        f"- model: {', '.join(payload['members'])}",
-        f"- data: {payload['dataset']}",
-        f"- lenses: {payload['n']}; MC-dropout passes per member: {payload['mc_samples']}",
-        f"- normalised RMSE (mean over targets of RMSE / prior std): {payload['nrmse']:.4f}",
+        f"- model: {', '.join(summary.members)}",
+        f"- data: {summary.dataset}",
+        f"- lenses: {summary.n}; MC-dropout passes per member: {summary.mc_samples}",
+        f"- normalised RMSE (mean over targets of RMSE / prior std): {summary.nrmse:.4f}",
         "",
         "## Metrics (physical units)",
         "",
-        MetricsTable(payload["metrics"]).markdown(),
+        MetricsTable(summary.metrics).markdown(),
         "",
         "Outliers: |error| above "
-        f"{payload['outlier_nsigma']:g} robust (NMAD) standard deviations. NLL in nats per lens. "
+        f"{summary.outlier_nsigma:g} robust (NMAD) standard deviations. NLL in nats per lens. "
         "Coverage: share of true values inside the central 68% / 95% Gaussian interval.",
     ]
-    calibration = payload.get("calibration")
+    calibration = summary.calibration
     if calibration:
         lines += ["", "## Calibration", "", calibration_markdown(calibration)]
     if comparison:
@@ -124,7 +113,7 @@ def evaluation_figures(test: Predictions, calibration: Mapping[str, Any] | None)
 
 def write_comparison(run_dir: Path, result: EvaluationResult) -> None:
     """``comparison.md`` and ``comparison.csv`` (normalised RMSE of each member and the ensemble)."""
-    comparison = result.payload["comparison"]
+    comparison = result.summary.comparison
     write_text(run_dir / "comparison.md", result.comparison_md + "\n")
     rows = [[src, f"{v:.6f}"] for src, v in comparison["members"].items()]
     rows.append(["ensemble", f"{comparison['ensemble']:.6f}"])
@@ -152,5 +141,5 @@ def write_outputs(run_dir: Path, result: EvaluationResult, figures: Mapping[str,
                 plt.close(fig)
     if result.comparison_md:
         write_comparison(run_dir, result)
-    write_report(run.report, result.payload, files, result.comparison_md)
-    write_json(run.metrics, result.payload)
+    write_report(run.report, result.summary, files, result.comparison_md)
+    result.summary.write(run.metrics)

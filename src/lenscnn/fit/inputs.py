@@ -3,7 +3,6 @@ with a noise map and a mask) and the network's predictions for them, matched by 
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +11,7 @@ import numpy as np
 from lenscnn.data.streams import shard_bounds
 from lenscnn.errors import UserError
 from lenscnn.io.cutouts import Cutout, find_inputs
+from lenscnn.io.predictions import read_table
 from lenscnn.io.run_dir import RunDir
 from lenscnn.params import LENS
 from lenscnn.preparation.pipeline import Preparation, prepare, read_file
@@ -33,17 +33,16 @@ def read_predictions(path: str) -> dict[tuple[str, str], dict[str, float]]:
     file = RunDir(file).predictions if file.is_dir() else file
     if not file.is_file():
         raise UserError(f"predictions={path}: no predictions.csv there; run lenscnn-predict first")
-    with open(file, newline="") as f:
-        reader = csv.DictReader(f)
-        missing = [n for n in ("image", *LENS) if n not in (reader.fieldnames or [])]
-        if missing:
-            raise UserError(f"predictions={file}: lacks the columns {missing}; is it a lenscnn-predict output?")
-        rows = {}
-        for row in reader:
-            if not row.get("status", "ok").startswith("ok"):
-                continue  # an image predict could not read: nothing to start from
-            values = {k: float(v) for k, v in row.items() if k not in TEXT_COLUMNS and v not in ("", None)}
-            rows[image_key(row["image"])] = values
+    table = read_table(file)
+    missing = [n for n in ("image", *LENS) if n not in table.columns]
+    if missing:
+        raise UserError(f"predictions={file}: lacks the columns {missing}; is it a lenscnn-predict output?")
+    rows = {}
+    for row in table.rows:
+        if not row.get("status", "ok").startswith("ok"):
+            continue  # an image predict could not read: nothing to start from
+        values = {k: float(v) for k, v in row.items() if k not in TEXT_COLUMNS and v not in ("", None)}
+        rows[image_key(row["image"])] = values
     return rows
 
 

@@ -29,9 +29,9 @@ import logging
 import math
 import time
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from multiprocessing import get_context
 from typing import Any
 
@@ -184,6 +184,48 @@ class FitResult:
     theta_change: float = 0.0
     agree: bool = True
     converged: bool = False
+
+
+@dataclass(frozen=True)
+class FitOutcome:
+    """What ``lenscnn-refine`` reports of one image: a row of ``refined.csv`` (written and read back by
+    :mod:`lenscnn.fit.report`), with the arrays of its figure.
+
+    ``image`` is the image's label (``path`` or ``path[k]``), ``status`` ``ok`` or ``failed: <reason>``
+    (the image could not be read or prepared, it has no prediction, or its fit raised). ``network`` and
+    ``network_sigma`` hold the network's mean and sigma of each fitted lens parameter it predicts (by lenscnn
+    name: ``theta_E`` [arcsec], ``e1``, ``gamma``...; empty when the image failed before its fit);
+    ``fitted`` the fit's values and ``fitted_sigma`` its MCMC standard deviations (0 for a parameter held
+    fixed; empty without MCMC), both empty unless ``ok``. The rest is set for a fit that succeeded
+    (:class:`FitResult`): ``reduced_chi2`` over the used pixels, ``seconds`` of wall time, ``converged``
+    (:class:`Convergence`; ``False`` unless ``ok``), ``starts_agreeing`` (starts that found the kept
+    ``theta_E``), ``chi2_change`` (the relative fall of the reduced chi^2) and ``theta_E_change`` [arcsec]
+    (the largest move of ``theta_E``) over the last :data:`PLATEAU_SHARE` of the last PSO stage, ``sky`` the
+    fitted sky level [counts/s/px] (``None`` without one), ``model`` [counts/s/px] and ``residual``
+    ((data - model) / noise, 0 outside the used pixels), images like the data (``None`` when read from
+    ``refined.csv``; not compared).
+    """
+
+    image: str
+    status: str
+    network: dict[str, float] = field(default_factory=dict)
+    network_sigma: dict[str, float] = field(default_factory=dict)
+    fitted: dict[str, float] = field(default_factory=dict)
+    fitted_sigma: dict[str, float] = field(default_factory=dict)
+    reduced_chi2: float | None = None
+    seconds: float | None = None
+    converged: bool = False
+    starts_agreeing: int | None = None
+    chi2_change: float | None = None
+    theta_E_change: float | None = None  # noqa: N815 (the physics name, refined.csv's column)
+    sky: float | None = None
+    model: np.ndarray | None = field(default=None, compare=False, repr=False)
+    residual: np.ndarray | None = field(default=None, compare=False, repr=False)
+
+    @property
+    def ok(self) -> bool:
+        """Whether the image was fitted."""
+        return self.status == "ok"
 
 
 def _components(setup: Mapping[str, Any]) -> tuple[Any, Any, Any, Any]:
@@ -554,15 +596,17 @@ def mcmc_sigmas(setup: Mapping[str, Any], model: LensModel, param_class: Any, sa
 
 
 def fit_task(
-    task: dict[str, Any],
-    setup: dict[str, Any],
+    pending: FitOutcome,
+    task: Mapping[str, Any],
+    setup: Mapping[str, Any],
     budget: Budget,
     network_prior: bool,
     seed: int,
     convergence: Convergence | None = None,
-) -> dict[str, Any]:
-    """Fit one image (``task``: ``data``, ``noise`` and optional ``mask``, see :func:`refine`) in a worker
-    process; never raises (a failure is returned as its status)."""
+) -> FitOutcome:
+    """``pending`` (an image's :class:`FitOutcome` before its fit: its label and the network's values)
+    completed by the fit of that image (``task``: ``data``, ``noise`` and optional ``mask``, see
+    :func:`refine`), in a worker process; never raises (a failure is returned as its status)."""
     try:
         result = refine(
             task["data"],
@@ -575,32 +619,32 @@ def fit_task(
             convergence=convergence,
         )
     except Exception as exc:  # a fit that fails must not stop the others: reported in its row
-        return {"status": f"failed: {one_line(exc, with_type=True)}"}
-    return {
-        "status": "ok",
-        "lens": result.lens,
-        "sigma": result.sigma,
-        "reduced_chi2": result.reduced_chi2,
-        "seconds": result.seconds,
-        "model": result.model,
-        "residual": result.normalized_residual,
-        "sky": result.sky,
-        "converged": result.converged,
-        "starts_agreeing": result.starts_agreeing,
-        "chi2_change": result.chi2_change,
-        "theta_change": result.theta_change,
-        "agree": result.agree,
-    }
+        return replace(pending, status=f"failed: {one_line(exc, with_type=True)}")
+    return replace(
+        pending,
+        status="ok",
+        fitted=result.lens,
+        fitted_sigma=result.sigma,
+        reduced_chi2=result.reduced_chi2,
+        seconds=result.seconds,
+        converged=result.converged,
+        starts_agreeing=result.starts_agreeing,
+        chi2_change=result.chi2_change,
+        theta_E_change=result.theta_change,
+        sky=result.sky,
+        model=result.model,
+        residual=result.normalized_residual,
+    )
 
 
-def fit_all(jobs: list[tuple], workers: int) -> Iterator[tuple[dict, dict, dict]]:
-    """``(row, item, outcome)`` of every job as it finishes: in ``workers`` processes, or in this
-    one for ``workers=1``."""
+def fit_all(jobs: Sequence[tuple[Any, tuple]], workers: int) -> Iterator[tuple[Any, FitOutcome]]:
+    """``(key, outcome)`` of every job ``(key, arguments of fit_task)`` as it finishes: in ``workers``
+    processes, or in this one for ``workers=1``."""
     if workers == 1 or len(jobs) <= 1:
-        for row, item, arguments in jobs:
-            yield row, item, fit_task(*arguments)
+        for key, arguments in jobs:
+            yield key, fit_task(*arguments)
         return
     with ProcessPoolExecutor(min(workers, len(jobs)), mp_context=get_context("spawn")) as pool:
-        futures = {pool.submit(fit_task, *arguments): (row, item) for row, item, arguments in jobs}
+        futures = {pool.submit(fit_task, *arguments): key for key, arguments in jobs}
         for future in as_completed(futures):
-            yield (*futures[future], future.result())
+            yield futures[future], future.result()

@@ -25,9 +25,10 @@ from typing import Any
 
 import yaml
 
-from lenscnn.errors import UserError
-from lenscnn.fit.refine import Convergence
+from lenscnn.errors import UserError, one_line
+from lenscnn.fit.refine import Convergence, FitOutcome
 from lenscnn.io.atomic import atomic_path, write_text
+from lenscnn.io.run_dir import RunDir
 from lenscnn.metrics.tables import markdown_table
 from lenscnn.params import ordered, unit
 
@@ -62,46 +63,93 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
-def write_refined_csv(path: Path, rows: Sequence[Mapping[str, Any]], names: Sequence[str]) -> None:
-    """The rows, sorted by image, atomically."""
-    header = columns(names)
+def refined_row(outcome: FitOutcome, names: Sequence[str]) -> dict[str, str]:
+    """``outcome`` as a row of ``refined.csv`` for lens parameters ``names``: the cell of each column
+    (:func:`columns`; empty: none, e.g. the fit's values of a failed image)."""
+    values: dict[str, Any] = {
+        "image": outcome.image,
+        "status": outcome.status,
+        "converged": outcome.converged,
+        "reduced_chi2": outcome.reduced_chi2,
+        "starts_agreeing": outcome.starts_agreeing,
+        "theta_E_change": outcome.theta_E_change,
+        "chi2_change": outcome.chi2_change,
+        "fit_sky": outcome.sky,
+        "seconds": outcome.seconds,
+    }
+    for name in names:
+        values |= {
+            f"net_{name}": outcome.network.get(name),
+            f"net_{name}_sigma": outcome.network_sigma.get(name),
+            name: outcome.fitted.get(name),
+            f"{name}_sigma": outcome.fitted_sigma.get(name),
+        }
+    return {column: _cell(values[column]) for column in columns(names)}
+
+
+def outcome_from_row(row: Mapping[str, str | None], names: Sequence[str]) -> FitOutcome:
+    """The :class:`FitOutcome` of a row of ``refined.csv`` (column -> cell text) for lens parameters
+    ``names``, without the figure's arrays: the inverse of :func:`refined_row`."""
+
+    def number(column: str) -> float | None:
+        return float(row[column]) if row.get(column) else None
+
+    def by_name(template: str) -> dict[str, float]:
+        cells = {name: number(template.format(name)) for name in names}
+        return {name: value for name, value in cells.items() if value is not None}
+
+    agreeing = number("starts_agreeing")
+    return FitOutcome(
+        image=row["image"] or "",
+        status=row["status"] or "",
+        network=by_name("net_{}"),
+        network_sigma=by_name("net_{}_sigma"),
+        fitted=by_name("{}"),
+        fitted_sigma=by_name("{}_sigma"),
+        reduced_chi2=number("reduced_chi2"),
+        seconds=number("seconds"),
+        converged=row["converged"] == "true",
+        starts_agreeing=None if agreeing is None else int(agreeing),
+        chi2_change=number("chi2_change"),
+        theta_E_change=number("theta_E_change"),
+        sky=number("fit_sky"),
+    )
+
+
+def write_refined_csv(path: Path, outcomes: Sequence[FitOutcome], names: Sequence[str]) -> None:
+    """``refined.csv``: a row per outcome (:func:`refined_row`), sorted by image, written atomically."""
     with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(header)
-        for row in sorted(rows, key=lambda r: r["image"]):
-            writer.writerow([_cell(row.get(c)) for c in header])
+        writer = csv.DictWriter(f, fieldnames=columns(names))
+        writer.writeheader()
+        for outcome in sorted(outcomes, key=lambda o: o.image):
+            writer.writerow(refined_row(outcome, names))
 
 
-def read_refined_csv(path: Path) -> tuple[list[dict[str, Any]], list[str]]:
-    """Rows (numbers as floats, ``converged`` as bool) and lens parameter names of a ``refined.csv``."""
+def read_refined_csv(path: Path) -> tuple[list[FitOutcome], list[str]]:
+    """The outcomes (:func:`outcome_from_row`) and lens parameter names of a ``refined.csv``."""
     with open(path, newline="") as f:
         reader = csv.DictReader(f)
         header = list(reader.fieldnames or [])
-        if header[: len(FIXED_COLUMNS)] != list(FIXED_COLUMNS):
+        names = [c for c in header[len(FIXED_COLUMNS) :] if not c.startswith("net_") and not c.endswith("_sigma")]
+        if header != columns(names):
             raise UserError(f"{path}: not a refined.csv of lenscnn-refine (header {header[:5]})")
-        rows = []
-        for raw in reader:
-            row: dict[str, Any] = {
-                "image": raw["image"],
-                "status": raw["status"],
-                "converged": raw["converged"] == "true",
-            }
-            for key, value in raw.items():
-                if key not in ("image", "status", "converged"):
-                    row[key] = float(value) if value else None
-            rows.append(row)
-    names = [c for c in header[len(FIXED_COLUMNS) :] if not c.startswith("net_") and not c.endswith("_sigma")]
-    return rows, names
+        outcomes = []
+        for row in reader:
+            try:
+                outcomes.append(outcome_from_row(row, names))
+            except ValueError as exc:
+                raise UserError(f"{path}: line {reader.line_num}: {one_line(exc)}") from None
+    return outcomes, names
 
 
-def report_markdown(rows: Sequence[Mapping[str, Any]], names: Sequence[str], settings: Mapping[str, Any]) -> str:
+def report_markdown(outcomes: Sequence[FitOutcome], names: Sequence[str], settings: Mapping[str, Any]) -> str:
     """``report.md``: how many fits succeeded and converged, and the fit against the network per parameter."""
-    ok = [r for r in rows if r["status"] == "ok"]
-    converged = [r for r in ok if r["converged"]]
+    ok = [o for o in outcomes if o.ok]
+    converged = [o for o in ok if o.converged]
     lines = [
         "# lenscnn-refine report",
         "",
-        f"- images: {len(rows)}; fitted: {len(ok)}; failed: {len(rows) - len(ok)}; converged: {len(converged)}",
+        f"- images: {len(outcomes)}; fitted: {len(ok)}; failed: {len(outcomes) - len(ok)}; converged: {len(converged)}",
         f"- converged means: {settings.get('converged', '?')}",
         f"- fit: {settings.get('fit', {})}; network posterior as a prior: {settings.get('network_prior', False)}",
     ]
@@ -110,20 +158,18 @@ def report_markdown(rows: Sequence[Mapping[str, Any]], names: Sequence[str], set
     if "shards" in settings:
         lines.append(f"- shards merged: {settings['shards']}")
     if ok:
-        chi2 = [r["reduced_chi2"] for r in ok]
-        seconds = [r["seconds"] for r in ok]
+        chi2 = [o.reduced_chi2 for o in ok]
+        seconds = [o.seconds for o in ok]
         lines.append(
             f"- reduced chi^2: median {statistics.median(chi2):.3f}; wall time per image: median "
             f"{statistics.median(seconds):.1f} s, total {sum(seconds):.0f} s"
         )
-        sky = [r["fit_sky"] for r in ok if r.get("fit_sky") is not None]
+        sky = [o.sky for o in ok if o.sky is not None]
         if sky:
             lines.append(f"- fitted sky level: median {statistics.median(sky):.4g} counts/s/px")
         table = []
         for name in ordered(names):
-            pairs = [
-                (r[name], r[f"net_{name}"], r.get(f"net_{name}_sigma")) for r in ok if r.get(f"net_{name}") is not None
-            ]
+            pairs = [(o.fitted[name], o.network[name], o.network_sigma.get(name)) for o in ok if name in o.network]
             if not pairs:
                 continue
             shift = [fit - net for fit, net, _ in pairs]
@@ -147,9 +193,9 @@ def report_markdown(rows: Sequence[Mapping[str, Any]], names: Sequence[str], set
             "share within 1 network sigma",
         ]
         lines += ["", "## Fit against network", "", markdown_table(header, table)]
-    failed = [r for r in rows if r["status"] != "ok"]
+    failed = [o for o in outcomes if not o.ok]
     if failed:
-        lines += ["", "## Failed", ""] + [f"- `{r['image']}`: {r['status']}" for r in failed]
+        lines += ["", "## Failed", ""] + [f"- `{o.image}`: {o.status}" for o in failed]
     return "\n".join(lines) + "\n"
 
 
@@ -179,9 +225,9 @@ def _job_config(job: Path) -> dict[str, Any]:
     return config if isinstance(config, dict) else {}
 
 
-def merge_shards(directory: Path) -> tuple[list[dict[str, Any]], list[str], Shards]:
-    """The rows and lens parameter names of every shard's ``refined.csv`` in a ``lenscnn-refine`` multirun
-    ``directory``, and the :class:`Shards`.
+def merge_shards(directory: Path) -> tuple[list[FitOutcome], list[str], Shards]:
+    """The outcomes (:func:`read_refined_csv`) and lens parameter names of every shard's ``refined.csv`` in a
+    ``lenscnn-refine`` multirun ``directory``, and the :class:`Shards`.
 
     Only a Hydra multirun (``multirun.yaml``) whose numbered job directories are each a ``lenscnn-refine``
     run (``.hydra/config.yaml``: ``task_name: refine``) of one shard ``i/N`` with a ``refined.csv``, the
@@ -215,7 +261,7 @@ def merge_shards(directory: Path) -> tuple[list[dict[str, Any]], list[str], Shar
         inputs.add(str(config.get("input")))
         if len(inputs) > 1:
             raise UserError(f"merge={directory}: the shards fit different inputs ({sorted(inputs)})")
-        if not (job / "refined.csv").is_file():
+        if not RunDir(job).refined.is_file():
             raise UserError(f"merge={directory}: shard {index}/{count} ({job.name}/) has no refined.csv; rerun it")
         if not shards.converged and isinstance(config.get("converged"), dict):
             try:
@@ -223,24 +269,25 @@ def merge_shards(directory: Path) -> tuple[list[dict[str, Any]], list[str], Shar
             except (TypeError, UserError):
                 shards.converged = ""
     shards.missing = sorted(set(range(shards.count)) - set(seen))
-    rows: list[dict[str, Any]] = []
+    outcomes: list[FitOutcome] = []
     names: list[str] = []
     where: dict[str, Path] = {}
     for job in jobs:
-        path = job / "refined.csv"
+        path = RunDir(job).refined
         part, part_names = read_refined_csv(path)
         if names and part_names != names:
             raise UserError(f"{path}: other lens parameters ({part_names}) than the other shards ({names})")
         names = part_names
-        for row in part:
-            if row["image"] in where:
-                raise UserError(f"merge={directory}: {row['image']} is in {where[row['image']].name}/ and {job.name}/")
-            where[row["image"]] = job
-        rows += part
-    return rows, names, shards
+        for outcome in part:
+            if outcome.image in where:
+                raise UserError(
+                    f"merge={directory}: {outcome.image} is in {where[outcome.image].name}/ and {job.name}/"
+                )
+            where[outcome.image] = job
+        outcomes += part
+    return outcomes, names, shards
 
 
-def write_report(
-    path: Path, rows: Sequence[Mapping[str, Any]], names: Sequence[str], settings: Mapping[str, Any]
-) -> None:
-    write_text(path, report_markdown(rows, names, settings))
+def write_report(path: Path, outcomes: Sequence[FitOutcome], names: Sequence[str], settings: Mapping[str, Any]) -> None:
+    """``report.md`` (:func:`report_markdown`), atomically."""
+    write_text(path, report_markdown(outcomes, names, settings))

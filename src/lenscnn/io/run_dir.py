@@ -10,6 +10,7 @@ every app that writes it::
     metrics.json            the run's summary, written last (a run directory with it is complete)
     metrics.csv             the per-target metrics of an evaluation
     predictions.csv         one row per lens (eval, predict)
+    refined.csv             one row per image: the network's values and the fit's (refine)
     plots/                  an evaluation's, predict's or refine's figures
     figures/                training: figures also sent to the loggers
     report.md               an evaluation's report
@@ -59,6 +60,11 @@ class RunDir:
     @property
     def predictions(self) -> Path:
         return self.path / "predictions.csv"
+
+    @property
+    def refined(self) -> Path:
+        """``refined.csv``: the network's and the fit's values per image (``lenscnn-refine``)."""
+        return self.path / "refined.csv"
 
     @property
     def plots(self) -> Path:

@@ -10,7 +10,6 @@ Lightning checkpoint and a weights-only export (:func:`export_weights`) load ali
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 import pickle
 from collections.abc import Mapping
@@ -22,6 +21,7 @@ import torch
 from lenscnn.errors import UserError, one_line
 from lenscnn.io.atomic import atomic_path
 from lenscnn.io.run_dir import RunDir
+from lenscnn.io.summaries import TrainingSummary
 from lenscnn.models.regressor import LensRegressor
 
 #: Keys a usable checkpoint has.
@@ -54,10 +54,10 @@ def best_checkpoint(metrics: Path) -> Path | None:
     """The ``best_checkpoint`` a run's ``metrics.json`` names, if that file exists (``None`` for a
     missing, unreadable or foreign ``metrics.json``: the run's ``last.ckpt`` is used instead)."""
     try:
-        best = json.loads(metrics.read_text()).get("best_checkpoint")
-        return Path(best) if isinstance(best, str) and best and Path(best).is_file() else None
-    except (OSError, ValueError, AttributeError):  # missing, not JSON, not a JSON object, not a path
+        best = TrainingSummary.read(metrics).best_checkpoint
+    except UserError:  # missing, not JSON, not a training summary
         return None
+    return Path(best) if isinstance(best, str) and best and Path(best).is_file() else None
 
 
 def read_checkpoint(path: str | Path) -> dict[str, Any]:

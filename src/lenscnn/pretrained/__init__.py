@@ -14,7 +14,8 @@ predictions then use by default). ``make pretrained`` rebuilds them; ``MODEL_CAR
 
 Configs refer to the files with the OmegaConf resolver ``${lenscnn_pretrained:<name>}`` (the
 directory of ensemble ``<name>`` inside the installed package, whatever the working directory),
-registered by :func:`register_resolver` (every entry point does so on import).
+registered by :func:`register_resolver` (every app calls it first, through
+``lenscnn.cli.common.prepare_app``).
 """
 
 from __future__ import annotations

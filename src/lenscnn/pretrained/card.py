@@ -10,13 +10,14 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from lenscnn.errors import UserError
 from lenscnn.evaluation.pipeline import comparison_table
 from lenscnn.io.atomic import write_text
+from lenscnn.io.summaries import EvaluationSummary
 from lenscnn.metrics.tables import Column, MetricsTable, markdown_table
 
 BEGIN = "<!-- BEGIN generated metrics: make pretrained writes this block from lenscnn-eval's metrics.json -->"
@@ -56,23 +57,23 @@ def nuisance(dataset: str) -> str:
     return found.group(1) if found else dataset
 
 
-def robustness_table(clean: Mapping[str, Any], rows: Sequence[Mapping[str, Any]]) -> list[str]:
+def robustness_table(clean: EvaluationSummary, rows: Sequence[EvaluationSummary]) -> list[str]:
     """The lines of the robustness table: each of ``rows`` (``metrics.json`` of the same lenses with one
     nuisance added) against ``clean``'s; group columns (e, centre) average the targets' values."""
 
-    def value(payload: Mapping[str, Any], targets: Sequence[str], metric: str) -> float:
-        return sum(payload["metrics"][t][metric] for t in targets) / len(targets)
+    def value(summary: EvaluationSummary, targets: Sequence[str], metric: str) -> float:
+        return sum(summary.metrics[t][metric] for t in targets) / len(targets)
 
     header = ["test set", *(c[0] for c in ROBUSTNESS_COLUMNS)]
     body = []
-    for payload in (clean, *rows):
-        cells = [f"`{nuisance(payload['dataset'])}`" if payload is not clean else "clean"]
+    for summary in (clean, *rows):
+        cells = [f"`{nuisance(summary.dataset)}`" if summary is not clean else "clean"]
         for _, targets, metric, ratio in ROBUSTNESS_COLUMNS:
-            v = value(payload, targets, metric)
+            v = value(summary, targets, metric)
             cells.append(f"{v / value(clean, targets, metric):.3f}" if ratio else f"{v:.4g}")
         body.append(cells)
     return [
-        f"{ROBUSTNESS_LABEL}: {clean['n']} test lenses of {clean['dataset']}, then the same lenses with one "
+        f"{ROBUSTNESS_LABEL}: {clean.n} test lenses of {clean.dataset}, then the same lenses with one "
         "nuisance added (RMSE ratios to the clean set's; coverage of the calibrated 68%/95% intervals):",
         "",
         markdown_table(header, body),
@@ -95,19 +96,19 @@ def card_robustness(text: str) -> dict[str, dict[str, float]]:
     return rows
 
 
-def metrics_table(payload: Mapping[str, Any]) -> list[str]:
+def metrics_table(summary: EvaluationSummary) -> list[str]:
     """The lines of one evaluation's per-target table (with its test set and normalised RMSE);
     targets in vocabulary order (``metrics.json`` sorts them by name)."""
-    scale = payload.get("sigma_scale", {})
-    metrics = {name: {**values, "sigma_scale": scale.get(name)} for name, values in payload["metrics"].items()}
+    scale = summary.sigma_scale
+    metrics = {name: {**values, "sigma_scale": scale.get(name)} for name, values in summary.metrics.items()}
     table = MetricsTable(metrics, COLUMNS, name=lambda n: f"`{n}`", drop_empty=False)
     return [
-        f"Test set: {payload['dataset']}; MC-dropout passes per member: {payload['mc_samples']}; "
-        f"symmetries averaged: {payload.get('symmetries', 1)}.",
+        f"Test set: {summary.dataset}; MC-dropout passes per member: {summary.mc_samples}; "
+        f"symmetries averaged: {summary.symmetries}.",
         "",
         table.markdown(),
         "",
-        f"{NRMSE_LABEL}: **{payload['nrmse']:.4f}**.",
+        f"{NRMSE_LABEL}: **{summary.nrmse:.4f}**.",
     ]
 
 
@@ -118,14 +119,14 @@ def member_file(label: str) -> str:
 
 
 def metrics_block(
-    payload: Mapping[str, Any], *others: Mapping[str, Any], robustness: Sequence[Mapping[str, Any]] = ()
+    summary: EvaluationSummary, *others: EvaluationSummary, robustness: Sequence[EvaluationSummary] = ()
 ) -> str:
-    """The generated block (markers included) for an evaluation ``payload`` (``metrics.json``),
+    """The generated block (markers included) for an evaluation ``summary`` (``metrics.json``),
     followed by the tables of ``others`` (the same model on other test sets) and, given ``robustness``
     (a clean set's ``metrics.json`` then those of the same lenses with one nuisance each), the
     robustness table."""
-    lines = [BEGIN, *metrics_table(payload)]
-    comparison = payload.get("comparison")
+    lines = [BEGIN, *metrics_table(summary)]
+    comparison = summary.comparison
     if comparison:
         lines += [
             "",
@@ -144,9 +145,12 @@ def metrics_block(
 
 
 def update_card(
-    path: str | Path, payload: Mapping[str, Any], *others: Mapping[str, Any], robustness: Sequence[Mapping] = ()
+    path: str | Path,
+    summary: EvaluationSummary,
+    *others: EvaluationSummary,
+    robustness: Sequence[EvaluationSummary] = (),
 ) -> None:
-    """Replace the generated block of the card at ``path`` by the numbers of ``payload`` (and of
+    """Replace the generated block of the card at ``path`` by the numbers of ``summary`` (and of
     the further test sets ``others``, and the ``robustness`` table)."""
     path = Path(path)
     if not path.is_file():
@@ -155,7 +159,7 @@ def update_card(
     start, stop = text.find(BEGIN), text.find(END)
     if start < 0 or stop < start:
         raise UserError(f"card={path}: has no generated block (a line {BEGIN!r} ... {END!r})")
-    block = metrics_block(payload, *others, robustness=robustness)
+    block = metrics_block(summary, *others, robustness=robustness)
     write_text(path, text[:start] + block + text[stop + len(END) :])
 
 

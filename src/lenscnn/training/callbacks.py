@@ -19,7 +19,7 @@ from torch import Tensor
 from torch.optim.lr_scheduler import CosineAnnealingLR, SequentialLR
 
 from lenscnn.plots import lens_grid_figure
-from lenscnn.progress import format_duration, is_terminal
+from lenscnn.progress import Tracker, is_terminal
 from lenscnn.training import quiet
 from lenscnn.training.figures import log_figure
 
@@ -357,50 +357,47 @@ class ProgressLog(pl.Callback):
 
     def __init__(self, every: float = 30.0):
         self.every = every
-        self._active = False
-        self._budget: TimeBudget | None = None
-        self._start = self._last = 0.0
-        self._start_step = self._lenses = 0
+        self.tracker: Tracker | None = None
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._active = not is_terminal() and trainer.is_global_zero
-        self._budget = next((cb for cb in trainer.callbacks if isinstance(cb, TimeBudget)), None)
-        self._start = self._last = time.monotonic()
-        self._start_step, self._lenses = trainer.global_step, 0
+        if is_terminal() or not trainer.is_global_zero:
+            self.tracker = None
+            return
+        per_epoch = _steps_per_epoch(trainer)
+        epochs = trainer.fit_loop.max_epochs
+        total = epochs * per_epoch if epochs and epochs > 0 and per_epoch else trainer.max_steps
+        budget = next((cb for cb in trainer.callbacks if isinstance(cb, TimeBudget)), None)
+
+        def time_left(left: float) -> float:
+            """``left`` at most the budget's, the current epoch finished (the budget ends training after the
+            epoch it runs out in)."""
+            seconds = budget.training_seconds_left() if budget is not None else None
+            step = trainer.global_step
+            if seconds is None or not per_epoch or step >= total:
+                return left
+            this_epoch = max(0, (trainer.current_epoch + 1) * per_epoch - step) * left / (total - step)
+            return min(left, max(seconds, this_epoch))
+
+        self.tracker = Tracker(
+            epoch_label(trainer.current_epoch, epochs),
+            total if total > 0 else None,
+            unit="lenses",
+            of="steps",
+            every=self.every,
+            logger=log,
+            start=trainer.global_step,
+            time_left=time_left,
+        )
 
     def on_train_batch_end(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
-        if not self._active:
-            return
-        self._lenses += batch["image"].shape[0]
-        now = time.monotonic()
-        if now - self._last >= self.every:
-            self._last = now
-            log.info("%s", self.line(trainer, now))
-
-    def line(self, trainer: pl.Trainer, now: float) -> str:
-        """``epoch 3/11: 1,234/5,500 steps (22%), 157,952 lenses, 1,480 lenses/s, 0:01:46 elapsed, ~0:06:20 left``."""
-        step, elapsed = trainer.global_step, now - self._start
-        per_epoch = _steps_per_epoch(trainer)
-        epochs = trainer.fit_loop.max_epochs
-        total = epochs * per_epoch if epochs and epochs > 0 and per_epoch else trainer.max_steps
-        parts = [f"{step:,}/{total:,} steps ({100 * step / total:.0f}%)" if total > 0 else f"{step:,} steps"]
-        rate = self._lenses / elapsed if elapsed > 0 else 0.0
-        parts += [f"{self._lenses:,} lenses", f"{rate:,.0f} lenses/s", f"{format_duration(elapsed)} elapsed"]
-        done = step - self._start_step
-        if 0 < step < total and done > 0:
-            per_step = elapsed / done
-            left = (total - step) * per_step
-            budget = self._budget.training_seconds_left() if self._budget is not None else None
-            if budget is not None and per_epoch:  # the budget ends training after the epoch it runs out in
-                this_epoch = max(0, (trainer.current_epoch + 1) * per_epoch - step) * per_step
-                left = min(left, max(budget, this_epoch))
-            parts.append(f"~{format_duration(left)} left")
-        return f"{epoch_label(trainer.current_epoch, epochs)}: {', '.join(parts)}"
+        if self.tracker is not None:
+            self.tracker.description = epoch_label(trainer.current_epoch, trainer.fit_loop.max_epochs)
+            self.tracker.advance(batch["image"].shape[0], completed=trainer.global_step)
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if not self._active or trainer.sanity_checking:
+        if self.tracker is None or trainer.sanity_checking:
             return
         values = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/") and v.numel() == 1}
         shown = ", ".join(f"{k} {v:.4g}" for k, v in sorted(values.items()) if k.count("/") == 1)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import json
 import logging
 import math
 from pathlib import Path
@@ -14,40 +13,35 @@ from omegaconf import DictConfig
 
 from lenscnn.io.atomic import atomic_path, write_text
 from lenscnn.io.run_dir import finished_runs
+from lenscnn.io.summaries import TrainingSummary
 from lenscnn.metrics.tables import markdown_table
 
 log = logging.getLogger(__name__)
 
 
-def collect_runs(sweep_dir: Path) -> list[dict[str, Any]]:
-    """``metrics.json`` of every run under ``sweep_dir``, best first (by the optimized metric)."""
-    runs = []
-    for run in finished_runs(sweep_dir):
-        payload = json.loads(run.metrics.read_text())
-        score = payload.get("val", {}).get(payload.get("optimized_metric"))
-        payload["score"] = math.inf if score is None else float(score)
-        payload["job"] = run.path.name
-        runs.append(payload)
-    return sorted(runs, key=lambda r: r["score"])
+def collect_runs(sweep_dir: Path) -> list[tuple[str, TrainingSummary]]:
+    """``(job, summary)`` of every run under ``sweep_dir``, best first (by the optimized metric; runs
+    that never validated last)."""
+    runs = [(run.path.name, TrainingSummary.read(run.metrics)) for run in finished_runs(sweep_dir)]
+    return sorted(runs, key=lambda r: math.inf if r[1].score is None else r[1].score)
 
 
-def leaderboard_rows(runs: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
+def leaderboard_rows(runs: list[tuple[str, TrainingSummary]]) -> tuple[list[str], list[list[str]]]:
     """Header and rows: rank, job, overrides, validation score, test RMSE per target."""
     targets: list[str] = []
-    for run in runs:
-        targets += [t for t in run.get("prior_mean_rmse", {}) if t not in targets]
-    metric = runs[0].get("optimized_metric", "score") if runs else "score"
+    for _, run in runs:
+        targets += [t for t in run.prior_mean_rmse if t not in targets]
+    metric = runs[0][1].optimized_metric if runs else "score"
     header = ["rank", "job", "overrides", metric, *[f"test rmse {t}" for t in targets]]
     rows = []
-    for rank, run in enumerate(runs, start=1):
-        test = run.get("test", {})
-        rmse = [f"{test[f'test/rmse/{t}']:.4g}" if f"test/rmse/{t}" in test else "" for t in targets]
-        score = "" if math.isinf(run["score"]) else f"{run['score']:.4g}"
-        rows.append([str(rank), run["job"], " ".join(run.get("overrides", [])), score, *rmse])
+    for rank, (job, run) in enumerate(runs, start=1):
+        rmse = ["" if run.test_rmse(t) is None else f"{run.test_rmse(t):.4g}" for t in targets]
+        score = "" if run.score is None else f"{run.score:.4g}"
+        rows.append([str(rank), job, " ".join(run.overrides), score, *rmse])
     return header, rows
 
 
-def write_leaderboard(sweep_dir: Path) -> list[dict[str, Any]]:
+def write_leaderboard(sweep_dir: Path) -> list[tuple[str, TrainingSummary]]:
     """Write ``leaderboard.csv`` and ``leaderboard.md`` into ``sweep_dir`` (each atomically);
     return the ranked runs."""
     runs = collect_runs(sweep_dir)

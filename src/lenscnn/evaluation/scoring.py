@@ -1,4 +1,5 @@
-"""Run an ensemble over an evaluation set and score it: predictions, metrics, calibration."""
+"""An ensemble run over an evaluation set and scored: its predictions, metrics and calibration
+(:func:`lenscnn.evaluation.pipeline.evaluate` puts these steps together)."""
 
 from __future__ import annotations
 
