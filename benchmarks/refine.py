@@ -6,8 +6,8 @@ quickstart instrument's pixel grid, PSF kernel and noise), with parameters from 
 prior, so neither the network nor the fit sees lenscnn's own renderer. In the same run:
 
 * (a) the shipped pretrained ensemble alone (mean and sigma per lens);
-* (b) ``lenscnn.fit.refine`` started at the network's means, the swarm spread by its sigmas, the
-  source started where the network's lens model maps the arcs (``lenscnn.fit.kwargs.seed_source``);
+* (b) ``lenscnn.modelling.fitting`` started at the network's means, the swarm spread by its sigmas, the
+  source started where the network's lens model maps the arcs (``lenscnn.modelling.kwargs.seed_source``);
 * (c) the same fit, same budget, started at the prior mean with the prior's standard deviations
   as step sizes (what a modeller without the network would do).
 
@@ -33,14 +33,14 @@ import torch
 import yaml
 
 from lenscnn import pretrained
-from lenscnn.fit.kwargs import (
+from lenscnn.modelling.fitting import Budget, fit_lens_model, lenstronomy_image, reduced_chi2
+from lenscnn.modelling.kwargs import (
     lens_model_kwargs,
     observation_kwargs,
     parameter_moments,
     psf_kernel,
     seed_source,
 )
-from lenscnn.fit.refine import Budget, lenstronomy_image, reduced_chi2, refine
 from lenscnn.params import LENS
 from lenscnn.sim import Instrument, Prior
 
@@ -69,7 +69,7 @@ def fit_one(args: tuple) -> dict:
     truth_chi2, _, _ = reduced_chi2(setup, image, None, truth_kwargs)
     start = time.perf_counter()
     try:
-        result = refine(image, setup, budget, seed=seed)
+        result = fit_lens_model(image, setup, budget, seed=seed)
     except Exception as exc:  # a failed fit counts as not converged
         return {
             "failed": f"{type(exc).__name__}: {exc}",

@@ -8,13 +8,13 @@ envelope, each absent in some lenses) and rendered by lenscnn's simulator with t
 * (a) the network: the shipped ``survey`` ensemble (``lenscnn.pretrained``, calibrated, 8 symmetries)
   predicts every image (or, with ``--starts-from offsets``, the truth plus Gaussian offsets of the given
   sigma, 0.04" in ``theta_E``, as a stand-in network);
-* (b) ``lenscnn.fit.refine`` from those predictions as ``lenscnn-refine`` runs it by default: the prior's
+* (b) ``lenscnn.modelling.fitting`` from those predictions as ``lenscnn-refine`` runs it by default: the prior's
   lens model with two lens-light components on the lens centre (``lens_light=2``) and a free sky level,
   ``fit.starts`` PSO starts drawn from the network's posterior, the best continued by a final PSO stage,
   the source seeded from the arcs.
 
 Printed: per lens parameter the RMSE of the network and of the fit, the share of fits reported converged
-(``lenscnn.fit.refine.Convergence``), the median reduced chi^2 and the median wall time per image, and
+(``lenscnn.modelling.fitting.Convergence``), the median reduced chi^2 and the median wall time per image, and
 the issue's targets (refine theta_E RMSE <= 0.5 x the network's; converged >= 90%).
 
     OMP_NUM_THREADS=1 python benchmarks/refine_ellipticals.py [--lenses 24] [--workers 2] [--starts 4]
@@ -38,8 +38,8 @@ import yaml
 
 from lenscnn import pretrained
 from lenscnn.errors import one_line
-from lenscnn.fit.kwargs import fitted_model, lens_model_kwargs, observation_kwargs, parameter_moments, seed_source
-from lenscnn.fit.refine import Budget, Convergence, FitResult, refine
+from lenscnn.modelling.fitting import Budget, Convergence, FitResult, fit_lens_model
+from lenscnn.modelling.kwargs import fitted_model, lens_model_kwargs, observation_kwargs, parameter_moments, seed_source
 from lenscnn.sim import Simulator
 from lenscnn.sim.prior import lens_model_of
 
@@ -55,7 +55,7 @@ OFFSET_SIGMA = {"theta_E": 0.04, "e1": 0.05, "e2": 0.05, "center_x": 0.02, "cent
 def fit_image(image: np.ndarray, setup: dict, budget: Budget, seed: int, convergence: Convergence) -> FitResult | str:
     """The fit of one image (in a worker process), or why it failed."""
     try:
-        return refine(image, setup, budget, None, False, seed, convergence=convergence)
+        return fit_lens_model(image, setup, budget, None, False, seed, convergence=convergence)
     except Exception as exc:  # a failed fit is counted, not fatal
         return f"failed: {one_line(exc, with_type=True)}"
 

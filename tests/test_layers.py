@@ -21,7 +21,7 @@ LAYERS = (
     ("sim",),
     ("data", "plots", "preparation"),
     ("models",),
-    ("training", "evaluation", "fit"),
+    ("training", "evaluation", "modelling"),
     ("pretrained",),
     ("cli", "conf"),
 )

@@ -82,8 +82,8 @@ def test_toy_profile_renders_predicts_into_lenstronomy_json_and_plots(toy_sis, t
     from lenstronomy.LightModel.light_model import LightModel
 
     from lenscnn.data.normalization import InputNormalizer, TargetScaler
-    from lenscnn.fit.kwargs import with_arrays
-    from lenscnn.fit.lenstronomy_files import LenstronomyWriter
+    from lenscnn.modelling.kwargs import with_arrays
+    from lenscnn.modelling.lenstronomy_files import LenstronomyWriter
     from lenscnn.models.ensemble import Ensemble
     from lenscnn.models.regressor import LensRegressor
     from lenscnn.plots import critical_curve_figure

@@ -16,8 +16,8 @@ from lenscnn.errors import UserError
 from lenscnn.preparation.cosmic_rays import detect_cosmic_rays
 from lenscnn.sim import Instrument, Prior, Simulator
 from lenscnn.sim.simulator import draw_lenses
-from tests.fit.priors import shipped_prior
 from tests.helpers import load_conf
+from tests.modelling.priors import shipped_prior
 
 N_IMAGES = 32
 #: The simulator's PSF convolution treats the outside of the field as empty, which darkens the outer pixels next to

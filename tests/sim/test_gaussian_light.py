@@ -9,15 +9,15 @@ import numpy as np
 import pytest
 import torch
 
-from lenscnn.fit.kwargs import lens_model_kwargs, observation_kwargs, parameter_moments
+from lenscnn.modelling.kwargs import lens_model_kwargs, observation_kwargs, parameter_moments
 from lenscnn.sim import Instrument, func
 from lenscnn.sim.func.light import gaussian_profile
 from lenscnn.sim.prior import lens_model_of
 from lenscnn.sim.profiles import get_profile
-from tests.fit.priors import shipped_prior
-from tests.fit.test_kwargs import lenscnn_render
-from tests.fit.test_kwargs import lenstronomy_render as lenstronomy_render_setup
 from tests.helpers import load_conf, make_simulator
+from tests.modelling.priors import shipped_prior
+from tests.modelling.test_kwargs import lenscnn_render
+from tests.modelling.test_kwargs import lenstronomy_render as lenstronomy_render_setup
 from tests.sim.test_lens_model import PIXEL_SCALE, SIZE, lenstronomy_render
 
 

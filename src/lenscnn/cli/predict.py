@@ -16,7 +16,7 @@ Writes ``predictions.csv`` into the Hydra run directory: per image its status, t
 what the preparation did and the flags (and ``plots/<image>.png`` with the predicted critical
 curve and centre with ``plots=true``; with ``formats=[csv,lenstronomy]`` also
 ``lenstronomy/<image>.json``: the lenstronomy keyword arguments of each image, see
-:mod:`lenscnn.fit.kwargs`). An image that cannot be read or prepared gets a row saying why and a log
+:mod:`lenscnn.modelling.kwargs`). An image that cannot be read or prepared gets a row saying why and a log
 line; the exit status is 1 when any failed, 2 when the options or a single input are refused.
 
 Inputs are streamed: read, predicted and written batch by batch (``batch_size``), so a directory
@@ -38,12 +38,12 @@ from omegaconf import DictConfig
 from lenscnn.cli.common import load_ensemble, resolve_device
 from lenscnn.errors import UserError
 from lenscnn.evaluation.cutouts import CutoutResult, check_inputs, domain_reference, predict_cutouts
-from lenscnn.fit.kwargs import parameter_moments
-from lenscnn.fit.lenstronomy_files import LenstronomyWriter
 from lenscnn.io.atomic import atomic_directory
 from lenscnn.io.cutouts import find_inputs, image_stem
 from lenscnn.io.predictions import open_table, target_columns
 from lenscnn.io.run_dir import RunDir
+from lenscnn.modelling.kwargs import parameter_moments
+from lenscnn.modelling.lenstronomy_files import LenstronomyWriter
 from lenscnn.models.ensemble import Ensemble
 from lenscnn.models.symmetry import check_symmetries, symmetry_group
 from lenscnn.plots import critical_curve_figure, save_figure

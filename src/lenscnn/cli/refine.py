@@ -27,13 +27,13 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from lenscnn.errors import UserError
-from lenscnn.fit.inputs import image_key, load_images, read_predictions
-from lenscnn.fit.kwargs import fitted_model, observation_kwargs, parameter_moments
-from lenscnn.fit.pipeline import fitted_names, refine_images
-from lenscnn.fit.refine import Budget, Convergence, FitOutcome
-from lenscnn.fit.report import merge_shards, write_refined_csv, write_report
 from lenscnn.io.cutouts import find_inputs, image_stem
 from lenscnn.io.run_dir import RunDir
+from lenscnn.modelling.fitting import Budget, Convergence, FitOutcome
+from lenscnn.modelling.inputs import image_key, load_images, read_predictions
+from lenscnn.modelling.kwargs import fitted_model, observation_kwargs, parameter_moments
+from lenscnn.modelling.pipeline import fitted_names, refine_images
+from lenscnn.modelling.report import merge_shards, write_refined_csv, write_report
 from lenscnn.params import parameter
 from lenscnn.plots import fit_figure, save_figure
 from lenscnn.preparation.pipeline import Preparation
@@ -96,7 +96,7 @@ def check_installed(budget: Budget) -> None:
 
 
 def load_inputs(cfg: DictConfig, instrument: Instrument, preparation: Preparation) -> list[dict[str, Any]]:
-    """The images of this shard prepared on the instrument's grid (:func:`lenscnn.fit.inputs.load_images`):
+    """The images of this shard prepared on the instrument's grid (:func:`lenscnn.modelling.inputs.load_images`):
     per image ``data`` (sky subtracted) and ``noise`` (H, W) [counts/s/px] and ``mask`` (True: a pixel to
     fit; absent or ``None``: every pixel), or an ``error``."""
     return load_images(cfg.input, instrument, preparation, shard=cfg.shard)

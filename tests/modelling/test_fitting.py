@@ -8,32 +8,32 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-import lenscnn.fit.refine as fit_refine
+import lenscnn.modelling.fitting as fitting
 from lenscnn.errors import UserError
-from lenscnn.fit.kwargs import (
+from lenscnn.modelling.fitting import (
+    Budget,
+    Convergence,
+    FitOutcome,
+    drawn_start,
+    fit_lens_model,
+    lenstronomy_image,
+    parameter_change,
+    plateau_change,
+    psf_border,
+    reduced_chi2,
+    used_pixels,
+)
+from lenscnn.modelling.kwargs import (
     fitted_model,
     lens_model_kwargs,
     observation_kwargs,
     parameter_moments,
     seed_source,
 )
-from lenscnn.fit.refine import (
-    Budget,
-    Convergence,
-    FitOutcome,
-    drawn_start,
-    lenstronomy_image,
-    parameter_change,
-    plateau_change,
-    psf_border,
-    reduced_chi2,
-    refine,
-    used_pixels,
-)
 from lenscnn.sim import Instrument
 from lenscnn.sim.prior import lens_model_of
-from tests.fit.priors import multipole_prior, shipped_prior
 from tests.helpers import load_conf, render_lenstronomy_lens
+from tests.modelling.priors import multipole_prior, shipped_prior
 
 TRUTH = {"theta_E": 1.05, "e1": 0.08, "e2": -0.06, "center_x": 0.04, "center_y": -0.03}
 SOURCE = {"amp": 120.0, "R_sersic": 0.2, "n_sersic": 1.5, "e1": 0.05, "e2": 0.1, "center_x": 0.1, "center_y": 0.05}
@@ -57,7 +57,9 @@ def lens():
 
 def test_pso_recovers_the_lens_from_an_estimate(lens, capsys):
     image, setup = lens
-    result = refine(image, setup, Budget(n_particles=30, n_iterations=30, starts=2, final_iterations=40), seed=1)
+    result = fit_lens_model(
+        image, setup, Budget(n_particles=30, n_iterations=30, starts=2, final_iterations=40), seed=1
+    )
     assert abs(result.lens["theta_E"] - TRUTH["theta_E"]) < 0.01
     assert abs(result.lens["center_x"] - TRUTH["center_x"]) < 0.01
     truth = {"kwargs_lens": [TRUTH], "kwargs_source": [SOURCE]}
@@ -80,7 +82,7 @@ def test_mcmc_gives_uncertainties(lens):
     budget = Budget(
         n_particles=20, n_iterations=30, starts=1, final_iterations=0, mcmc_burn=10, mcmc_run=20, walker_ratio=2
     )
-    result = refine(image, setup, budget, seed=2)
+    result = fit_lens_model(image, setup, budget, seed=2)
     assert set(result.sigma) == set(TRUTH)
     assert all(0 < s < 0.1 for s in result.sigma.values()), result.sigma
 
@@ -121,7 +123,9 @@ def test_pso_fits_an_epl_slope():
         2.1
     )
     setup = seed_source(setup, image, instrument.background_rms, instrument.pixel_scale)
-    result = refine(image, setup, Budget(n_particles=40, n_iterations=150, starts=1, final_iterations=0), seed=1)
+    result = fit_lens_model(
+        image, setup, Budget(n_particles=40, n_iterations=150, starts=1, final_iterations=0), seed=1
+    )
     assert set(result.lens) == set(EPL_TRUTH)
     assert abs(result.lens["gamma"] - EPL_TRUTH["gamma"]) < 0.02, result.lens
     assert abs(result.lens["theta_E"] - EPL_TRUTH["theta_E"]) < 0.002, result.lens
@@ -144,7 +148,7 @@ def test_refine_fits_the_whole_spec():
     budget = Budget(
         n_particles=10, n_iterations=3, starts=1, final_iterations=0, mcmc_burn=2, mcmc_run=3, walker_ratio=2
     )
-    result = refine(image, setup, budget, network_prior=True, seed=3)
+    result = fit_lens_model(image, setup, budget, network_prior=True, seed=3)
     names = {*start, "multipole_4_a_m", "multipole_4_phi_m"}
     assert set(result.lens) == set(result.sigma) == names
     assert all(s > 0 for s in result.sigma.values()), result.sigma
@@ -184,7 +188,9 @@ def test_two_component_lens_light_fits_a_bulge_and_envelope():
         model = fitted_model(lens_model_of(prior), shear=False, lens_light=count)
         setup = lens_model_kwargs(TRUTH, {k: 0.02 for k in TRUTH}, observation, moments, model)
         setup = seed_source(setup, image, instrument.background_rms, instrument.pixel_scale)
-        result = refine(image, setup, Budget(n_particles=40, n_iterations=150, starts=1, final_iterations=0), seed=1)
+        result = fit_lens_model(
+            image, setup, Budget(n_particles=40, n_iterations=150, starts=1, final_iterations=0), seed=1
+        )
         chi2[count] = result.reduced_chi2
         assert abs(result.lens["theta_E"] - TRUTH["theta_E"]) < 0.01 and result.converged, result
     assert chi2[2] < 1.1 and chi2[1] > 1.4, chi2
@@ -200,7 +206,9 @@ def test_free_sky_level_recovers_an_added_constant():
     )
     assert setup["kwargs_model"]["lens_light_model_list"] == ["UNIFORM"]
     setup = seed_source(setup, image, instrument.background_rms, instrument.pixel_scale)
-    result = refine(image + 0.05, setup, Budget(n_particles=30, n_iterations=200, starts=1, final_iterations=0), seed=1)
+    result = fit_lens_model(
+        image + 0.05, setup, Budget(n_particles=30, n_iterations=200, starts=1, final_iterations=0), seed=1
+    )
     assert result.sky == pytest.approx(0.05, rel=0.01) and result.converged
     assert abs(result.lens["theta_E"] - TRUTH["theta_E"]) < 0.005
     assert psf_border(setup) == 2 and result.pixels == 44 * 44
@@ -220,9 +228,9 @@ def test_masked_pixels_do_not_count():
     mask = np.ones(image.shape, dtype=bool)
     mask[36:42, 28:34] = False
     budget = Budget(n_particles=30, n_iterations=200, starts=1, final_iterations=0)
-    clean = refine(image, setup, budget, seed=1)
-    polluted = refine(garbage, setup, budget, seed=1)
-    masked = refine(garbage, setup, budget, seed=1, mask=mask)
+    clean = fit_lens_model(image, setup, budget, seed=1)
+    polluted = fit_lens_model(garbage, setup, budget, seed=1)
+    masked = fit_lens_model(garbage, setup, budget, seed=1, mask=mask)
     assert abs(polluted.lens["theta_E"] - clean.lens["theta_E"]) > 0.006, polluted.lens
     assert abs(masked.lens["theta_E"] - clean.lens["theta_E"]) < 0.002, masked.lens
     assert masked.pixels == clean.pixels - 36 and polluted.reduced_chi2 > 5 > 1.2 > masked.reduced_chi2
@@ -258,8 +266,8 @@ def test_one_bad_start_does_not_make_a_bad_fit(lens, monkeypatch):
             drawn["kwargs_lens_sigma"] = [{**drawn["kwargs_lens_sigma"][0], "theta_E": 0.001}]
         return drawn
 
-    monkeypatch.setattr(fit_refine, "drawn_start", stuck_once)
-    result = refine(image, setup, Budget(n_particles=30, n_iterations=80, starts=3, final_iterations=0), seed=1)
+    monkeypatch.setattr(fitting, "drawn_start", stuck_once)
+    result = fit_lens_model(image, setup, Budget(n_particles=30, n_iterations=80, starts=3, final_iterations=0), seed=1)
     assert result.start_theta[1] == pytest.approx(1.6, abs=0.01) and result.kept_start != 1
     assert result.start_chi2[1] > 3 * min(result.start_chi2)
     assert abs(result.lens["theta_E"] - TRUTH["theta_E"]) < 0.01
@@ -304,7 +312,7 @@ def test_a_swarm_stopped_early_is_not_converged(lens):
     """Ten PSO iterations from a start 0.03 off: the chi^2 still falls fast, so the fit is not converged
     whatever its chi^2; the criterion is written out for report.md."""
     image, setup = lens
-    result = refine(image, setup, Budget(n_particles=20, n_iterations=10, starts=2, final_iterations=0), seed=1)
+    result = fit_lens_model(image, setup, Budget(n_particles=20, n_iterations=10, starts=2, final_iterations=0), seed=1)
     assert result.chi2_change > 0.1 and not result.converged
     assert Convergence().describe().startswith("(a) the two best starts agree on theta_E within max(0.01 arcsec")
 
@@ -320,7 +328,7 @@ def test_a_failed_fit_is_a_one_line_status(monkeypatch, error, status):
     def failing(*args, **kwargs):
         raise error
 
-    monkeypatch.setattr(fit_refine, "refine", failing)
+    monkeypatch.setattr(fitting, "fit_lens_model", failing)
     pending = FitOutcome("a.fits", "", network={"theta_E": 1.0})
-    outcome = fit_refine.fit_task(pending, {"data": np.zeros((4, 4))}, {}, fit_refine.Budget(), False, 0)
+    outcome = fitting.fit_task(pending, {"data": np.zeros((4, 4))}, {}, fitting.Budget(), False, 0)
     assert outcome == FitOutcome("a.fits", status, network={"theta_E": 1.0}) and not outcome.ok

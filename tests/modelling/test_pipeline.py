@@ -1,7 +1,8 @@
 """refine_images gives one FitOutcome per image in the images' order: an image that could not be read or has
 no prediction fails without a fit, a fit that raises fails alone; each is one warning; a successful fit
 carries the network's values, the fit and its figure's arrays to on_fitted; image k is seeded with seed + k.
-lenstronomy is replaced by a stand-in here (the real fits: tests/fit/test_refine.py, tests/cli/test_refine.py)."""
+lenstronomy is replaced by a stand-in here (the real fits: tests/modelling/test_fitting.py and
+tests/cli/test_refine.py)."""
 
 from __future__ import annotations
 
@@ -10,15 +11,15 @@ import logging
 import numpy as np
 import pytest
 
-import lenscnn.fit.refine as fit_refine
-from lenscnn.fit.inputs import image_key
-from lenscnn.fit.kwargs import fitted_model, observation_kwargs, parameter_moments
-from lenscnn.fit.pipeline import fitted_names, refine_images
-from lenscnn.fit.refine import Budget, Convergence, FitOutcome, FitResult
+import lenscnn.modelling.fitting as fitting
+from lenscnn.modelling.fitting import Budget, Convergence, FitOutcome, FitResult
+from lenscnn.modelling.inputs import image_key
+from lenscnn.modelling.kwargs import fitted_model, observation_kwargs, parameter_moments
+from lenscnn.modelling.pipeline import fitted_names, refine_images
 from lenscnn.sim import Instrument
 from lenscnn.sim.prior import lens_model_of
-from tests.fit.priors import shipped_prior
 from tests.helpers import load_conf
+from tests.modelling.priors import shipped_prior
 
 NETWORK = {"theta_E": 1.2, "e1": 0.05, "e2": -0.04, "center_x": 0.01, "center_y": -0.02}
 
@@ -45,7 +46,7 @@ def test_every_image_gets_its_outcome_in_order(tmp_path, monkeypatch, caplog):
         lens = {n: 0.5 for n in fitted_names(model)}
         return FitResult(lens, {}, 1.25, 0.5, image + 1, image - 1, starts_agreeing=2, theta_change=0.001)
 
-    monkeypatch.setattr(fit_refine, "refine", stand_in)
+    monkeypatch.setattr(fitting, "fit_lens_model", stand_in)
     figures = []
     logger = logging.getLogger("refine-app")
     with caplog.at_level(logging.WARNING, logger="refine-app"):

@@ -1,5 +1,5 @@
 """``lenstronomy/<image>.json`` of ``lenscnn-predict formats=[csv,lenstronomy]``: per image the
-lenstronomy keyword arguments of a fit at the network's estimate (:mod:`lenscnn.fit.kwargs`), for
+lenstronomy keyword arguments of a fit at the network's estimate (:mod:`lenscnn.modelling.kwargs`), for
 the lens model of the network's prior."""
 
 from __future__ import annotations
@@ -11,15 +11,15 @@ from typing import Any
 import numpy as np
 
 from lenscnn.errors import UserError
-from lenscnn.fit.kwargs import lens_model_kwargs, observation_kwargs, parameter_moments
 from lenscnn.io.atomic import atomic_directory
 from lenscnn.io.cutouts import image_stem
+from lenscnn.modelling.kwargs import lens_model_kwargs, observation_kwargs, parameter_moments
 from lenscnn.models.ensemble import Ensemble
 from lenscnn.sim import Instrument
 
 
 class LenstronomyWriter:
-    """Writes one lenstronomy JSON per image (:func:`lenscnn.fit.kwargs.lens_model_kwargs`) into a
+    """Writes one lenstronomy JSON per image (:func:`lenscnn.modelling.kwargs.lens_model_kwargs`) into a
     temporary directory that becomes ``directory`` only when every image succeeded."""
 
     def __init__(self, directory: Path, ensemble: Ensemble):

@@ -13,8 +13,8 @@ import pytest
 import yaml
 
 from lenscnn.errors import UserError
-from lenscnn.fit.refine import FitOutcome
-from lenscnn.fit.report import merge_shards, read_refined_csv, report_markdown, write_refined_csv
+from lenscnn.modelling.fitting import FitOutcome
+from lenscnn.modelling.report import merge_shards, read_refined_csv, report_markdown, write_refined_csv
 
 #: A refined.csv as lenscnn-refine writes it: a fit, a fit that raised (the network's values only) and an
 #: image that could not be read (nothing but its status).

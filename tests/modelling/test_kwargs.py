@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from lenscnn.errors import UserError
-from lenscnn.fit.kwargs import (
+from lenscnn.modelling.kwargs import (
     ADDED_LIGHTS,
     KWARGS,
     fitted_model,
@@ -25,8 +25,8 @@ from lenscnn.fit.kwargs import (
 )
 from lenscnn.sim import Instrument, Simulator
 from lenscnn.sim.prior import lens_model_of
-from tests.fit.priors import multipole_prior, shipped_prior
 from tests.helpers import load_conf
+from tests.modelling.priors import multipole_prior, shipped_prior
 
 PREDICTED = {"theta_E": 1.13, "e1": 0.12, "e2": -0.07, "center_x": 0.06, "center_y": -0.04, "gamma1": 0.03}
 PREDICTED["gamma2"] = -0.02
@@ -189,7 +189,7 @@ def test_fitted_model_fits_a_bulge_and_an_envelope_and_no_neighbours():
 def test_sky_level_is_a_uniform_lens_light():
     """sky=True appends lenstronomy's UNIFORM to the lens lights (no parameter of the spec); its amp is a
     surface brightness, so a level of amp * pixel area counts/s per pixel."""
-    from lenscnn.fit.refine import lenstronomy_image
+    from lenscnn.modelling.fitting import lenstronomy_image
 
     prior = shipped_prior("realistic_sersic")
     observation = observation_kwargs(Instrument.from_config(load_conf("instrument", "quickstart")))

@@ -1,8 +1,8 @@
 """The fits of ``lenscnn-refine``: every prepared image fitted from the network's prediction for it, one
-:class:`lenscnn.fit.refine.FitOutcome` per image.
+:class:`lenscnn.modelling.fitting.FitOutcome` per image.
 
-An image is fitted (:func:`lenscnn.fit.refine.refine`, in worker processes) from the setup that
-:func:`lenscnn.fit.kwargs.lens_model_kwargs` makes of the network's means and sigmas; one that could not be
+An image is fitted (:func:`lenscnn.modelling.fitting.fit_lens_model`, in worker processes) from the setup that
+:func:`lenscnn.modelling.kwargs.lens_model_kwargs` makes of the network's means and sigmas; one that could not be
 read or prepared, or that has no prediction, is a failed outcome without a fit. A failure never stops the
 others: it is reported in the image's status and in one warning.
 """
@@ -15,9 +15,9 @@ from typing import Any
 
 import numpy as np
 
-from lenscnn.fit import kwargs as fit_kwargs
-from lenscnn.fit.inputs import image_key
-from lenscnn.fit.refine import Budget, Convergence, FitOutcome, fit_all
+from lenscnn.modelling import kwargs as fit_kwargs
+from lenscnn.modelling.fitting import Budget, Convergence, FitOutcome, fit_all
+from lenscnn.modelling.inputs import image_key
 from lenscnn.progress import progress
 from lenscnn.sim import Instrument
 from lenscnn.sim.lens_model import LensModel
@@ -53,21 +53,23 @@ def refine_images(
     """Fit every image of ``items`` from its prediction; one :class:`FitOutcome` per item, in their order.
 
     Args:
-        items: the prepared images (:func:`lenscnn.fit.inputs.load_images`): per image its ``image``
+        items: the prepared images (:func:`lenscnn.modelling.inputs.load_images`): per image its ``image``
             label and ``data`` (sky subtracted) and ``noise`` (rms) [counts/s/px] on the instrument's grid
             and ``mask`` (True: a pixel to fit), or an ``error``.
-        predictions: the network's means and ``<name>_sigma`` per image (:func:`lenscnn.fit.inputs.read_predictions`,
-            keyed by :func:`lenscnn.fit.inputs.image_key`), in lenscnn units (``theta_E`` in arcsec).
-        observation, moments, model: the fit's observation kwargs (:func:`lenscnn.fit.kwargs.observation_kwargs`),
-            the prior's parameter moments (:func:`lenscnn.fit.kwargs.parameter_moments`) and the lens model to
-            fit (:func:`lenscnn.fit.kwargs.fitted_model`).
+        predictions: the network's means and ``<name>_sigma`` per image
+            (:func:`lenscnn.modelling.inputs.read_predictions`, keyed by
+            :func:`lenscnn.modelling.inputs.image_key`), in lenscnn units (``theta_E`` in arcsec).
+        observation, moments, model: the fit's observation kwargs
+            (:func:`lenscnn.modelling.kwargs.observation_kwargs`), the prior's parameter moments
+            (:func:`lenscnn.modelling.kwargs.parameter_moments`) and the lens model to fit
+            (:func:`lenscnn.modelling.kwargs.fitted_model`).
         instrument: its ``pixel_scale`` [arcsec/px] and ``background_rms`` (the noise of an image without a
             noise map) seed the source.
         budget, convergence: the fit per image and when it is reported converged.
         predictions_source: where the predictions come from, named in the status of an image without one.
         sky: fit a constant sky level [counts/s/px].
         seed_source: start the source where the network's lens model maps the arcs
-            (:func:`lenscnn.fit.kwargs.seed_source`).
+            (:func:`lenscnn.modelling.kwargs.seed_source`).
         network_prior: the network's Gaussian posterior is also a prior of the fit.
         seed: item ``k``'s fit is seeded with ``seed + k``.
         workers: fits run in this many processes (1: in this one).

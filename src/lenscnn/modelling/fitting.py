@@ -1,8 +1,8 @@
 """A lenstronomy lens-model fit of one image, started from the network's estimate.
 
 lenstronomy's ``FittingSequence`` runs particle-swarm optimisations (PSO) and optionally an emcee
-MCMC of the setup's lens model (:func:`lenscnn.fit.kwargs.lens_model_kwargs`: the spec of the
-network's prior as :func:`lenscnn.fit.kwargs.fitted_model` makes it, e.g. an SIE or EPL with shear and
+MCMC of the setup's lens model (:func:`lenscnn.modelling.kwargs.lens_model_kwargs`: the spec of the
+network's prior as :func:`lenscnn.modelling.kwargs.fitted_model` makes it, e.g. an SIE or EPL with shear and
 multipoles, Sersic sources, a bulge and an envelope on the lens centre, with the spec's constraints,
 and a free sky level); the amplitudes are solved linearly. Pixels outside the mask do not count.
 
@@ -38,7 +38,15 @@ from typing import Any
 import numpy as np
 
 from lenscnn.errors import UserError, one_line
-from lenscnn.fit.kwargs import KWARGS, PARTS, kwargs_parameters, seed_source, setup_lens_model, sky_level, with_arrays
+from lenscnn.modelling.kwargs import (
+    KWARGS,
+    PARTS,
+    kwargs_parameters,
+    seed_source,
+    setup_lens_model,
+    sky_level,
+    with_arrays,
+)
 from lenscnn.sim.lens_model import LensModel
 
 #: lenstronomy's ``FittingSequence`` parameter group and likelihood prior of each role.
@@ -189,7 +197,7 @@ class FitResult:
 @dataclass(frozen=True)
 class FitOutcome:
     """What ``lenscnn-refine`` reports of one image: a row of ``refined.csv`` (written and read back by
-    :mod:`lenscnn.fit.report`), with the arrays of its figure.
+    :mod:`lenscnn.modelling.report`), with the arrays of its figure.
 
     ``image`` is the image's label (``path`` or ``path[k]``), ``status`` ``ok`` or ``failed: <reason>``
     (the image could not be read or prepared, it has no prediction, or its fit raised). ``network`` and
@@ -488,7 +496,7 @@ def parameter_change(trace: list[float]) -> float:
     return max((abs(v - trace[-1]) for v in last), default=0.0)
 
 
-def refine(
+def fit_lens_model(
     image: np.ndarray,
     setup: Mapping[str, Any],
     budget: Budget,
@@ -499,7 +507,7 @@ def refine(
     convergence: Convergence | None = None,
 ) -> FitResult:
     """Fit ``image`` (counts/s per pixel, sky subtracted up to what the setup's sky level fits, on the grid
-    of ``setup``) starting from ``setup`` (:func:`lenscnn.fit.kwargs.lens_model_kwargs`); ``noise_map``: the
+    of ``setup``) starting from ``setup`` (:func:`lenscnn.modelling.kwargs.lens_model_kwargs`); ``noise_map``: the
     rms per pixel (``None``: the setup's background and shot noise); ``mask``: ``True`` where a pixel counts
     in the likelihood (``None``: every pixel); ``seed`` seeds the starts' draws and lenstronomy's swarms and
     walkers. The pixels within :func:`psf_border` of the edge are left out too. Raises on a fit that fails."""
@@ -606,9 +614,9 @@ def fit_task(
 ) -> FitOutcome:
     """``pending`` (an image's :class:`FitOutcome` before its fit: its label and the network's values)
     completed by the fit of that image (``task``: ``data``, ``noise`` and optional ``mask``, see
-    :func:`refine`), in a worker process; never raises (a failure is returned as its status)."""
+    :func:`fit_lens_model`), in a worker process; never raises (a failure is returned as its status)."""
     try:
-        result = refine(
+        result = fit_lens_model(
             task["data"],
             setup,
             budget,

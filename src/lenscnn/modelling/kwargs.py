@@ -405,7 +405,7 @@ def seed_source(
     A fit that knows the lens only from a prior cannot do this; with the network's lens model the
     source starts close to the truth, so the swarm searches the lens parameters, not the source.
     Unchanged when no pixel qualifies; else ``setup["lenscnn"]["source_seed"]`` records ``noise_rms`` and
-    ``pixel_scale``, so that a fit started elsewhere (:func:`lenscnn.fit.refine.refine`'s other starts)
+    ``pixel_scale``, so that a fit started elsewhere (:func:`lenscnn.modelling.fitting.fit_lens_model`'s other starts)
     seeds its source the same way.
     """
     model = setup_lens_model(setup)
