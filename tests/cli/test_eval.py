@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 
 import numpy as np
 import pytest
 import torch
 from scipy import stats
 
+import lenscnn.cli.eval as eval_app
 from lenscnn.cli.common import load_ensemble
 from lenscnn.errors import UserError
 from lenscnn.models.checkpoint import read_checkpoint
-from tests.helpers import compose_config, perturbed_copy, run_cli
+from tests.helpers import compose_config, compose_run, perturbed_copy, run_cli
 
 NAMES = ("theta_E", "e1", "e2", "center_x", "center_y")
 
@@ -176,13 +178,21 @@ def test_eval_on_a_simulated_file_and_on_another_prior(tiny_checkpoint, tmp_path
         (["ckpt_path={ckpt}", "device=cuda"], "CUDA is not available"),
     ],
 )
-def test_bad_eval_input_is_one_line(tiny_checkpoint, tmp_path, args, message):
+def test_bad_eval_input_is_refused_before_anything_is_written(tiny_checkpoint, tmp_path, args, message):
+    """Each refusal in process (the app's one-line report of any refusal: the test below)."""
     out = tmp_path / "bad"
     args = [a.format(ckpt=tiny_checkpoint, tmp=tmp_path) for a in args]
-    result = evaluate(out, *args)
+    with pytest.raises(UserError, match=re.escape(message)):
+        eval_app.run(compose_run("eval", out, args))
+    assert not (out / "metrics.json").exists() and not (out / "predictions.csv").exists()
+
+
+def test_a_refused_eval_is_one_line_exit_2_and_writes_nothing(tiny_checkpoint, tmp_path):
+    out = tmp_path / "bad"
+    result = evaluate(out, f"ckpt_path={tiny_checkpoint}", "mc_samples=-1")
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], result.stderr
+    assert lines == ["error: mc_samples must be >= 0, got -1"], result.stderr
     assert not (out / "metrics.json").exists() and not (out / "predictions.csv").exists()
 
 

@@ -131,8 +131,12 @@ BAD_FILES = {
 }
 
 
+#: The case also run as users run it (a subprocess: exit status 1 and the one log line); the others in process.
+BAD_FILE_IN_A_SUBPROCESS = "truncated"
+
+
 @pytest.mark.parametrize("case", list(BAD_FILES))
-def test_a_bad_file_gets_its_row_and_the_others_are_predicted(tiny_checkpoint, tmp_path, case):
+def test_a_bad_file_gets_its_row_and_the_others_are_predicted(tiny_checkpoint, tmp_path, case, caplog):
     kind, message = BAD_FILES[case]
     images, _ = simulate(tiny_checkpoint, 1)
     image = images[0, 0].numpy()
@@ -155,8 +159,16 @@ def test_a_bad_file_gets_its_row_and_the_others_are_predicted(tiny_checkpoint, t
         fits.HDUList([sci, fits.ImageHDU(np.ones((8, 8), dtype=np.float32), name="WHT")]).writeto(bad)
     write_fits(inputs / "c_good.fits", image)
     out = tmp_path / "run"
-    result = predict(out, f"ckpt_path={tiny_checkpoint}", f"input={inputs}", "resample=false")
-    assert result.returncode == 1, result.stderr[-2000:]
+    args = [f"ckpt_path={tiny_checkpoint}", f"input={inputs}", "resample=false"]
+    if case == BAD_FILE_IN_A_SUBPROCESS:
+        result = predict(out, *args)
+        assert result.returncode == 1, result.stderr[-2000:]
+        output = result.stdout + result.stderr
+        assert "1 failed" in (out / "predict.log").read_text()
+    else:
+        with caplog.at_level(logging.INFO, logger="lenscnn"):
+            assert predict_in_process(out, *args)[1] == 1  # one image failed
+        output = caplog.text
     rows = read_rows(out / "predictions.csv")
     assert [(Path(r["image"]).name, r["status"][:6]) for r in rows] == [
         ("a_good.fits", "ok"),
@@ -165,10 +177,9 @@ def test_a_bad_file_gets_its_row_and_the_others_are_predicted(tiny_checkpoint, t
     ]
     assert message in rows[1]["status"] and rows[1]["theta_E"] == ""
     assert rows[0]["theta_E"] == rows[2]["theta_E"] != ""
-    output = result.stdout + result.stderr
     failures = [line for line in output.splitlines() if "b_bad.fits" in line and "failed" in line]
     assert len(failures) == 1, output
-    assert "1 failed" in (out / "predict.log").read_text()
+    assert "1 failed" in output
 
 
 SINGLE_BAD = {
@@ -183,7 +194,8 @@ SINGLE_BAD = {
 
 
 @pytest.mark.parametrize("case", list(SINGLE_BAD))
-def test_a_single_bad_input_or_option_is_one_line_and_writes_nothing(tiny_checkpoint, tmp_path, case, monkeypatch):
+def test_a_single_bad_input_or_option_is_refused_and_writes_nothing(tiny_checkpoint, tmp_path, case, monkeypatch):
+    """Each refusal in process (the app's one-line report, exit status 2: the test below)."""
     kind, message = SINGLE_BAD[case]
     images, _ = simulate(tiny_checkpoint, 1)
     target = tmp_path / "lens.fits"
@@ -211,18 +223,23 @@ def test_a_single_bad_input_or_option_is_one_line_and_writes_nothing(tiny_checkp
         fits.HDUList([sci, fits.ImageHDU(weights.astype(np.float32), name="WHT")]).writeto(target)
     out = tmp_path / "run"
     args = [f"ckpt_path={checkpoint}", f"input={target}", *extra]
-    result = predict(out, *args)
-    assert result.returncode == 2
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], result.stderr
+    loaded = []
+    if kind not in ("corrupt", "shape", "negative"):  # refused before the model is read (those three: after)
+        monkeypatch.setattr(predict_app, "load_ensemble", lambda *a, **k: loaded.append(1))
+    with pytest.raises(UserError, match=re.escape(message)):
+        predict_in_process(out, *args)
+    assert not loaded
     assert not (out / "predictions.csv").exists()
     assert not list(out.glob("*.partial"))
-    if kind not in ("corrupt", "shape", "negative"):  # refused before the model is read (those two: after)
-        loaded = []
-        monkeypatch.setattr(predict_app, "load_ensemble", lambda *a, **k: loaded.append(1))
-        with pytest.raises(UserError, match=re.escape(message)):
-            predict_in_process(tmp_path / "again", *args)
-        assert not loaded
+
+
+def test_a_refused_input_is_one_line_exit_2_and_writes_nothing(tiny_checkpoint, tmp_path):
+    out = tmp_path / "run"
+    result = predict(out, f"ckpt_path={tiny_checkpoint}", f"input={tmp_path / 'missing.fits'}")
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "no such file or directory" in lines[0], lines
+    assert not (out / "predictions.csv").exists() and not list(out.glob("*.partial"))
 
 
 def predict_in_process(out, *args):

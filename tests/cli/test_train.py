@@ -140,6 +140,7 @@ def _train(args: list[str], log: Path) -> subprocess.Popen:
         )
 
 
+@pytest.mark.slow  # a kill mid-write: test_checkpoint_io's writer killed at random moments; resume: the SIGTERM test
 def test_sigkill_at_random_moments_then_resume_matches_an_uninterrupted_run(tmp_path, uninterrupted_run):
     """Training killed with SIGKILL (no chance to save) at random moments, up to :data:`KILLS` times
     (the 24 steps leave room for about 8), and resumed each time with ``ckpt_path=last``: every

@@ -146,7 +146,9 @@ def shipped_eval(tmp_path: Path, choose: list[str]) -> dict:
     return json.loads((tmp_path / "metrics.json").read_text())
 
 
-@pytest.mark.parametrize("k", range(len(CARD_SETS)))
+#: The card's first table (the training distribution) in make test; the other test sets, the same code path at
+#: 50 s each, are slow (make test-all).
+@pytest.mark.parametrize("k", [0, *(pytest.param(k, marks=pytest.mark.slow) for k in range(1, len(CARD_SETS)))])
 def test_eval_of_the_shipped_ensemble_reproduces_the_model_card(tmp_path, k):
     """Every table of the card (the training distribution, the clean named test sets) is what lenscnn-eval measures."""
     tables = card_metrics(pretrained.model_card())
@@ -168,6 +170,7 @@ def test_eval_of_the_shipped_ensemble_reproduces_the_model_card(tmp_path, k):
                 assert measured[key] == pytest.approx(value, rel=0.01), (prior, name, key)
 
 
+@pytest.mark.slow  # the table's generation: test_model_card_block_is_generated_and_read_back; eval = card: above
 def test_model_card_robustness_rows_are_what_eval_measures(tmp_path):
     """The robustness table lists every nuisance alone; one row (a residual sky) re-measured agrees."""
     rows = card_robustness(pretrained.model_card())
