@@ -190,3 +190,5 @@ def test_progress_lines_give_the_time_left_within_the_budget(monkeypatch, minute
     assert first.endswith(left), first
     # slower: the epoch under way ends after the budget
     assert line(200.0, 20).endswith("~0:05:00 left" if minutes else "~1:28:20 left")
+    trainer.fit_loop.max_epochs = 3  # a budget's plan: the steps to go are those of 3 epochs
+    assert line(300.0, 30).startswith("epoch 1/3: 30/150 steps (20%)")

@@ -351,9 +351,10 @@ class ProgressLog(pl.Callback):
     ``epoch 3/11: 1,234/5,500 steps (22%), 157,952 lenses, 1,480 lenses/s, 0:01:46 elapsed, ~0:06:20
     left``, and the validation metrics after every epoch. On a terminal it does nothing.
 
-    The rate is this session's (a resumed run's steps before it are not counted as done in its time), and
-    with a :class:`TimeBudget` the time left is at most the budget's, the current epoch finished: the plan
-    of a budget cuts the run to the epochs that fit, and may do so only after some batches were measured."""
+    The rate is this session's (a resumed run's steps before it are not counted as done in its time). The
+    steps to go are those of the epochs planned (a :class:`TimeBudget` cuts the run to the epochs that fit),
+    and the time left is at most the budget's, the current epoch finished: a budget may plan only after
+    some batches were measured."""
 
     def __init__(self, every: float = 30.0):
         self.every = every
@@ -364,23 +365,21 @@ class ProgressLog(pl.Callback):
             self.tracker = None
             return
         per_epoch = _steps_per_epoch(trainer)
-        epochs = trainer.fit_loop.max_epochs
-        total = epochs * per_epoch if epochs and epochs > 0 and per_epoch else trainer.max_steps
         budget = next((cb for cb in trainer.callbacks if isinstance(cb, TimeBudget)), None)
 
         def time_left(left: float) -> float:
             """``left`` at most the budget's, the current epoch finished (the budget ends training after the
             epoch it runs out in)."""
             seconds = budget.training_seconds_left() if budget is not None else None
-            step = trainer.global_step
-            if seconds is None or not per_epoch or step >= total:
+            step, total = trainer.global_step, self.tracker.total
+            if seconds is None or not per_epoch or not total or step >= total:
                 return left
             this_epoch = max(0, (trainer.current_epoch + 1) * per_epoch - step) * left / (total - step)
             return min(left, max(seconds, this_epoch))
 
         self.tracker = Tracker(
-            epoch_label(trainer.current_epoch, epochs),
-            total if total > 0 else None,
+            epoch_label(trainer.current_epoch, trainer.fit_loop.max_epochs),
+            _planned_steps(trainer),
             unit="lenses",
             of="steps",
             every=self.every,
@@ -392,8 +391,9 @@ class ProgressLog(pl.Callback):
     def on_train_batch_end(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
-        if self.tracker is not None:
+        if self.tracker is not None:  # a budget's plan may have changed the epochs since the last batch
             self.tracker.description = epoch_label(trainer.current_epoch, trainer.fit_loop.max_epochs)
+            self.tracker.total = _planned_steps(trainer)
             self.tracker.advance(batch["image"].shape[0], completed=trainer.global_step)
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -402,6 +402,13 @@ class ProgressLog(pl.Callback):
         values = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/") and v.numel() == 1}
         shown = ", ".join(f"{k} {v:.4g}" for k, v in sorted(values.items()) if k.count("/") == 1)
         log.info("%s validated: %s", epoch_label(trainer.current_epoch, trainer.fit_loop.max_epochs), shown)
+
+
+def _planned_steps(trainer: pl.Trainer) -> int | None:
+    """Optimizer steps of the epochs planned now (``max_steps`` for endless epochs; ``None``: no end)."""
+    per_epoch, epochs = _steps_per_epoch(trainer), trainer.fit_loop.max_epochs
+    total = epochs * per_epoch if epochs and epochs > 0 and per_epoch else trainer.max_steps
+    return total if total > 0 else None
 
 
 def _steps_per_epoch(trainer: pl.Trainer) -> int | None:
