@@ -35,7 +35,7 @@ def leaderboard_rows(runs: list[tuple[str, TrainingSummary]]) -> tuple[list[str]
     header = ["rank", "job", "overrides", metric, *[f"test rmse {t}" for t in targets]]
     rows = []
     for rank, (job, run) in enumerate(runs, start=1):
-        rmse = ["" if run.test_rmse(t) is None else f"{run.test_rmse(t):.4g}" for t in targets]
+        rmse = ["" if value is None else f"{value:.4g}" for value in map(run.test_rmse, targets)]
         score = "" if run.score is None else f"{run.score:.4g}"
         rows.append([str(rank), job, " ".join(run.overrides), score, *rmse])
     return header, rows
