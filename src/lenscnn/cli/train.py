@@ -4,6 +4,7 @@ lenscnn-train experiment=quickstart
 lenscnn-train model=resnet18 instrument=hst_ensai prior=ensai trainer=gpu
 lenscnn-train -m model=fast,alexnet,resnet18       # sweep; writes a leaderboard
 lenscnn-train ckpt_path=last                       # resume the newest run in place
+lenscnn-train init_from=<run dir or .ckpt> seed=1  # fine-tune: start from its weights, schedule afresh
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from lenscnn.data.normalization import TargetScaler
 from lenscnn.errors import UserError, one_line
 from lenscnn.io.run_dir import RunDir
 from lenscnn.io.summaries import TrainingSummary
+from lenscnn.models.checkpoint import load_initial_weights
 from lenscnn.training.callbacks import TimeBudget
 from lenscnn.training.checkpoint_io import AtomicCheckpointIO
 from lenscnn.training.distributed import check_sweep_launch, close_process_group, requeued_checkpoint
@@ -82,6 +84,11 @@ def train(cfg: DictConfig) -> TrainingSummary:
     datamodule = _instantiate(cfg.data, "data")
     scaler = datamodule.target_scaler()
     model = build_model(cfg.model, datamodule, scaler)
+    if cfg.get("init_from") and cfg.train and not cfg.ckpt_path:  # a resume restores its own weights
+        log.info(
+            "network weights from %s (fine-tuning: optimizer and schedule start afresh)",
+            load_initial_weights(model, cfg.init_from),
+        )
     loggers = build_loggers(cfg.get("logger"), run_dir)
     completed = False
     try:

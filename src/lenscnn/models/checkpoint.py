@@ -166,6 +166,29 @@ def load_weights(model: LensRegressor, state: Mapping[Any, Any], source: str) ->
         )
 
 
+def load_initial_weights(model: LensRegressor, path: str | Path) -> Path:
+    """Start ``model`` from the network weights of a trained checkpoint (file or run directory): fine-tuning.
+
+    Only the weights are taken; the optimizer, learning-rate schedule and step count start afresh (a
+    resume, ``ckpt_path=``, restores those too). The checkpoint must be of the same backbone, with the
+    same targets in the same order, since the head's outputs are the targets' standardised values.
+
+    Returns:
+        The checkpoint file the weights came from.
+    """
+    path = resolve_checkpoint(path)
+    checkpoint = read_checkpoint(path)
+    targets = checkpoint["hyper_parameters"].get("targets")
+    names = list(targets.get("names", [])) if isinstance(targets, Mapping) else []
+    if names != list(model.scaler.names):
+        raise UserError(
+            f"init_from={path}: its targets {names} are not this run's {list(model.scaler.names)}; "
+            "start from a checkpoint trained for the same targets, or set data.targets to its targets"
+        )
+    load_weights(model, checkpoint["state_dict"], f"init_from={path}")
+    return path
+
+
 def load_regressor(path: str | Path) -> LensRegressor:
     """A trained model from a checkpoint file or run directory (see :func:`resolve_checkpoint`)."""
     path = resolve_checkpoint(path)
