@@ -62,8 +62,7 @@ $(ENSEMBLE)/trunk/.trained: | $(STAMP)
 # clean realistic mixture, held-out galaxies with lens light, Sersic sources with lens light and the
 # quickstart Sersic set without lens light; then the robustness table: the clean realistic lenses with
 # one nuisance each (observation=... or prior=realistic_neighbour). Training is deterministic, so this
-# rebuilds the shipped files bit for bit (same torch, same CPU, and the training code of commit 7c70b47:
-# the closed-form learning-rate schedule since changes learning rates in the last digits).
+# rebuilds the shipped files bit for bit (same torch, same CPU).
 PRETRAINED := src/lenscnn/pretrained
 EVAL := $(ENSEMBLE)/pretrained
 CARD_SETS := realistic realistic_galaxies realistic_sersic quickstart
