@@ -1,8 +1,9 @@
 """The pretrained ensembles shipped inside the package, and how to find and load them.
 
 ``survey``: four members of the survey recipe, fine-tuned with seeds 1-4 from one trunk
-(``lenscnn-train experiment=survey_trunk``, then ``-m experiment=survey_ensemble``; 64 x 64 pixels of 0.08 arcsec; real-galaxy and Sersic sources, two-component lens light,
-external shear, neighbours and stars, seen with residual sky, varied PSFs and noise, cosmic rays and
+(``lenscnn-train experiment=survey_trunk``, then ``-m experiment=survey_ensemble``; 64 x 64 pixels
+of 0.08 arcsec; real-galaxy and Sersic sources, two-component lens light, external shear,
+neighbours and stars, seen with residual sky, varied PSFs and noise, cosmic rays and
 masks), stored weights-only in float16 (``member_<k>.pt``) with their calibration
 (``calibration.json``, fitted with test-time averaging over the image's 8 symmetries, which
 predictions then use by default). ``make pretrained`` rebuilds them; ``MODEL_CARD.md``
