@@ -58,7 +58,7 @@ def test_a_run_starts_from_the_weights_of_init_from(tmp_path, trunk):
 def test_a_fine_tune_trains_from_there_with_a_fresh_schedule(tmp_path, trunk):
     summary = _run(tmp_path, [*SHORT, "seed=1", f"init_from={trunk}/checkpoints/last.ckpt"])
     checkpoint = torch.load(Path(summary.run_dir) / "checkpoints" / "last.ckpt", weights_only=True)
-    assert checkpoint["global_step"] == 2  # the step count starts afresh, not at the trunk's 2
+    assert checkpoint["global_step"] == 2  # its own 2 steps: the count starts afresh, not at 2 + the trunk's 2
     start, end = (
         _parameters(trunk / "checkpoints" / "last.ckpt"),
         _parameters(Path(summary.run_dir) / "checkpoints" / "last.ckpt"),
