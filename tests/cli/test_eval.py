@@ -131,7 +131,7 @@ def test_ensemble_eval_compares_members_and_keeps_its_calibration(tiny_checkpoin
     assert payload["nrmse"] == pytest.approx(comparison["ensemble"])
     lines = (out / "comparison.csv").read_text().splitlines()
     assert lines[0] == "model,nrmse" and lines[-1].startswith("ensemble,") and len(lines) == 4
-    assert "below its best member" in (out / "report.md").read_text()
+    assert "its best member's (" in (out / "report.md").read_text()
     record = json.loads((members / "calibration.json").read_text())
     assert record["sigma_scale"] == payload["calibration"]["sigma_scale"] and len(record["members"]) == 2
 

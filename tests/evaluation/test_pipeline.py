@@ -11,7 +11,7 @@ import torch
 
 from lenscnn.errors import UserError
 from lenscnn.evaluation.datasets import simulated_set
-from lenscnn.evaluation.pipeline import evaluate
+from lenscnn.evaluation.pipeline import ensemble_gain_sentence, evaluate
 from lenscnn.evaluation.report import evaluation_figures, write_outputs
 from lenscnn.models.ensemble import Ensemble
 from tests.helpers import perturbed_copy
@@ -102,3 +102,11 @@ def test_member_comparison_markdown_is_unchanged():
     assert text == table + "\n\nThe ensemble's normalised RMSE is 50.0% below its best member's (0.3000)."
     assert comparison_table(result) == table
     assert comparison_table(result, label=str.upper).splitlines()[2] == "| 0: A/BEST.CKPT | 0.3000 |"
+
+
+def test_ensemble_gain_sentence_says_below_above_or_within():
+    assert ensemble_gain_sentence(0.1).endswith("10.0% below its best member's")
+    assert ensemble_gain_sentence(-0.004).endswith("0.4% above its best member's")
+    # -0.0002 would print as "-0.0% below": the sentence says what the rounding hides
+    assert ensemble_gain_sentence(-0.0002).endswith("within 0.05% of its best member's")
+    assert ensemble_gain_sentence(0.0004).endswith("within 0.05% of its best member's")

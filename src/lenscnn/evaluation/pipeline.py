@@ -57,6 +57,17 @@ def comparison_table(comparison: Mapping[str, Any], label: Callable[[str], str] 
     return markdown_table(["model", "normalised RMSE"], rows)
 
 
+def ensemble_gain_sentence(improvement: float) -> str:
+    """One sentence on the ensemble's normalised RMSE against its best member's, given
+    ``improvement`` = 1 - ensemble / best member (positive when the ensemble is better)."""
+    percent = 100 * improvement
+    if round(percent, 1) > 0:
+        return f"The ensemble's normalised RMSE is {percent:.1f}% below its best member's"
+    if round(percent, 1) < 0:
+        return f"The ensemble's normalised RMSE is {-percent:.1f}% above its best member's"
+    return "The ensemble's normalised RMSE is within 0.05% of its best member's"
+
+
 def compare_members(ensemble: Ensemble, test: Predictions) -> tuple[dict[str, Any], str]:
     """Normalised RMSE of every member and the ensemble on the same lenses; and as markdown."""
     prior_std = ensemble.reference.scaler.std
@@ -72,10 +83,7 @@ def compare_members(ensemble: Ensemble, test: Predictions) -> tuple[dict[str, An
         "improvement_over_best": 1 - ens / rows[best],
     }
     text = comparison_table(result)
-    text += (
-        f"\n\nThe ensemble's normalised RMSE is {100 * result['improvement_over_best']:.1f}% "
-        f"below its best member's ({rows[best]:.4f})."
-    )
+    text += f"\n\n{ensemble_gain_sentence(result['improvement_over_best'])} ({rows[best]:.4f})."
     return result, text
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from lenscnn.errors import UserError
-from lenscnn.evaluation.pipeline import comparison_table
+from lenscnn.evaluation.pipeline import comparison_table, ensemble_gain_sentence
 from lenscnn.io.atomic import write_text
 from lenscnn.io.summaries import EvaluationSummary
 from lenscnn.metrics.tables import Column, MetricsTable, markdown_table
@@ -134,8 +134,7 @@ def metrics_block(
             "",
             comparison_table(comparison, label=member_file),
             "",
-            f"The ensemble's normalised RMSE is {100 * comparison['improvement_over_best']:.1f}% below "
-            "its best member's.",
+            f"{ensemble_gain_sentence(comparison['improvement_over_best'])}.",
         ]
     for other in others:
         lines += ["", *metrics_table(other)]
