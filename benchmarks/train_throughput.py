@@ -1,6 +1,7 @@
 """Training throughput including on-the-fly rendering, and where a step's time goes.
 
-Rows: the quickstart model (``experiment=quickstart``: fast CNN, 64 x 64) and, in the same run, the same
+Rows: the quickstart model (``experiment=quickstart``: fast CNN, 64 x 64, in the precision ``trainer=cpu``
+picks: bf16 mixed on CPUs with AMX, else float32), the same in float32, and, in the same run, the same
 experiment on the code of ``--before REV`` (a git revision, default :data:`BEFORE`: the code path before the
 CPU-throughput work, with its 5x5 stride-2 stem and 16-channel 32 x 32 stage, coordinate channels
 concatenated to every image, unfused AdamW), then Ensai's AlexNet on ``hst_ensai`` images (192 x 192);
@@ -9,7 +10,7 @@ revision's ``src/`` is extracted with ``git archive`` into a temporary directory
 this checkout's. Each row is trained with Lightning in a fresh process for a number of steps (after
 warm-up steps that absorb compilation). Rows are measured in turn ``--repeats`` times (interleaved, so a
 busy spell of the machine hits every row alike) and the median of each row's images/s is reported, with
-the ratio of the quickstart rows.
+the ratios of the quickstart rows to the "before" row.
 
 Per step, in the same run: the rendering (inside ``LensDataModule.on_after_batch_transfer``), the forward
 pass with the loss (``on_train_batch_start`` to ``on_before_backward``), the backward pass (to
@@ -47,15 +48,19 @@ import torch
 from hydra import compose, initialize_config_module
 from hydra.utils import instantiate
 
+from lenscnn.cli.common import register_resolvers
 from lenscnn.cli.train import build_model
 
 #: The code path before the CPU-throughput work (the quickstart "before" row runs on it).
 BEFORE = "dd21374"
+#: The rows compared with the "before" row (the first is the code path of ``make train``).
+NOW = ("quickstart (fast CNN, 64x64)", "quickstart, float32")
 #: Rows run on the ``--before`` revision's code.
 ON_BEFORE = ("quickstart, before",)
 ROWS = {
-    "quickstart (fast CNN, 64x64)": ["experiment=quickstart"],
-    "quickstart, before": ["experiment=quickstart"],
+    NOW[0]: ["experiment=quickstart"],
+    NOW[1]: ["experiment=quickstart", "trainer.precision=32-true"],
+    ON_BEFORE[0]: ["experiment=quickstart"],
     "Ensai AlexNet, hst_ensai 192x192": ["model=alexnet", "instrument=hst_ensai", "prior=ensai", "data.batch_size=32"],
 }
 #: Rows run only when asked for with ``--only``.
@@ -172,6 +177,7 @@ def timed_rendering(render: Callable, interval: _Interval, counting: Callable[[]
 def measure(overrides: list[str], steps: int, warmup: int, device: torch.device) -> dict[str, float]:
     """Images/s, render share and per-step times [s] of ``steps`` training steps of the composed config."""
     gpu = ["trainer=gpu"] if device.type == "cuda" else []
+    register_resolvers()  # of the code measured (trainer=cpu's precision)
     with initialize_config_module("lenscnn.conf", version_base="1.3"):
         cfg = compose("train", overrides=[*overrides, *gpu, "logger=[]", "callbacks=none"], return_hydra_config=False)
     torch.set_float32_matmul_precision(cfg.get("matmul_precision", "high"))
@@ -297,15 +303,13 @@ def main() -> None:
             + " ".join(f"{r[f'{s}_share']:>9.1%}" for s in shares)
             + f" {r['render_ms']:>10.2f} {r['train_ms']:>15.2f}"
         )
-    quickstart = [label for label in results if label.startswith("quickstart")]
-    if len(quickstart) == 2:
-        now, before = (results[label]["images_per_s"] for label in quickstart)
-        all_ratios = sorted(
-            a["images_per_s"] / b["images_per_s"] for a, b in zip(*(runs[q] for q in quickstart), strict=True)
-        )
+    before = ON_BEFORE[0]
+    print()
+    for now in (label for label in NOW if label in results and before in results):
+        ratios = sorted(a["images_per_s"] / b["images_per_s"] for a, b in zip(runs[now], runs[before], strict=True))
         print(
-            f"\nquickstart lenses/s, now / before: {now / before:.2f}x "
-            f"(per interleaved pair: {', '.join(f'{r:.2f}' for r in all_ratios)})"
+            f"{now} / before: {results[now]['images_per_s'] / results[before]['images_per_s']:.2f}x lenses/s "
+            f"(per interleaved pair: {', '.join(f'{r:.2f}' for r in ratios)})"
         )
 
 

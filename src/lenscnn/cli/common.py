@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 from lenscnn import pretrained
 from lenscnn.cli import run_dirs
 from lenscnn.errors import UserError
+from lenscnn.training import precision
 
 F = TypeVar("F", bound=Callable[..., Any])
 log = logging.getLogger(__name__)
@@ -36,10 +37,11 @@ def prepare_app() -> None:
 
 
 def register_resolvers() -> None:
-    """``${lenscnn_pretrained:<name>}`` (``conf/ensemble/pretrained.yaml``) and
-    ``${lenscnn_run_dir:...}`` (``conf/hydra/default.yaml``)."""
+    """``${lenscnn_pretrained:<name>}`` (``conf/ensemble/pretrained.yaml``), ``${lenscnn_run_dir:...}``
+    (``conf/hydra/default.yaml``) and ``${lenscnn_cpu_precision:}`` (``conf/trainer/cpu.yaml``)."""
     pretrained.register_resolver()
     run_dirs.register_resolver()
+    precision.register_resolver()
 
 
 def console() -> Any:

@@ -130,6 +130,7 @@ def fit_and_test(cfg: DictConfig, datamodule: Any, model: pl.LightningModule, lo
         model=OmegaConf.to_container(cfg.model.net, resolve=True),
         optimized_metric=cfg.optimized_metric,
         val={cfg.optimized_metric: None if val_score is None else float(val_score)},
+        precision=str(trainer.precision),
     )
     budgets = [cb.summary for cb in trainer.callbacks if isinstance(cb, TimeBudget)]
     if budgets:

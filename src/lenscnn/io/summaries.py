@@ -105,6 +105,7 @@ class TrainingSummary(Summary):
         rmse_ratio: per target, the test RMSE over ``prior_mean_rmse``.
         time_budget: the time-budget record (:class:`lenscnn.training.callbacks.TimeBudget`), if any.
         best_checkpoint: the path of the best checkpoint, if one was kept.
+        precision: Lightning's training precision (``trainer=cpu`` picks ``bf16-mixed`` on CPUs with AMX).
     """
 
     KIND: ClassVar[str] = "training"
@@ -119,6 +120,7 @@ class TrainingSummary(Summary):
     rmse_ratio: dict[str, float] = field(default_factory=dict)
     time_budget: dict[str, Any] | None = None
     best_checkpoint: str | None = None
+    precision: str | None = None
 
     @property
     def score(self) -> float | None:

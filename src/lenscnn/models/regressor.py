@@ -117,11 +117,12 @@ class LensRegressor(LightningModule):
         return self.scaler.names
 
     def forward(self, images: Tensor) -> Tensor:
-        """Raw network outputs for images in counts/s per pixel ``(B, 1, H, W)``."""
+        """Raw network outputs for images in counts/s per pixel ``(B, 1, H, W)``, in float32 also under
+        bf16 autocast (the loss and the predictions are computed from them)."""
         x = self.normalizer(images)
         if self.hparams.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        return self.net(x)
+        return self.net(x).float()
 
     def predict_standardized(self, images: Tensor) -> tuple[Tensor, Tensor | None]:
         """``(mean, scale)`` in standardised target units (see :func:`split_outputs`)."""
