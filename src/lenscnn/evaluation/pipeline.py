@@ -60,12 +60,10 @@ def comparison_table(comparison: Mapping[str, Any], label: Callable[[str], str] 
 def ensemble_gain_sentence(improvement: float) -> str:
     """One sentence on the ensemble's normalised RMSE against its best member's, given
     ``improvement`` = 1 - ensemble / best member (positive when the ensemble is better)."""
-    percent = 100 * improvement
-    if round(percent, 1) > 0:
-        return f"The ensemble's normalised RMSE is {percent:.1f}% below its best member's"
-    if round(percent, 1) < 0:
-        return f"The ensemble's normalised RMSE is {-percent:.1f}% above its best member's"
-    return "The ensemble's normalised RMSE is within 0.05% of its best member's"
+    shown = round(100 * improvement, 1)  # the percentage as printed
+    if shown == 0:
+        return "The ensemble's normalised RMSE is within 0.05% of its best member's"
+    return f"The ensemble's normalised RMSE is {abs(shown):.1f}% {'below' if shown > 0 else 'above'} its best member's"
 
 
 def compare_members(ensemble: Ensemble, test: Predictions) -> tuple[dict[str, Any], str]:
