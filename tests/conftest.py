@@ -21,7 +21,7 @@ from tests.helpers import (
     load_conf,
     make_simulator,
     random_lens_params,
-    run_cli,
+    run_app,
 )
 
 #: The fuzz modules' fixtures (``workdir``, ``one_thread_per_module``).
@@ -83,7 +83,7 @@ def small_instrument() -> dict:
 def tiny_run(tmp_path_factory) -> Path:
     """The run directory of a tiny trained model (``checkpoints/``, ``metrics.json``)."""
     root = tmp_path_factory.mktemp("tiny_run")
-    result = run_cli("train", [*TINY_TRAIN, f"hydra.run.dir={root / 'run'}"])
+    result = run_app("train", [*TINY_TRAIN, f"hydra.run.dir={root / 'run'}"])
     assert result.returncode == 0, result.stderr[-2000:]
     return root / "run"
 

@@ -3,10 +3,16 @@ random lens parameters, lenstronomy references, tiny training configs, running t
 
 from __future__ import annotations
 
+import io
+import logging
 import os
+import signal
 import subprocess
 import sys
+import traceback
+import warnings
 from collections.abc import Callable
+from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 
 import numpy as np
@@ -214,9 +220,14 @@ def compose_run(name: str, tmp_path: Path, overrides: list[str]) -> DictConfig:
     return cfg
 
 
+#: The environment the apps run in under test: wandb offline and silent, Hydra's one-line errors.
+APP_ENV = {"WANDB_MODE": "offline", "WANDB_SILENT": "true", "HYDRA_FULL_ERROR": "0"}
+
+
 def run_cli(module: str, args: list[str], timeout: float = 600, **kwargs) -> subprocess.CompletedProcess:
-    """``python -m lenscnn.cli.<module> args...`` in a subprocess (the way users run it)."""
-    env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true", "HYDRA_FULL_ERROR": "0"}
+    """``python -m lenscnn.cli.<module> args...`` in a subprocess (the way users run it). For what only a
+    process shows: signals and kills, imports, warnings shown once per process, memory; else :func:`run_app`."""
+    env = {**os.environ, **APP_ENV}
     env.pop("WANDB_API_KEY", None)
     return subprocess.run(
         [sys.executable, "-m", f"lenscnn.cli.{module}", *args],
@@ -226,6 +237,58 @@ def run_cli(module: str, args: list[str], timeout: float = 600, **kwargs) -> sub
         env=env,
         **kwargs,
     )
+
+
+def run_app(app: str, args: list[str], cwd: Path | None = None) -> subprocess.CompletedProcess:
+    """``lenscnn-<app> args...`` run inside this test process, as :func:`run_cli` runs it in a new one: the
+    exit code, stdout and stderr (an exception that escapes the app is a traceback and exit code 1, as the
+    interpreter makes it), and the files written. It saves each run the ~6 s of imports of a new
+    interpreter. What an app changes in the process (argv, environment, working directory, logging,
+    warning filters, signal handlers, torch's global flags, Hydra's globals) is put back afterwards."""
+    from lenscnn.cli import entry
+
+    command = [f"lenscnn-{app}", *args]
+    saved_argv, saved_env, saved_cwd = sys.argv, dict(os.environ), Path.cwd()
+    root = logging.getLogger()
+    saved_handlers, saved_level = root.handlers[:], root.level
+    saved_signals = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1)}
+    saved_precision = torch.get_float32_matmul_precision()
+    saved_deterministic = torch.are_deterministic_algorithms_enabled()
+    saved_warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
+    stdout, stderr = io.StringIO(), io.StringIO()
+    os.environ.update(APP_ENV)
+    os.environ.pop("WANDB_API_KEY", None)
+    sys.argv = command
+    GlobalHydra.instance().clear()
+    try:
+        os.chdir(cwd or saved_cwd)
+        with warnings.catch_warnings(), redirect_stdout(stdout), redirect_stderr(stderr):
+            try:
+                getattr(entry, "evaluate" if app == "eval" else app)()
+                code = 0
+            except SystemExit as exc:
+                code = exc.code if isinstance(exc.code, int) else int(exc.code is not None)
+                if isinstance(exc.code, str):
+                    print(exc.code, file=sys.stderr)
+            except Exception:
+                traceback.print_exc()
+                code = 1
+    finally:
+        os.chdir(saved_cwd)
+        sys.argv = saved_argv
+        os.environ.clear()
+        os.environ.update(saved_env)
+        for handler in root.handlers:
+            if handler not in saved_handlers:
+                handler.close()
+        root.handlers[:] = saved_handlers
+        root.setLevel(saved_level)
+        for number, handler in saved_signals.items():
+            signal.signal(number, handler)
+        torch.set_float32_matmul_precision(saved_precision)
+        torch.use_deterministic_algorithms(saved_deterministic, warn_only=saved_warn_only)
+        GlobalHydra.instance().clear()
+    return subprocess.CompletedProcess(command, code, stdout.getvalue(), stderr.getvalue())
 
 
 def perturbed_copy(src, dst, scale: float = 1.05, **hparams) -> None:

@@ -15,13 +15,13 @@ import lenscnn.cli.eval as eval_app
 from lenscnn.cli.common import load_ensemble
 from lenscnn.errors import UserError
 from lenscnn.models.checkpoint import read_checkpoint
-from tests.helpers import compose_config, compose_run, perturbed_copy, run_cli
+from tests.helpers import compose_config, compose_run, perturbed_copy, run_app
 
 NAMES = ("theta_E", "e1", "e2", "center_x", "center_y")
 
 
 def evaluate(out, *args):
-    result = run_cli("eval", [*args, f"hydra.run.dir={out}", "batch_size=128"])
+    result = run_app("eval", [*args, f"hydra.run.dir={out}", "batch_size=128"])
     return result
 
 
@@ -146,7 +146,7 @@ def test_ensemble_eval_compares_members_and_keeps_its_calibration(tiny_checkpoin
 
 
 def test_eval_on_a_simulated_file_and_on_another_prior(tiny_checkpoint, tmp_path):
-    sim = run_cli("simulate", ["n=40", "instrument.image_size=32", "preview=0", f"hydra.run.dir={tmp_path / 'sim'}"])
+    sim = run_app("simulate", ["n=40", "instrument.image_size=32", "preview=0", f"hydra.run.dir={tmp_path / 'sim'}"])
     assert sim.returncode == 0, sim.stderr[-2000:]
     out = tmp_path / "file"
     assert evaluate(out, f"ckpt_path={tiny_checkpoint}", f"dataset={tmp_path / 'sim' / 'lenses.h5'}").returncode == 0

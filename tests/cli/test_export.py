@@ -15,7 +15,7 @@ from lenscnn import pretrained
 from lenscnn.cli.export import export, export_members
 from lenscnn.errors import UserError
 from lenscnn.models.checkpoint import file_digest
-from tests.helpers import TINY_FAST, compose_config, run_cli
+from tests.helpers import TINY_FAST, compose_config, run_app, run_cli
 
 
 def _sha256(path: Path) -> str:
@@ -64,7 +64,7 @@ def test_export_keeps_a_matching_calibration_and_drops_a_stale_one(tmp_path):
 
 
 def test_export_reports_bad_requests(tmp_path):
-    result = run_cli("export", [f"hydra.run.dir={tmp_path}"])
+    result = run_app("export", [f"hydra.run.dir={tmp_path}"])
     assert result.returncode == 2 and "nothing to do" in result.stderr
     with pytest.raises(UserError, match="out_dir"):
         export(compose_config("export", ["ensemble=pretrained"]))

@@ -25,7 +25,7 @@ from lenscnn.errors import UserError
 from lenscnn.models.checkpoint import read_checkpoint
 from lenscnn.models.ensemble import Ensemble
 from lenscnn.sim import Simulator
-from tests.helpers import celestial_header, compose_run, run_cli
+from tests.helpers import celestial_header, compose_run, run_app
 
 NAMES = ("theta_E", "e1", "e2", "center_x", "center_y")
 
@@ -40,7 +40,7 @@ def write_fits(path, image: np.ndarray, scale: float = 0.08) -> None:
 
 
 def predict(out, *args):
-    return run_cli("predict", [*args, f"hydra.run.dir={out}"])
+    return run_app("predict", [*args, f"hydra.run.dir={out}"])
 
 
 #: The preparation off: the images as they are (no sky subtracted, no cosmic-ray search).
@@ -113,7 +113,7 @@ def test_predict_resamples_fills_and_reads_hdf5(tiny_checkpoint, tmp_path):
     # 2x2 block-replicated then resampled back: the same lens, so nearly the same prediction
     assert float(fine_row["theta_E"]) == pytest.approx(float(expected[0, 0]), abs=0.05)
 
-    sim = run_cli("simulate", ["n=5", "instrument.image_size=32", "preview=0", f"hydra.run.dir={tmp_path / 'sim'}"])
+    sim = run_app("simulate", ["n=5", "instrument.image_size=32", "preview=0", f"hydra.run.dir={tmp_path / 'sim'}"])
     assert sim.returncode == 0, sim.stderr[-2000:]
     h5 = tmp_path / "h5"
     assert predict(h5, f"ckpt_path={tiny_checkpoint}", f"input={tmp_path / 'sim' / 'lenses.h5'}").returncode == 0

@@ -19,7 +19,7 @@ from lenscnn.modelling.fitting import lenstronomy_image
 from lenscnn.modelling.kwargs import observation_kwargs
 from lenscnn.modelling.report import read_refined_csv
 from lenscnn.sim import Instrument
-from tests.helpers import compose_run, load_conf, render_lenstronomy_lens, run_cli
+from tests.helpers import compose_run, load_conf, render_lenstronomy_lens, run_app, run_cli
 
 LENSES = {
     "a": {"theta_E": 1.0, "e1": 0.05, "e2": -0.05, "center_x": 0.02, "center_y": -0.03},
@@ -123,7 +123,7 @@ def test_shards_merge_into_one_table(sweep, tmp_path):
     for shard in range(2):
         rows, _ = read_refined_csv(sweep / str(shard) / "refined.csv")
         assert len(rows) == 2
-    result = run_cli("refine", [f"merge={sweep}", f"hydra.run.dir={tmp_path / 'merge'}"])
+    result = run_app("refine", [f"merge={sweep}", f"hydra.run.dir={tmp_path / 'merge'}"])
     assert result.returncode == 0, result.stderr[-3000:]
     outcomes, _ = read_refined_csv(sweep / "refined.csv")
     names = sorted(o.image.rsplit("/", 1)[-1] for o in outcomes)

@@ -10,18 +10,11 @@ import pytest
 from astropy.io import fits
 
 from lenscnn.io.hdf5 import read_lens_dataset
+from tests.helpers import run_app
 
 
 def run_simulate(tmp_path, *overrides):
-    env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
-    return subprocess.run(
-        [sys.executable, "-m", "lenscnn.cli.simulate", f"paths.log_dir={tmp_path / 'logs'}", *overrides],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    return run_app("simulate", [f"paths.log_dir={tmp_path / 'logs'}", *overrides], cwd=tmp_path)
 
 
 def only_output_dir(tmp_path):

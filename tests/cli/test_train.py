@@ -21,7 +21,7 @@ import torch
 from lenscnn.cli.common import check_config
 from lenscnn.errors import UserError
 from lenscnn.params import LENS
-from tests.helpers import TINY, TINY_FAST, run_cli
+from tests.helpers import TINY, TINY_FAST, run_app, run_cli
 
 REPO = Path(__file__).parents[2]
 MODELS = sorted(p.stem for p in (Path(__file__).parents[2] / "conf" / "model").glob("*.yaml"))
@@ -195,9 +195,9 @@ def test_resumes_from_checkpoints_of_the_last_batch_of_an_epoch_keep_the_stream(
 
 
 def test_resume_refuses_a_changed_training_stream(tmp_path):
-    first = run_cli("train", [*TINY_FAST, "test=false", f"paths.log_dir={tmp_path}"])
+    first = run_app("train", [*TINY_FAST, "test=false", f"paths.log_dir={tmp_path}"])
     assert first.returncode == 0, first.stderr[-2000:]
-    result = run_cli(
+    result = run_app(
         "train", ["ckpt_path=last", f"paths.log_dir={tmp_path}", "data.batches_per_epoch=5", "trainer.max_epochs=2"]
     )
     assert result.returncode == 2
@@ -206,7 +206,7 @@ def test_resume_refuses_a_changed_training_stream(tmp_path):
 
 
 def test_multirun_over_two_models_writes_a_leaderboard(tmp_path):
-    result = run_cli(
+    result = run_app(
         "train",
         ["-m", "model=fast,alexnet", *TINY, "debug=limit", f"paths.log_dir={tmp_path}"],
     )

@@ -22,7 +22,7 @@ from lenscnn.cli.eval import run as eval_run
 from lenscnn.models.checkpoint import read_checkpoint
 from lenscnn.models.ensemble import Ensemble
 from lenscnn.sim import Simulator
-from tests.helpers import celestial_header, compose_run, run_cli
+from tests.helpers import celestial_header, compose_run, run_app
 
 REPO = Path(__file__).parents[2]
 REAL_DATA = REPO.parent / "shared" / "realdata"
@@ -83,7 +83,7 @@ def test_catalog_of_simulated_fits_lenses_scores_against_the_references(tiny_che
     references = write_csv(tmp_path / "refs.csv", header, rows)
     out = tmp_path / "eval"
     started = time.perf_counter()
-    result = run_cli(
+    result = run_app(
         "eval",
         [
             f"ckpt_path={tiny_checkpoint}",
@@ -153,7 +153,7 @@ def test_catalog_of_simulated_fits_lenses_scores_against_the_references(tiny_che
 def test_the_real_hst_catalog_with_the_shipped_ensemble(tmp_path):
     out = tmp_path / "hst"
     started = time.perf_counter()
-    result = run_cli("eval", ["catalog=slacs_hst", f"hydra.run.dir={out}"], cwd=REPO)
+    result = run_app("eval", ["catalog=slacs_hst", f"hydra.run.dir={out}"], cwd=REPO)
     elapsed = time.perf_counter() - started
     assert result.returncode == 0, result.stderr[-3000:]
     lenses = read_csv(out / "predictions.csv")
@@ -235,7 +235,7 @@ def test_a_bad_catalog_is_one_line_before_the_model_loads(tmp_path, capsys, case
 
 
 def test_the_cli_refuses_a_bad_catalog_with_exit_2(tmp_path):
-    result = run_cli("eval", [*bad_catalog(tmp_path, "not a number"), f"hydra.run.dir={tmp_path / 'run'}"])
+    result = run_app("eval", [*bad_catalog(tmp_path, "not a number"), f"hydra.run.dir={tmp_path / 'run'}"])
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "is not a number" in lines[0] and "Traceback" not in result.stderr, result.stderr

@@ -23,7 +23,7 @@ from lenscnn.models.checkpoint import file_digest
 from lenscnn.models.ensemble import Ensemble
 from lenscnn.pretrained.card import BEGIN, card_metrics, card_robustness, metrics_block, update_card
 from lenscnn.sim import Simulator
-from tests.helpers import TINY_FAST, compose_config, compose_train, evaluation_summary, run_cli
+from tests.helpers import TINY_FAST, compose_config, compose_train, evaluation_summary, run_app
 
 REPO = Path(__file__).parents[2]
 TARGETS = ("theta_E", "e1", "e2", "center_x", "center_y")
@@ -125,7 +125,7 @@ def test_predict_cli_with_no_checkpoint_measures_a_fits_file(tmp_path):
     header = fits.Header()
     header["PIXSCALE"] = 0.08
     fits.writeto(tmp_path / "lenses.fits", images[:, 0].numpy(), header)
-    result = run_cli("predict", [f"input={tmp_path / 'lenses.fits'}", f"hydra.run.dir={tmp_path / 'run'}"])
+    result = run_app("predict", [f"input={tmp_path / 'lenses.fits'}", f"hydra.run.dir={tmp_path / 'run'}"])
     assert result.returncode == 0, result.stderr[-2000:]
     assert "using the shipped pretrained ensemble" in result.stdout + result.stderr
     rows = list(csv.DictReader((tmp_path / "run" / "predictions.csv").open()))
@@ -141,7 +141,7 @@ CARD_SETS = ["as trained", "realistic", "realistic_galaxies", "realistic_sersic"
 
 def shipped_eval(tmp_path: Path, choose: list[str]) -> dict:
     """``metrics.json`` of ``lenscnn-eval ensemble=pretrained`` on the test set ``choose`` picks."""
-    result = run_cli("eval", ["ensemble=pretrained", "plots=false", *choose, f"hydra.run.dir={tmp_path}"])
+    result = run_app("eval", ["ensemble=pretrained", "plots=false", *choose, f"hydra.run.dir={tmp_path}"])
     assert result.returncode == 0, result.stderr[-2000:]
     return json.loads((tmp_path / "metrics.json").read_text())
 

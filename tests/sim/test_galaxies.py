@@ -14,7 +14,7 @@ from astropy.io import fits
 from lenscnn.errors import UserError
 from lenscnn.sim.galaxies import SPLITS, GalaxyLibrary, galaxy_split, hudf, load_library, prepare_stamp
 from lenscnn.sim.galaxies.library import MIN_R_HALF, half_light_radius
-from tests.helpers import run_cli
+from tests.helpers import run_app
 
 SIZE = 64
 CENTRE = (SIZE - 1) / 2
@@ -382,8 +382,8 @@ def test_fits_table_without_cosmos_columns_is_a_user_error(tmp_path):
 
 
 def run_galaxies(tmp_path: Path, *overrides: str) -> subprocess.CompletedProcess:
-    """``lenscnn-galaxies`` in a subprocess; it inherits the session's private ``LENSCNN_CACHE``."""
-    return run_cli("galaxies", [f"hydra.run.dir={tmp_path / 'run'}", *overrides], cwd=tmp_path)
+    """``lenscnn-galaxies`` (with the session's private ``LENSCNN_CACHE``)."""
+    return run_app("galaxies", [f"hydra.run.dir={tmp_path / 'run'}", *overrides], cwd=tmp_path)
 
 
 def test_cli_writes_library_and_preview(xdf, tmp_path):

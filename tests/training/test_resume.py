@@ -14,7 +14,7 @@ import yaml
 from lenscnn.errors import UserError
 from lenscnn.models.checkpoint import export_weights
 from lenscnn.training.resume import check_training_checkpoint, resume_arguments
-from tests.helpers import TINY_FAST, run_cli
+from tests.helpers import TINY_FAST, run_app
 
 
 def make_run(run_dir: Path, overrides: list[str]) -> Path:
@@ -108,7 +108,7 @@ def test_resuming_from_a_file_that_is_no_checkpoint_is_one_line(tmp_path):
     run_dir = make_run(tmp_path / "run", [*TINY_FAST, "test=false"])
     objects = run_dir / "checkpoints" / "random.pt"
     torch.save(argparse.Namespace(lr=1e-3), objects)
-    result = run_cli("train", [f"ckpt_path={objects}"], timeout=300)
+    result = run_app("train", [f"ckpt_path={objects}"])
     assert result.returncode == 2, result.stderr[-2000:]
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith(f"error: {objects.resolve()}: not a lenscnn/Lightning checkpoint")
