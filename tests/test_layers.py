@@ -16,7 +16,7 @@ SRC = Path(lenscnn.__file__).parent
 #: Bottom to top. A package may import its own modules and those of lower layers, never a package of
 #: its own layer or above (the same order is drawn in docs/architecture.md).
 LAYERS = (
-    ("errors", "params", "progress"),
+    ("errors", "params", "progress", "cache"),
     ("io", "metrics"),
     ("sim",),
     ("data", "plots", "preparation"),

@@ -86,3 +86,28 @@ def test_a_model_trained_with_nuisances_accepts_them():
         reasons = reference.flags({k: float(v[i]) for k, v in stats.items()}, psf_fwhm=0.2)
         assert not any("PSF" in r for r in reasons)
     assert reference.psf_fwhm == pytest.approx((0.08, 0.25), abs=0.01)
+
+
+def test_a_reference_is_drawn_once_then_read_from_the_cache(tmp_path, monkeypatch, caplog):
+    """The reference of a model is kept in LENSCNN_CACHE and read back equal; a damaged cache file is drawn
+    again; another preparation of the inputs (sky left in) is another reference."""
+    monkeypatch.setenv("LENSCNN_CACHE", str(tmp_path))
+    config = {**reference_config(), "instrument": {**load_conf("instrument", "quickstart"), "image_size": 32}}
+    drawn = DomainReference.cached(config, NAMES, size=64)
+    (path,) = (tmp_path / "domain").iterdir()
+
+    def same(a: DomainReference, b: DomainReference) -> bool:
+        return all(
+            torch.equal(x, y) if isinstance(x, torch.Tensor) else x == y
+            for x, y in zip(vars(a).values(), vars(b).values(), strict=True)
+        )
+
+    with monkeypatch.context() as patched:
+        patched.setattr(DomainReference, "simulate", lambda *args, **kwargs: pytest.fail("drawn again"))
+        assert same(DomainReference.cached(config, NAMES, size=64), drawn)
+    assert same(DomainReference.simulate(config, NAMES, size=64), drawn)
+    path.write_bytes(path.read_bytes()[:100])
+    assert same(DomainReference.cached(config, NAMES, size=64), drawn)
+    assert "drawing the domain reference again: cannot read" in caplog.text
+    left_in = DomainReference.cached(config, NAMES, size=64, subtract_sky=False)
+    assert len(list((tmp_path / "domain").iterdir())) == 2 and left_in.distance != drawn.distance

@@ -54,7 +54,7 @@ def domain_reference(ensemble: Ensemble, settings: Preparation) -> DomainReferen
     """What ``ensemble`` was trained on, prepared as ``settings`` prepare inputs (sky subtracted or not);
     ``None`` (with a warning: no domain flags) when its checkpoint's simulator config cannot render."""
     try:
-        return DomainReference.simulate(
+        return DomainReference.cached(
             ensemble.simulator_config, ensemble.target_names, subtract_sky=settings.sky == "estimate"
         )
     except UserError as exc:

@@ -26,13 +26,22 @@ prediction is never silently confident on an image the model has not learned.
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import json
+import logging
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor
 
+import lenscnn
+from lenscnn.cache import cache_dir
+from lenscnn.errors import one_line
 from lenscnn.preparation import psf as psf_files
 from lenscnn.preparation.sky import estimate_sky
 
@@ -57,6 +66,11 @@ BLOCKS = 8
 #: Images drawn for the reference.
 REFERENCE_SIZE = 1024
 REFERENCE_SEED = 20260101
+#: Version of the reference's statistics and drawing: bump it when they change, so that references cached
+#: by older code (:meth:`DomainReference.cached`) are drawn again.
+REFERENCE_VERSION = 1
+
+log = logging.getLogger(__name__)
 
 
 def image_statistics(
@@ -207,6 +221,35 @@ class DomainReference:
             central,
         )
 
+    @classmethod
+    def cached(
+        cls,
+        simulator_config: Mapping[str, Any],
+        targets: Sequence[str],
+        size: int = REFERENCE_SIZE,
+        subtract_sky: bool = True,
+    ) -> DomainReference:
+        """:meth:`simulate`, drawn once per model and kept in the cache directory
+        (:func:`lenscnn.cache.cache_dir`), under a digest of everything it depends on: the arguments,
+        :data:`REFERENCE_SEED`, :data:`REFERENCE_VERSION` and the lenscnn and torch versions. Drawing
+        takes ~15 s on a CPU (the sky of 1,024 images estimated one by one); reading it back, milliseconds.
+        A cache file that cannot be read is drawn again, and one that cannot be written is only logged."""
+        path = reference_path(simulator_config, targets, size, subtract_sky)
+        if path.is_file():
+            try:
+                return cls(**torch.load(path, weights_only=True))
+            except Exception as exc:  # truncated, another format, other fields: drawn again
+                log.warning("drawing the domain reference again: cannot read %s (%s)", path, one_line(exc))
+        reference = cls.simulate(simulator_config, targets, size, subtract_sky)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            private = path.with_name(f".{path.stem}.{os.getpid()}.pt")  # then one atomic rename
+            torch.save(dataclasses.asdict(reference), private)
+            os.replace(private, path)
+        except OSError as exc:
+            log.warning("cannot cache the domain reference in %s (%s); set LENSCNN_CACHE", path, one_line(exc))
+        return reference
+
     def flags(
         self,
         stats: Mapping[str, float],
@@ -254,3 +297,19 @@ class DomainReference:
                 if not low <= value <= high:
                     reasons.append(f"prior_edge: {name} {value:.4g} outside the prior's central {low:.4g}..{high:.4g}")
         return reasons
+
+
+def reference_path(simulator_config: Mapping[str, Any], targets: Sequence[str], size: int, subtract_sky: bool) -> Path:
+    """The cache file of the reference :meth:`DomainReference.cached` keeps for these arguments."""
+    key = {
+        "simulator": simulator_config,
+        "targets": list(targets),
+        "size": size,
+        "subtract_sky": subtract_sky,
+        "seed": REFERENCE_SEED,
+        "version": REFERENCE_VERSION,
+        "lenscnn": lenscnn.__version__,
+        "torch": torch.__version__,
+    }
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:20]
+    return cache_dir() / "domain" / f"reference_{digest}.pt"

@@ -39,6 +39,7 @@ import numpy as np
 from astropy.stats import sigma_clipped_stats
 from scipy import ndimage
 
+from lenscnn.cache import cache_dir
 from lenscnn.errors import UserError, one_line
 from lenscnn.sim.galaxies.library import DEFAULT_SIZE, FOOTPRINT_GROWTH, GalaxyLibrary, build_library
 
@@ -65,18 +66,8 @@ ORIGIN = (
 )
 
 
-def cache_dir() -> Path:
-    """Where built libraries are cached: ``$LENSCNN_CACHE``, else ``$XDG_CACHE_HOME/lenscnn``, else
-    ``~/.cache/lenscnn``."""
-    if os.environ.get("LENSCNN_CACHE"):
-        return Path(os.environ["LENSCNN_CACHE"]).expanduser()
-    if os.environ.get("XDG_CACHE_HOME"):
-        return Path(os.environ["XDG_CACHE_HOME"]).expanduser() / "lenscnn"
-    return Path.home() / ".cache" / "lenscnn"
-
-
 def cache_path(size: int = DEFAULT_SIZE) -> Path:
-    """The cache file of the built-in library with ``size x size`` stamps."""
+    """The cache file of the built-in library with ``size x size`` stamps (in :func:`lenscnn.cache.cache_dir`)."""
     return cache_dir() / f"hudf_v{VERSION}_{size}px.h5"
 
 
