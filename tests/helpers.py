@@ -243,8 +243,10 @@ def run_app(app: str, args: list[str], cwd: Path | None = None) -> subprocess.Co
     """``lenscnn-<app> args...`` run inside this test process, as :func:`run_cli` runs it in a new one: the
     exit code, stdout and stderr (an exception that escapes the app is a traceback and exit code 1, as the
     interpreter makes it), and the files written. It saves each run the ~6 s of imports of a new
-    interpreter. What an app changes in the process (argv, environment, working directory, logging,
-    warning filters, signal handlers, torch's global flags, Hydra's globals) is put back afterwards."""
+    interpreter. Lightning's own notices are not in ``stderr`` (its log handler holds the process's
+    stderr from import): tests of them use :func:`run_cli`. What an app changes in the process (argv,
+    environment, working directory, logging, warning filters, signal handlers, torch's global flags,
+    Hydra's globals) is put back afterwards."""
     from lenscnn.cli import entry
 
     command = [f"lenscnn-{app}", *args]
