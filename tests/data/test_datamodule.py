@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from types import SimpleNamespace
 
 import pytest
@@ -13,6 +11,7 @@ from omegaconf import OmegaConf
 
 from lenscnn.data import FileLensDataModule, LensDataModule
 from lenscnn.data.streams import TEST_SEED, VAL_SEED, EpochSampler, FixedLenses, ParameterBatches
+from tests.helpers import run_app
 
 
 @pytest.fixture(scope="module")
@@ -169,20 +168,7 @@ def test_prior_moments_and_input_normalisation(sim_cfg):
 
 
 def test_file_datamodule_reads_a_simulated_dataset(tmp_path):
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "lenscnn.cli.simulate",
-            "n=40",
-            "preview=0",
-            "instrument.image_size=32",
-            f"paths.log_dir={tmp_path}",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    result = run_app("simulate", ["n=40", "preview=0", "instrument.image_size=32", f"paths.log_dir={tmp_path}"])
     assert result.returncode == 0, result.stderr
     (path,) = tmp_path.glob("simulate/runs/*/lenses.h5")
     dm = FileLensDataModule(str(path), batch_size=8, val_fraction=0.2, test_fraction=0.2)
