@@ -12,13 +12,16 @@ from typing import Any
 
 
 @contextlib.contextmanager
-def atomic_path(path: str | Path) -> Iterator[Path]:
+def atomic_path(path: str | Path, private: bool = False) -> Iterator[Path]:
     """Yield a temporary sibling of ``path``; move it onto ``path`` only if the block succeeds.
 
-    Readers never see a half-written file and an existing ``path`` survives a failure.
+    Readers never see a half-written file and an existing ``path`` survives a failure. ``private``:
+    the sibling is this process's own (named by its process id), for a file that several processes
+    may write at once (a shared cache: DDP ranks, parallel jobs); each writes whole and the last
+    rename wins.
     """
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.partial")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.partial" if private else f".{path.name}.partial")
     try:
         yield tmp
         os.replace(tmp, path)

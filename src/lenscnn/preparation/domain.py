@@ -30,7 +30,6 @@ import dataclasses
 import hashlib
 import json
 import logging
-import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,6 +41,7 @@ from torch import Tensor
 import lenscnn
 from lenscnn.cache import cache_dir
 from lenscnn.errors import one_line
+from lenscnn.io.atomic import atomic_path
 from lenscnn.preparation import psf as psf_files
 from lenscnn.preparation.sky import estimate_sky
 
@@ -244,9 +244,8 @@ class DomainReference:
         reference = cls.simulate(simulator_config, targets, size, subtract_sky)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            private = path.with_name(f".{path.stem}.{os.getpid()}.pt")  # then one atomic rename
-            torch.save(dataclasses.asdict(reference), private)
-            os.replace(private, path)
+            with atomic_path(path, private=True) as tmp:  # predict jobs may draw it at once
+                torch.save(dataclasses.asdict(reference), tmp)
         except OSError as exc:
             log.warning("cannot cache the domain reference in %s (%s); set LENSCNN_CACHE", path, one_line(exc))
         return reference

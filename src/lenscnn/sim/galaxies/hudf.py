@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 from pathlib import Path
 
 import numpy as np
@@ -41,6 +40,7 @@ from scipy import ndimage
 
 from lenscnn.cache import cache_dir
 from lenscnn.errors import UserError, one_line
+from lenscnn.io.atomic import atomic_path
 from lenscnn.sim.galaxies.library import DEFAULT_SIZE, FOOTPRINT_GROWTH, GalaxyLibrary, build_library
 
 log = logging.getLogger(__name__)
@@ -153,11 +153,9 @@ def load_hudf(size: int = DEFAULT_SIZE, rebuild: bool = False) -> GalaxyLibrary:
             log.warning("rebuilding the cached XDF galaxy library: %s", exc)
     library = build_hudf(size)
     try:
-        # a private temporary name, then one atomic rename: processes that build concurrently
-        # (e.g. DDP ranks on a cold cache) write identical files and never clobber each other's
-        private = path.with_name(f".{path.stem}.{os.getpid()}.h5")
-        library.save(private)
-        os.replace(private, path)
+        # processes that build concurrently (e.g. DDP ranks on a cold cache) write identical files
+        with atomic_path(path, private=True) as tmp:
+            library.save(tmp)
     except OSError as exc:
         raise UserError(
             f"cannot write the galaxy cache {path} ({one_line(exc)}); set LENSCNN_CACHE to a writable directory"
