@@ -101,7 +101,8 @@ def test_calibration_fixes_an_overconfident_model_and_is_stored(tiny_checkpoint,
         after = calibration["coverage_after"][name]
         assert abs(after["coverage_68"] - 0.68) < 0.03 and abs(after["coverage_95"] - 0.95) < 0.03
     stored = read_checkpoint(overconfident)["calibration"]
-    assert stored["sigma_scale"] == calibration["sigma_scale"]
+    for key in ("sigma_scale", "sigma_power", "sigma_pivot"):
+        assert stored[key] == calibration[key] and set(stored[key]) == set(NAMES)
     assert "calibrate=true" in (out / ".hydra" / "overrides.yaml").read_text()
 
     # a later evaluation applies the stored scale: coverage as after calibration
@@ -110,6 +111,7 @@ def test_calibration_fixes_an_overconfident_model_and_is_stored(tiny_checkpoint,
     metrics = json.loads((again / "metrics.json").read_text())["metrics"]
     for name in NAMES:
         assert metrics[name]["coverage_68"] == pytest.approx(calibration["coverage_after"][name]["coverage_68"])
+        assert metrics[name]["coverage_95"] == pytest.approx(calibration["coverage_after"][name]["coverage_95"])
 
 
 def test_ensemble_eval_compares_members_and_keeps_its_calibration(tiny_checkpoint, tmp_path):

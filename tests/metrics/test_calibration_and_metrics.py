@@ -7,7 +7,14 @@ import pytest
 import torch
 from scipy import stats
 
-from lenscnn.metrics.calibration import calibration_curve, coverage, fit_sigma_scale, gaussian_quantile
+from lenscnn.metrics.calibration import (
+    SigmaCalibration,
+    calibration_curve,
+    coverage,
+    fit_sigma_calibration,
+    fit_sigma_scale,
+    gaussian_quantile,
+)
 from lenscnn.metrics.regression import evaluation_metrics, robust_sigma
 
 
@@ -46,6 +53,45 @@ def test_fit_sigma_scale_balances_heavy_tails():
     scale = fit_sigma_scale(residual, sigma)
     for level in (0.68, 0.95):
         assert abs(float(coverage(residual, sigma * scale, level)[0]) - level) < 0.03
+
+
+def test_fit_sigma_calibration_finds_the_power_law_a_timid_sigma_needs():
+    """Errors that grow as sigma**1.6 (the hard lenses' errors outgrow their sigma): the fit finds the
+    power and the calibrated intervals hold at 68% and 95% both for the lenses of small sigma and for
+    those of large sigma, which no single scale does."""
+    g = torch.Generator().manual_seed(4)
+    claimed = torch.exp(torch.randn(40_000, 2, generator=g, dtype=torch.float64) * 0.5) * 0.05
+    true_sigma = 0.3 * claimed * (claimed / 0.05) ** torch.tensor([0.6, 0.0], dtype=torch.float64)
+    residual = torch.randn(40_000, 2, generator=g, dtype=torch.float64) * true_sigma
+    fit = fit_sigma_calibration(residual, claimed)
+    assert fit.power.numpy() == pytest.approx([1.6, 1.0], abs=0.06)
+    assert fit.scale.numpy() == pytest.approx([0.3, 0.3], rel=0.05)
+    assert fit.pivot.numpy() == pytest.approx(claimed.median(0).values.numpy())
+    small = claimed[:, 0] < claimed[:, 0].median()
+    scale = fit_sigma_scale(residual, claimed)
+    for level in (0.68, 0.95):
+        for part in (small, ~small):
+            calibrated = coverage(residual[part], fit.apply(claimed)[part], level)
+            assert calibrated.numpy() == pytest.approx([level, level], abs=0.015)
+        plain = coverage(residual[small], claimed[small] * scale, level)[0]
+        assert plain > level + 0.03  # a single scale: too wide for small sigma (and too narrow for large)
+    torch.testing.assert_close(fit.invert(fit.apply(claimed)), claimed)
+
+
+def test_a_power_of_one_is_the_plain_scale_bit_for_bit():
+    g = torch.Generator().manual_seed(5)
+    sigma = torch.rand(5_000, 3, generator=g, dtype=torch.float64) + 0.2
+    residual = torch.randn(5_000, 3, generator=g, dtype=torch.float64) * sigma * 2
+    fit = fit_sigma_calibration(residual, sigma, powers=(1.0,))
+    assert torch.equal(fit.scale, fit_sigma_scale(residual, sigma)) and fit.power.tolist() == [1.0] * 3
+    assert torch.equal(fit.apply(sigma), fit.scale * sigma)
+    assert torch.equal(SigmaCalibration.identity(3).apply(sigma), sigma)
+    record = fit.by_target(["a", "b", "c"])
+    assert record["sigma_power"] == {"a": 1.0, "b": 1.0, "c": 1.0} and set(record) == {
+        "sigma_scale",
+        "sigma_power",
+        "sigma_pivot",
+    }
 
 
 def test_evaluation_metrics_against_numpy():

@@ -10,8 +10,9 @@ import pytest
 import torch
 
 from lenscnn.errors import UserError
+from lenscnn.metrics.calibration import SigmaCalibration
 from lenscnn.models.checkpoint import load_regressor, read_checkpoint
-from lenscnn.models.ensemble import Ensemble, calibration_scales, mc_dropout
+from lenscnn.models.ensemble import Ensemble, calibration_fit, mc_dropout
 from lenscnn.models.symmetry import (
     IDENTITY,
     SYMMETRIES,
@@ -233,6 +234,19 @@ def test_symmetries_1_is_unchanged_bit_for_bit(tiny_checkpoint, tmp_path, mc_sam
             assert torch.equal(getattr(got, key), value), (key, kwargs)
 
 
+def test_the_ensemble_recalibrates_its_total_sigma_by_the_power_law(tiny_checkpoint):
+    ensemble = Ensemble.from_checkpoints([tiny_checkpoint])
+    images = images_for(ensemble.reference)
+    raw = ensemble.predict(images, symmetries=8)
+    n = len(ensemble.target_names)
+    fit = SigmaCalibration(torch.full((n,), 0.5), torch.linspace(0.8, 2.0, n), raw.sigma.median(0).values)
+    ensemble.sigma_calibration = fit
+    got = ensemble.predict(images, symmetries=8)
+    torch.testing.assert_close(got.sigma, 0.5 * raw.sigma * (raw.sigma / fit.pivot) ** (fit.power - 1))
+    torch.testing.assert_close(got.aleatoric, raw.aleatoric)  # the parts stay uncalibrated
+    torch.testing.assert_close(got.mean, raw.mean)
+
+
 def test_8_symmetries_of_a_trained_member_mix_40_components(tiny_checkpoint, tmp_path):
     other = tmp_path / "other.ckpt"
     perturbed_copy(tiny_checkpoint, other)
@@ -283,11 +297,19 @@ def test_a_single_mse_member_gives_a_sigma_with_8_symmetries(tiny_checkpoint):
 def test_calibration_records_their_symmetries(tiny_checkpoint, tmp_path, caplog):
     names = load_regressor(tiny_checkpoint).target_names
     record = {"sigma_scale": dict.fromkeys(names, 1.2), "mc_samples": 0}
-    assert calibration_scales(record, names, "old") == [1.2] * len(names)  # no symmetries: fitted with 1
-    assert calibration_scales({**record, "symmetries": 8}, names, "new") == [1.2] * len(names)
+    assert calibration_fit(record, names, "old").scale.tolist() == [1.2] * len(names)  # no symmetries: fitted with 1
+    assert calibration_fit({**record, "symmetries": 8}, names, "new").scale.tolist() == [1.2] * len(names)
     for bad in (3, True, "8", None):
         with pytest.raises(UserError, match=f"calibration symmetries={bad!r} is not 1 or 8"):
-            calibration_scales({**record, "symmetries": bad}, names, "bad")
+            calibration_fit({**record, "symmetries": bad}, names, "bad")
+    power_law = {**record, "sigma_power": dict.fromkeys(names, 1.5), "sigma_pivot": dict.fromkeys(names, 0.1)}
+    fit = calibration_fit(power_law, names, "power law")
+    assert fit.power.tolist() == [1.5] * len(names) and fit.pivot.tolist() == pytest.approx([0.1] * len(names))
+    assert calibration_fit(record, names, "old").power.tolist() == [1.0] * len(names)  # a plain scale
+    with pytest.raises(UserError, match="has one of sigma_power and sigma_pivot only"):
+        calibration_fit({**record, "sigma_power": power_law["sigma_power"]}, names, "half")
+    with pytest.raises(UserError, match=r"calibration sigma_pivot \[0.0, .*\] must be positive numbers"):
+        calibration_fit({**power_law, "sigma_pivot": dict.fromkeys(names, 0.0)}, names, "zero")
 
     def warnings(fitted: dict, symmetries: int) -> list[str]:
         checkpoint = read_checkpoint(tiny_checkpoint)

@@ -17,13 +17,15 @@ PAYLOAD = evaluation_summary(
     },
 )
 
-#: ``metrics_block(PAYLOAD)`` before the table was shared with ``lenscnn-eval``'s ``comparison.md``.
+#: ``metrics_block(PAYLOAD)`` before the table was shared with ``lenscnn-eval``'s ``comparison.md`` (plus the
+#: sigma power column of the power-law calibration).
 BLOCK = (
     "<!-- BEGIN generated metrics: make pretrained writes this block from lenscnn-eval's metrics.json -->\n"
     "Test set: d; MC-dropout passes per member: 0; symmetries averaged: 1.\n\n"
-    "| target | unit | RMSE | MAE | bias | median abs. error | outliers | 68% coverage | 95% coverage | sigma scale |\n"
-    "|---|---|---|---|---|---|---|---|---|---|\n"
-    "| `theta_E` | arcsec | 0.05 | - | - | - | - | - | - | - |\n\n"
+    "| target | unit | RMSE | MAE | bias | median abs. error | outliers | 68% coverage | 95% coverage | sigma scale "
+    "| sigma power |\n"
+    "|---|---|---|---|---|---|---|---|---|---|---|\n"
+    "| `theta_E` | arcsec | 0.05 | - | - | - | - | - | - | - | - |\n\n"
     "Normalised RMSE (mean over targets of RMSE / prior std): **0.1000**.\n\n"
     "Each member alone and the ensemble, on the same lenses:\n\n"
     "| model | normalised RMSE |\n|---|---|\n| a.ckpt | 0.2000 |\n| b.ckpt | 0.2100 |\n"

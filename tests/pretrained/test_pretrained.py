@@ -160,7 +160,11 @@ def test_eval_of_the_shipped_ensemble_reproduces_the_model_card(tmp_path, k):
     assert payload["n"] == 2048 and payload["dataset"] == table["dataset"] and payload["symmetries"] == 8
     assert payload["nrmse"] == pytest.approx(table["nrmse"], rel=0.01)
     for name, values in table["metrics"].items():
-        measured = {**payload["metrics"][name], "sigma_scale": payload["sigma_scale"][name]}
+        measured = {
+            **payload["metrics"][name],
+            "sigma_scale": payload["sigma_scale"][name],
+            "sigma_power": payload["sigma_power"][name],
+        }
         for key, value in values.items():
             if key == "bias":  # near zero: within 1% of the RMSE
                 assert measured[key] == pytest.approx(value, abs=0.01 * values["rmse"]), (prior, name, key)
@@ -197,6 +201,7 @@ def test_model_card_block_is_generated_and_read_back(tmp_path):
         "mc_samples": 0,
         "nrmse": 0.123456,
         "sigma_scale": {"theta_E": 1.25, "e1": 0.9},
+        "sigma_power": {"theta_E": 1.5, "e1": 1.0},
         "metrics": {
             "theta_E": {"rmse": 0.05, "mae": 0.04, "bias": -0.001, "coverage_68": 0.7, "coverage_95": 0.94},
             "e1": {"rmse": 0.02, "mae": 0.015, "bias": 0.0002},
@@ -219,9 +224,19 @@ def test_model_card_block_is_generated_and_read_back(tmp_path):
     assert read["dataset"] == payload.dataset and read_other["dataset"] == other.dataset
     assert read["nrmse"] == pytest.approx(0.1235) and read_other["nrmse"] == pytest.approx(0.5)
     assert read["metrics"]["theta_E"] == pytest.approx(
-        {"rmse": 0.05, "mae": 0.04, "bias": -0.001, "coverage_68": 0.7, "coverage_95": 0.94, "sigma_scale": 1.25}
+        {
+            "rmse": 0.05,
+            "mae": 0.04,
+            "bias": -0.001,
+            "coverage_68": 0.7,
+            "coverage_95": 0.94,
+            "sigma_scale": 1.25,
+            "sigma_power": 1.5,
+        }
     )
-    assert read["metrics"]["e1"] == pytest.approx({"rmse": 0.02, "mae": 0.015, "bias": 0.0002, "sigma_scale": 0.9})
+    assert read["metrics"]["e1"] == pytest.approx(
+        {"rmse": 0.02, "mae": 0.015, "bias": 0.0002, "sigma_scale": 0.9, "sigma_power": 1.0}
+    )
     assert read_other["metrics"] == {"theta_E": {"rmse": 0.08}}
     assert "10.0% below" in metrics_block(payload)
     # the robustness table: the same lenses with one nuisance each, as ratios to the clean set

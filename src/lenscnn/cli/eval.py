@@ -2,7 +2,7 @@
 
 lenscnn-eval ckpt_path=outputs/train/runs/<run>             # its best checkpoint, fixed test set
 lenscnn-eval ensemble=quickstart compare_members=true      # the ensemble against each member
-lenscnn-eval ensemble=quickstart calibrate=true            # fit + store the sigma scale per target
+lenscnn-eval ensemble=quickstart calibrate=true            # fit + store the sigma calibration per target
 lenscnn-eval ckpt_path=... prior=galaxy_galaxy              # robustness to another prior
 lenscnn-eval ckpt_path=... dataset=lenses.h5                # a file from lenscnn-simulate
 lenscnn-eval ensemble=quickstart symmetries=8              # average over each image's 8 flips/rotations

@@ -205,7 +205,7 @@ def evaluate_catalog(
         reference_columns={t: catalog.references[t].column for t in targets},
         mc_samples=mc_samples,
         symmetries=symmetries,
-        sigma_scale={n: float(s) for n, s in zip(names, ensemble.sigma_scale.cpu(), strict=True)},
+        **ensemble.sigma_calibration.by_target(names),
         preparation=dataclasses.asdict(settings),
         metrics=metrics,
         nrmse=float(np.mean(normalised)) if normalised else None,

@@ -14,6 +14,7 @@ from lenscnn.evaluation.datasets import EvaluationSet
 from lenscnn.evaluation.scoring import Predictions, calibrate, coverage_table, normalised_rmse, predict_set, score
 from lenscnn.io.run_dir import run_name
 from lenscnn.io.summaries import EvaluationSummary
+from lenscnn.metrics.calibration import SigmaCalibration
 from lenscnn.metrics.tables import markdown_table
 from lenscnn.models.ensemble import Ensemble
 from lenscnn.models.symmetry import symmetry_group
@@ -99,8 +100,8 @@ def evaluate(
 ) -> EvaluationResult:
     """Evaluate ``ensemble`` on ``dataset`` (on the ensemble's device).
 
-    With ``val_set`` the sigma scale per target is first fitted on it (from an uncalibrated
-    ensemble) and set in ``ensemble.sigma_scale``; the result then holds the calibration
+    With ``val_set`` the sigma recalibration per target is first fitted on it (from an uncalibrated
+    ensemble) and set as ``ensemble.sigma_calibration``; the result then holds the calibration
     record with the coverage on both sets before and after. ``compare`` also scores each member.
     ``symmetries=8`` averages every prediction over the image's flips and quarter-turns (the
     calibration record notes it, as it notes ``mc_samples``).
@@ -114,23 +115,23 @@ def evaluate(
             "calibrate=true needs uncertainties: a gaussian_nll model, an ensemble, mc_samples > 0 or symmetries=8"
         )
     if val_set is not None:
-        ensemble.sigma_scale.fill_(1.0)
+        ensemble.sigma_calibration = SigmaCalibration.identity(len(ensemble.target_names))
         val = predict_set(ensemble, val_set, batch_size, mc_samples, show_progress=show_progress, symmetries=symmetries)
-        scale = calibrate(val)
+        fit = calibrate(val)
     test = predict_set(ensemble, dataset, batch_size, mc_samples, compare, show_progress, symmetries)
     names = test.names
     calibration = None
     if val_set is not None:
         before = coverage_table(test.residual, test.sigma, names)
-        test.sigma = test.sigma * scale
-        ensemble.sigma_scale.copy_(scale)
+        test.sigma = fit.apply(test.sigma.double()).float()
+        ensemble.sigma_calibration = fit
         calibration = {
-            "sigma_scale": {n: float(s) for n, s in zip(names, scale, strict=True)},
+            **fit.by_target(names),
             "fitted_on": val_set.description,
             "mc_samples": mc_samples,
             "symmetries": symmetries,
             "coverage_val_before": coverage_table(val.residual, val.sigma, names),
-            "coverage_val_after": coverage_table(val.residual, val.sigma * scale, names),
+            "coverage_val_after": coverage_table(val.residual, fit.apply(val.sigma.double()), names),
             "coverage_before": before,
             "coverage_after": coverage_table(test.residual, test.sigma, names),
         }
@@ -141,7 +142,7 @@ def evaluate(
         mc_samples=mc_samples,
         symmetries=symmetries,
         outlier_nsigma=outlier_nsigma,
-        sigma_scale={n: float(s) for n, s in zip(names, ensemble.sigma_scale.cpu(), strict=True)},
+        **ensemble.sigma_calibration.by_target(names),
         metrics=score(test, outlier_nsigma),
         nrmse=normalised_rmse(test.truth, test.mean, ensemble.reference.scaler.std),
         calibration=calibration,

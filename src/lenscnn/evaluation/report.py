@@ -13,17 +13,20 @@ from pathlib import Path
 from typing import Any
 
 import matplotlib.pyplot as plt
+import numpy as np
 import torch
 from matplotlib.figure import Figure
 
 from lenscnn import plots
 from lenscnn.evaluation.pipeline import EvaluationResult
-from lenscnn.evaluation.scoring import CURVE_LEVELS, Predictions, curve
+from lenscnn.evaluation.scoring import Predictions, curve
 from lenscnn.io.atomic import atomic_path, write_text
 from lenscnn.io.predictions import target_columns, write_table
 from lenscnn.io.run_dir import RunDir
 from lenscnn.io.summaries import EvaluationSummary
+from lenscnn.metrics.calibration import CURVE_LEVELS
 from lenscnn.metrics.tables import MetricsTable, markdown_table
+from lenscnn.models.ensemble import calibration_fit
 
 
 def write_metrics_csv(path: Path, metrics: Mapping[str, Mapping[str, float]]) -> None:
@@ -77,14 +80,16 @@ def write_report(
 
 
 def calibration_markdown(calibration: Mapping[str, Any]) -> str:
-    """Coverage on the test set before and after calibration, and the scale per target."""
+    """Coverage on the test set before and after calibration, and the fitted power law per target."""
     before, after, scale = calibration["coverage_before"], calibration.get("coverage_after"), calibration["sigma_scale"]
-    header = ["target", "sigma scale", "68% before", "95% before"]
+    power = calibration.get("sigma_power", dict.fromkeys(scale, 1.0))
+    header = ["target", "sigma scale", "sigma power", "68% before", "95% before"]
     if after:
         header += ["68% after", "95% after"]
     rows = []
     for name in before:
-        row = [name, f"{scale[name]:.3f}", f"{before[name]['coverage_68']:.3f}", f"{before[name]['coverage_95']:.3f}"]
+        row = [name, f"{scale[name]:.3f}", f"{power[name]:.3f}"]
+        row += [f"{before[name]['coverage_68']:.3f}", f"{before[name]['coverage_95']:.3f}"]
         if after:
             row += [f"{after[name]['coverage_68']:.3f}", f"{after[name]['coverage_95']:.3f}"]
         rows.append(row)
@@ -105,9 +110,9 @@ def evaluation_figures(test: Predictions, calibration: Mapping[str, Any] | None)
     if sigma is not None:
         curves = {"as predicted": curve(test)}
         if calibration is not None:
-            scale = torch.tensor([calibration["sigma_scale"][n] for n in names])
-            curves = {"before calibration": curve(test, 1 / scale), "after calibration": curves["as predicted"]}
-        figures["calibration"] = plots.calibration_figure(CURVE_LEVELS, curves, names)
+            raw = calibration_fit(calibration, names, "the calibration record").invert(test.sigma.double())
+            curves = {"before calibration": curve(test, raw), "after calibration": curves["as predicted"]}
+        figures["calibration"] = plots.calibration_figure(np.array(CURVE_LEVELS), curves, names)
     return figures
 
 

@@ -13,13 +13,17 @@ from torch import Tensor
 
 from lenscnn.errors import UserError
 from lenscnn.evaluation.datasets import EvaluationSet
-from lenscnn.metrics.calibration import LEVELS, calibration_curve, coverage, fit_sigma_scale
+from lenscnn.metrics.calibration import (
+    CURVE_LEVELS,
+    LEVELS,
+    SigmaCalibration,
+    calibration_curve,
+    coverage,
+    fit_sigma_calibration,
+)
 from lenscnn.metrics.regression import evaluation_metrics
 from lenscnn.models.ensemble import Ensemble
 from lenscnn.progress import progress
-
-#: Nominal levels of the calibration curves.
-CURVE_LEVELS = np.round(np.linspace(0.05, 0.95, 19), 2)
 
 
 @dataclass
@@ -128,12 +132,12 @@ def coverage_table(residual: Tensor, sigma: Tensor, names: Sequence[str]) -> dic
     return {n: {k: float(v[i]) for k, v in values.items()} for i, n in enumerate(names)}
 
 
-def calibrate(validation: Predictions) -> Tensor:
-    """Per-target sigma scale fitted on validation predictions (:func:`fit_sigma_scale`)."""
-    return fit_sigma_scale(validation.residual.double(), validation.sigma.double())
+def calibrate(validation: Predictions) -> SigmaCalibration:
+    """Per-target sigma recalibration fitted on validation predictions (:func:`fit_sigma_calibration`)."""
+    return fit_sigma_calibration(validation.residual.double(), validation.sigma.double())
 
 
-def curve(predictions: Predictions, scale: Tensor | None = None) -> np.ndarray:
-    """Calibration curve ``(L, T)`` at :data:`CURVE_LEVELS`, optionally with sigma times ``scale``."""
-    sigma = predictions.sigma.double() * (1.0 if scale is None else scale.double())
-    return calibration_curve(predictions.residual.double(), sigma, CURVE_LEVELS.tolist()).numpy()
+def curve(predictions: Predictions, sigma: Tensor | None = None) -> np.ndarray:
+    """Calibration curve ``(L, T)`` at :data:`CURVE_LEVELS` of the predictions' sigma (or ``sigma``)."""
+    sigma = (predictions.sigma if sigma is None else sigma).double()
+    return calibration_curve(predictions.residual.double(), sigma, CURVE_LEVELS).numpy()

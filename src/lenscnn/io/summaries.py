@@ -145,10 +145,13 @@ class EvaluationSummary(Summary):
         mc_samples: MC-dropout passes per member (0: none).
         symmetries: predictions averaged over this many flips/rotations of each image (1 or 8).
         outlier_nsigma: the outlier threshold, in robust (NMAD) standard deviations.
-        sigma_scale: per target, the calibration factor applied to the predicted sigma.
+        sigma_scale, sigma_power, sigma_pivot: per target, the recalibration applied to the predicted
+            sigma, ``sigma_scale * sigma * (sigma / sigma_pivot) ** (sigma_power - 1)``
+            (:class:`lenscnn.metrics.calibration.SigmaCalibration`; files written before the power
+            law have no power and pivot: a plain scale).
         metrics: per target, ``{metric: value}`` (:func:`lenscnn.metrics.regression.evaluation_metrics`).
         nrmse: the mean over targets of RMSE / prior standard deviation.
-        calibration: the calibration record when ``calibrate=true`` fitted ``sigma_scale``.
+        calibration: the calibration record when ``calibrate=true`` fitted the recalibration.
         comparison: each member's and the ensemble's normalised RMSE when ``compare_members=true``.
     """
 
@@ -165,11 +168,14 @@ class EvaluationSummary(Summary):
     nrmse: float
     calibration: dict[str, Any] | None = None
     comparison: dict[str, Any] | None = None
+    sigma_power: dict[str, float] = field(default_factory=dict)
+    sigma_pivot: dict[str, float] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
-        """As :meth:`Summary.to_json`, without the absent optional records."""
+        """As :meth:`Summary.to_json`, without the absent (or empty) optional records."""
         payload = super().to_json()
-        return {k: v for k, v in payload.items() if v is not None or k not in ("calibration", "comparison")}
+        optional = ("calibration", "comparison", "sigma_power", "sigma_pivot")
+        return {k: v for k, v in payload.items() if v or k not in optional}
 
 
 @dataclass
@@ -177,7 +183,8 @@ class CatalogSummary(Summary):
     """What ``lenscnn-eval`` found on a catalogue of real lenses (:mod:`lenscnn.metrics.reference`).
 
     Attributes:
-        members, mc_samples, symmetries, sigma_scale: as in :class:`EvaluationSummary`.
+        members, mc_samples, symmetries, sigma_scale, sigma_power, sigma_pivot: as in
+            :class:`EvaluationSummary`.
         dataset: a description of the catalogue.
         references: the path of the catalogue's reference table.
         n, n_ok, n_failed, n_flagged: lenses in all, predicted, that failed, flagged as unlike training.
@@ -207,3 +214,5 @@ class CatalogSummary(Summary):
     preparation: dict[str, Any]
     metrics: dict[str, dict[str, Any]]
     nrmse: float | None
+    sigma_power: dict[str, float] = field(default_factory=dict)
+    sigma_pivot: dict[str, float] = field(default_factory=dict)

@@ -10,8 +10,9 @@ each one more component. The ensemble is the equal-weight mixture of all ``K`` c
 * mean ``mu = mean_k mu_k``;
 * aleatoric variance ``mean_k sigma_k^2`` (the noise the networks see in the data);
 * epistemic variance ``mean_k (mu_k - mu)^2`` (members, dropout passes and symmetries disagreeing);
-* total variance = aleatoric + epistemic (the mixture variance), times the calibration
-  scale squared (see :mod:`lenscnn.metrics.calibration`).
+* total variance = aleatoric + epistemic (the mixture variance); its square root, the total sigma,
+  then goes through the fitted recalibration ``scale * sigma * (sigma / pivot) ** (power - 1)``
+  per target (:class:`lenscnn.metrics.calibration.SigmaCalibration`).
 
 An ensemble of one member without MC dropout is exactly that member.
 """
@@ -32,6 +33,7 @@ from torch import Tensor, nn
 
 from lenscnn.errors import UserError
 from lenscnn.io.atomic import write_json
+from lenscnn.metrics.calibration import SigmaCalibration
 from lenscnn.models.checkpoint import (
     file_digest,
     model_from_checkpoint,
@@ -127,15 +129,15 @@ class Ensemble(nn.Module):
 
     Args:
         members: compatible models (same targets, normalisations, image size, pixel scale).
-        sigma_scale: calibration factor per target multiplying the total sigma (default 1).
+        sigma_calibration: the recalibration of the total sigma per target (default: none).
         sources: where each member came from (for messages and calibration records).
-        calibration: the calibration record ``sigma_scale`` came from (provenance).
+        calibration: the calibration record ``sigma_calibration`` came from (provenance).
     """
 
     def __init__(
         self,
         members: Sequence[LensRegressor],
-        sigma_scale: Sequence[float] | None = None,
+        sigma_calibration: SigmaCalibration | None = None,
         sources: Sequence[str] | None = None,
         calibration: Mapping[str, Any] | None = None,
     ):
@@ -144,9 +146,20 @@ class Ensemble(nn.Module):
         self.calibration = None if calibration is None else dict(calibration)
         check_compatible(members, self.sources)
         self.members = nn.ModuleList(members)
-        scale = torch.ones(len(self.target_names)) if sigma_scale is None else torch.tensor(list(sigma_scale))
-        self.register_buffer("sigma_scale", scale.float())
+        fit = sigma_calibration or SigmaCalibration.identity(len(self.target_names))
+        for name, value in zip(("sigma_scale", "sigma_power", "sigma_pivot"), fit, strict=True):
+            self.register_buffer(name, torch.as_tensor(value, dtype=torch.float32).clone())
         self.eval()
+
+    @property
+    def sigma_calibration(self) -> SigmaCalibration:
+        """The recalibration applied to the total sigma (identity when none was fitted)."""
+        return SigmaCalibration(self.sigma_scale, self.sigma_power, self.sigma_pivot)
+
+    @sigma_calibration.setter
+    def sigma_calibration(self, fit: SigmaCalibration) -> None:
+        for buffer, value in zip(self.sigma_calibration, fit, strict=True):
+            buffer.copy_(torch.as_tensor(value))
 
     # -- what the members share -------------------------------------------------------
 
@@ -262,7 +275,7 @@ class Ensemble(nn.Module):
         aleatoric_var = torch.stack(variances).mean(0) if len(variances) == len(means) else None
         epistemic_var = mu.var(0, correction=0) if len(means) > 1 else None
         parts = [v for v in (aleatoric_var, epistemic_var) if v is not None]
-        sigma = torch.sqrt(sum(parts)) * self.sigma_scale if parts else None
+        sigma = self.sigma_calibration.apply(torch.sqrt(sum(parts))) if parts else None
         return Prediction(
             mean=mean,
             member_means=mu.view(len(self.members), max(1, mc_samples) * len(group), *mean.shape).mean(1),
@@ -286,34 +299,52 @@ class Ensemble(nn.Module):
         members = [model_from_checkpoint(c, str(f)) for c, f in zip(checkpoints, files, strict=True)]
         record = checkpoints[0].get("calibration") if len(files) == 1 else read_calibration(calibration, files)
         source = files[0] if len(files) == 1 else calibration
-        scale = calibration_scales(record, members[0].target_names, source)
-        return cls(members, scale, [str(f) for f in files], record if scale is not None else None)
+        fit = calibration_fit(record, members[0].target_names, source)
+        return cls(members, fit, [str(f) for f in files], record if fit is not None else None)
 
 
-def calibration_scales(record: Any, names: Sequence[str], source: str | Path | None) -> list[float] | None:
-    """The sigma scale of each target in a calibration ``record`` (``None`` for no record, or an
-    empty one); refuses a record that is not ``{"sigma_scale": {target: positive number}, ...}``
-    (with optional ``mc_samples``: a count, and ``symmetries``: 1 or 8, the settings it was fitted with)."""
-    if record is None or (isinstance(record, Mapping) and not record):
-        return None
-    fitted = record.get("sigma_scale") if isinstance(record, Mapping) else None
+def _per_target(record: Mapping[str, Any], key: str, names: Sequence[str], source: str | Path | None) -> list[float]:
+    """``record[key]`` as positive finite numbers in the order of ``names``."""
+    fitted = record.get(key)
     if not isinstance(fitted, Mapping):
-        raise UserError(f"{source}: the calibration has no sigma_scale per target; re-run lenscnn-eval calibrate=true")
+        raise UserError(f"{source}: the calibration has no {key} per target; re-run lenscnn-eval calibrate=true")
     if set(fitted) != set(names):
         raise UserError(
             f"{source}: calibration for targets {sorted(map(str, fitted))} does not fit targets {list(names)}; "
             "re-run lenscnn-eval calibrate=true"
         )
-    scale = [fitted[n] for n in names]
-    if not all(isinstance(s, (int, float)) and not isinstance(s, bool) and 0 < s < math.inf for s in scale):
-        raise UserError(f"{source}: calibration sigma_scale {scale} must be positive numbers; re-run calibrate=true")
+    values = [fitted[n] for n in names]
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and 0 < v < math.inf for v in values):
+        raise UserError(f"{source}: calibration {key} {values} must be positive numbers; re-run calibrate=true")
+    return [float(v) for v in values]
+
+
+def calibration_fit(record: Any, names: Sequence[str], source: str | Path | None) -> SigmaCalibration | None:
+    """The sigma recalibration of a calibration ``record`` (``None`` for no record, or an empty one).
+
+    Refuses a record that is not ``{"sigma_scale": {target: positive number}, ...}`` with optional
+    ``sigma_power`` and ``sigma_pivot`` of the same form (together; records written before the power
+    law have neither: a plain scale), ``mc_samples`` (a count) and ``symmetries`` (1 or 8): the
+    settings it was fitted with."""
+    if record is None or (isinstance(record, Mapping) and not record):
+        return None
+    if not isinstance(record, Mapping):
+        raise UserError(f"{source}: the calibration has no sigma_scale per target; re-run lenscnn-eval calibrate=true")
+    scale = _per_target(record, "sigma_scale", names, source)
+    if ("sigma_power" in record) != ("sigma_pivot" in record):
+        raise UserError(f"{source}: calibration has one of sigma_power and sigma_pivot only; re-run calibrate=true")
+    power, pivot = (
+        (_per_target(record, key, names, source) for key in ("sigma_power", "sigma_pivot"))
+        if "sigma_power" in record
+        else ([1.0] * len(names), [1.0] * len(names))
+    )
     mc_samples = record.get("mc_samples")
     if mc_samples is not None and (isinstance(mc_samples, bool) or not isinstance(mc_samples, int) or mc_samples < 0):
         raise UserError(f"{source}: calibration mc_samples={mc_samples!r} is not a count; re-run calibrate=true")
     symmetries = record.get("symmetries", 1)  # records written before symmetries: fitted with 1
     if isinstance(symmetries, bool) or not isinstance(symmetries, int) or symmetries not in SYMMETRY_COUNTS:
         raise UserError(f"{source}: calibration symmetries={symmetries!r} is not 1 or 8; re-run calibrate=true")
-    return [float(s) for s in scale]
+    return SigmaCalibration(*(torch.tensor(v, dtype=torch.float64) for v in (scale, power, pivot)))
 
 
 def read_calibration(path: str | Path | None, members: Sequence[Path]) -> dict[str, Any] | None:

@@ -23,7 +23,8 @@ from lenscnn.metrics.tables import Column, MetricsTable, markdown_table
 BEGIN = "<!-- BEGIN generated metrics: make pretrained writes this block from lenscnn-eval's metrics.json -->"
 END = "<!-- END generated metrics -->"
 
-#: Metric table columns: key in ``metrics.json`` (``sigma_scale`` from its own entry) and header.
+#: Metric table columns: key in ``metrics.json`` (``sigma_scale`` and ``sigma_power`` from their own
+#: entries) and header.
 COLUMNS = (
     Column("rmse", "RMSE"),
     Column("mae", "MAE"),
@@ -33,6 +34,7 @@ COLUMNS = (
     Column("coverage_68", "68% coverage"),
     Column("coverage_95", "95% coverage"),
     Column("sigma_scale", "sigma scale"),
+    Column("sigma_power", "sigma power"),
 )
 NRMSE_LABEL = "Normalised RMSE (mean over targets of RMSE / prior std)"
 ROBUSTNESS_LABEL = "Robustness"
@@ -99,8 +101,11 @@ def card_robustness(text: str) -> dict[str, dict[str, float]]:
 def metrics_table(summary: EvaluationSummary) -> list[str]:
     """The lines of one evaluation's per-target table (with its test set and normalised RMSE);
     targets in vocabulary order (``metrics.json`` sorts them by name)."""
-    scale = summary.sigma_scale
-    metrics = {name: {**values, "sigma_scale": scale.get(name)} for name, values in summary.metrics.items()}
+    scale, power = summary.sigma_scale, summary.sigma_power
+    metrics = {
+        name: {**values, "sigma_scale": scale.get(name), "sigma_power": power.get(name)}
+        for name, values in summary.metrics.items()
+    }
     table = MetricsTable(metrics, COLUMNS, name=lambda n: f"`{n}`", drop_empty=False)
     return [
         f"Test set: {summary.dataset}; MC-dropout passes per member: {summary.mc_samples}; "
