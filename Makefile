@@ -40,8 +40,8 @@ train: install
 # ensemble scored on the same fixed test set (clean realistic lenses), averaged over the image's 8
 # symmetries, with the ensemble calibrated on the validation set (outputs/ensemble/survey/eval).
 ENSEMBLE := outputs/ensemble/survey
-# The sigma scales are fitted on the clean realistic validation lenses: the lenses of every accuracy and
-# robustness row of the model card (on the survey set itself they leave the intervals a little narrow).
+# The sigma calibration (a power law per target) is fitted on the clean realistic validation lenses: the
+# lenses of every accuracy and robustness row of the model card (its intervals hold on the survey set too).
 CALIBRATION_SET := prior=realistic observation=none
 
 ensemble: $(ENSEMBLE)/.trained

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,9 +31,13 @@ pytest_plugins = ["tests.fuzzing"]
 
 @pytest.fixture(scope="session", autouse=True)
 def galaxy_cache(tmp_path_factory) -> Iterator[Path]:
-    """A private cache for the built-in galaxy library, for every test and the apps they start: the
-    library is built once per session and the user's ~/.cache is never touched."""
-    cache = tmp_path_factory.mktemp("lenscnn_cache")
+    """A private cache (the built-in galaxy library, the models' domain references) for every test and
+    the apps they start, shared by the processes of one ``pytest -n`` run: each entry is built once per
+    run (written atomically under a per-process name, so workers racing to write it are safe) and the
+    user's ~/.cache is never touched."""
+    root = tmp_path_factory.getbasetemp()
+    cache = (root.parent if os.environ.get("PYTEST_XDIST_WORKER") else root) / "lenscnn_cache"
+    cache.mkdir(exist_ok=True)
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("LENSCNN_CACHE", str(cache))
         yield cache
