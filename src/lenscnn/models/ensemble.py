@@ -333,11 +333,9 @@ def calibration_fit(record: Any, names: Sequence[str], source: str | Path | None
     scale = _per_target(record, "sigma_scale", names, source)
     if ("sigma_power" in record) != ("sigma_pivot" in record):
         raise UserError(f"{source}: calibration has one of sigma_power and sigma_pivot only; re-run calibrate=true")
-    power, pivot = (
-        (_per_target(record, key, names, source) for key in ("sigma_power", "sigma_pivot"))
-        if "sigma_power" in record
-        else ([1.0] * len(names), [1.0] * len(names))
-    )
+    power, pivot = [1.0] * len(names), [1.0] * len(names)  # a plain scale
+    if "sigma_power" in record:
+        power, pivot = (_per_target(record, key, names, source) for key in ("sigma_power", "sigma_pivot"))
     mc_samples = record.get("mc_samples")
     if mc_samples is not None and (isinstance(mc_samples, bool) or not isinstance(mc_samples, int) or mc_samples < 0):
         raise UserError(f"{source}: calibration mc_samples={mc_samples!r} is not a count; re-run calibrate=true")
