@@ -7,8 +7,6 @@ import json
 import subprocess
 import sys
 
-import pytest
-
 #: Modules that only training on simulated or file data (or simulating) needs.
 HEAVY = (
     "lenscnn.data.datamodule",
@@ -27,30 +25,33 @@ HEAVY = (
 )
 
 
-def modules_after(*imports: str) -> set[str]:
-    """``sys.modules`` of a fresh interpreter after importing ``imports``."""
+#: What loading a checkpoint or an ensemble imports, step by step.
+MODEL_IMPORTS = (
+    ("lenscnn.models", "lenscnn.models.checkpoint"),
+    ("lenscnn.models.regressor",),
+    ("lenscnn.models.ensemble",),
+)
+
+
+def modules_after_each(steps: tuple[tuple[str, ...], ...]) -> list[set[str]]:
+    """``sys.modules`` of one fresh interpreter after each step of imports (cumulative)."""
     code = (
         "import importlib, json, sys\n"
-        f"for m in {list(imports)!r}: importlib.import_module(m)\n"
-        "print(json.dumps(sorted(sys.modules)))"
+        f"for step in {[list(s) for s in steps]!r}:\n"
+        "    for m in step: importlib.import_module(m)\n"
+        "    print(json.dumps(sorted(sys.modules)))"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
-    return set(json.loads(result.stdout.splitlines()[-1]))
+    return [set(json.loads(line)) for line in result.stdout.splitlines()[-len(steps) :]]
 
 
-@pytest.mark.parametrize(
-    "imports",
-    [
-        ("lenscnn.models", "lenscnn.models.checkpoint"),
-        ("lenscnn.models.regressor",),
-        ("lenscnn.models.ensemble",),
-    ],
-)
-def test_models_import_no_data_or_simulator(imports):
-    loaded = modules_after(*imports)
-    assert set(imports) <= loaded
-    assert sorted(loaded.intersection(HEAVY)) == []
+def test_models_import_no_data_or_simulator():
+    """One interpreter imports the steps in turn: what is loaded after a step is a superset of what the
+    step alone loads, so no heavy module after the last step means none for any step alone."""
+    for step, loaded in zip(MODEL_IMPORTS, modules_after_each(MODEL_IMPORTS), strict=True):
+        assert set(step) <= loaded
+        assert sorted(loaded.intersection(HEAVY)) == [], f"after importing {step}"
 
 
 def test_package_faces_still_give_their_names():
