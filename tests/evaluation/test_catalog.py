@@ -171,7 +171,12 @@ def test_the_real_hst_catalog_with_the_shipped_ensemble(tmp_path):
     assert payload["targets"] == ["theta_E"] and payload["metrics"]["theta_E"]["n"] == 3
     assert payload["preparation"]["hdu"] == "SCI" and payload["symmetries"] == 8
     assert all(int(r["cosmic_ray_pixels"]) > 0 and float(r["sky"]) > 0 for r in lenses)  # prepared as real data
-    assert all(0.5 < float(r["theta_E"]) < 2.5 for r in lenses)
+    # the model card's limits and the README quote these answers (all three low): keep them true
+    quoted = {"SDSSJ0753+3416": 1.21, "SDSSJ1051+4439": 1.18, "SDSSJ1430+6104": 1.08}
+    for r in lenses:
+        assert float(r["theta_E"]) == pytest.approx(quoted[r["name"]], abs=0.006), "update MODEL_CARD.md's limits"
+    flagged = [r["name"] for r in lenses if r["flags"]]
+    assert flagged == ["SDSSJ0753+3416", "SDSSJ1430+6104"], flagged
     for name in ("metrics.csv", "report.md", "plots/catalog.png"):
         assert (out / name).stat().st_size > 0
 
