@@ -91,6 +91,19 @@ def test_a_finer_cutout_with_a_noise_map_is_resampled_flux_conserving():
         prepare(cutout(blob, 0.04), Preparation(resample=False), (64, 64), 0.08)
 
 
+@pytest.mark.parametrize("scale", [0.04, 0.05])
+def test_the_noise_of_a_finer_cutout_is_that_of_the_model_pixels_it_becomes(scale):
+    """White noise of rms 0.01 on 0.04"/px (4 input pixels per model pixel) or HST's 0.05"/px (2.56, with
+    partial overlaps): the recorded ``noise_rms`` is the rms of the prepared 0.08" pixels, 2x and ~1.27x
+    the input's (the domain flags compare it with the training noise; it was once 1/2 and 1/1.6 of it)."""
+    size = int(round(0.08 * 96 / scale))  # a 7.7" field: the model's 5.12" cut from its centre
+    noise = RMS * np.random.default_rng(3).standard_normal((size, size))
+    prepared = prepare(cutout(noise, scale), Preparation(cosmic_rays=False), (64, 64), 0.08)
+    measured = float(prepared.image.double().std())
+    assert prepared.record["noise_rms"] == pytest.approx(measured, rel=0.05)
+    assert measured > RMS * (1.9 if scale == 0.04 else 1.2)
+
+
 def test_a_cutout_without_a_pixel_scale_is_assumed_and_recorded():
     image = 0.01 * np.random.default_rng(0).standard_normal((64, 64))
     prepared = prepare(Cutout("x.fits", image, None, None), Preparation(cosmic_rays=False), (64, 64), 0.08)

@@ -23,7 +23,8 @@ Per image, on the input's own pixels first:
 6. **Crop** to the model's field around the cutout's centre; pixels without data (NaN, flagged, zero
    weight) get ``fill_nan`` (0: as the networks were trained, ``observation.artefacts.fill``).
 
-What was done is recorded per image (:attr:`Prepared.record`): the sky level, the background rms,
+What was done is recorded per image (:attr:`Prepared.record`): the sky level, the background rms
+of a model pixel (``noise_rms``: step 2's rms through the resampling, without the shot noise),
 the masked fraction, the cosmic-ray pixels, the input's pixel scale (and whether it was assumed)
 and the PSF FWHM when known (``psf_fwhm``, a ``psf`` file with a pixel scale, or a ``PSF_FWHM``
 header keyword) for the domain flags (:mod:`lenscnn.preparation.domain`).
@@ -270,8 +271,10 @@ def _prepare(
     cosmic_pixels = int(cosmic.sum())
     # cosmic rays are cleaned (filled from their neighbours), pixels without data filled after resampling
     image = filled(image, bad | cosmic)
-    zoom = (1.0, 1.0)
+    zoom, background_gain = (1.0, 1.0), np.ones(image.shape)
     if resampling:
+        # the variance of a model pixel per unit variance of the input pixels it sums
+        background_gain = resample_variance(np.ones(image.shape), scale, pixel_scale)
         variance = resample_variance(filled(variance, bad | cosmic), scale, pixel_scale)
         image, zoom = resample_flux(image, scale, pixel_scale)
         bad = resample_mask(bad, scale, pixel_scale, threshold=MASKED_AREA)
@@ -283,7 +286,8 @@ def _prepare(
     image, variance, bad, masked = image[crop], variance[crop], bad[crop], (bad | cosmic)[crop]
     image = np.where(bad, settings.fill_nan, image)
     variance = np.where(masked, np.inf, variance)
-    background_rms = sky.rms * scale / pixel_scale  # the rms of a model pixel: (pixel_scale / scale)^2 input pixels
+    # the background rms of a model pixel: a resampled pixel sums ~(pixel_scale / scale)^2 input pixels
+    background_rms = sky.rms * float(np.sqrt(background_gain[crop].mean()))
     psf_fwhm = settings.given_psf_fwhm or header_number(cutout, *PSF_KEYWORDS)
     record = {
         "sky": float(level),
