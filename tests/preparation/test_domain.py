@@ -7,7 +7,9 @@ import numpy as np
 import pytest
 import torch
 
+from lenscnn.io.cutouts import Cutout
 from lenscnn.preparation.domain import DomainReference, image_statistics
+from lenscnn.preparation.pipeline import Preparation, prepare
 from lenscnn.preparation.sky import estimate_sky
 from lenscnn.sim import Simulator
 from tests.helpers import load_conf
@@ -47,6 +49,35 @@ def test_clean_test_lenses_are_rarely_flagged(quickstart):
     # their true parameters lie inside the prior's central range
     inside = [not reference.prediction_flags({n: float(params[n][i]) for n in NAMES}) for i in range(100)]
     assert np.mean(inside) >= 0.95
+
+
+def test_clean_lenses_of_a_finer_instrument_resampled_are_rarely_flagged(quickstart):
+    """The same prior seen at 0.04"/px with the noise that sums to the model's in a 0.08" pixel, prepared as
+    predict prepares it (sky, resampling, crop): like the training images (while the noise of resampled
+    cutouts was recorded 4x too small here, every one was flagged)."""
+    reference = quickstart[0]
+    config = reference_config()
+    instrument = config["instrument"]
+    fine = {
+        **instrument,
+        "image_size": 160,
+        "pixel_scale": 0.04,
+        "noise": {**instrument["noise"], "background_rms": RMS / 2},
+    }
+    simulator = Simulator.from_config({**config, "instrument": fine})
+    images, _ = simulator.sample(32, simulator.make_generator(98))
+    prepared = [
+        prepare(Cutout("lens.fits", image[0].double().numpy(), 0.04, None), Preparation(), (64, 64), 0.08)
+        for image in images
+    ]
+    subtracted = torch.tensor([p.record["sky"] * 4 for p in prepared])  # per model pixel: 4 input pixels
+    noise = torch.tensor([p.record["noise_rms"] for p in prepared])
+    assert noise.median() == pytest.approx(RMS, rel=0.1)
+    stats = image_statistics(
+        torch.stack([p.image for p in prepared]).double(), reference.background_rms, subtracted=subtracted, noise=noise
+    )
+    flags = [reference.flags({k: float(v[i]) for k, v in stats.items()}, zoom=0.5) for i in range(len(images))]
+    assert np.mean([bool(f) for f in flags]) <= 0.1, flags
 
 
 def test_images_unlike_the_training_images_are_flagged(quickstart):
