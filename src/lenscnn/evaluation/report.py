@@ -81,14 +81,14 @@ def write_report(
 
 def calibration_markdown(calibration: Mapping[str, Any]) -> str:
     """Coverage on the test set before and after calibration, and the fitted power law per target."""
-    before, after, scale = calibration["coverage_before"], calibration.get("coverage_after"), calibration["sigma_scale"]
-    power = calibration.get("sigma_power", dict.fromkeys(scale, 1.0))
+    before, after = calibration["coverage_before"], calibration.get("coverage_after")
+    fit = calibration_fit(calibration, list(before), "the calibration record")
     header = ["target", "sigma scale", "sigma power", "68% before", "95% before"]
     if after:
         header += ["68% after", "95% after"]
     rows = []
-    for name in before:
-        row = [name, f"{scale[name]:.3f}", f"{power[name]:.3f}"]
+    for name, scale, power in zip(before, fit.scale.tolist(), fit.power.tolist(), strict=True):
+        row = [name, f"{scale:.3f}", f"{power:.3f}"]
         row += [f"{before[name]['coverage_68']:.3f}", f"{before[name]['coverage_95']:.3f}"]
         if after:
             row += [f"{after[name]['coverage_68']:.3f}", f"{after[name]['coverage_95']:.3f}"]
