@@ -44,7 +44,7 @@ def predict(out, *args):
 
 
 #: The preparation off: the images as they are (no sky subtracted, no cosmic-ray search).
-AS_IS = ["sky=none", "cosmic_rays=false"]
+AS_IS = ["sky=none", "cosmic_rays=false", "units=counts"]  # the pixels as simulated, in counts/s
 
 
 def read_rows(path):
@@ -296,7 +296,7 @@ def test_predict_streams_a_large_directory_with_bounded_memory(tiny_checkpoint, 
     # 128 kB of float64 pixels each as read, so holding every cutout would grow the process by
     # ~77 MB, and by ~64 MB more over 600 files than over 100
     images, _ = simulate(tiny_checkpoint, 8)
-    blobs = [fits_bytes(np.pad(image[0].numpy(), 48), wcs=k == 0) for k, image in enumerate(images)]
+    blobs = [fits_bytes(np.pad(image[0].numpy(), 48, mode="reflect"), wcs=k == 0) for k, image in enumerate(images)]
     inputs = tmp_path / "cutouts"
     inputs.mkdir()
     names = [f"lens_{k:05d}.fits" for k in range(600)]

@@ -62,9 +62,8 @@ def inputs(tmp_path_factory):
         image = render_lenstronomy_lens(lens, SOURCE, instrument, rng).astype(np.float32)
         fits.PrimaryHDU(image, header=fits.Header({"PIXSCALE": 0.08})).writeto(images / f"{name}.fits")
     fits.PrimaryHDU(np.zeros((64, 64), np.float32)).writeto(images / "c_no_scale.fits")
-    fits.PrimaryHDU(np.zeros((64, 64), np.float32), header=fits.Header({"PIXSCALE": 0.08})).writeto(
-        images / "d_unpredicted.fits"
-    )
+    blank = rng.normal(0.0, 0.01, (64, 64)).astype(np.float32)  # sky noise (exact zeros would be masked)
+    fits.PrimaryHDU(blank, header=fits.Header({"PIXSCALE": 0.08})).writeto(images / "d_unpredicted.fits")
     predictions = root / "predictions.csv"
     with open(predictions, "w", newline="") as f:
         writer = csv.writer(f)

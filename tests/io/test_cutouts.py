@@ -56,7 +56,7 @@ def test_resampling_keeps_surface_brightness_and_maps_pixels():
 def test_refusals_small_and_nan():
     with pytest.raises(UserError, match="smaller than the model"):
         prepare(Cutout("x", np.zeros((40, 70)), 0.08, None), AS_IS, (64, 64), 0.08)
-    nan = np.zeros((64, 64))
+    nan = np.random.default_rng(3).normal(0.0, 0.01, (64, 64))  # sky noise (exact zeros would be masked)
     nan[3, 4] = np.nan
     filled = prepare(Cutout("x", nan, 0.08, None), Preparation(sky="none", fill_nan=0.5), (64, 64), 0.08)
     assert float(filled.image[0, 3, 4]) == 0.5 and filled.mask[3, 4] and filled.mask.sum() == 1

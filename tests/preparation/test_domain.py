@@ -91,7 +91,13 @@ def test_images_unlike_the_training_images_are_flagged(quickstart):
     assert flagged(reference, torch.zeros_like(images)).all()  # blank
     assert flagged(reference, images, psf_fwhm=0.32).all()  # twice the model's PSF
     assert flagged(reference, images, pixel_scale_assumed=True).all()
-    assert flagged(reference, images, zoom=0.3).all()
+    assert flagged(reference, images, zoom=2.5).all()  # pixels 2.5x coarser than the model's, upsampled
+    # finer pixels binned to the model's add no flag, nor does a sharp PSF that binning widens into the trained
+    # widths (0.12" at 0.03"/px is 0.132" at 0.08"/px); a PSF that stays too sharp once binned is flagged
+    clean = flagged(reference, images)
+    assert (flagged(reference, images, zoom=0.3, psf_fwhm=0.14) == clean).all()
+    assert (flagged(reference, images, zoom=0.375, psf_fwhm=0.12) == clean).all()
+    assert flagged(reference, images, zoom=0.375, psf_fwhm=0.05).all()
     saturated = images.clone()
     saturated[:, :, 30:33, 30:33] = 50.0
     assert flagged(reference, saturated).all()

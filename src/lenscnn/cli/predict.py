@@ -54,7 +54,7 @@ log = logging.getLogger(__name__)
 
 
 #: Per-image columns of ``predictions.csv`` after the targets: what the preparation did and the flags.
-RECORD = ("sky", "noise_rms", "psf_fwhm", "masked_fraction", "cosmic_ray_pixels", "input_pixel_scale")
+RECORD = ("sky", "noise_rms", "flux_scale", "psf_fwhm", "masked_fraction", "cosmic_ray_pixels", "input_pixel_scale")
 
 
 def columns(names: Sequence[str], with_sigma: bool) -> list[str]:

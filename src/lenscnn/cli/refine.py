@@ -53,14 +53,15 @@ def setups(
     ``shear`` switch and ``lens_light`` components on the lens centre, neighbours and stars dropped:
     :func:`fitted_model`) and the instrument. The PSF is the inputs' where the preparation knows it: the
     ``psf`` file's kernel resampled to the model's pixels (:func:`kernel_at_scale`, at most the image's size),
-    or a Gaussian of ``psf_fwhm``; else the instrument's."""
+    or a Gaussian of ``psf_fwhm``; else the instrument's. An image whose file carries its PSF (``psf=auto``
+    or an HDU) is fitted with that one (:func:`lenscnn.modelling.inputs.load_images`)."""
     instrument_cfg = OmegaConf.to_container(cfg.instrument, resolve=True)
-    if preparation.psf is None and preparation.psf_fwhm is not None:
+    if preparation.psf_file is None and preparation.psf_fwhm is not None:
         instrument_cfg = {**instrument_cfg, "psf": {"type": "gaussian", "fwhm": preparation.psf_fwhm}}
     instrument = Instrument.from_config(instrument_cfg)
     kernel = None
-    if preparation.psf is not None:
-        psf, scale = read_psf(preparation.psf)
+    if preparation.psf_file is not None:
+        psf, scale = read_psf(preparation.psf_file)
         radius = (min(instrument.image_size) - 1) // 2
         kernel = kernel_at_scale(psf, scale, instrument.pixel_scale, radius)
     observation = observation_kwargs(instrument, kernel)

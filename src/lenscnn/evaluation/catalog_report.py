@@ -26,7 +26,7 @@ from lenscnn.params import parameter
 from lenscnn.plots import save_figure
 
 #: What the preparation did, per lens, after the targets in ``predictions.csv``.
-RECORD = ("sky", "noise_rms", "masked_fraction", "cosmic_ray_pixels", "input_pixel_scale", "psf_fwhm")
+RECORD = ("sky", "noise_rms", "flux_scale", "masked_fraction", "cosmic_ray_pixels", "input_pixel_scale", "psf_fwhm")
 #: Catalogues longer than this are not listed lens by lens on the terminal (``predictions.csv`` has them).
 PRINTED_LENSES = 50
 

@@ -62,11 +62,25 @@ def domain_reference(ensemble: Ensemble, settings: Preparation) -> DomainReferen
         return None
 
 
+def model_noise_rms(ensemble: Ensemble, reference: DomainReference | None) -> float | None:
+    """The background rms per pixel [counts/s] of the images ``ensemble`` was trained on, to which
+    ``units=noise`` rescales inputs: the reference's measured median, else the instrument's (``None``
+    for a checkpoint without a simulator config: inputs then stay in their own units)."""
+    if reference is not None:
+        return reference.noise_rms
+    rms = ensemble.simulator_config.get("instrument", {}).get("noise", {}).get("background_rms")
+    return None if rms is None else float(rms)
+
+
 def prepared_images(
-    files: Sequence[Path], settings: Preparation, ensemble: Ensemble, refused: Mapping[Path, str]
+    files: Sequence[Path],
+    settings: Preparation,
+    ensemble: Ensemble,
+    refused: Mapping[Path, str],
+    noise_rms: float | None = None,
 ) -> Iterator[tuple[CutoutResult, int]]:
     """Every image of ``files`` prepared for ``ensemble`` (or failed, with its reason), with the number
-    of files read to the end so far."""
+    of files read to the end so far; ``noise_rms``: the model's noise level (``units=noise``)."""
     for index, path in enumerate(files):
         if path in refused:
             yield CutoutResult(str(path), error=refused[path]), index + 1
@@ -79,7 +93,9 @@ def prepared_images(
         for k, (cutout, variance, flagged) in enumerate(images):
             done = index + (k == len(images) - 1)
             try:
-                prepared = prepare(cutout, settings, ensemble.image_size, ensemble.pixel_scale, variance, flagged)
+                prepared = prepare(
+                    cutout, settings, ensemble.image_size, ensemble.pixel_scale, variance, flagged, noise_rms
+                )
             except UserError as exc:
                 yield CutoutResult(cutout.label, error=str(exc)), done
                 continue
@@ -101,7 +117,8 @@ def predict_cutouts(
     files read to the end so far. Only the batch in flight is held in memory."""
     pending: list[CutoutResult] = []
     done = 0
-    for result, done in prepared_images(files, settings, ensemble, refused):
+    noise_rms = model_noise_rms(ensemble, reference)
+    for result, done in prepared_images(files, settings, ensemble, refused, noise_rms):
         pending.append(result)
         if sum(r.ok for r in pending) == batch_size:
             yield predict_batch(pending, ensemble, reference, mc_samples, symmetries), done
@@ -131,11 +148,13 @@ def predict_batch(
         result.sigma = None if sigma is None else sigma[k]
     if reference is None:
         return results
-    # the sky taken off, per model pixel (the record's is per input pixel)
+    # the sky taken off and the noise, per model pixel in the model's units (the record's sky is per input
+    # pixel, both are in the input's units)
+    records = [r.prepared.record for r in good]
     subtracted = torch.tensor(
-        [r.prepared.record["sky"] * (ensemble.pixel_scale / r.prepared.record["input_pixel_scale"]) ** 2 for r in good]
+        [r["sky"] * r["flux_scale"] * (ensemble.pixel_scale / r["input_pixel_scale"]) ** 2 for r in records]
     )
-    noise = torch.tensor([r.prepared.record["noise_rms"] for r in good])
+    noise = torch.tensor([r["noise_rms"] * r["flux_scale"] for r in records])
     stats = image_statistics(images, reference.background_rms, subtracted=subtracted, noise=noise)
     stats = {k: v.tolist() for k, v in stats.items()}
     for k, result in enumerate(good):

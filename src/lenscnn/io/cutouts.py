@@ -2,8 +2,8 @@
 
 A cutout's pixel scale comes from its WCS (``CDELT``/``CD`` with their ``CUNIT``), else from a
 ``PIXSCALE`` keyword [arcsec/pixel], else from the caller. Images must be in the units the model
-was trained on (counts/s per pixel, lenstronomy's convention); :mod:`lenscnn.preparation` shapes
-them for a model.
+was trained on (counts/s per pixel) or, as :mod:`lenscnn.preparation` prepares them by default, in any
+unit (they are rescaled by their own noise); :mod:`lenscnn.preparation` shapes them for a model.
 """
 
 from __future__ import annotations
@@ -35,13 +35,15 @@ WCS_KEYS = ("CTYPE1", "CDELT1", "CD1_1", "PC1_1")
 @dataclass
 class Cutout:
     """One image ``(H, W)`` as read: ``label`` names it (``file`` or ``file[k]`` in a cube); its
-    FITS ``header`` (``None`` for HDF5) gives keywords such as ``EXPTIME``."""
+    FITS ``header`` (``None`` for HDF5) gives keywords such as ``EXPTIME``; ``psf``, when the file
+    carries one: the PSF kernel (unit sum) and its pixel scale [arcsec/px]."""
 
     label: str
     image: np.ndarray
     pixel_scale: float | None
     wcs: WCS | None
     header: fits.Header | None = None
+    psf: tuple[np.ndarray, float] | None = None
 
 
 def find_inputs(spec: str) -> list[Path]:

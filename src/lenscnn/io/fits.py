@@ -52,8 +52,50 @@ def image_hdus(hdul: fits.HDUList) -> str:
     return ", ".join(found) or "none"
 
 
+#: EXTNAMEs of a science image, in the order ``hdu=auto`` prefers them (HST drizzled ``SCI``, ...).
+SCIENCE_NAMES = ("SCI", "SCIENCE", "IMAGE", "IMG", "FLUX", "DATA")
+#: EXTNAMEs (or their ``<BAND>_`` suffixes) of planes that accompany an image and are never the image:
+#: noise, weight, PSF, mask and exposure maps.
+AUXILIARY_NAMES = (
+    "WHT", "WEIGHT", "IVM", "IVAR", "INVVAR", "ERR", "RMS", "SIGMA", "NOISE", "VAR", "VARIANCE",
+    "PSF", "DQ", "MASK", "BPM", "FLAG", "FLAGS", "EXP", "EXPTIME", "CTX", "CON", "HDRTAB",
+)  # fmt: skip
+
+
+def band_prefix(name: str) -> str:
+    """The band of a Euclid-style EXTNAME: ``"VIS_FLUX"`` -> ``"VIS_"``, ``"NIR_Y_RMS"`` -> ``"NIR_Y_"``;
+    ``""`` for a name without one (``"SCI"``)."""
+    head, sep, _ = name.upper().rpartition("_")
+    return head + sep
+
+
+def science_hdu(hdul: fits.HDUList) -> int | None:
+    """The index of a file's science image, as ``hdu=auto`` finds it: an image HDU named ``SCI`` (or
+    :data:`SCIENCE_NAMES`), else the first named ``<BAND>_FLUX`` or ``<BAND>_SCI`` (Euclid's cutouts:
+    ``VIS_FLUX``), else the first image HDU with data that is no noise, PSF or mask plane
+    (:data:`AUXILIARY_NAMES`); ``None`` if the file has none."""
+    images = [(k, h.name.upper()) for k, h in enumerate(hdul) if is_image(h) and h.header.get("NAXIS", 0) >= 2]
+    for wanted in SCIENCE_NAMES:
+        for index, name in images:
+            if name == wanted:
+                return index
+    for index, name in images:
+        if name.rpartition("_")[2] in ("FLUX", "SCI") and band_prefix(name):
+            return index
+    for index, name in images:
+        if name.rpartition("_")[2] not in AUXILIARY_NAMES and name not in AUXILIARY_NAMES:
+            return index
+    return None
+
+
 def select_hdu(hdul: fits.HDUList, hdu: int | str, path: Path) -> fits.hdu.base._BaseHDU:
-    """HDU ``hdu`` (index or EXTNAME) of an open file; a :class:`UserError` if it is not there."""
+    """HDU ``hdu`` (index, EXTNAME, or ``"auto"``: :func:`science_hdu`) of an open file; a
+    :class:`UserError` if it is not there."""
+    if isinstance(hdu, str) and hdu.lower() == "auto":
+        index = science_hdu(hdul)
+        if index is None:
+            raise UserError(f"{path}: the file holds no image (hdu=auto finds no HDU of 2-D data); check the file")
+        return hdul[index]
     try:
         return hdul[hdu]
     except (IndexError, KeyError, TypeError):

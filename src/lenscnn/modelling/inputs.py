@@ -15,6 +15,7 @@ from lenscnn.io.predictions import read_table
 from lenscnn.io.run_dir import RunDir
 from lenscnn.params import LENS
 from lenscnn.preparation.pipeline import Preparation, prepare, read_file
+from lenscnn.preparation.psf import kernel_at_scale
 from lenscnn.sim import Instrument
 
 #: Columns of ``predictions.csv`` that hold text, not numbers.
@@ -60,7 +61,8 @@ def load_images(inputs: str, instrument: Instrument, settings: Preparation, shar
     """One task per input image of shard ``"i/N"`` (a contiguous block of the sorted input files),
     prepared on the instrument's grid as for the network (:mod:`lenscnn.preparation.pipeline`: sky
     subtracted, cosmic rays masked, resampled): ``{"image": label, "data": (H, W), "noise": (H, W) rms
-    [counts/s/px], "mask": (H, W) bool (True: a pixel to fit), "sky": the level subtracted}``, or
+    [counts/s/px], "mask": (H, W) bool (True: a pixel to fit), "sky": the level subtracted}`` (and "psf": the
+    kernel on the instrument's pixels when the image's file carries its PSF, ``psf=auto`` or an HDU), or
     ``{"image": label, "error": reason}`` (no pixel scale, an unreadable file, a bad noise map...).
     Only the shard's files are read."""
     files = find_inputs(str(inputs))
@@ -98,10 +100,16 @@ def _image_task(
     use = ~prepared.mask
     noise = np.sqrt(prepared.variance)
     noise[~use] = np.median(noise[use]) if use.any() else 1.0  # masked pixels are left out of the fit
-    return {
+    item = {
         "image": cutout.label,
         "data": prepared.image[0].numpy().astype(float),
         "noise": noise,
         "mask": use,
         "sky": prepared.record["sky"],
     }
+    if cutout.psf is not None and settings.psf_fwhm is None:
+        try:
+            item["psf"] = kernel_at_scale(*cutout.psf, instrument.pixel_scale, (min(instrument.image_size) - 1) // 2)
+        except UserError as exc:
+            return {"image": cutout.label, "error": f"its PSF: {exc}"}
+    return item

@@ -114,11 +114,16 @@ def observation_kwargs(instrument: Instrument, kernel: np.ndarray | None = None)
     return {
         "kwargs_pixel_grid": {"nx": width, "ny": height, **grid},
         "kwargs_data": {"background_rms": instrument.background_rms, "exposure_time": exposure, **grid},
-        "kwargs_psf": {"psf_type": "NONE"}
-        if kernel is None
-        else {"psf_type": "PIXEL", "kernel_point_source": np.asarray(kernel, dtype=float).tolist()},
+        "kwargs_psf": pixel_psf(kernel),
         "kwargs_numerics": {"supersampling_factor": instrument.supersampling, "supersampling_convolution": False},
     }
+
+
+def pixel_psf(kernel: np.ndarray | None) -> dict[str, Any]:
+    """lenstronomy's ``kwargs_psf`` of a kernel on the fit's pixels (``PIXEL``; ``NONE`` without one)."""
+    if kernel is None:
+        return {"psf_type": "NONE"}
+    return {"psf_type": "PIXEL", "kernel_point_source": np.asarray(kernel, dtype=float).tolist()}
 
 
 def parameter_moments(prior_spec: Mapping[str, Any]) -> dict[str, tuple[float, float]]:

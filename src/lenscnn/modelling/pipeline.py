@@ -54,8 +54,8 @@ def refine_images(
 
     Args:
         items: the prepared images (:func:`lenscnn.modelling.inputs.load_images`): per image its ``image``
-            label and ``data`` (sky subtracted) and ``noise`` (rms) [counts/s/px] on the instrument's grid
-            and ``mask`` (True: a pixel to fit), or an ``error``.
+            label and ``data`` (sky subtracted) and ``noise`` (rms) [counts/s/px] on the instrument's grid,
+            ``mask`` (True: a pixel to fit) and its own ``psf`` kernel if it has one, or an ``error``.
         predictions: the network's means and ``<name>_sigma`` per image
             (:func:`lenscnn.modelling.inputs.read_predictions`, keyed by
             :func:`lenscnn.modelling.inputs.image_key`), in lenscnn units (``theta_E`` in arcsec).
@@ -96,7 +96,10 @@ def refine_images(
             network={n: values[n] for n in names if n in values},
             network_sigma={n: sigmas[n] for n in names if n in sigmas},
         )
-        setup = fit_kwargs.lens_model_kwargs(values, sigmas, observation, moments, model, sky=sky)
+        seen = observation  # the image's own PSF, when its file carries one
+        if item.get("psf") is not None:
+            seen = {**observation, "kwargs_psf": fit_kwargs.pixel_psf(item["psf"])}
+        setup = fit_kwargs.lens_model_kwargs(values, sigmas, seen, moments, model, sky=sky)
         if seed_source:
             noise = instrument.background_rms if item.get("noise") is None else float(np.median(item["noise"]))
             setup = fit_kwargs.seed_source(setup, item["data"], noise, instrument.pixel_scale, item.get("mask"))

@@ -19,9 +19,10 @@ reference image from its own (the reference's ``DISTANCE_QUANTILE`` of them) is
 flagged: a residual sky of tens of rms with background noise is unlike a training image whose faint
 parts are that bright from lens light (and then noisier). So do a blank or constant image,
 saturated pixels (several pixels at the image's maximum when it is bright), a PSF whose FWHM (when
-known) lies outside the trained PSF widths (x/÷ 1.25), a pixel scale that was assumed or changed by
-more than 2x, and a prediction outside the central range of the training prior (``prior_edge``): a
-prediction is never silently confident on an image the model has not learned.
+known, widened by the binning of finer pixels) lies outside the trained PSF widths (x/÷ 1.25), a pixel
+scale that was assumed or more than 2x coarser than the model's, and a prediction outside the central
+range of the training prior (``prior_edge``): a prediction is never silently confident on an image the
+model has not learned.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ import dataclasses
 import hashlib
 import json
 import logging
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -59,7 +61,8 @@ TAIL = 0.001
 MASKED_FRACTION = 0.1
 #: Trained PSF widths are widened x/÷ this factor.
 PSF_MARGIN = 1.25
-#: A resampling by more than this factor (either way) is flagged.
+#: Inputs whose pixels are coarser than the model's by more than this factor are flagged (upsampled, they
+#: lack the resolution the networks learned from); finer pixels are binned to the model's without loss.
 ZOOM_LIMIT = 2.0
 #: Blocks per side of the grid the sky and noise statistics are measured in.
 BLOCKS = 8
@@ -68,7 +71,10 @@ REFERENCE_SIZE = 1024
 REFERENCE_SEED = 20260101
 #: Version of the reference's statistics and drawing: bump it when they change, so that references cached
 #: by older code (:meth:`DomainReference.cached`) are drawn again.
-REFERENCE_VERSION = 1
+REFERENCE_VERSION = 2
+#: Variance of a uniform pixel of side 1 in units of a Gaussian FWHM^2 (8 ln 2 / 12): resampling to coarser
+#: pixels of side ``s`` widens a PSF to ``sqrt(fwhm^2 + PIXEL_FWHM2 * s^2)`` (the input's own pixels taken off).
+PIXEL_FWHM2 = 8 * math.log(2) / 12
 
 log = logging.getLogger(__name__)
 
@@ -148,7 +154,9 @@ class DomainReference:
     """What the model was trained on, from :data:`REFERENCE_SIZE` training images with their sky
     estimated and subtracted as an input's is: their :func:`features` scaled to unit spread
     (``points``, ``scale``), the largest accepted neighbour distance, the masked fraction, the PSF
-    FWHM [arcsec] and each target's central range."""
+    FWHM [arcsec], each target's central range, and ``noise_rms``: the median background rms of the
+    training images [counts/s per model pixel], measured as an input's is (the level ``units=noise``
+    rescales inputs to)."""
 
     background_rms: float
     pixel_scale: float
@@ -159,6 +167,7 @@ class DomainReference:
     masked: float
     psf_fwhm: tuple[float, float] | None
     targets: dict[str, tuple[float, float]]
+    noise_rms: float
 
     @classmethod
     def simulate(
@@ -219,6 +228,7 @@ class DomainReference:
             max(masked, MASKED_FRACTION),
             fwhm,
             central,
+            float(noise.median()),
         )
 
     @classmethod
@@ -277,15 +287,19 @@ class DomainReference:
         if stats["at_peak"] >= 3 and stats["peak"] > 20 * self.background_rms:
             reasons.append(f"saturated: {int(stats['at_peak'])} pixels at the maximum {stats['peak']:.4g}")
         if psf_fwhm is not None and self.psf_fwhm is not None:
+            # the PSF the network sees: the input's, widened by the resampling to coarser pixels
+            seen = math.sqrt(psf_fwhm**2 + PIXEL_FWHM2 * self.pixel_scale**2 * max(0.0, 1 - zoom**2))
             low, high = self.psf_fwhm[0] / PSF_MARGIN, self.psf_fwhm[1] * PSF_MARGIN
-            if not low <= psf_fwhm <= high:
+            if not low <= seen <= high:
+                resampled = f' ({seen:.3g}" resampled)' if seen != psf_fwhm else ""
                 reasons.append(
-                    f'PSF FWHM {psf_fwhm:.3g}" outside the trained {self.psf_fwhm[0]:.3g}..{self.psf_fwhm[1]:.3g}"'
+                    f'PSF FWHM {psf_fwhm:.3g}"{resampled} outside the trained '
+                    f'{self.psf_fwhm[0]:.3g}..{self.psf_fwhm[1]:.3g}"'
                 )
         if pixel_scale_assumed:
             reasons.append(f"pixel scale assumed to be the model's {self.pixel_scale:.4g}\"/px (no WCS or PIXSCALE)")
-        if not 1 / ZOOM_LIMIT <= zoom <= ZOOM_LIMIT:
-            reasons.append(f"resampled by {zoom:.3g}x")
+        if zoom > ZOOM_LIMIT:  # finer inputs are binned losslessly; the PSF check sees what binning widens
+            reasons.append(f"resampled by {zoom:.3g}x: pixels coarser than the model's by more than {ZOOM_LIMIT:g}x")
         return reasons + self.prediction_flags(prediction or {})
 
     def prediction_flags(self, prediction: Mapping[str, float]) -> list[str]:

@@ -7,10 +7,11 @@ Archives store a cutout's noise in an HDU beside the image, in one of three kind
 - ``rms``: ``sigma`` (``ERR``, ``RMS``, ``SIGMA``, ``NOISE``);
 - ``variance``: ``sigma^2`` (``VAR``, ``VARIANCE``).
 
-With ``noise_hdu=auto`` the first HDU named as above is taken and its kind follows from the name;
-a named HDU (``noise_hdu=WHT``) needs ``noise_kind`` unless its name says it. Values are in the
-image's units (counts/s per pixel); a pixel without data (zero inverse variance, infinite rms) is
-masked. Drizzle's ``EXP``-type weight maps (exposure time, not inverse variance) are not noise maps.
+With ``noise_hdu=auto`` the HDU of the image's band named as above is taken (Euclid's ``VIS_FLUX`` has
+``VIS_RMS``), else the first HDU so named, and its kind follows from the name; a named HDU
+(``noise_hdu=WHT``) needs ``noise_kind`` unless its name says it. Values are in the image's units; a
+pixel without data (zero inverse variance, infinite rms) is masked. Drizzle's ``EXP``-type weight
+maps (exposure time, not inverse variance) are not noise maps.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import numpy as np
 from astropy.io import fits
 
 from lenscnn.errors import UserError
-from lenscnn.io.fits import image_hdus, is_image, open_fits
+from lenscnn.io.fits import band_prefix, image_hdus, is_image, open_fits
 
 KINDS = ("inverse_variance", "rms", "variance")
 #: HDU names (EXTNAME, upper case) that say what a noise HDU holds.
@@ -46,26 +47,38 @@ def check_kind(kind: str | None) -> None:
         raise UserError(f"noise_kind={kind!r}: choose auto, {', '.join(KINDS)}")
 
 
-def find_noise_hdu(hdul: fits.HDUList, noise_hdu: int | str, kind: str | None) -> tuple[int | str, str] | None:
-    """``(HDU, kind)`` of the noise map in an open file: with ``noise_hdu="auto"`` the first image HDU
-    named in :data:`NAMES` (``None`` if there is none); else the HDU given, whose kind is ``kind`` or
-    follows from its name."""
+def kind_of(name: str) -> str | None:
+    """What a noise HDU named ``name`` holds (``RMS``, ``VIS_RMS``: ``rms``), ``None`` if its name does not say."""
+    name = name.upper()
+    return NAMES.get(name) or NAMES.get(name[len(band_prefix(name)) :])
+
+
+def find_noise_hdu(
+    hdul: fits.HDUList, noise_hdu: int | str, kind: str | None, science: str = ""
+) -> tuple[int | str, str] | None:
+    """``(HDU, kind)`` of the noise map in an open file: with ``noise_hdu="auto"`` the image HDU of the
+    science image's band (``science="VIS_FLUX"``: ``VIS_RMS``, ``VIS_WHT``, ...), else the first named in
+    :data:`NAMES` (``None`` if there is none); else the HDU given, whose kind is ``kind`` or follows from
+    its name."""
     if noise_hdu == "auto":
-        for index, hdu in enumerate(hdul):
-            name = hdu.name.upper()
-            if name in NAMES and is_image(hdu) and hdu.header.get("NAXIS", 0):
-                return index, kind if kind not in (None, "auto") else NAMES[name]
-        return None
+        prefix = band_prefix(science)
+        named = [(k, h.name.upper()) for k, h in enumerate(hdul) if is_image(h) and h.header.get("NAXIS", 0)]
+        wanted = [(k, n) for k, n in named if prefix and n.startswith(prefix) and n[len(prefix) :] in NAMES]
+        wanted += [(k, n) for k, n in named if n in NAMES]
+        if not wanted:
+            return None
+        index, name = wanted[0]
+        return index, kind if kind not in (None, "auto") else kind_of(name)
     try:
         name = hdul[noise_hdu].name.upper()
     except (IndexError, KeyError, TypeError):
         raise UserError(f"has no noise HDU {noise_hdu!r}; its image HDUs: {image_hdus(hdul)}") from None
     if kind in (None, "auto"):
-        if name not in NAMES:
+        if kind_of(name) is None:
             raise UserError(
                 f"noise_hdu={noise_hdu!r} (EXTNAME {name!r}): say what it holds with noise_kind={'|'.join(KINDS)}"
             )
-        kind = NAMES[name]
+        kind = kind_of(name)
     return noise_hdu, kind
 
 
@@ -93,12 +106,15 @@ def variance_map(values: np.ndarray, kind: str, shape: tuple[int, ...], what: st
     return variance
 
 
-def read_variance(path: Path, noise_hdu: int | str, kind: str | None, shapes: list[tuple[int, ...]]) -> list | None:
+def read_variance(
+    path: Path, noise_hdu: int | str, kind: str | None, shapes: list[tuple[int, ...]], science: str = ""
+) -> list | None:
     """Variance maps of a FITS file's images (``shapes``: one per image; a cube's maps are its planes),
-    or ``None`` when ``noise_hdu="auto"`` finds no noise HDU."""
+    or ``None`` when ``noise_hdu="auto"`` finds no noise HDU (``science``: the image's EXTNAME, whose
+    band's noise HDU is preferred)."""
     with open_fits(path) as hdul:
         try:
-            found = find_noise_hdu(hdul, noise_hdu, kind)
+            found = find_noise_hdu(hdul, noise_hdu, kind, science)
         except UserError as exc:
             raise UserError(f"{path}: {exc}") from None
         if found is None:

@@ -4,7 +4,8 @@ refine and eval.
 Per image, on the input's own pixels first:
 
 1. **Masks**: NaN/infinite pixels, pixels a mask HDU flags (non-zero), pixels without data in
-   the noise map (zero inverse variance).
+   the noise map (zero inverse variance), and regions of at least :data:`ZERO_AREA` connected pixels
+   set to exactly 0 (the masked or unobserved parts of released cutouts, not a noiseless sky).
 2. **Sky**: ``sky=estimate`` (default) subtracts :func:`lenscnn.preparation.sky.estimate_sky`
    (source-masked, sigma-clipped median of the cutout's outskirts); ``sky=none`` subtracts
    nothing; a number subtracts that level [input units per input pixel].
@@ -22,12 +23,18 @@ Per image, on the input's own pixels first:
    they cover is masked.
 6. **Crop** to the model's field around the cutout's centre; pixels without data (NaN, flagged, zero
    weight) get ``fill_nan`` (0: as the networks were trained, ``observation.artefacts.fill``).
+7. **Units** (``units=noise``, the default, when the caller gives the model's noise level): the image is
+   multiplied by ``flux_scale`` = the model's training background rms / the cutout's (both per model
+   pixel), so the network sees the image in units of its own noise, as a training image of the same
+   signal-to-noise: the answer does not depend on the flux unit (counts/s, electrons, MJy/sr, microjansky)
+   nor on the zero point. ``units=counts`` takes the pixels as the model's counts/s as they are.
 
 What was done is recorded per image (:attr:`Prepared.record`): the sky level, the background rms
 of a model pixel (``noise_rms``: step 2's rms through the resampling, without the shot noise),
-the masked fraction, the cosmic-ray pixels, the input's pixel scale (and whether it was assumed)
-and the PSF FWHM when known (``psf_fwhm``, a ``psf`` file with a pixel scale, or a ``PSF_FWHM``
-header keyword) for the domain flags (:mod:`lenscnn.preparation.domain`).
+the factor to the model's units (``flux_scale``), the masked fraction, the cosmic-ray pixels, the
+input's pixel scale (and whether it was assumed) and the PSF FWHM when known (``psf_fwhm``: a
+``psf`` file with a pixel scale, a PSF HDU of the file, ``psf_fwhm``, or a ``PSF_FWHM`` header keyword)
+for the domain flags (:mod:`lenscnn.preparation.domain`).
 """
 
 from __future__ import annotations
@@ -43,7 +50,7 @@ import torch
 from scipy import ndimage
 
 from lenscnn.errors import UserError, one_line
-from lenscnn.io.cutouts import HDF5_SUFFIXES, Cutout, pixel_scale_from_header, read_cutouts
+from lenscnn.io.cutouts import FITS_SUFFIXES, HDF5_SUFFIXES, Cutout, pixel_scale_from_header, read_cutouts
 from lenscnn.io.fits import (
     image_hdus,
     is_image,
@@ -53,7 +60,7 @@ from lenscnn.io.fits import (
 )
 from lenscnn.preparation import noise as noise_maps
 from lenscnn.preparation.cosmic_rays import detect_cosmic_rays
-from lenscnn.preparation.psf import psf_fwhm, read_psf
+from lenscnn.preparation.psf import psf_fwhm, read_psf, read_psf_hdu
 from lenscnn.preparation.resample import output_shape, resample_flux, resample_mask, resample_variance
 from lenscnn.preparation.sky import estimate_sky
 
@@ -64,6 +71,11 @@ MASKED_AREA = 0.5
 #: Header keywords giving the PSF FWHM [arcsec] of an image.
 PSF_KEYWORDS = ("PSF_FWHM", "PSFFWHM")
 FLOAT32_MAX = float(np.finfo(np.float32).max)
+#: Connected pixels at exactly 0 from which on they are a masked region, not sky (a noisy sky is never
+#: exactly 0 in more than a few pixels at once).
+ZERO_AREA = 16
+#: ``units``: rescale by the image's own noise, or take the pixels as counts/s.
+UNITS = ("noise", "counts")
 
 
 def _number(value: Any, name: str, positive: bool = False) -> float:
@@ -79,7 +91,8 @@ class Preparation:
     """The preparation settings (the ``preparation`` keys of predict, refine and eval configs).
 
     Attributes:
-        hdu: FITS HDU of the images (index or EXTNAME).
+        hdu: FITS HDU of the images (index or EXTNAME), or ``"auto"`` (:func:`lenscnn.io.fits.science_hdu`:
+            ``SCI``, a ``<BAND>_FLUX``, else the first image HDU).
         sky: ``"estimate"``, ``"none"`` or a level [input units per pixel] to subtract.
         noise_hdu: ``"auto"`` (an HDU named WHT/IVM/ERR/RMS/VAR..., else none), ``None``, or an HDU.
         noise_kind: ``"auto"`` (from the HDU's name), ``inverse_variance``, ``rms`` or ``variance``.
@@ -88,12 +101,16 @@ class Preparation:
         fill_nan: value of masked pixels after sky subtraction (the training convention: 0).
         resample: resample images whose pixel scale is > 1% off the model's (else refuse them).
         pixel_scale: arcsec/px of inputs with neither WCS nor PIXSCALE (``None``: the model's, flagged).
-        psf: FITS file of the inputs' PSF (with ``PIXSCALE`` or a WCS), to compare its FWHM with the model's.
+        psf: the inputs' PSF, to compare its FWHM with the model's (and for refine to fit with): ``"auto"``
+            (each file's ``<BAND>_PSF`` or ``PSF`` HDU if it has one), an HDU of each file (``VIS_PSF``),
+            a FITS file (with ``PIXSCALE`` or a WCS), or ``None``.
         psf_fwhm: the inputs' PSF FWHM [arcsec] (instead of ``psf``).
         exposure_time: [s], for the shot noise of the noise map (``None``: the header's ``EXPTIME``).
+        units: ``"noise"``: the image rescaled to the model's noise level (any flux unit; step 7 of the
+            module docstring); ``"counts"``: taken as the model's counts/s.
     """
 
-    hdu: int | str = 0
+    hdu: int | str = "auto"
     sky: str | float = "estimate"
     noise_hdu: int | str | None = "auto"
     noise_kind: str = "auto"
@@ -102,9 +119,10 @@ class Preparation:
     fill_nan: float = 0.0
     resample: bool = True
     pixel_scale: float | None = None
-    psf: str | None = None
+    psf: str | None = "auto"
     psf_fwhm: float | None = None
     exposure_time: float | None = None
+    units: str = "noise"
     psf_file_fwhm: float | None = field(default=None, init=False)  # [arcsec], of the ``psf`` file
 
     def __post_init__(self) -> None:
@@ -120,16 +138,32 @@ class Preparation:
         for name in ("pixel_scale", "psf_fwhm", "exposure_time"):
             if getattr(self, name) is not None:
                 _number(getattr(self, name), name, positive=True)
-        if self.psf is not None and self.psf_fwhm is not None:
+        if self.units not in UNITS:
+            raise UserError(f"units={self.units!r}: choose {' or '.join(UNITS)}")
+        if self.psf_file is not None and self.psf_fwhm is not None:
             raise UserError("give psf=<file> or psf_fwhm=<arcsec>, not both")
-        if self.psf is not None:
-            object.__setattr__(self, "psf_file_fwhm", psf_fwhm(*read_psf(self.psf)))
+        if self.psf_file is not None:
+            object.__setattr__(self, "psf_file_fwhm", psf_fwhm(*read_psf(self.psf_file)))
 
     @classmethod
     def from_config(cls, cfg: Mapping[str, Any]) -> Preparation:
         """The settings from an app's config (its keys named as the settings; others are ignored)."""
         keys = [f.name for f in fields(cls) if f.init]
         return cls(**{k: cfg[k] for k in keys if k in cfg})
+
+    @property
+    def psf_file(self) -> str | None:
+        """The ``psf`` setting when it names a file (a path, or a name ending like a FITS file)."""
+        if self.psf is None or self.psf == "auto":
+            return None
+        psf = str(self.psf)
+        looks_like_file = "/" in psf or psf.lower().endswith(FITS_SUFFIXES) or Path(psf).expanduser().is_file()
+        return psf if looks_like_file else None
+
+    @property
+    def psf_hdu(self) -> str | None:
+        """The HDU of each input file that holds its PSF: ``"auto"``, a name, or ``None`` (none, or a file)."""
+        return None if self.psf is None or self.psf_file is not None else str(self.psf)
 
     @property
     def given_psf_fwhm(self) -> float | None:
@@ -162,14 +196,21 @@ class Prepared:
 
 def read_file(path: Path, settings: Preparation) -> Iterator[tuple[Cutout, np.ndarray | None, np.ndarray | None]]:
     """``(cutout, variance or None, flagged or None)`` of every image of a file: its noise map
-    (``noise_hdu``) and bad-pixel mask (``mask_hdu``) read beside it."""
+    (``noise_hdu``), bad-pixel mask (``mask_hdu``) and PSF (``psf`` naming an HDU: ``Cutout.psf``) read
+    beside it."""
     cutouts = list(read_cutouts(path, settings.hdu))
     variances: list = [None] * len(cutouts)
     flags: list = [None] * len(cutouts)
     if not path.name.lower().endswith(HDF5_SUFFIXES):
         shapes = [c.image.shape for c in cutouts]
+        science = str(cutouts[0].header.get("EXTNAME", "")) if cutouts[0].header is not None else ""
         if settings.noise_hdu is not None:
-            variances = noise_maps.read_variance(path, settings.noise_hdu, settings.noise_kind, shapes) or variances
+            found = noise_maps.read_variance(path, settings.noise_hdu, settings.noise_kind, shapes, science)
+            variances = found or variances
+        if settings.psf_hdu is not None:
+            psf = read_psf_hdu(path, settings.psf_hdu, science, cutouts[0].pixel_scale or settings.pixel_scale)
+            for cutout in cutouts:
+                cutout.psf = psf
         if settings.mask_hdu is not None:
             flags = [m != 0 for m in read_planes(path, settings.mask_hdu, shapes)]
     yield from zip(cutouts, variances, flags, strict=True)
@@ -210,11 +251,14 @@ def prepare(
     pixel_scale: float,
     variance: np.ndarray | None = None,
     flagged: np.ndarray | None = None,
+    noise_rms: float | None = None,
 ) -> Prepared:
     """Prepare one cutout for a model reading ``image_size`` pixels of ``pixel_scale`` arcsec (the
-    steps of the module docstring); a :class:`UserError` naming the cutout says why an image cannot be."""
+    steps of the module docstring; ``noise_rms``: the model's background rms per pixel [counts/s], to
+    which ``units=noise`` rescales the image, ``None``: the image stays in its own units); a
+    :class:`UserError` naming the cutout says why an image cannot be."""
     try:
-        return _prepare(cutout, settings, image_size, pixel_scale, variance, flagged)
+        return _prepare(cutout, settings, image_size, pixel_scale, variance, flagged, noise_rms)
     except UserError as exc:
         message = str(exc)
         raise UserError(message if cutout.label in message else f"{cutout.label}: {message}") from None
@@ -227,6 +271,7 @@ def _prepare(
     pixel_scale: float,
     variance: np.ndarray | None,
     flagged: np.ndarray | None,
+    noise_rms: float | None,
 ) -> Prepared:
     image = np.array(cutout.image, dtype=np.float64)
     if image.ndim != 2:
@@ -247,7 +292,7 @@ def _prepare(
             f"{cutout.label}: {height}x{width} px at the model's pixel scale is smaller than the model's "
             f"{image_size[0]}x{image_size[1]} px; give a larger cutout"
         )
-    bad = ~np.isfinite(image) | (np.abs(image) >= FLOAT32_MAX)
+    bad = ~np.isfinite(image) | (np.abs(image) >= FLOAT32_MAX) | zero_regions(image)
     if flagged is not None:
         bad |= flagged
     if variance is not None:
@@ -284,23 +329,49 @@ def _prepare(
     top, left = (height - h) // 2, (width - w) // 2
     crop = (slice(top, top + h), slice(left, left + w))
     image, variance, bad, masked = image[crop], variance[crop], bad[crop], (bad | cosmic)[crop]
-    image = np.where(bad, settings.fill_nan, image)
-    variance = np.where(masked, np.inf, variance)
     # the background rms of a model pixel: a resampled pixel sums ~(pixel_scale / scale)^2 input pixels
     background_rms = sky.rms * float(np.sqrt(background_gain[crop].mean()))
-    psf_fwhm = settings.given_psf_fwhm or header_number(cutout, *PSF_KEYWORDS)
+    flux_scale = 1.0
+    if settings.units == "noise" and noise_rms is not None and background_rms > 0:
+        flux_scale = noise_rms / background_rms
+    image = np.where(bad, settings.fill_nan, image * flux_scale)
+    variance = np.where(masked, np.inf, variance * flux_scale**2)
     record = {
         "sky": float(level),
         "sky_reliable": sky.reliable,
         "noise_rms": float(background_rms),
+        "flux_scale": float(flux_scale),
         "masked_fraction": float(masked.mean()),
         "cosmic_ray_pixels": cosmic_pixels,
         "input_pixel_scale": float(scale),
         "pixel_scale_assumed": assumed,
-        "psf_fwhm": psf_fwhm,
+        "psf_fwhm": cutout_psf_fwhm(cutout, settings),
     }
     tensor = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))[None]
     return Prepared(tensor, variance, masked, (float(left), float(top)), zoom, record)
+
+
+def cutout_psf_fwhm(cutout: Cutout, settings: Preparation) -> float | None:
+    """The PSF FWHM [arcsec] of a cutout: ``psf_fwhm`` or the ``psf`` file's, else its PSF HDU's, else a
+    ``PSF_FWHM`` header keyword; ``None`` when unknown."""
+    if settings.given_psf_fwhm is not None:
+        return settings.given_psf_fwhm
+    if cutout.psf is not None:
+        return psf_fwhm(*cutout.psf)
+    return header_number(cutout, *PSF_KEYWORDS)
+
+
+def zero_regions(image: np.ndarray) -> np.ndarray:
+    """Pixels in connected regions of at least :data:`ZERO_AREA` pixels that are exactly 0: the masked,
+    unobserved or chip-gap parts of released cutouts (sky noise is never exactly 0 over such areas)."""
+    zero = image == 0
+    if zero.sum() < ZERO_AREA:
+        return np.zeros(image.shape, dtype=bool)
+    labels, count = ndimage.label(zero)
+    sizes = np.bincount(labels.ravel(), minlength=count + 1)
+    large = sizes >= ZERO_AREA
+    large[0] = False
+    return large[labels]
 
 
 def filled(image: np.ndarray, bad: np.ndarray, sigma: float = 1.5) -> np.ndarray:
