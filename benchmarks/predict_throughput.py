@@ -97,7 +97,7 @@ def main() -> None:
             cfg.paths.output_dir = str(tmp / "run")
             cfg.ensemble.checkpoints = [str(p) for p in ensemble.sources]
         t0 = time.perf_counter()
-        out = predict(cfg)
+        out, _ = predict(cfg)
         end_to_end = args.files / (time.perf_counter() - t0)
         assert len(out.read_text().splitlines()) == args.files + 1
 

@@ -55,7 +55,10 @@ def domain_reference(ensemble: Ensemble, settings: Preparation) -> DomainReferen
     ``None`` (with a warning: no domain flags) when its checkpoint's simulator config cannot render."""
     try:
         return DomainReference.cached(
-            ensemble.simulator_config, ensemble.target_names, subtract_sky=settings.sky == "estimate"
+            ensemble.simulator_config,
+            ensemble.target_names,
+            subtract_sky=settings.sky == "estimate",
+            rescale=settings.units == "noise",
         )
     except UserError as exc:
         log.warning("no domain flags: the model's simulator config cannot render its training images (%s)", exc)

@@ -176,10 +176,12 @@ class DomainReference:
         targets: Sequence[str],
         size: int = REFERENCE_SIZE,
         subtract_sky: bool = True,
+        rescale: bool = False,
     ) -> DomainReference:
         """The reference of a model trained with ``simulator_config`` (a checkpoint's), drawn with a
         fixed seed from the training split; ``subtract_sky``: prepared as inputs are with ``sky=estimate``
-        (else kept as rendered, as inputs are with ``sky=none`` or a given level)."""
+        (else kept as rendered, as inputs are with ``sky=none`` or a given level); ``rescale``: each image
+        brought to the median noise as inputs are with ``units=noise`` (else as rendered, ``units=counts``)."""
         from lenscnn.sim import Simulator
 
         simulator = Simulator.from_config({**simulator_config, "compile": False, "dtype": "float32"})
@@ -195,6 +197,10 @@ class DomainReference:
         rms = instrument.background_rms
         pixels = images.shape[-1] * images.shape[-2]
         noise = torch.tensor([sky.rms for sky in skies], dtype=torch.float64)
+        noise_rms = float(noise.median())
+        if rescale:  # as prepare() rescales an input with units=noise
+            factor = torch.where(noise > 0, noise_rms / noise.clamp_min(1e-300), torch.ones_like(noise))
+            images, subtracted, noise = images * factor.view(-1, 1, 1, 1), subtracted * factor, noise * factor
         stats = image_statistics(images, rms, subtracted=subtracted, noise=noise)
         points = features(stats, rms, pixels)
         spread = (points - points.median(dim=0).values).abs().median(dim=0).values * 1.4826
@@ -228,7 +234,7 @@ class DomainReference:
             max(masked, MASKED_FRACTION),
             fwhm,
             central,
-            float(noise.median()),
+            noise_rms,
         )
 
     @classmethod
@@ -238,6 +244,7 @@ class DomainReference:
         targets: Sequence[str],
         size: int = REFERENCE_SIZE,
         subtract_sky: bool = True,
+        rescale: bool = False,
     ) -> DomainReference:
         """:meth:`simulate`, drawn once per model and kept in the cache directory
         (:func:`lenscnn.cache.cache_dir`), under a digest of everything it depends on: the arguments,
@@ -245,13 +252,13 @@ class DomainReference:
         library given as a file is keyed by its path). Drawing takes 10-15 s on a CPU (the sky of 1,024
         images estimated one by one); reading it back, milliseconds. A cache file that cannot be read is
         drawn again, and one that cannot be written is only logged."""
-        path = reference_path(simulator_config, targets, size, subtract_sky)
+        path = reference_path(simulator_config, targets, size, subtract_sky, rescale)
         if path.is_file():
             try:
                 return cls(**torch.load(path, weights_only=True))
             except Exception as exc:  # truncated, another format, other fields: drawn again
                 log.warning("drawing the domain reference again: cannot read %s (%s)", path, one_line(exc))
-        reference = cls.simulate(simulator_config, targets, size, subtract_sky)
+        reference = cls.simulate(simulator_config, targets, size, subtract_sky, rescale)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             with atomic_path(path, private=True) as tmp:  # predict jobs may draw it at once
@@ -313,13 +320,16 @@ class DomainReference:
         return reasons
 
 
-def reference_path(simulator_config: Mapping[str, Any], targets: Sequence[str], size: int, subtract_sky: bool) -> Path:
+def reference_path(
+    simulator_config: Mapping[str, Any], targets: Sequence[str], size: int, subtract_sky: bool, rescale: bool = False
+) -> Path:
     """The cache file of the reference :meth:`DomainReference.cached` keeps for these arguments."""
     key = {
         "simulator": simulator_config,
         "targets": list(targets),
         "size": size,
         "subtract_sky": subtract_sky,
+        "rescale": rescale,
         "seed": REFERENCE_SEED,
         "version": REFERENCE_VERSION,
         "lenscnn": lenscnn.__version__,
