@@ -12,7 +12,9 @@ Per image, on the input's own pixels first:
 3. **Noise**: the variance per pixel from a noise HDU (:mod:`lenscnn.preparation.noise`), else the
    background rms of step 2 squared plus, when an exposure time is known (``exposure_time`` or the
    header's ``EXPTIME``), the source's shot noise ``max(image, 0) / exposure_time``.
-4. **Cosmic rays** (``cosmic_rays=true``): detected with L.A.Cosmic
+4. **Cosmic rays** (``cosmic_rays=auto``, the default: unless the header says the image combines several
+   exposures, ``NCOMBINE`` or ``NDRIZIM`` > 1, whose combination rejected them; ``true``: always): detected
+   with L.A.Cosmic
    (:func:`lenscnn.preparation.cosmic_rays.detect_cosmic_rays`) against that variance, masked, and
    cleaned: replaced by the Gaussian-weighted mean of the good pixels around them (:func:`filled`,
    as L.A.Cosmic cleans), so a detection on a sharp knot of an arc only smooths it (filling with 0
@@ -74,6 +76,9 @@ FLOAT32_MAX = float(np.finfo(np.float32).max)
 #: Connected pixels at exactly 0 from which on they are a masked region, not sky (a noisy sky is never
 #: exactly 0 in more than a few pixels at once).
 ZERO_AREA = 16
+#: Header keywords that count the exposures combined into an image (HST: ``NCOMBINE``, drizzle's ``NDRIZIM``):
+#: above 1, the combination has rejected cosmic rays and ``cosmic_rays=auto`` does not look for them.
+COMBINED_KEYWORDS = ("NCOMBINE", "NDRIZIM")
 #: ``units``: rescale by the image's own noise, or take the pixels as counts/s.
 UNITS = ("noise", "counts")
 
@@ -97,7 +102,8 @@ class Preparation:
         noise_hdu: ``"auto"`` (an HDU named WHT/IVM/ERR/RMS/VAR..., else none), ``None``, or an HDU.
         noise_kind: ``"auto"`` (from the HDU's name), ``inverse_variance``, ``rms`` or ``variance``.
         mask_hdu: HDU whose non-zero pixels are bad (e.g. a data-quality array), or ``None``.
-        cosmic_rays: detect and mask cosmic rays.
+        cosmic_rays: detect and mask cosmic rays: ``"auto"`` (unless the header says several exposures were
+            combined: :data:`COMBINED_KEYWORDS`), ``True`` or ``False``.
         fill_nan: value of masked pixels after sky subtraction (the training convention: 0).
         resample: resample images whose pixel scale is > 1% off the model's (else refuse them).
         pixel_scale: arcsec/px of inputs with neither WCS nor PIXSCALE (``None``: the model's, flagged).
@@ -115,7 +121,7 @@ class Preparation:
     noise_hdu: int | str | None = "auto"
     noise_kind: str = "auto"
     mask_hdu: int | str | None = None
-    cosmic_rays: bool = True
+    cosmic_rays: bool | str = "auto"
     fill_nan: float = 0.0
     resample: bool = True
     pixel_scale: float | None = None
@@ -132,9 +138,10 @@ class Preparation:
         _number(self.fill_nan, "fill_nan")
         if abs(self.fill_nan) >= FLOAT32_MAX:
             raise UserError(f"fill_nan={self.fill_nan!r}: give a number within float32's range")
-        for name in ("cosmic_rays", "resample"):
-            if not isinstance(getattr(self, name), bool):
-                raise UserError(f"{name}={getattr(self, name)!r}: give true or false")
+        if not isinstance(self.cosmic_rays, bool) and self.cosmic_rays != "auto":
+            raise UserError(f"cosmic_rays={self.cosmic_rays!r}: give auto, true or false")
+        if not isinstance(self.resample, bool):
+            raise UserError(f"resample={self.resample!r}: give true or false")
         for name in ("pixel_scale", "psf_fwhm", "exposure_time"):
             if getattr(self, name) is not None:
                 _number(getattr(self, name), name, positive=True)
@@ -311,7 +318,7 @@ def _prepare(
             variance = variance + np.maximum(image, 0.0) / exposure_time
     variance = np.where(bad, np.inf, variance)
     cosmic = np.zeros(image.shape, dtype=bool)
-    if settings.cosmic_rays and sky.rms > 0:
+    if cosmic_rays_wanted(cutout, settings) and sky.rms > 0:
         cosmic = detect_cosmic_rays(image, np.where(bad, sky.rms**2, variance), bad) & ~bad
     cosmic_pixels = int(cosmic.sum())
     # cosmic rays are cleaned (filled from their neighbours), pixels without data filled after resampling
@@ -349,6 +356,14 @@ def _prepare(
     }
     tensor = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))[None]
     return Prepared(tensor, variance, masked, (float(left), float(top)), zoom, record)
+
+
+def cosmic_rays_wanted(cutout: Cutout, settings: Preparation) -> bool:
+    """Whether to look for cosmic rays in a cutout: ``cosmic_rays=true``, or ``auto`` and the header does not
+    say that several exposures were combined (:data:`COMBINED_KEYWORDS`; no header: looked for)."""
+    if settings.cosmic_rays != "auto":
+        return bool(settings.cosmic_rays)
+    return not any((header_number(cutout, keyword) or 0) > 1 for keyword in COMBINED_KEYWORDS)
 
 
 def cutout_psf_fwhm(cutout: Cutout, settings: Preparation) -> float | None:

@@ -99,7 +99,7 @@ def estimate_sky(
             f"{image.shape[0]}x{image.shape[1]} px cutout: fewer than 16 valid pixels in its outskirts to estimate "
             "the sky from; give sky=<level> or a larger cutout"
         )
-    _, level, rms = sigma_clipped_stats(image[far], sigma=3.0, maxiters=10)
+    level, rms = clipped_median_std(image[far])
     used, reliable = far, True
     for _ in range(2):
         if not rms > 0:
@@ -108,30 +108,30 @@ def estimate_sky(
         free = far & ~sources
         reliable = free.sum() >= max(16, min_fraction * far.sum())
         used = free if reliable else far
-        _, level, rms = sigma_clipped_stats(image[used], sigma=3.0, maxiters=10)
+        level, rms = clipped_median_std(image[used])
     return SkyEstimate(float(level), difference_rms(image, valid, rms), int(used.sum()), bool(reliable))
+
+
+def clipped_median_std(values: np.ndarray) -> tuple[float, float]:
+    """Median and standard deviation of ``values`` sigma-clipped at 3 sigma (at most 10 iterations): astropy's
+    ``sigma_clipped_stats``, through its compiled per-axis path (twice as fast as the 1-D one, same values)."""
+    _, median, std = sigma_clipped_stats(values[:, None], sigma=3.0, maxiters=10, axis=0)
+    return float(median[0]), float(std[0])
 
 
 def difference_rms(image: np.ndarray, valid: np.ndarray, fallback: float, block: int = 8) -> float:
     """The background noise rms: astropy's ``mad_std`` of the differences of horizontally neighbouring
     ``valid`` pixels over sqrt(2) (for independent pixels ``std(a - b) = sqrt(2) rms``), pooled over the
-    faintest quarter of the image's ``block`` x ``block`` blocks (by median level), where neither lens
-    light nor its shot noise nor its structure adds much."""
+    faintest quarter of the image's ``block`` x ``block`` blocks (by median level) that hold at least half
+    their pairs, where neither lens light nor its shot noise nor its structure adds much."""
     height, width = image.shape
-    pairs = valid[:, 1:] & valid[:, :-1]
-    differences = np.where(pairs, image[:, 1:] - image[:, :-1], np.nan)
-    levels, pooled = [], []
-    for top in range(0, height - block + 1, block):
-        for left in range(0, width - block + 1, block):
-            part = differences[top : top + block, left : left + block - 1]
-            if np.isfinite(part).sum() >= part.size // 2:
-                levels.append(
-                    np.median(
-                        image[top : top + block, left : left + block][valid[top : top + block, left : left + block]]
-                    )
-                )
-                pooled.append(part[np.isfinite(part)])
-    if len(levels) < 4:
+    rows, cols = height // block, width // block
+    pixels = np.where(valid, image, np.nan)[: rows * block, : cols * block]
+    blocks = pixels.reshape(rows, block, cols, block).swapaxes(1, 2).reshape(rows * cols, block, block)
+    differences = (blocks[:, :, 1:] - blocks[:, :, :-1]).reshape(rows * cols, -1)  # NaN unless both valid
+    kept = np.isfinite(differences).sum(axis=1) >= differences.shape[1] // 2
+    if kept.sum() < 4:
         return float(fallback)
-    faint = np.argsort(levels)[: max(2, len(levels) // 4)]
-    return float(mad_std(np.concatenate([pooled[i] for i in faint])) / np.sqrt(2))
+    levels = np.nanmedian(blocks.reshape(rows * cols, -1)[kept], axis=1)
+    faint = differences[kept][np.argsort(levels)[: max(2, int(kept.sum()) // 4)]]
+    return float(mad_std(faint[np.isfinite(faint)]) / np.sqrt(2))
