@@ -19,7 +19,7 @@ import torch
 
 from lenscnn.errors import UserError
 from lenscnn.models.ensemble import Ensemble
-from lenscnn.preparation.domain import DomainReference, image_statistics
+from lenscnn.preparation.domain import DomainReference, prepared_statistics
 from lenscnn.preparation.pipeline import Preparation, Prepared, check_readable, prepare, read_file
 
 log = logging.getLogger(__name__)
@@ -59,6 +59,7 @@ def domain_reference(ensemble: Ensemble, settings: Preparation) -> DomainReferen
             ensemble.target_names,
             subtract_sky=settings.sky == "estimate",
             rescale=settings.units == "noise",
+            cosmic_rays=settings.cosmic_rays is not False,
         )
     except UserError as exc:
         log.warning("no domain flags: the model's simulator config cannot render its training images (%s)", exc)
@@ -151,14 +152,8 @@ def predict_batch(
         result.sigma = None if sigma is None else sigma[k]
     if reference is None:
         return results
-    # the sky taken off and the noise, per model pixel in the model's units (the record's sky is per input
-    # pixel, both are in the input's units)
     records = [r.prepared.record for r in good]
-    subtracted = torch.tensor(
-        [r["sky"] * r["flux_scale"] * (ensemble.pixel_scale / r["input_pixel_scale"]) ** 2 for r in records]
-    )
-    noise = torch.tensor([r["noise_rms"] * r["flux_scale"] for r in records])
-    stats = image_statistics(images, reference.background_rms, subtracted=subtracted, noise=noise)
+    stats = prepared_statistics(images, records, reference.background_rms, ensemble.pixel_scale)
     stats = {k: v.tolist() for k, v in stats.items()}
     for k, result in enumerate(good):
         record = result.prepared.record

@@ -45,7 +45,6 @@ from lenscnn.cache import cache_dir
 from lenscnn.errors import one_line
 from lenscnn.io.atomic import atomic_path
 from lenscnn.preparation import psf as psf_files
-from lenscnn.preparation.sky import estimate_sky
 
 #: The statistics compared jointly with the reference's (by nearest neighbours).
 JOINT = ("sky", "noise", "flux", "peak", "subtracted")
@@ -71,7 +70,7 @@ REFERENCE_SIZE = 1024
 REFERENCE_SEED = 20260101
 #: Version of the reference's statistics and drawing: bump it when they change, so that references cached
 #: by older code (:meth:`DomainReference.cached`) are drawn again.
-REFERENCE_VERSION = 2
+REFERENCE_VERSION = 3
 #: Variance of a uniform pixel of side 1 in units of a Gaussian FWHM^2 (8 ln 2 / 12): resampling to coarser
 #: pixels of side ``s`` widens a PSF to ``sqrt(fwhm^2 + PIXEL_FWHM2 * s^2)`` (the input's own pixels taken off).
 PIXEL_FWHM2 = 8 * math.log(2) / 12
@@ -123,6 +122,23 @@ def image_statistics(
         "spread": flat.std(dim=1) / background_rms,
         "at_peak": (flat == flat.max(dim=1, keepdim=True).values).sum(dim=1).to(torch.float64),
     }
+
+
+def prepared_statistics(
+    images: Tensor, records: Sequence[Mapping[str, Any]], background_rms: float, pixel_scale: float
+) -> dict[str, Tensor]:
+    """:func:`image_statistics` of prepared images ``(n, 1, H, W)`` in the model's units, with the sky taken
+    off and the noise from their preparation records (:attr:`lenscnn.preparation.pipeline.Prepared.record`),
+    brought to the model's units and pixels of ``pixel_scale`` arcsec (a record's sky is per input pixel,
+    both are in the input's units)."""
+    subtracted = [r["sky"] * r["flux_scale"] * (pixel_scale / r["input_pixel_scale"]) ** 2 for r in records]
+    noise = [r["noise_rms"] * r["flux_scale"] for r in records]
+    return image_statistics(
+        images,
+        background_rms,
+        subtracted=torch.tensor(subtracted, dtype=torch.float64),
+        noise=torch.tensor(noise, dtype=torch.float64),
+    )
 
 
 def features(stats: Mapping[str, Tensor], background_rms: float, pixels: int) -> Tensor:
@@ -177,11 +193,15 @@ class DomainReference:
         size: int = REFERENCE_SIZE,
         subtract_sky: bool = True,
         rescale: bool = False,
+        cosmic_rays: bool = True,
     ) -> DomainReference:
         """The reference of a model trained with ``simulator_config`` (a checkpoint's), drawn with a
-        fixed seed from the training split; ``subtract_sky``: prepared as inputs are with ``sky=estimate``
-        (else kept as rendered, as inputs are with ``sky=none`` or a given level); ``rescale``: each image
-        brought to the median noise as inputs are with ``units=noise`` (else as rendered, ``units=counts``)."""
+        fixed seed from the training split and prepared by :func:`lenscnn.preparation.pipeline.prepare` as
+        inputs are: ``subtract_sky`` as with ``sky=estimate`` (else ``sky=none`` or a given level),
+        ``rescale`` to the median noise as with ``units=noise`` (else ``units=counts``), ``cosmic_rays``
+        looked for and cleaned (else ``cosmic_rays=false``)."""
+        from lenscnn.io.cutouts import Cutout
+        from lenscnn.preparation.pipeline import Preparation, prepare
         from lenscnn.sim import Simulator
 
         simulator = Simulator.from_config({**simulator_config, "compile": False, "dtype": "float32"})
@@ -189,19 +209,24 @@ class DomainReference:
         stream = simulator.make_generator(REFERENCE_SEED)
         with torch.no_grad():
             images, params = simulator.sample(size, stream)
-        images = images.to(torch.float64)
+        images = images.to(torch.float64).cpu()
         masked_fraction = (images.flatten(1) == 0).to(torch.float64).mean(dim=1)  # masked regions are filled with 0
-        skies = [estimate_sky(image[0].numpy()) for image in images.cpu()]
-        subtracted = torch.tensor([sky.level if subtract_sky else 0.0 for sky in skies], dtype=torch.float64)
-        images = images - subtracted.to(images.device).view(-1, 1, 1, 1)
+        # cleaning finds nothing to clean in images drawn without cosmic rays or hot pixels: not looked for there
+        hits = any(bool((params[k] > 0).any()) for k in ("cosmic_rays", "hot_pixels") if k in params)
+        sky = "estimate" if subtract_sky else "none"
+        settings = Preparation(sky=sky, cosmic_rays=cosmic_rays and hits, units="counts", psf=None)
+        grid = (instrument.image_size, instrument.pixel_scale)
+        prepared = [prepare(Cutout("reference", image[0].numpy(), grid[1], None), settings, *grid) for image in images]
+        records = [p.record for p in prepared]
+        noise_rms = float(torch.tensor([r["noise_rms"] for r in records]).median())
+        images = torch.stack([p.image for p in prepared]).to(torch.float64)
+        if rescale:  # as prepare() rescales an input with units=noise (to the median noise, masked pixels at 0)
+            for k, record in enumerate(records):
+                record["flux_scale"] = noise_rms / record["noise_rms"] if record["noise_rms"] > 0 else 1.0
+                images[k] *= record["flux_scale"]
         rms = instrument.background_rms
         pixels = images.shape[-1] * images.shape[-2]
-        noise = torch.tensor([sky.rms for sky in skies], dtype=torch.float64)
-        noise_rms = float(noise.median())
-        if rescale:  # as prepare() rescales an input with units=noise
-            factor = torch.where(noise > 0, noise_rms / noise.clamp_min(1e-300), torch.ones_like(noise))
-            images, subtracted, noise = images * factor.view(-1, 1, 1, 1), subtracted * factor, noise * factor
-        stats = image_statistics(images, rms, subtracted=subtracted, noise=noise)
+        stats = prepared_statistics(images, records, rms, instrument.pixel_scale)
         points = features(stats, rms, pixels)
         spread = (points - points.median(dim=0).values).abs().median(dim=0).values * 1.4826
         scale = spread.clamp_min(1e-3)
@@ -245,6 +270,7 @@ class DomainReference:
         size: int = REFERENCE_SIZE,
         subtract_sky: bool = True,
         rescale: bool = False,
+        cosmic_rays: bool = True,
     ) -> DomainReference:
         """:meth:`simulate`, drawn once per model and kept in the cache directory
         (:func:`lenscnn.cache.cache_dir`), under a digest of everything it depends on: the arguments,
@@ -252,13 +278,13 @@ class DomainReference:
         library given as a file is keyed by its path). Drawing takes 10-15 s on a CPU (the sky of 1,024
         images estimated one by one); reading it back, milliseconds. A cache file that cannot be read is
         drawn again, and one that cannot be written is only logged."""
-        path = reference_path(simulator_config, targets, size, subtract_sky, rescale)
+        path = reference_path(simulator_config, targets, size, subtract_sky, rescale, cosmic_rays)
         if path.is_file():
             try:
                 return cls(**torch.load(path, weights_only=True))
             except Exception as exc:  # truncated, another format, other fields: drawn again
                 log.warning("drawing the domain reference again: cannot read %s (%s)", path, one_line(exc))
-        reference = cls.simulate(simulator_config, targets, size, subtract_sky, rescale)
+        reference = cls.simulate(simulator_config, targets, size, subtract_sky, rescale, cosmic_rays)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             with atomic_path(path, private=True) as tmp:  # predict jobs may draw it at once
@@ -321,7 +347,12 @@ class DomainReference:
 
 
 def reference_path(
-    simulator_config: Mapping[str, Any], targets: Sequence[str], size: int, subtract_sky: bool, rescale: bool = False
+    simulator_config: Mapping[str, Any],
+    targets: Sequence[str],
+    size: int,
+    subtract_sky: bool,
+    rescale: bool = False,
+    cosmic_rays: bool = True,
 ) -> Path:
     """The cache file of the reference :meth:`DomainReference.cached` keeps for these arguments."""
     key = {
@@ -330,6 +361,7 @@ def reference_path(
         "size": size,
         "subtract_sky": subtract_sky,
         "rescale": rescale,
+        "cosmic_rays": cosmic_rays,
         "seed": REFERENCE_SEED,
         "version": REFERENCE_VERSION,
         "lenscnn": lenscnn.__version__,
