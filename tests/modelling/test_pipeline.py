@@ -96,3 +96,46 @@ def test_every_image_gets_its_outcome_in_order(tmp_path, monkeypatch, caplog):
 def test_fitted_names_are_the_mass_parameters(shear):
     model = fitted_model(lens_model_of(shipped_prior("quickstart")), shear=shear, lens_light=2)
     assert fitted_names(model) == ["theta_E", "e1", "e2", "center_x", "center_y"] + ["gamma1", "gamma2"] * shear
+
+
+def test_an_image_whose_file_carries_its_psf_is_fitted_with_it(tmp_path, monkeypatch):
+    """psf=auto: the PSF HDU beside the image (at 0.04"/px, FWHM 0.2") is resampled to the instrument's 0.08"
+    pixels and replaces the instrument's PSF in that image's fit; an image without one keeps the instrument's."""
+    from astropy.io import fits
+
+    from lenscnn.modelling.inputs import load_images
+    from lenscnn.preparation.pipeline import Preparation
+    from lenscnn.preparation.psf import psf_fwhm
+
+    instrument = Instrument.from_config(load_conf("instrument", "quickstart"))
+    rng = np.random.default_rng(2)
+    y, x = np.mgrid[:41, :41] - 20
+    kernel = np.exp(-0.5 * (x**2 + y**2) / (0.2 / 0.04 / 2.3548) ** 2)
+    header = fits.Header({"PIXSCALE": 0.08})
+    image = fits.PrimaryHDU(rng.normal(0, 0.01, (64, 64)).astype(np.float32), header)
+    psf = fits.ImageHDU(kernel.astype(np.float32), fits.Header({"PIXSCALE": 0.04}), name="PSF")
+    fits.HDUList([image, psf]).writeto(tmp_path / "with_psf.fits")
+    fits.PrimaryHDU(rng.normal(0, 0.01, (64, 64)).astype(np.float32), header).writeto(tmp_path / "without.fits")
+    items = load_images(str(tmp_path), instrument, Preparation(cosmic_rays=False))
+    with_psf, without = items
+    assert "psf" not in without and with_psf["psf"].shape[0] % 2 == 1
+    assert with_psf["psf"].sum() == pytest.approx(1.0) and psf_fwhm(with_psf["psf"], 0.08) == pytest.approx(
+        0.2, rel=0.1
+    )
+
+    setups = []
+    monkeypatch.setattr(
+        "lenscnn.modelling.pipeline.fit_all", lambda jobs, workers: setups.extend(job[1][2] for job in jobs) or iter(())
+    )
+    prior = shipped_prior("quickstart")
+    model = fitted_model(lens_model_of(prior), shear=True, lens_light=False)
+    values = NETWORK | {f"{n}_sigma": 0.02 for n in NETWORK}
+    predictions = {image_key(item["image"]): values for item in items}
+    observation = observation_kwargs(instrument)
+    with pytest.raises(KeyError):  # no outcomes from the stand-in: only the set-ups matter here
+        refine_images(items, predictions, observation, parameter_moments(prior), model, instrument, Budget(),
+                      Convergence(), predictions_source="p.csv", seed_source=False)  # fmt: skip
+    own, instruments = (np.asarray(s["kwargs_psf"]["kernel_point_source"]) for s in setups)
+    assert own == pytest.approx(with_psf["psf"]) and instruments == pytest.approx(
+        np.asarray(observation["kwargs_psf"]["kernel_point_source"])
+    )

@@ -39,9 +39,7 @@ from astropy.stats import sigma_clipped_stats
 from scipy import ndimage
 
 from lenscnn.cache import cache_dir
-from lenscnn.errors import UserError, one_line
-from lenscnn.io.atomic import atomic_path
-from lenscnn.sim.galaxies.library import DEFAULT_SIZE, FOOTPRINT_GROWTH, GalaxyLibrary, build_library
+from lenscnn.sim.galaxies.library import DEFAULT_SIZE, FOOTPRINT_GROWTH, GalaxyLibrary, build_library, cached_library
 
 log = logging.getLogger(__name__)
 
@@ -145,20 +143,4 @@ def build_hudf(size: int = DEFAULT_SIZE) -> GalaxyLibrary:
 def load_hudf(size: int = DEFAULT_SIZE, rebuild: bool = False) -> GalaxyLibrary:
     """The built-in library from its cache file (:func:`cache_path`), built and cached on first use
     (or when ``rebuild``, or when the cache file cannot be read)."""
-    path = cache_path(size)
-    if path.is_file() and not rebuild:
-        try:
-            return GalaxyLibrary.load(path)
-        except UserError as exc:
-            log.warning("rebuilding the cached XDF galaxy library: %s", exc)
-    library = build_hudf(size)
-    try:
-        # processes that build concurrently (e.g. DDP ranks on a cold cache) write identical files
-        with atomic_path(path, private=True) as tmp:
-            library.save(tmp)
-    except OSError as exc:
-        raise UserError(
-            f"cannot write the galaxy cache {path} ({one_line(exc)}); set LENSCNN_CACHE to a writable directory"
-        ) from None
-    log.info("cached the XDF galaxy library (%d galaxies) in %s", len(library), path)
-    return library
+    return cached_library(cache_path(size), lambda: build_hudf(size), "XDF galaxy library", rebuild)

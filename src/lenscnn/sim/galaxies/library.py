@@ -22,7 +22,7 @@ import functools
 import hashlib
 import logging
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -238,7 +238,7 @@ def prepare_stamp(
     factor = 1
     while _half_extent(binned := _bin(galaxy, factor)) > size / 2 - 2:
         factor += 1
-    stamp = _recentre(binned, size)
+    stamp = recentre(binned, size)
     stamp /= stamp.sum()
     if half_light_radius(stamp) < MIN_R_HALF:
         return None
@@ -319,7 +319,7 @@ def _half_extent(image: np.ndarray) -> float:
     return float(max(np.abs(ys - cy).max(), np.abs(xs - cx).max()))
 
 
-def _recentre(image: np.ndarray, size: int) -> np.ndarray:
+def recentre(image: np.ndarray, size: int) -> np.ndarray:
     """A ``size x size`` stamp with the flux centroid of ``image`` at ``(size - 1) / 2`` on both axes.
 
     An integer crop of ``(size + 1) x (size + 1)`` pixels (zero outside ``image``), then a linear
@@ -376,25 +376,53 @@ def build_library(
     )
 
 
+def cached_library(path: Path, build: Callable[[], GalaxyLibrary], what: str, rebuild: bool = False) -> GalaxyLibrary:
+    """A built-in library from its cache file ``path``, built by ``build`` and cached on first use (or when
+    ``rebuild``, or when the cache file cannot be read); written atomically, as processes that build at once
+    (DDP ranks on a cold cache) write identical files."""
+    if path.is_file() and not rebuild:
+        try:
+            return GalaxyLibrary.load(path)
+        except UserError as exc:
+            log.warning("rebuilding the cached %s: %s", what, exc)
+    library = build()
+    try:
+        with atomic_path(path, private=True) as tmp:
+            library.save(tmp)
+    except OSError as exc:
+        raise UserError(
+            f"cannot write the galaxy cache {path} ({one_line(exc)}); set LENSCNN_CACHE to a writable directory"
+        ) from None
+    log.info("cached the %s (%d galaxies) in %s", what, len(library), path)
+    return library
+
+
 def load_library(spec: str, size: int | None = None) -> GalaxyLibrary:
     """A galaxy library from ``spec``, with ``size x size`` stamps (default 64, or the file's own):
 
     - ``"hudf"``: the built-in Hubble eXtreme Deep Field library (built once, then cached);
+    - ``"procedural"``: procedural galaxies with clumps, spiral arms and compact cores at HST resolution
+      (:mod:`~lenscnn.sim.galaxies.procedural`), ``"procedural:<family>[,<family>...]"`` chosen families
+      (``procedural:chain``: the family held out of training);
     - a ``.h5``/``.hdf5`` file written by :meth:`GalaxyLibrary.save` (its stamps must be ``size``
       when ``size`` is given);
     - a directory of FITS stamps (:mod:`~lenscnn.sim.galaxies.fits_stamps`);
     - a GalSim COSMOS ``real_galaxy_catalog_*.fits`` (:mod:`~lenscnn.sim.galaxies.cosmos`).
     """
-    from lenscnn.sim.galaxies import cosmos, fits_stamps, hudf
+    from lenscnn.sim.galaxies import cosmos, fits_stamps, hudf, procedural
 
     spec, built = str(spec), size or DEFAULT_SIZE
     if spec == "hudf":
         return hudf.load_hudf(built)
+    if spec == "procedural" or spec.startswith("procedural:"):
+        families = spec.partition(":")[2]
+        chosen = families.split(",") if families else procedural.TRAINING_FAMILIES
+        return procedural.load_procedural(chosen, built)
     path = Path(spec).expanduser()
     if not path.exists():
         raise UserError(
-            f"galaxy library {spec!r} not found; give hudf, a .h5 galaxy library, a directory of FITS stamps "
-            "or a COSMOS real_galaxy_catalog_*.fits"
+            f"galaxy library {spec!r} not found; give hudf, procedural[:families], a .h5 galaxy library, a "
+            "directory of FITS stamps or a COSMOS real_galaxy_catalog_*.fits"
         )
     if path.is_dir():
         return fits_stamps.load_fits_directory(path, built)

@@ -1,0 +1,84 @@
+"""Procedural source galaxies: the library conventions, drawn the same from a name on every run, the families
+(the training ones and the held-out chain family), their substructure, lensed images against lenstronomy's
+INTERPOL, and a prior drawing them."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from scipy import ndimage
+
+import tests.sim.test_galaxy_sources as galaxy_sources
+from lenscnn.errors import UserError
+from lenscnn.sim import Simulator
+from lenscnn.sim.galaxies import load_library
+from lenscnn.sim.galaxies.library import half_light_radius
+from lenscnn.sim.galaxies.procedural import FAMILIES, galaxy_stamp, procedural_library
+from tests.helpers import load_conf
+
+
+@pytest.fixture(scope="module")
+def library():
+    return procedural_library(FAMILIES, per_family=12)
+
+
+def test_stamps_follow_the_library_conventions_and_depend_only_on_their_name(library):
+    size = library.stamp_size
+    for stamp, r_half in zip(library.images, library.r_half, strict=True):
+        assert stamp.min() >= 0 and stamp.sum() == pytest.approx(1.0, abs=1e-5)
+        centroid = ndimage.center_of_mass(stamp.astype(np.float64))
+        assert centroid == pytest.approx(((size - 1) / 2, (size - 1) / 2), abs=1e-3)
+        assert 2 <= r_half <= 12 and r_half == pytest.approx(half_light_radius(stamp), rel=1e-6)
+        assert stamp[:2].sum() + stamp[-2:].sum() < 0.01  # the galaxy fits its stamp
+    # the native pixel scale gives every galaxy HST's resolution: a 0.25" half-light radius
+    assert library.r_half * library.pixel_scale == pytest.approx(np.full(len(library), 0.25))
+    assert np.array_equal(galaxy_stamp("procedural-spiral-0007"), galaxy_stamp("procedural-spiral-0007"))
+    assert not np.allclose(galaxy_stamp("procedural-spiral-0007"), galaxy_stamp("procedural-spiral-0008"))
+
+
+def test_families_have_the_substructure_of_real_sources(library):
+    """Clumpy discs and spirals have several light peaks (clumps, arms), compact galaxies one dominant core,
+    chains several blobs; a smooth Sersic source has one peak."""
+
+    def peaks(stamp: np.ndarray) -> int:
+        local = (stamp == ndimage.maximum_filter(stamp, size=5)) & (stamp > 0.03 * stamp.max())
+        return ndimage.label(local)[1]  # a flat top of equal pixels is one peak
+
+    counts = {f: [peaks(s) for s, n in zip(library.images, library.names, strict=True) if f in n] for f in FAMILIES}
+    assert np.median(counts["clumpy"]) >= 3 and np.median(counts["spiral"]) >= 2 and np.median(counts["chain"]) >= 2
+    core = [s.max() / s.sum() for s, n in zip(library.images, library.names, strict=True) if "compact" in n]
+    clumpy = [s.max() / s.sum() for s, n in zip(library.images, library.names, strict=True) if "clumpy" in n]
+    assert np.median(core) > 1.5 * np.median(clumpy)
+    y, x = np.mgrid[:64, :64] - 31.5
+    assert peaks(np.exp(-np.hypot(x, y / 0.7) / 4.0)) == 1
+
+
+def test_procedural_specs_choose_families_and_refuse_unknown_ones(tmp_path, monkeypatch):
+    monkeypatch.setenv("LENSCNN_CACHE", str(tmp_path))
+    held_out = load_library("procedural:chain", size=32)
+    assert len(held_out) == 200 and all(n.startswith("procedural-chain-") for n in held_out.names)
+    assert held_out.stamp_size == 32 and list(tmp_path.glob("procedural_v*_chain_32px.h5"))
+    with pytest.raises(UserError, match="procedural galaxy families \\['spirals'\\]: choose among clumpy, spiral"):
+        load_library("procedural:spirals")
+
+
+def test_lensed_procedural_galaxies_match_lenstronomy(rng, lens_params, make_sim, small_instrument, tmp_path):
+    """A clumpy, a spiral and a compact galaxy lensed by the simulator equal lenstronomy's INTERPOL images."""
+    path = tmp_path / "procedural.h5"
+    procedural_library(FAMILIES, per_family=6).save(path)  # the first three: clumpy galaxies
+    # (one of each family: test_families_have_the_substructure_of_real_sources; the fit is the same kernel)
+    galaxy_sources.test_lensed_galaxy_image_matches_lenstronomy(
+        rng, lens_params, make_sim, small_instrument, path, tmp_path
+    )
+
+
+def test_a_prior_draws_procedural_sources(tmp_path, monkeypatch):
+    monkeypatch.setenv("LENSCNN_CACHE", str(tmp_path))
+    prior = load_conf("prior", "realistic")
+    prior["source"]["galaxies"] = {"library": "procedural", "fraction": 1.0}
+    simulator = Simulator.from_config({"instrument": load_conf("instrument", "quickstart"), "prior": prior})
+    images, params = simulator.sample(16, simulator.make_generator(3))
+    assert torch.isfinite(images).all() and (params["source_galaxy"] >= 0).all()
+    library = simulator.prior.galaxy_samplers["source"].library
+    assert {n.split("-")[1] for n in library.names} == {"clumpy", "spiral", "compact"}  # the chains held out
