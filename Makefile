@@ -103,6 +103,8 @@ bench: install
 	$(BIN)/python benchmarks/sim_throughput.py
 	$(BIN)/python benchmarks/train_throughput.py
 	$(BIN)/python benchmarks/predict_throughput.py
+	$(BIN)/python benchmarks/domain_flags.py
+	$(BIN)/python benchmarks/heldout_sources.py
 
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info
