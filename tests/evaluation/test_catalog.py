@@ -305,3 +305,15 @@ def test_z_scores_use_the_reference_error_on_the_side_of_the_residual():
     assert (m["n"], m["flagged"], m["coverage_95"], m["bias"]) == (2, 1, 0.0, pytest.approx(0.0))
     assert m["median_abs_z"] == pytest.approx(2.0) and m["rmse"] == pytest.approx(0.1)
     assert reference_metrics(pred, None, ref, low, high, np.zeros(3, bool))["coverage_68"] is None
+
+
+def test_a_catalogue_row_of_a_cube_is_refused_with_the_default_hdu(tmp_path):
+    """hdu=auto finds the science image (here an SCI cube behind an empty primary HDU) before the check that a
+    catalogue row names one 2-D image; a 2-D image passes."""
+    from lenscnn.evaluation.catalog import single_image_problems
+
+    cube, flat = tmp_path / "cube.fits", tmp_path / "flat.fits"
+    fits.HDUList([fits.PrimaryHDU(), fits.ImageHDU(np.zeros((2, 32, 32)), name="SCI")]).writeto(cube)
+    fits.HDUList([fits.PrimaryHDU(), fits.ImageHDU(np.zeros((32, 32)), name="SCI")]).writeto(flat)
+    problems = single_image_problems([cube, flat], "auto")
+    assert list(problems) == [cube] and "shape (2, 32, 32); a catalogue row names one 2-D image" in problems[cube]

@@ -28,7 +28,7 @@ import numpy as np
 
 from lenscnn.errors import UserError
 from lenscnn.io.cutouts import HDF5_SUFFIXES
-from lenscnn.io.fits import open_fits
+from lenscnn.io.fits import open_fits, select_hdu
 from lenscnn.params import PARAMETERS, ordered
 
 
@@ -218,7 +218,7 @@ def single_image_problems(files: list[Path], hdu: int | str) -> dict[Path, str]:
             continue
         try:
             with open_fits(path) as hdul:
-                shape = hdul[hdu].shape
+                shape = select_hdu(hdul, hdu, path).shape  # hdu=auto: the science image
         except Exception:  # unreadable or no such HDU: check_inputs says why
             continue
         if len(shape) == 3 and shape[0] != 1:
