@@ -3,7 +3,7 @@
 lenscnn-predict input=lens.fits                             # the shipped pretrained ensemble
 lenscnn-predict ckpt_path=MODEL.ckpt input=lens.fits
 lenscnn-predict ensemble=quickstart input='cutouts/*.fits' plots=true
-lenscnn-predict input=cutouts/ hdu=SCI noise_hdu=WHT psf=psf.fits   # real cutouts: the image, a noise map, the PSF
+lenscnn-predict input=cutouts/ noise_hdu=WHT psf=psf.fits   # real cutouts: a noise map and a PSF file named
 lenscnn-predict input=lens.fits sky=none cosmic_rays=false  # the image as it is (sky already subtracted)
 lenscnn-predict input=lens.fits formats=[csv,lenstronomy]   # also lenstronomy/<image>.json
 lenscnn-predict input=lens.fits symmetries=8                # average over the image's 8 flips/rotations
