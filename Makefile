@@ -19,9 +19,10 @@ $(STAMP): pyproject.toml
 
 # The suite in TEST_WORKERS processes (pytest-xdist, one test file per process at a time), without the
 # tests marked slow (each has a faster test of the same behaviour); test-all runs every test. Both end
-# with the 20 slowest tests, where CI's time goes.
+# with the 20 slowest tests, where CI's time goes. Each worker runs one OpenMP thread (torch, astroscrappy):
+# two workers of two spin-waiting OpenMP threads each on two cores ran astroscrappy 4x slower.
 TEST_WORKERS ?= 2
-PYTEST := $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile --durations=20
+PYTEST := OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile --durations=20
 
 test: install
 	$(PYTEST) -m "not slow"

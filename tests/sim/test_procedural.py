@@ -12,7 +12,7 @@ from scipy import ndimage
 import tests.sim.test_galaxy_sources as galaxy_sources
 from lenscnn.errors import UserError
 from lenscnn.sim import Simulator
-from lenscnn.sim.galaxies import load_library
+from lenscnn.sim.galaxies import load_library, procedural
 from lenscnn.sim.galaxies.library import half_light_radius
 from lenscnn.sim.galaxies.procedural import FAMILIES, galaxy_stamp, procedural_library
 from tests.helpers import load_conf
@@ -56,9 +56,10 @@ def test_families_have_the_substructure_of_real_sources(library):
 
 def test_procedural_specs_choose_families_and_refuse_unknown_ones(tmp_path, monkeypatch):
     monkeypatch.setenv("LENSCNN_CACHE", str(tmp_path))
+    monkeypatch.setattr(procedural, "PER_FAMILY", 10)  # 200 galaxies per family in use
     held_out = load_library("procedural:chain", size=32)
-    assert len(held_out) == 200 and all(n.startswith("procedural-chain-") for n in held_out.names)
-    assert held_out.stamp_size == 32 and list(tmp_path.glob("procedural_v*_chain_32px.h5"))
+    assert len(held_out) == 10 and all(n.startswith("procedural-chain-") for n in held_out.names)
+    assert held_out.stamp_size == 32 and list(tmp_path.glob("procedural_v*_chain_10x32px.h5"))
     with pytest.raises(UserError, match="procedural galaxy families \\['spirals'\\]: choose among clumpy, spiral"):
         load_library("procedural:spirals")
 
@@ -75,6 +76,7 @@ def test_lensed_procedural_galaxies_match_lenstronomy(rng, lens_params, make_sim
 
 def test_a_prior_draws_procedural_sources(tmp_path, monkeypatch):
     monkeypatch.setenv("LENSCNN_CACHE", str(tmp_path))
+    monkeypatch.setattr(procedural, "PER_FAMILY", 20)
     prior = load_conf("prior", "realistic")
     prior["source"]["galaxies"] = {"library": "procedural", "fraction": 1.0}
     simulator = Simulator.from_config({"instrument": load_conf("instrument", "quickstart"), "prior": prior})

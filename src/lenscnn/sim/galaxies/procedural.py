@@ -57,15 +57,16 @@ def load_procedural(families: Sequence[str] = TRAINING_FAMILIES, size: int = DEF
     unknown = [f for f in families if f not in FAMILIES]
     if unknown or not families:
         raise UserError(f"procedural galaxy families {unknown or []}: choose among {', '.join(FAMILIES)}")
-    path = cache_dir() / f"procedural_v{VERSION}_{'-'.join(families)}_{size}px.h5"
+    path = cache_dir() / f"procedural_v{VERSION}_{'-'.join(families)}_{PER_FAMILY}x{size}px.h5"
     return cached_library(path, lambda: procedural_library(families, size), "procedural galaxy library")
 
 
 def procedural_library(
-    families: Sequence[str] = TRAINING_FAMILIES, size: int = DEFAULT_SIZE, per_family: int = PER_FAMILY
+    families: Sequence[str] = TRAINING_FAMILIES, size: int = DEFAULT_SIZE, per_family: int | None = None
 ) -> GalaxyLibrary:
-    """``per_family`` galaxies of each of ``families`` (:data:`FAMILIES`) on ``size x size`` stamps, named
-    ``procedural-<family>-NNNN`` (the name fixes the galaxy and its train/val/test split)."""
+    """``per_family`` (default :data:`PER_FAMILY`) galaxies of each of ``families`` (:data:`FAMILIES`) on
+    ``size x size`` stamps, named ``procedural-<family>-NNNN`` (the name fixes the galaxy and its split)."""
+    per_family = PER_FAMILY if per_family is None else per_family
     names = [f"procedural-{family}-{k:04d}" for family in families for k in range(per_family)]
     stamps = np.stack([galaxy_stamp(name, size) for name in names])
     r_half = np.array([half_light_radius(s) for s in stamps])
