@@ -54,9 +54,7 @@ VERSION = 1
 def load_procedural(families: Sequence[str] = TRAINING_FAMILIES, size: int = DEFAULT_SIZE) -> GalaxyLibrary:
     """:func:`procedural_library` of ``families``, drawn once (~10 s for 600 galaxies) and kept in the cache
     directory (:func:`lenscnn.cache.cache_dir`)."""
-    unknown = [f for f in families if f not in FAMILIES]
-    if unknown or not families:
-        raise UserError(f"procedural galaxy families {unknown or []}: choose among {', '.join(FAMILIES)}")
+    check_families(families)
     path = cache_dir() / f"procedural_v{VERSION}_{'-'.join(families)}_{PER_FAMILY}x{size}px.h5"
     return cached_library(path, lambda: procedural_library(families, size), "procedural galaxy library")
 
@@ -66,6 +64,7 @@ def procedural_library(
 ) -> GalaxyLibrary:
     """``per_family`` (default :data:`PER_FAMILY`) galaxies of each of ``families`` (:data:`FAMILIES`) on
     ``size x size`` stamps, named ``procedural-<family>-NNNN`` (the name fixes the galaxy and its split)."""
+    check_families(families)
     per_family = PER_FAMILY if per_family is None else per_family
     names = [f"procedural-{family}-{k:04d}" for family in families for k in range(per_family)]
     stamps = np.stack([galaxy_stamp(name, size) for name in names])
@@ -77,6 +76,13 @@ def procedural_library(
         names=tuple(names),
         origin=f"procedural galaxies ({', '.join(families)}; lenscnn.sim.galaxies.procedural)",
     )
+
+
+def check_families(families: Sequence[str]) -> None:
+    """Refuse an empty list or a family not in :data:`FAMILIES`, naming the choices."""
+    unknown = [f for f in families if f not in FAMILIES]
+    if unknown or not families:
+        raise UserError(f"procedural galaxy families {unknown or []}: choose among {', '.join(FAMILIES)}")
 
 
 def galaxy_stamp(name: str, size: int = DEFAULT_SIZE) -> np.ndarray:
