@@ -30,14 +30,14 @@ from lenscnn.errors import UserError
 from lenscnn.io.cutouts import find_inputs, image_stem
 from lenscnn.io.run_dir import RunDir
 from lenscnn.modelling.fitting import Budget, Convergence, FitOutcome
-from lenscnn.modelling.inputs import image_key, load_images, read_predictions
+from lenscnn.modelling.inputs import fit_kernel, image_key, load_images, read_predictions
 from lenscnn.modelling.kwargs import fitted_model, observation_kwargs, parameter_moments
 from lenscnn.modelling.pipeline import fitted_names, refine_images
 from lenscnn.modelling.report import merge_shards, write_refined_csv, write_report
 from lenscnn.params import parameter
 from lenscnn.plots import fit_figure, save_figure
 from lenscnn.preparation.pipeline import Preparation
-from lenscnn.preparation.psf import kernel_at_scale, read_psf
+from lenscnn.preparation.psf import read_psf
 from lenscnn.sim import Instrument
 from lenscnn.sim.lens_model import LensModel
 from lenscnn.sim.prior import lens_model_of
@@ -52,7 +52,7 @@ def setups(
     """The observation kwargs, the prior's parameter moments, the lens model to fit (the prior's, with the
     ``shear`` switch and ``lens_light`` components on the lens centre, neighbours and stars dropped:
     :func:`fitted_model`) and the instrument. The PSF is the inputs' where the preparation knows it: the
-    ``psf`` file's kernel resampled to the model's pixels (:func:`kernel_at_scale`, at most the image's size),
+    ``psf`` file's kernel resampled to the model's pixels (:func:`fit_kernel`, at most the image's size),
     or a Gaussian of ``psf_fwhm``; else the instrument's. An image whose file carries its PSF (``psf=auto``
     or an HDU) is fitted with that one (:func:`lenscnn.modelling.inputs.load_images`)."""
     instrument_cfg = OmegaConf.to_container(cfg.instrument, resolve=True)
@@ -61,9 +61,7 @@ def setups(
     instrument = Instrument.from_config(instrument_cfg)
     kernel = None
     if preparation.psf_file is not None:
-        psf, scale = read_psf(preparation.psf_file)
-        radius = (min(instrument.image_size) - 1) // 2
-        kernel = kernel_at_scale(psf, scale, instrument.pixel_scale, radius)
+        kernel = fit_kernel(*read_psf(preparation.psf_file), instrument)
     observation = observation_kwargs(instrument, kernel)
     prior = OmegaConf.to_container(cfg.prior, resolve=True)
     model = fitted_model(lens_model_of(prior), shear=cfg.shear, lens_light=cfg.lens_light)

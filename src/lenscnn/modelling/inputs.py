@@ -81,6 +81,12 @@ def load_images(inputs: str, instrument: Instrument, settings: Preparation, shar
     return items
 
 
+def fit_kernel(kernel: np.ndarray, scale: float, instrument: Instrument) -> np.ndarray:
+    """A PSF kernel of ``scale`` arcsec/px on the instrument's pixels, at most the image's size
+    (:func:`lenscnn.preparation.psf.kernel_at_scale`): what a fit convolves with."""
+    return kernel_at_scale(kernel, scale, instrument.pixel_scale, (min(instrument.image_size) - 1) // 2)
+
+
 def _image_task(
     cutout: Cutout,
     variance: np.ndarray | None,
@@ -109,7 +115,7 @@ def _image_task(
     }
     if cutout.psf is not None and settings.psf_fwhm is None:
         try:
-            item["psf"] = kernel_at_scale(*cutout.psf, instrument.pixel_scale, (min(instrument.image_size) - 1) // 2)
+            item["psf"] = fit_kernel(*cutout.psf, instrument)
         except UserError as exc:
             return {"image": cutout.label, "error": f"its PSF: {exc}"}
     return item

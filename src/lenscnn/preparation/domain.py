@@ -201,7 +201,7 @@ class DomainReference:
         ``rescale`` to the median noise as with ``units=noise`` (else ``units=counts``), ``cosmic_rays``
         looked for and cleaned (else ``cosmic_rays=false``)."""
         from lenscnn.io.cutouts import Cutout
-        from lenscnn.preparation.pipeline import Preparation, prepare
+        from lenscnn.preparation.pipeline import Preparation, prepare, to_model_units
         from lenscnn.sim import Simulator
 
         simulator = Simulator.from_config({**simulator_config, "compile": False, "dtype": "float32"})
@@ -222,7 +222,7 @@ class DomainReference:
         images = torch.stack([p.image for p in prepared]).to(torch.float64)
         if rescale:  # as prepare() rescales an input with units=noise (to the median noise, masked pixels at 0)
             for k, record in enumerate(records):
-                record["flux_scale"] = noise_rms / record["noise_rms"] if record["noise_rms"] > 0 else 1.0
+                record["flux_scale"] = to_model_units(noise_rms, record["noise_rms"])
                 images[k] *= record["flux_scale"]
         rms = instrument.background_rms
         pixels = images.shape[-1] * images.shape[-2]

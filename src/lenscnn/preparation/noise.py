@@ -113,17 +113,29 @@ def read_variance(
     or ``None`` when ``noise_hdu="auto"`` finds no noise HDU (``science``: the image's EXTNAME, whose
     band's noise HDU is preferred)."""
     with open_fits(path) as hdul:
-        try:
-            found = find_noise_hdu(hdul, noise_hdu, kind, science)
-        except UserError as exc:
-            raise UserError(f"{path}: {exc}") from None
-        if found is None:
-            return None
-        hdu, kind = found
-        data = hdul[hdu].data
-        if data is None or data.dtype.kind not in "iuf":
-            raise UserError(f"{path}: noise HDU {hdu!r} holds no numeric image")
-        data = np.asarray(data, dtype=np.float64)
+        return variances_in(hdul, path, noise_hdu, kind, shapes, science)
+
+
+def variances_in(
+    hdul: fits.HDUList,
+    path: Path,
+    noise_hdu: int | str,
+    kind: str | None,
+    shapes: list[tuple[int, ...]],
+    science: str = "",
+) -> list | None:
+    """:func:`read_variance` of the file ``path`` already open as ``hdul``."""
+    try:
+        found = find_noise_hdu(hdul, noise_hdu, kind, science)
+    except UserError as exc:
+        raise UserError(f"{path}: {exc}") from None
+    if found is None:
+        return None
+    hdu, kind = found
+    data = hdul[hdu].data
+    if data is None or data.dtype.kind not in "iuf":
+        raise UserError(f"{path}: noise HDU {hdu!r} holds no numeric image")
+    data = np.asarray(data, dtype=np.float64)
     planes = data.reshape(-1, *data.shape[-2:]) if data.ndim == 3 else [data]
     if len(planes) != len(shapes):
         raise UserError(f"{path}: {len(planes)} noise maps in HDU {hdu!r} for {len(shapes)} images")

@@ -211,13 +211,16 @@ def read_file(path: Path, settings: Preparation) -> Iterator[tuple[Cutout, np.nd
     if not path.name.lower().endswith(HDF5_SUFFIXES):
         shapes = [c.image.shape for c in cutouts]
         science = str(cutouts[0].header.get("EXTNAME", "")) if cutouts[0].header is not None else ""
-        if settings.noise_hdu is not None:
-            found = noise_maps.read_variance(path, settings.noise_hdu, settings.noise_kind, shapes, science)
-            variances = found or variances
-        if settings.psf_hdu is not None:
-            psf = read_psf_hdu(path, settings.psf_hdu, science, cutouts[0].pixel_scale or settings.pixel_scale)
-            for cutout in cutouts:
-                cutout.psf = psf
+        if settings.noise_hdu is not None or settings.psf_hdu is not None:
+            with open_fits(path) as hdul:  # the noise map and the PSF beside the image, in one reading
+                if settings.noise_hdu is not None:
+                    noise = settings.noise_hdu, settings.noise_kind
+                    variances = noise_maps.variances_in(hdul, path, *noise, shapes, science) or variances
+                if settings.psf_hdu is not None:
+                    scale = cutouts[0].pixel_scale or settings.pixel_scale
+                    psf = read_psf_hdu(hdul, path, settings.psf_hdu, science, scale)
+                    for cutout in cutouts:
+                        cutout.psf = psf
         if settings.mask_hdu is not None:
             flags = [m != 0 for m in read_planes(path, settings.mask_hdu, shapes)]
     yield from zip(cutouts, variances, flags, strict=True)
@@ -338,9 +341,7 @@ def _prepare(
     image, variance, bad, masked = image[crop], variance[crop], bad[crop], (bad | cosmic)[crop]
     # the background rms of a model pixel: a resampled pixel sums ~(pixel_scale / scale)^2 input pixels
     background_rms = sky.rms * float(np.sqrt(background_gain[crop].mean()))
-    flux_scale = 1.0
-    if settings.units == "noise" and noise_rms is not None and background_rms > 0:
-        flux_scale = noise_rms / background_rms
+    flux_scale = to_model_units(noise_rms if settings.units == "noise" else None, background_rms)
     image = np.where(bad, settings.fill_nan, image * flux_scale)
     variance = np.where(masked, np.inf, variance * flux_scale**2)
     record = {
@@ -356,6 +357,12 @@ def _prepare(
     }
     tensor = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))[None]
     return Prepared(tensor, variance, masked, (float(left), float(top)), zoom, record)
+
+
+def to_model_units(model_rms: float | None, image_rms: float) -> float:
+    """The factor that brings an image of background rms ``image_rms`` to the model's ``model_rms`` (step 7;
+    1 when the model's is not given or the image has no noise to scale by: a blank image stays blank)."""
+    return model_rms / image_rms if model_rms is not None and image_rms > 0 else 1.0
 
 
 def cosmic_rays_wanted(cutout: Cutout, settings: Preparation) -> bool:

@@ -18,7 +18,7 @@ from astropy.io import fits
 
 from lenscnn.errors import UserError
 from lenscnn.io.cutouts import pixel_scale_from_header
-from lenscnn.io.fits import band_prefix, image_hdus, is_image, open_fits, pixscale, read_image_hdu
+from lenscnn.io.fits import band_prefix, image_hdus, is_image, pixscale, read_image_hdu
 from lenscnn.preparation.resample import resample_flux
 
 
@@ -52,23 +52,25 @@ def find_psf_hdu(hdul: fits.HDUList, science: str) -> int | None:
     return None
 
 
-def read_psf_hdu(path: Path, hdu: str, science: str, image_scale: float | None) -> tuple[np.ndarray, float] | None:
-    """``(kernel of unit sum, arcsec per pixel)`` of the PSF an image file carries: HDU ``hdu`` (``"auto"``:
-    :func:`find_psf_hdu`, ``None`` when there is none); its pixel scale from its own header (WCS or
-    ``PIXSCALE``), else the image's (Euclid's cutouts sample the PSF on the image's pixels)."""
-    with open_fits(path) as hdul:
-        index = find_psf_hdu(hdul, science) if hdu == "auto" else hdu
-        if index is None:
-            return None
-        try:
-            selected = hdul[index]
-        except (IndexError, KeyError):
-            raise UserError(
-                f"{path}: has no PSF HDU {hdu!r}; its image HDUs: {image_hdus(hdul)}; choose one with psf="
-            ) from None
-        if not is_image(selected) or selected.data is None:
-            raise UserError(f"{path}: PSF HDU {hdu!r} holds no image; its image HDUs: {image_hdus(hdul)}")
-        kernel, header = np.asarray(selected.data, dtype=np.float64), selected.header
+def read_psf_hdu(
+    hdul: fits.HDUList, path: Path, hdu: str, science: str, image_scale: float | None
+) -> tuple[np.ndarray, float] | None:
+    """``(kernel of unit sum, arcsec per pixel)`` of the PSF an image file ``path`` (open as ``hdul``)
+    carries: HDU ``hdu`` (``"auto"``: :func:`find_psf_hdu`, ``None`` when there is none); its pixel scale
+    from its own header (WCS or ``PIXSCALE``), else the image's (Euclid's cutouts sample the PSF on the
+    image's pixels)."""
+    index = find_psf_hdu(hdul, science) if hdu == "auto" else hdu
+    if index is None:
+        return None
+    try:
+        selected = hdul[index]
+    except (IndexError, KeyError):
+        raise UserError(
+            f"{path}: has no PSF HDU {hdu!r}; its image HDUs: {image_hdus(hdul)}; choose one with psf="
+        ) from None
+    if not is_image(selected) or selected.data is None:
+        raise UserError(f"{path}: PSF HDU {hdu!r} holds no image; its image HDUs: {image_hdus(hdul)}")
+    kernel, header = np.asarray(selected.data, dtype=np.float64), selected.header
     what = f"{path} PSF HDU {hdu if hdu != 'auto' else selected.name!r}"
     scale, _ = pixel_scale_from_header(header, what)
     scale = scale or image_scale
