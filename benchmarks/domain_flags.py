@@ -104,7 +104,7 @@ def main() -> None:
     torch.manual_seed(0)
     ensemble = pretrained.load()
     settings = Preparation()
-    reference = domain_reference(ensemble, settings)
+    reference = domain_reference(ensemble, settings, 0, 8)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for kind, (images, scale) in kinds(args.n, np.random.default_rng(36)).items():

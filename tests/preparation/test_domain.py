@@ -148,3 +148,29 @@ def test_a_reference_is_drawn_once_then_read_from_the_cache(tmp_path, monkeypatc
     assert "drawing the domain reference again: cannot read" in caplog.text
     left_in = DomainReference.cached(config, NAMES, size=64, subtract_sky=False)
     assert len(list((tmp_path / "domain").iterdir())) == 2 and left_in.distance != drawn.distance
+
+
+def test_answers_less_precise_than_the_references_are_flagged_uncertain(tmp_path, monkeypatch):
+    """Given the model's answers, the reference keeps the 99th percentile of sigma(theta_E)/theta_E over its
+    images; an answer above it is flagged ``uncertain``, one below is not; another model is another cache file."""
+    monkeypatch.setenv("LENSCNN_CACHE", str(tmp_path))
+    config = {**reference_config(), "instrument": {**load_conf("instrument", "quickstart"), "image_size": 32}}
+    seen = []
+
+    def predict(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        seen.append(images.shape)
+        n = images.shape[0]
+        mean = torch.full((n, len(NAMES)), 2.0)
+        sigma = torch.linspace(0.0, 0.2, n)[:, None].expand(n, len(NAMES))  # relative 0..0.1
+        return mean, sigma
+
+    reference = DomainReference.cached(config, NAMES, size=101, predict=predict, model="a")
+    assert seen == [(101, 1, 32, 32)]
+    assert reference.theta_E_precision == pytest.approx(0.099, rel=1e-6)
+    assert DomainReference.cached(config, NAMES, size=101).theta_E_precision is None  # drawn without a model
+    answer = {"theta_E": 1.0, "e1": 0.0, "e2": 0.0, "center_x": 0.0, "center_y": 0.0}
+    assert not reference.prediction_flags(answer, {**answer, "theta_E": 0.09})
+    (reason,) = reference.prediction_flags(answer, {**answer, "theta_E": 0.2})
+    assert reason.startswith("uncertain: sigma(theta_E)/theta_E 0.20 above 0.10")
+    DomainReference.cached(config, NAMES, size=101, predict=predict, model="b")
+    assert len(seen) == 2 and len(list((tmp_path / "domain").iterdir())) == 3

@@ -100,7 +100,8 @@ def test_the_noise_of_a_finer_cutout_is_that_of_the_model_pixels_it_becomes(scal
     noise = RMS * np.random.default_rng(3).standard_normal((size, size))
     prepared = prepare(cutout(noise, scale), Preparation(cosmic_rays=False), (64, 64), 0.08)
     measured = float(prepared.image.double().std())
-    assert prepared.record["noise_rms"] == pytest.approx(measured, rel=0.05)
+    # measured on the model's field only (~100 x 100 input pixels): within a few percent
+    assert prepared.record["noise_rms"] == pytest.approx(measured, rel=0.08)
     assert measured > RMS * (1.9 if scale == 0.04 else 1.2)
 
 

@@ -7,15 +7,16 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from omegaconf import OmegaConf
 from scipy import ndimage
 
 import tests.sim.test_galaxy_sources as galaxy_sources
 from lenscnn.errors import UserError
 from lenscnn.sim import Simulator
 from lenscnn.sim.galaxies import load_library, procedural
-from lenscnn.sim.galaxies.library import half_light_radius
+from lenscnn.sim.galaxies.library import half_light_radius, join_libraries
 from lenscnn.sim.galaxies.procedural import FAMILIES, galaxy_stamp, procedural_library
-from tests.helpers import load_conf
+from tests.helpers import compose_config, load_conf
 
 
 @pytest.fixture(scope="module")
@@ -84,3 +85,35 @@ def test_a_prior_draws_procedural_sources(tmp_path, monkeypatch):
     assert torch.isfinite(images).all() and (params["source_galaxy"] >= 0).all()
     library = simulator.prior.galaxy_samplers["source"].library
     assert {n.split("-")[1] for n in library.names} == {"clumpy", "spiral", "compact"}  # the chains held out
+
+
+def test_joined_libraries_keep_every_galaxy_and_its_split(tmp_path, monkeypatch):
+    """``a+b`` (prior=space's ``hudf+procedural``) holds both libraries' galaxies in order, each in the split its
+    name gives it; libraries of other stamp sizes are refused."""
+    monkeypatch.setenv("LENSCNN_CACHE", str(tmp_path))
+    monkeypatch.setattr(procedural, "PER_FAMILY", 10)
+    chain, compact = load_library("procedural:chain", 32), load_library("procedural:compact", 32)
+    joined = load_library("procedural:chain+procedural:compact", 32)
+    assert joined.names == chain.names + compact.names
+    assert np.array_equal(joined.images, np.concatenate([chain.images, compact.images]))
+    assert np.array_equal(joined.split, np.concatenate([chain.split, compact.split]))
+    assert np.array_equal(joined.r_half, np.concatenate([chain.r_half, compact.r_half]))
+    with pytest.raises(UserError, match="different sizes \\[16, 32\\]"):
+        join_libraries([chain, load_library("procedural:chain", 16)])
+
+
+def test_the_space_prior_draws_real_and_procedural_sources_on_the_space_grid(tmp_path, monkeypatch):
+    """experiment=space: theta_E 0.3-3" on an 8" grid of 0.1" pixels, sources from HUDF and the training families."""
+    monkeypatch.setenv("LENSCNN_CACHE", str(tmp_path))
+    monkeypatch.setattr(procedural, "PER_FAMILY", 20)
+    cfg = compose_config("train", ["experiment=space", "data.simulator.compile=false"])
+    spec = OmegaConf.to_container(cfg.data.simulator, resolve=True)
+    spec["prior"]["source"]["galaxies"]["library"] = "procedural"  # hudf is joined as test_joined_libraries shows
+    instrument = spec["instrument"]
+    simulator = Simulator.from_config(spec)
+    images, params = simulator.sample(64, simulator.make_generator(5))
+    assert images.shape == (64, 1, 80, 80) and instrument["image_size"] * instrument["pixel_scale"] >= 8.0
+    assert torch.isfinite(images).all()
+    assert float(params["theta_E"].min()) >= 0.3 and float(params["theta_E"].max()) <= 3.0
+    assert float(params["theta_E"].max()) > 2.0  # beyond the survey prior's 2"
+    assert 0.5 < float((params["source_galaxy"] >= 0).double().mean()) < 0.9  # 70% galaxies

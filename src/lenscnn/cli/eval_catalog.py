@@ -91,7 +91,7 @@ def catalog_evaluation(cfg: DictConfig, spec: CatalogSpec) -> CatalogResult:
     symmetry_group(symmetries, ensemble.target_names)
     ensemble.check_calibration_mode(cfg.mc_samples, symmetries)
     catalog.targets(ensemble.target_names)  # refuse a catalogue of nothing the model predicts, before predicting
-    reference = domain_reference(ensemble, settings)
+    reference = domain_reference(ensemble, settings, cfg.mc_samples, symmetries)
     return evaluate_catalog(
         ensemble,
         catalog,

@@ -163,7 +163,7 @@ def predict(cfg: DictConfig) -> tuple[Path, int]:
     prior_means = (
         {k: m for k, (m, _) in parameter_moments(ensemble.simulator_config["prior"]).items()} if cfg.plots else {}
     )
-    reference = domain_reference(ensemble, settings)
+    reference = domain_reference(ensemble, settings, cfg.mc_samples, symmetries)
     lenstronomy = LenstronomyWriter(run_dir / "lenstronomy", ensemble) if "lenstronomy" in formats else None
     with_sigma = ensemble.gives_sigma(cfg.mc_samples, symmetries)
     run_dir.mkdir(parents=True, exist_ok=True)

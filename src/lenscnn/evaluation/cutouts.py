@@ -50,9 +50,21 @@ def check_inputs(files: Sequence[Path], settings: Preparation) -> dict[Path, str
     return {path: reason for path in files if (reason := check_readable(path, settings)) is not None}
 
 
-def domain_reference(ensemble: Ensemble, settings: Preparation) -> DomainReference | None:
-    """What ``ensemble`` was trained on, prepared as ``settings`` prepare inputs (sky subtracted or not);
-    ``None`` (with a warning: no domain flags) when its checkpoint's simulator config cannot render."""
+def domain_reference(
+    ensemble: Ensemble, settings: Preparation, mc_samples: int = 0, symmetries: int | None = None
+) -> DomainReference | None:
+    """What ``ensemble`` was trained on, prepared as ``settings`` prepare inputs (sky subtracted or not) and
+    predicted by it as inputs are (``mc_samples``, ``symmetries``: the ``uncertain`` check compares like
+    with like); ``None`` (with a warning: no domain flags) when its checkpoint's simulator config cannot
+    render."""
+
+    def predict(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        cuda = [ensemble.device] if ensemble.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=cuda):  # MC-dropout answers do not depend on the reference's cache
+            prediction = ensemble.predict(images, mc_samples, symmetries)
+        return prediction.mean, prediction.sigma
+
+    model = f"{ensemble.fingerprint()}/mc{mc_samples}/sym{ensemble.symmetries(symmetries)}"
     try:
         return DomainReference.cached(
             ensemble.simulator_config,
@@ -60,6 +72,8 @@ def domain_reference(ensemble: Ensemble, settings: Preparation) -> DomainReferen
             subtract_sky=settings.sky == "estimate",
             rescale=settings.units == "noise",
             cosmic_rays=settings.cosmic_rays is not False,
+            predict=predict,
+            model=model,
         )
     except UserError as exc:
         log.warning("no domain flags: the model's simulator config cannot render its training images (%s)", exc)
@@ -164,5 +178,6 @@ def predict_batch(
             pixel_scale_assumed=record["pixel_scale_assumed"],
             zoom=float(np.sqrt(zoom[0] * zoom[1])),
             prediction=dict(zip(ensemble.target_names, mean[k].tolist(), strict=True)),
+            sigma=None if sigma is None else dict(zip(ensemble.target_names, sigma[k].tolist(), strict=True)),
         )
     return results

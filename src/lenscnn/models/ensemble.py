@@ -20,6 +20,7 @@ An ensemble of one member without MC dropout is exactly that member.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import logging
 import math
@@ -211,6 +212,15 @@ class Ensemble(nn.Module):
     @property
     def device(self) -> torch.device:
         return self.sigma_scale.device
+
+    def fingerprint(self) -> str:
+        """A digest of the members' weights and the sigma recalibration: what decides the answers (two
+        loads of the same files give the same fingerprint; any retraining or recalibration another)."""
+        digest = hashlib.sha256()
+        for name, tensor in self.state_dict().items():
+            digest.update(name.encode())
+            digest.update(tensor.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+        return digest.hexdigest()[:20]
 
     # -- prediction -------------------------------------------------------------------
 

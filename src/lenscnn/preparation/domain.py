@@ -23,6 +23,14 @@ known, widened by the binning of finer pixels) lies outside the trained PSF widt
 scale that was assumed or more than 2x coarser than the model's, and a prediction outside the central
 range of the training prior (``prior_edge``): a prediction is never silently confident on an image the
 model has not learned.
+
+What the networks themselves make of an image is the last check (``uncertain``): the model predicts the
+reference images too (:meth:`DomainReference.cached` given its ``predict``), and an answer whose relative
+uncertainty of the Einstein radius, ``sigma(theta_E) / theta_E``, exceeds what all but
+1 - :data:`SIGMA_QUANTILE` of the reference's answers have is flagged. Noise, stars, blank fields and
+lenses whose arcs lie outside the field give the networks nothing to measure a radius from, and they say
+so in their sigma: on the shipped survey ensemble, clean lenses are flagged 1% of the time, noise and stars
+100%, Einstein radii of 3-4" (arcs outside its field) 90%, elliptical galaxies without arcs about half.
 """
 
 from __future__ import annotations
@@ -32,7 +40,7 @@ import hashlib
 import json
 import logging
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -70,12 +78,24 @@ REFERENCE_SIZE = 1024
 REFERENCE_SEED = 20260101
 #: Version of the reference's statistics and drawing: bump it when they change, so that references cached
 #: by older code (:meth:`DomainReference.cached`) are drawn again.
-REFERENCE_VERSION = 3
+REFERENCE_VERSION = 4
+#: Share of the reference's answers whose relative Einstein-radius uncertainty is accepted: ~1% of clean
+#: lenses are flagged ``uncertain``.
+SIGMA_QUANTILE = 0.99
 #: Variance of a uniform pixel of side 1 in units of a Gaussian FWHM^2 (8 ln 2 / 12): resampling to coarser
 #: pixels of side ``s`` widens a PSF to ``sqrt(fwhm^2 + PIXEL_FWHM2 * s^2)`` (the input's own pixels taken off).
 PIXEL_FWHM2 = 8 * math.log(2) / 12
 
 log = logging.getLogger(__name__)
+
+#: A model's answers for prepared images ``(n, 1, H, W)``: mean and sigma (``None`` without) per target, ``(n, T)``.
+Predictor = Callable[[Tensor], tuple[Tensor, Tensor | None]]
+
+
+def relative_sigma(theta_E: Tensor, sigma: Tensor) -> Tensor:
+    """``sigma(theta_E) / theta_E``, the radius floored at 0.01" (a radius predicted at or below 0 is
+    measured no better than that)."""
+    return sigma / theta_E.clamp_min(0.01)
 
 
 def image_statistics(
@@ -170,9 +190,10 @@ class DomainReference:
     """What the model was trained on, from :data:`REFERENCE_SIZE` training images with their sky
     estimated and subtracted as an input's is: their :func:`features` scaled to unit spread
     (``points``, ``scale``), the largest accepted neighbour distance, the masked fraction, the PSF
-    FWHM [arcsec], each target's central range, and ``noise_rms``: the median background rms of the
+    FWHM [arcsec], each target's central range, ``noise_rms``: the median background rms of the
     training images [counts/s per model pixel], measured as an input's is (the level ``units=noise``
-    rescales inputs to)."""
+    rescales inputs to), and ``theta_E_precision``: the :data:`SIGMA_QUANTILE` quantile of the model's
+    ``sigma(theta_E) / theta_E`` on the reference images (``None`` when drawn without the model)."""
 
     background_rms: float
     pixel_scale: float
@@ -184,6 +205,7 @@ class DomainReference:
     psf_fwhm: tuple[float, float] | None
     targets: dict[str, tuple[float, float]]
     noise_rms: float
+    theta_E_precision: float | None = None  # noqa: N815 (lenstronomy's name)
 
     @classmethod
     def simulate(
@@ -194,12 +216,14 @@ class DomainReference:
         subtract_sky: bool = True,
         rescale: bool = False,
         cosmic_rays: bool = True,
+        predict: Predictor | None = None,
     ) -> DomainReference:
         """The reference of a model trained with ``simulator_config`` (a checkpoint's), drawn with a
         fixed seed from the training split and prepared by :func:`lenscnn.preparation.pipeline.prepare` as
         inputs are: ``subtract_sky`` as with ``sky=estimate`` (else ``sky=none`` or a given level),
         ``rescale`` to the median noise as with ``units=noise`` (else ``units=counts``), ``cosmic_rays``
-        looked for and cleaned (else ``cosmic_rays=false``)."""
+        looked for and cleaned (else ``cosmic_rays=false``); ``predict``: the model's answers (mean and
+        sigma per target, ``(n, T)`` each) for prepared images ``(n, 1, H, W)``, for the ``uncertain`` check."""
         from lenscnn.io.cutouts import Cutout
         from lenscnn.preparation.pipeline import Preparation, prepare, to_model_units
         from lenscnn.sim import Simulator
@@ -249,6 +273,13 @@ class DomainReference:
             if t in params
         }
         masked = float(torch.quantile(masked_fraction, torch.tensor(1 - TAIL, dtype=torch.float64)))
+        precision = None
+        if predict is not None and "theta_E" in targets:
+            mean, sigma = predict(images.to(torch.float32))
+            if sigma is not None:
+                k = list(targets).index("theta_E")
+                relative = relative_sigma(mean[:, k].double().cpu(), sigma[:, k].double().cpu())
+                precision = float(torch.quantile(relative, SIGMA_QUANTILE))
         return cls(
             float(rms),
             float(instrument.pixel_scale),
@@ -260,6 +291,7 @@ class DomainReference:
             fwhm,
             central,
             noise_rms,
+            precision,
         )
 
     @classmethod
@@ -271,20 +303,23 @@ class DomainReference:
         subtract_sky: bool = True,
         rescale: bool = False,
         cosmic_rays: bool = True,
+        predict: Predictor | None = None,
+        model: str | None = None,
     ) -> DomainReference:
         """:meth:`simulate`, drawn once per model and kept in the cache directory
-        (:func:`lenscnn.cache.cache_dir`), under a digest of everything it depends on: the arguments,
+        (:func:`lenscnn.cache.cache_dir`), under a digest of everything it depends on: the arguments
+        (``model`` names the ``predict`` that answered: a fingerprint of the weights and settings),
         :data:`REFERENCE_SEED`, :data:`REFERENCE_VERSION` and the lenscnn and torch versions (a galaxy
         library given as a file is keyed by its path). Drawing takes 10-40 s on a CPU (1,024 images
         prepared one by one, the longest where cosmic rays are cleaned); reading it back, milliseconds. A
         cache file that cannot be read is drawn again, and one that cannot be written is only logged."""
-        path = reference_path(simulator_config, targets, size, subtract_sky, rescale, cosmic_rays)
+        path = reference_path(simulator_config, targets, size, subtract_sky, rescale, cosmic_rays, model)
         if path.is_file():
             try:
                 return cls(**torch.load(path, weights_only=True))
             except Exception as exc:  # truncated, another format, other fields: drawn again
                 log.warning("drawing the domain reference again: cannot read %s (%s)", path, one_line(exc))
-        reference = cls.simulate(simulator_config, targets, size, subtract_sky, rescale, cosmic_rays)
+        reference = cls.simulate(simulator_config, targets, size, subtract_sky, rescale, cosmic_rays, predict)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             with atomic_path(path, private=True) as tmp:  # predict jobs may draw it at once
@@ -301,6 +336,7 @@ class DomainReference:
         pixel_scale_assumed: bool = False,
         zoom: float = 1.0,
         prediction: Mapping[str, float] | None = None,
+        sigma: Mapping[str, float] | None = None,
     ) -> list[str]:
         """Why one prepared image (its :func:`image_statistics` as numbers) is outside the training
         domain: a list of short reasons, empty when it is inside."""
@@ -333,11 +369,20 @@ class DomainReference:
             reasons.append(f"pixel scale assumed to be the model's {self.pixel_scale:.4g}\"/px (no WCS or PIXSCALE)")
         if zoom > ZOOM_LIMIT:  # finer inputs are binned losslessly; the PSF check sees what binning widens
             reasons.append(f"resampled by {zoom:.3g}x: pixels coarser than the model's by more than {ZOOM_LIMIT:g}x")
-        return reasons + self.prediction_flags(prediction or {})
+        return reasons + self.prediction_flags(prediction or {}, sigma)
 
-    def prediction_flags(self, prediction: Mapping[str, float]) -> list[str]:
-        """``prior_edge`` reasons for predicted targets outside the prior's central range."""
+    def prediction_flags(self, prediction: Mapping[str, float], sigma: Mapping[str, float] | None = None) -> list[str]:
+        """``prior_edge`` reasons for predicted targets outside the prior's central range, and ``uncertain``
+        for an Einstein radius measured less precisely than :data:`SIGMA_QUANTILE` of the reference's."""
         reasons = []
+        sigma = sigma or {}
+        if self.theta_E_precision is not None and "theta_E" in prediction and "theta_E" in sigma:
+            relative = float(relative_sigma(torch.tensor(prediction["theta_E"]), torch.tensor(sigma["theta_E"])))
+            if relative > self.theta_E_precision:
+                reasons.append(
+                    f"uncertain: sigma(theta_E)/theta_E {relative:.2f} above {self.theta_E_precision:.2f} "
+                    f"({100 * SIGMA_QUANTILE:g}% of training lenses are measured better): no lens the model can measure"
+                )
         for name, value in prediction.items():
             if name in self.targets:
                 low, high = self.targets[name]
@@ -353,6 +398,7 @@ def reference_path(
     subtract_sky: bool,
     rescale: bool = False,
     cosmic_rays: bool = True,
+    model: str | None = None,
 ) -> Path:
     """The cache file of the reference :meth:`DomainReference.cached` keeps for these arguments."""
     key = {
@@ -362,6 +408,7 @@ def reference_path(
         "subtract_sky": subtract_sky,
         "rescale": rescale,
         "cosmic_rays": cosmic_rays,
+        "model": model,
         "seed": REFERENCE_SEED,
         "version": REFERENCE_VERSION,
         "lenscnn": lenscnn.__version__,

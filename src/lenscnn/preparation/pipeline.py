@@ -302,7 +302,14 @@ def _prepare(
             f"{cutout.label}: {height}x{width} px at the model's pixel scale is smaller than the model's "
             f"{image_size[0]}x{image_size[1]} px; give a larger cutout"
         )
-    bad = ~np.isfinite(image) | (np.abs(image) >= FLOAT32_MAX) | zero_regions(image)
+    # everything below sees the model's field only (sky, noise and cosmic rays as in the training images)
+    # (zero regions are found on the whole image: one reaching into the field may be small inside it)
+    field = model_field(image.shape, scale / pixel_scale, image_size)
+    zeros = zero_regions(image)[field]
+    image = image[field]
+    variance = None if variance is None else variance[field]
+    flagged = None if flagged is None else flagged[field]
+    bad = ~np.isfinite(image) | (np.abs(image) >= FLOAT32_MAX) | zeros
     if flagged is not None:
         bad |= flagged
     if variance is not None:
@@ -356,7 +363,21 @@ def _prepare(
         "psf_fwhm": cutout_psf_fwhm(cutout, settings),
     }
     tensor = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))[None]
-    return Prepared(tensor, variance, masked, (float(left), float(top)), zoom, record)
+    offset = (left + field[1].start * zoom[0], top + field[0].start * zoom[1])
+    return Prepared(tensor, variance, masked, offset, zoom, record)
+
+
+def model_field(shape: tuple[int, int], ratio: float, image_size: tuple[int, int]) -> tuple[slice, slice]:
+    """The central input pixels of an image of ``shape`` that cover the model's ``image_size`` pixels, each
+    ``ratio`` input pixels wide (the input's whole extent where it is no larger): the smallest centred block
+    that resamples to at least ``image_size``, centred as the model's crop of the whole image is."""
+    field = []
+    for n, size in zip(shape, image_size, strict=True):
+        inner = min(n, next(k for k in range(1, n + 1) if output_shape((k, k), ratio, 1.0)[0] >= size))
+        inner += (n - inner) % 2 if inner < n else 0  # the same centre as the input's
+        start = (n - inner) // 2
+        field.append(slice(start, start + inner))
+    return field[0], field[1]
 
 
 def to_model_units(model_rms: float | None, image_rms: float) -> float:

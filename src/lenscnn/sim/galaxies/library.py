@@ -22,7 +22,7 @@ import functools
 import hashlib
 import logging
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -407,11 +407,15 @@ def load_library(spec: str, size: int | None = None) -> GalaxyLibrary:
     - a ``.h5``/``.hdf5`` file written by :meth:`GalaxyLibrary.save` (its stamps must be ``size``
       when ``size`` is given);
     - a directory of FITS stamps (:mod:`~lenscnn.sim.galaxies.fits_stamps`);
-    - a GalSim COSMOS ``real_galaxy_catalog_*.fits`` (:mod:`~lenscnn.sim.galaxies.cosmos`).
+    - a GalSim COSMOS ``real_galaxy_catalog_*.fits`` (:mod:`~lenscnn.sim.galaxies.cosmos`);
+    - several of these joined by ``+`` (``"hudf+procedural"``): one library holding all their galaxies
+      (:func:`join_libraries`), each keeping its own split.
     """
     from lenscnn.sim.galaxies import cosmos, fits_stamps, hudf, procedural
 
     spec, built = str(spec), size or DEFAULT_SIZE
+    if "+" in spec:
+        return join_libraries([load_library(part, built) for part in spec.split("+")])
     if spec == "hudf":
         return hudf.load_hudf(built)
     if spec == "procedural" or spec.startswith("procedural:"):
@@ -439,4 +443,21 @@ def load_library(spec: str, size: int | None = None) -> GalaxyLibrary:
     raise UserError(
         f"{path}: unknown galaxy library type; give hudf, a .h5 galaxy library, a directory of FITS stamps "
         "or a COSMOS real_galaxy_catalog_*.fits"
+    )
+
+
+def join_libraries(libraries: Sequence[GalaxyLibrary]) -> GalaxyLibrary:
+    """One library holding the galaxies of ``libraries`` in order (same stamp size; names unique across them,
+    so each galaxy keeps the split its name gives it)."""
+    sizes = {library.stamp_size for library in libraries}
+    if len(sizes) != 1:
+        raise UserError(
+            f"galaxy libraries to join have stamps of different sizes {sorted(sizes)}; build them at one size"
+        )
+    return GalaxyLibrary(
+        images=np.concatenate([library.images for library in libraries]),
+        pixel_scale=np.concatenate([library.pixel_scale for library in libraries]),
+        r_half=np.concatenate([library.r_half for library in libraries]),
+        names=tuple(name for library in libraries for name in library.names),
+        origin=" + ".join(library.origin for library in libraries),
     )
