@@ -5,14 +5,17 @@ Per kind, ``--n`` FITS cutouts are written and predicted (:func:`lenscnn.evaluat
 the table gives the share flagged, refused (a ``failed`` row) and the two together, and which flag fired
 most. The kinds:
 
-* ``clean``: lenses of the training distribution (survey prior and observation) at the model's 0.08"/px;
-* ``clean 0.05"``: the same prior seen at HST's 0.05"/px in 6.4" cutouts (resampled by predict);
+* ``clean``: lenses of the model's training distribution (its checkpoint's prior and observation) at its
+  pixel scale;
+* ``clean 0.05"``: the same prior seen at HST's 0.05"/px in cutouts 1.25x the model's field (resampled by
+  predict);
 * ``blank`` (all 0), ``constant`` (one level), ``noise only`` (white noise on a residual sky);
 * ``star``: a Moffat point source and the sky noise, nothing else;
 * ``galaxy without arcs``: the survey prior with the source 1,000x fainter (the lens light as bright as
   usual): an elliptical and its neighbours, no visible arcs;
 * ``pixel scale x0.5`` / ``x2``: clean lenses whose header claims half or twice their pixel scale;
-* ``theta_E 3-4"``: lenses of the survey prior with Einstein radii far above its 0.5-2".
+* ``theta_E`` far above the prior: lenses with Einstein radii of 1.5-2x the prior's largest (3-4" for the
+  shipped survey ensemble's 0.5-2"), in cutouts 1.5x the model's field.
 
 Targets (issue 36): every kind of garbage flagged or refused in >= 95% of cases, clean lenses flagged in
 <= 2%.
@@ -31,8 +34,6 @@ from pathlib import Path
 import numpy as np
 import torch
 from astropy.io import fits
-from hydra import compose, initialize_config_module
-from omegaconf import OmegaConf
 
 from lenscnn import pretrained
 from lenscnn.evaluation.cutouts import check_inputs, domain_reference, predict_cutouts
@@ -40,31 +41,27 @@ from lenscnn.io.cutouts import find_inputs
 from lenscnn.preparation.pipeline import Preparation
 from lenscnn.sim import Simulator
 
-SCALE = 0.08
 
-
-def survey_config() -> dict:
-    with initialize_config_module("lenscnn.conf", version_base="1.3"):
-        cfg = compose("train", overrides=["experiment=survey"])
-    return OmegaConf.to_container(cfg.data.simulator, resolve=True)
-
-
-def render(config: dict, n: int, seed: int, size: int = 64, scale: float = SCALE) -> np.ndarray:
-    """``n`` images ``(n, size, size)`` of a simulator config on a grid of ``scale`` arcsec."""
+def render(config: dict, n: int, seed: int, size: int, scale: float) -> np.ndarray:
+    """``n`` images ``(n, size, size)`` of a simulator config on a grid of ``scale`` arcsec (the background
+    rms per pixel scaled with the pixel's side, as for a drizzled image of the same depth)."""
+    own = config["instrument"]["pixel_scale"]
     instrument = {**config["instrument"], "image_size": size, "pixel_scale": scale}
     instrument["noise"] = {
         **instrument["noise"],
-        "background_rms": instrument["noise"]["background_rms"] * scale / SCALE,
+        "background_rms": instrument["noise"]["background_rms"] * scale / own,
     }
-    simulator = Simulator.from_config({**config, "instrument": instrument}, compile=False)
+    simulator = Simulator.from_config({**config, "instrument": instrument, "compile": False})
     images, _ = simulator.sample(n, simulator.make_generator(seed))
     return images[:, 0].numpy()
 
 
-def kinds(n: int, rng: np.random.Generator) -> dict[str, tuple[np.ndarray, float]]:
-    """``{kind: (images (n, H, W), pixel scale written in the header)}``."""
-    config = survey_config()
-    clean = render(config, n, 1)
+def kinds(config: dict, n: int, rng: np.random.Generator) -> dict[str, tuple[np.ndarray, float]]:
+    """``{kind: (images (n, H, W), pixel scale written in the header)}`` for a model trained on ``config``."""
+    size, scale = config["instrument"]["image_size"], config["instrument"]["pixel_scale"]
+    rms0 = config["instrument"]["noise"]["background_rms"]
+    high = config["prior"]["lens"]["theta_E"]["high"]
+    clean = render(config, n, 1, size, scale)
     faint = copy.deepcopy(config)
     faint["prior"]["source"]["amp"] = {"dist": "log_uniform", "low": 0.03, "high": 0.3}
     faint["prior"]["lens_light"].update(
@@ -72,28 +69,29 @@ def kinds(n: int, rng: np.random.Generator) -> dict[str, tuple[np.ndarray, float
     )
     faint["prior"]["lens_light_2"]["flux_ratio"] = {"dist": "log_uniform", "low": 5e2, "high": 5e5}
     wide = copy.deepcopy(config)
-    wide["prior"]["lens"]["theta_E"] = {"dist": "uniform", "low": 3.0, "high": 4.0}
-    rms = 0.01 * np.exp(rng.uniform(np.log(0.5), np.log(4.0), (n, 1, 1)))
-    noise = rng.normal(0.0, 1.0, (n, 64, 64)) * rms
+    wide["prior"]["lens"]["theta_E"] = {"dist": "uniform", "low": 1.5 * high, "high": 2.0 * high}
+    rms = rms0 * np.exp(rng.uniform(np.log(0.5), np.log(4.0), (n, 1, 1)))
+    noise = rng.normal(0.0, 1.0, (n, size, size)) * rms
     sky = rng.uniform(-30, 30, (n, 1, 1)) * rms
-    y, x = np.mgrid[:64, :64] - 31.5
-    centre = rng.uniform(-10, 10, (n, 2, 1, 1))
-    fwhm = rng.uniform(0.08, 0.25, (n, 1, 1)) / SCALE
+    y, x = np.mgrid[:size, :size] - (size - 1) / 2
+    centre = rng.uniform(-size * 5 / 32, size * 5 / 32, (n, 2, 1, 1))
+    fwhm = rng.uniform(0.08, 0.25, (n, 1, 1)) / scale
     beta = rng.uniform(2.0, 5.0, (n, 1, 1))
     alpha = fwhm / (2 * np.sqrt(2 ** (1 / beta) - 1))
     moffat = (1 + ((x - centre[:, 0]) ** 2 + (y - centre[:, 1]) ** 2) / alpha**2) ** -beta
     stars = moffat / moffat.sum(axis=(1, 2), keepdims=True) * np.exp(rng.uniform(np.log(2), np.log(2000), (n, 1, 1)))
+    hst = 2 * round(0.625 * size * scale / 0.05)  # 1.25x the model's field at 0.05"/px
     return {
-        "clean": (clean, SCALE),
-        'clean 0.05"': (render(config, n, 2, size=128, scale=0.05), 0.05),
-        "blank": (np.zeros((n, 64, 64)), SCALE),
-        "constant": (np.full((n, 64, 64), 1.0) * rng.uniform(-1, 1, (n, 1, 1)), SCALE),
-        "noise only": (noise + sky, SCALE),
-        "star": (stars + noise + sky, SCALE),
-        "galaxy without arcs": (render(faint, n, 3), SCALE),
-        "pixel scale x0.5": (render(config, n, 4, size=128), SCALE / 2),
-        "pixel scale x2": (clean, SCALE * 2),
-        'theta_E 3-4"': (render(wide, n, 5, size=96), SCALE),
+        "clean": (clean, scale),
+        'clean 0.05"': (render(config, n, 2, hst, 0.05), 0.05),
+        "blank": (np.zeros((n, size, size)), scale),
+        "constant": (np.full((n, size, size), 1.0) * rng.uniform(-1, 1, (n, 1, 1)), scale),
+        "noise only": (noise + sky, scale),
+        "star": (stars + noise + sky, scale),
+        "galaxy without arcs": (render(faint, n, 3, size, scale), scale),
+        "pixel scale x0.5": (render(config, n, 4, 2 * size, scale), scale / 2),
+        "pixel scale x2": (clean, scale * 2),
+        f'theta_E {1.5 * high:g}-{2 * high:g}"': (render(wide, n, 5, 3 * size // 2, scale), scale),
     }
 
 
@@ -106,8 +104,9 @@ def main() -> None:
     settings = Preparation()
     reference = domain_reference(ensemble, settings, 0, 8)
     rows = []
+    config = {**ensemble.simulator_config, "dtype": "float32"}
     with tempfile.TemporaryDirectory() as tmp:
-        for kind, (images, scale) in kinds(args.n, np.random.default_rng(36)).items():
+        for kind, (images, scale) in kinds(config, args.n, np.random.default_rng(36)).items():
             folder = Path(tmp) / kind.replace(" ", "_").replace('"', "")
             folder.mkdir()
             for k, image in enumerate(images):

@@ -127,3 +127,28 @@ def test_a_cutout_without_a_pixel_scale_is_assumed_and_recorded():
 def test_bad_settings_are_refused_before_reading(settings, message):
     with pytest.raises(UserError, match=message):
         Preparation(**settings)
+
+
+@pytest.mark.parametrize("scale", [0.08, 0.05])
+def test_only_the_models_field_is_prepared(scale):
+    """Sky, noise and cosmic rays are measured on the model's field, as on the training images: what lies
+    outside it (a bright neighbour, a gradient, a chip edge's worth of noise) leaves the prepared image, its
+    record and the input pixels its centre maps to unchanged."""
+    rng = np.random.default_rng(8)
+    field = int(round(64 * 0.08 / scale))  # the model's 5.12" at the input's pixels
+    inner = 0.3 + RMS * rng.standard_normal((field, field))  # a residual sky of 30 rms
+    y, x = np.mgrid[:field, :field] - (field - 1) / 2
+    inner += 5.0 * np.exp(-(x**2 + y**2) / (2 * (0.3 / scale) ** 2))  # a lens galaxy
+    big = 0.3 + 3 * RMS * rng.standard_normal((field + 80, field + 80))
+    big += np.linspace(0.0, 2.0, field + 80)[None, :]  # outside only: a gradient and more noise
+    big[10:20, 10:20] += 50.0  # and a bright neighbour
+    big[40 : 40 + field, 40 : 40 + field] = inner
+    settings = Preparation(cosmic_rays=False)
+    alone = prepare(cutout(inner, scale), settings, (64, 64), 0.08)
+    within = prepare(cutout(big, scale), settings, (64, 64), 0.08)
+    np.testing.assert_array_equal(within.image.numpy(), alone.image.numpy())
+    assert within.record == alone.record
+    centre = (np.array(31.5), np.array(31.5))
+    assert [float(v) for v in within.to_input_pixels(*centre)] == pytest.approx(
+        [float(v) + 40 for v in alone.to_input_pixels(*centre)]
+    )
