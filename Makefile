@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install train ensemble pretrained test test-all lint simulate bench clean
+.PHONY: install train ensemble space-ensemble pretrained test test-all lint simulate bench clean
 
 install: $(STAMP)
 
@@ -60,6 +60,24 @@ TRUNK_EPOCHS := 50
 $(ENSEMBLE)/trunk/.trained: | $(STAMP)
 	$(BIN)/lenscnn-train experiment=survey_trunk
 	$(BIN)/lenscnn-train experiment=survey_trunk ckpt_path=$(ENSEMBLE)/trunk trainer.max_epochs=$(TRUNK_EPOCHS)
+	touch $@
+
+# The space ensemble (experiment=space: HST, JWST and Euclid on one 8" grid of 0.1", theta_E 0.3-3"): a
+# trunk under a 180-minute wall-time budget (resumable: an interrupted run goes on from its last.ckpt with
+# the time it has left), four members fine-tuned from it (~8 minutes each), then calibrated and scored on
+# the space validation set (4 hours of 2-core CPU in all).
+SPACE_ENSEMBLE := outputs/ensemble/space
+space-ensemble: $(SPACE_ENSEMBLE)/.trained
+	$(BIN)/lenscnn-eval ensemble=space compare_members=true calibrate=true symmetries=8 \
+		hydra.run.dir=$(SPACE_ENSEMBLE)/eval
+
+$(SPACE_ENSEMBLE)/.trained: | $(STAMP)
+	if [ -f $(SPACE_ENSEMBLE)/trunk/checkpoints/last.ckpt ]; then \
+		$(BIN)/lenscnn-train experiment=space_trunk ckpt_path=$(SPACE_ENSEMBLE)/trunk; \
+	else \
+		$(BIN)/lenscnn-train experiment=space_trunk; \
+	fi
+	$(BIN)/lenscnn-train -m experiment=space_ensemble
 	touch $@
 
 # The pretrained ensemble shipped in the package (src/lenscnn/pretrained/survey) and the metrics of its

@@ -204,6 +204,7 @@ def test_a_refused_eval_is_one_line_exit_2_and_writes_nothing(tiny_checkpoint, t
         ("quickstart", "lenscnn-train -m experiment=quickstart_ensemble"),
         ("realistic", "lenscnn-train -m experiment=realistic_ensemble"),
         ("survey", "make ensemble (lenscnn-train -m experiment=survey_ensemble)"),
+        ("space", "make space-ensemble (lenscnn-train -m experiment=space_ensemble)"),
     ],
 )
 def test_an_ensemble_not_trained_yet_says_how_to_train_it(tmp_path, ensemble, trained_by):

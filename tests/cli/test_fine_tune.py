@@ -85,9 +85,10 @@ def test_init_from_a_missing_checkpoint_is_one_line(tmp_path):
         _run(tmp_path, [*SHORT, f"init_from={tmp_path / 'nowhere.ckpt'}"])
 
 
-def test_the_survey_members_fine_tune_the_survey_trunk():
-    members = compose_config("train", ["experiment=survey_ensemble"])
-    trunk = compose_config("train", ["experiment=survey_trunk"])
+@pytest.mark.parametrize("recipe", ["survey", "space"])
+def test_the_members_fine_tune_their_trunk(recipe):
+    members = compose_config("train", [f"experiment={recipe}_ensemble"])
+    trunk = compose_config("train", [f"experiment={recipe}_trunk"])
     assert members.init_from == f"{trunk.hydra.run.dir}/checkpoints/last.ckpt"
     # same data and network as the trunk, so its weights fit and its training distribution is kept
     for key in ("data.simulator", "data.targets", "model.net"):
