@@ -152,3 +152,13 @@ def test_only_the_models_field_is_prepared(scale):
     assert [float(v) for v in within.to_input_pixels(*centre)] == pytest.approx(
         [float(v) + 40 for v in alone.to_input_pixels(*centre)]
     )
+
+
+def test_a_pixel_scale_within_the_tolerance_is_cropped_as_the_models():
+    """0.9% coarser pixels are not resampled: the field is the model's 64 pixels, the image the same."""
+    image = 0.1 + RMS * np.random.default_rng(9).standard_normal((71, 71))
+    settings = Preparation(cosmic_rays=False)
+    near = prepare(cutout(image, 0.08 * 1.009), settings, (64, 64), 0.08)
+    exact = prepare(cutout(image, 0.08), settings, (64, 64), 0.08)
+    assert near.image.shape == (1, 64, 64) and near.offset == exact.offset == (3.0, 3.0)  # (71 - 64) // 2
+    np.testing.assert_array_equal(near.image.numpy(), exact.image.numpy())

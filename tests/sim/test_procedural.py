@@ -100,6 +100,8 @@ def test_joined_libraries_keep_every_galaxy_and_its_split(tmp_path, monkeypatch)
     assert np.array_equal(joined.r_half, np.concatenate([chain.r_half, compact.r_half]))
     with pytest.raises(UserError, match="different sizes \\[16, 32\\]"):
         join_libraries([chain, load_library("procedural:chain", 16)])
+    joined.save(tmp_path / "chain+compact.h5")  # a file whose name holds a + is a file
+    assert load_library(str(tmp_path / "chain+compact.h5")).names == joined.names
 
 
 def test_the_space_prior_draws_real_and_procedural_sources_on_the_space_grid(tmp_path, monkeypatch):

@@ -304,7 +304,7 @@ def _prepare(
         )
     # everything below sees the model's field only (sky, noise and cosmic rays as in the training images)
     # (zero regions are found on the whole image: one reaching into the field may be small inside it)
-    field = model_field(image.shape, scale / pixel_scale, image_size)
+    field = model_field(image.shape, scale / pixel_scale if resampling else 1.0, image_size)
     zeros = zero_regions(image)[field]
     image = image[field]
     variance = None if variance is None else variance[field]

@@ -414,7 +414,7 @@ def load_library(spec: str, size: int | None = None) -> GalaxyLibrary:
     from lenscnn.sim.galaxies import cosmos, fits_stamps, hudf, procedural
 
     spec, built = str(spec), size or DEFAULT_SIZE
-    if "+" in spec:
+    if "+" in spec and not Path(spec).expanduser().exists():
         return join_libraries([load_library(part, built) for part in spec.split("+")])
     if spec == "hudf":
         return hudf.load_hudf(built)
