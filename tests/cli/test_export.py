@@ -8,8 +8,10 @@ import json
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from astropy.io import fits
 
 from lenscnn import pretrained
 from lenscnn.cli.export import export, export_members
@@ -61,6 +63,30 @@ def test_export_keeps_a_matching_calibration_and_drops_a_stale_one(tmp_path):
     assert not calibration.exists() and not (out / "member_3.pt").exists()
     state = torch.load(out / "member_1.pt", weights_only=True)["state_dict"]
     assert all(v.dtype == torch.float32 for v in state.values() if v.is_floating_point())
+
+
+def test_the_shipped_ensemble_exports_with_its_calibration(tmp_path):
+    """lenscnn-export ensemble=pretrained: the copies predict as the shipped members, so their calibration goes
+    with them and predict gives the same sigma; cast to float32, the members are calibrated again (and a
+    predict with members that lack a calibration says so)."""
+    out = tmp_path / "exported"
+    result = run_app("export", ["ensemble=pretrained", f"out_dir={out}", f"hydra.run.dir={tmp_path / 'run'}"])
+    assert result.returncode == 0, result.stderr[-2000:]
+    shipped = json.loads(pretrained.calibration_file().read_text())
+    carried = json.loads((out / "calibration.json").read_text())
+    assert {k: v for k, v in carried.items() if k != "members"} == {k: v for k, v in shipped.items() if k != "members"}
+    assert carried["members"] == [file_digest(out / f"member_{k}.pt") for k in range(1, 5)]
+    cast = tmp_path / "cast"
+    result = run_app("export", ["ensemble=pretrained", f"out_dir={cast}", "dtype=float32", f"hydra.run.dir={cast}_run"])
+    assert result.returncode == 0 and not (cast / "calibration.json").exists()
+    assert "is not copied: the exported members' weights differ" in result.stdout + result.stderr
+    members = "[" + ",".join(str(cast / f"member_{k}.pt") for k in range(1, 5)) + "]"
+    image = tmp_path / "lens.fits"
+    fits.writeto(image, np.random.default_rng(0).normal(0.0, 0.02, (64, 64)).astype(np.float32))
+    overrides = [f"input={image}", f"ensemble.checkpoints={members}", f"hydra.run.dir={tmp_path / 'p'}"]
+    predicted = run_cli("predict", overrides)  # a new process: the models' log lines as a user sees them
+    assert predicted.returncode == 0, predicted.stderr[-2000:]
+    assert "no sigma calibration for these 4 members" in predicted.stdout + predicted.stderr
 
 
 def test_export_reports_bad_requests(tmp_path):

@@ -117,7 +117,8 @@ def test_a_cutout_without_a_pixel_scale_is_assumed_and_recorded():
     ("settings", "message"),
     [
         ({"fill_nan": "abc"}, "fill_nan='abc'"),
-        ({"sky": "median"}, "sky='median'"),
+        ({"sky": "estimat"}, "sky='estimat': give estimate, none or a level"),
+        ({"sky": float("nan")}, "sky=nan: give estimate, none"),
         ({"noise_kind": "weights"}, "noise_kind='weights'"),
         ({"psf_fwhm": -0.1}, "psf_fwhm=-0.1"),
         ({"cosmic_rays": "yes"}, "cosmic_rays='yes'"),

@@ -11,7 +11,10 @@ float16 halves the size and is cast back to float32 on loading) and its calibrat
 ``lenscnn-eval`` and ``lenscnn-predict`` need, and nothing ``torch.load(weights_only=True)``
 refuses. Exporting the same checkpoints again gives byte-identical files, so an existing
 ensemble ``calibration.json`` in ``out_dir`` stays valid if (and only if) the members did not
-change; otherwise it is removed (re-run ``lenscnn-eval ... calibrate=true``).
+change; otherwise it is removed (re-run ``lenscnn-eval ... calibrate=true``). The ensemble's own
+calibration (``ensemble.calibration``) goes with members exported with their weights unchanged
+(``dtype`` null or theirs); members cast to another dtype predict a little differently and are
+calibrated again.
 """
 
 from __future__ import annotations
@@ -25,8 +28,8 @@ from omegaconf import DictConfig
 from lenscnn.cli.common import checkpoint_paths
 from lenscnn.errors import UserError
 from lenscnn.io.summaries import EvaluationSummary
-from lenscnn.models.checkpoint import export_weights, resolve_checkpoint
-from lenscnn.models.ensemble import read_calibration
+from lenscnn.models.checkpoint import export_weights, resolve_checkpoint, same_weights
+from lenscnn.models.ensemble import read_calibration, write_calibration
 from lenscnn.pretrained import CALIBRATION
 from lenscnn.pretrained.card import update_card
 
@@ -35,8 +38,11 @@ log = logging.getLogger(__name__)
 DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
 
 
-def export_members(sources: list[str], out_dir: Path, dtype: str | None) -> list[Path]:
-    """Export every checkpoint of ``sources`` to ``out_dir/member_<k>.pt``; returns the files."""
+def export_members(
+    sources: list[str], out_dir: Path, dtype: str | None, calibration_source: str | None = None
+) -> list[Path]:
+    """Export every checkpoint of ``sources`` to ``out_dir/member_<k>.pt`` with the ensemble calibration
+    ``calibration_source`` when their weights are unchanged; returns the files."""
     if dtype is not None and dtype not in DTYPES:
         raise UserError(f"dtype={dtype!r}; choose one of {sorted(DTYPES)} or null")
     files = [resolve_checkpoint(s) for s in sources]
@@ -60,7 +66,25 @@ def export_members(sources: list[str], out_dir: Path, dtype: str | None) -> list
             log.info(
                 "removed %s: fitted for other members; calibrate again with lenscnn-eval calibrate=true", calibration
             )
+        carry_calibration(calibration_source, files, outputs, calibration)
     return outputs
+
+
+def carry_calibration(source: str | None, members: list[Path], exported: list[Path], out: Path) -> None:
+    """Write the calibration ``source`` of ``members`` to ``out`` for their ``exported`` copies when these hold
+    the same weights; say why not otherwise."""
+    record = read_calibration(Path(source).expanduser(), members) if source else None
+    if record is None:
+        return
+    if all(same_weights(a, b) for a, b in zip(members, exported, strict=True)):
+        write_calibration(out, {k: v for k, v in record.items() if k != "members"}, exported)
+        log.info("%s -> %s (the members' weights are unchanged)", source, out)
+    else:
+        log.warning(
+            "%s is not copied: the exported members' weights differ from those it was fitted for (dtype); "
+            "calibrate them with lenscnn-eval calibrate=true",
+            source,
+        )
 
 
 def check_trained(cfg: DictConfig, sources: list[str]) -> None:
@@ -84,7 +108,8 @@ def export(cfg: DictConfig) -> list[Path]:
         if not cfg.out_dir:
             raise UserError("out_dir=... is needed: where the exported member_<k>.pt files go")
         check_trained(cfg, sources)
-        outputs = export_members(sources, Path(cfg.out_dir).expanduser(), cfg.dtype)
+        calibration = cfg.ensemble.get("calibration") if cfg.get("ensemble") else None
+        outputs = export_members(sources, Path(cfg.out_dir).expanduser(), cfg.dtype, calibration)
     if cfg.card:
         files = [cfg.metrics] if isinstance(cfg.metrics, str) else list(cfg.metrics)
         if not files:

@@ -210,6 +210,14 @@ def save_checkpoint_atomic(checkpoint: Mapping[str, Any], path: str | Path) -> N
         torch.save(dict(checkpoint), tmp)
 
 
+def same_weights(a: str | Path, b: str | Path) -> bool:
+    """Whether two checkpoints hold the same weights (names, dtypes and values): they predict alike."""
+    first, second = read_checkpoint(a)["state_dict"], read_checkpoint(b)["state_dict"]
+    return first.keys() == second.keys() and all(
+        first[k].dtype == second[k].dtype and torch.equal(first[k], second[k]) for k in first
+    )
+
+
 def export_weights(path: str | Path, out: str | Path, dtype: torch.dtype | None = None) -> None:
     """Write a weights-only copy of a checkpoint: hyperparameters, ``state_dict`` (optionally cast
     to ``dtype``, e.g. ``torch.float16`` to halve the size) and calibration; no optimizer state."""

@@ -234,7 +234,14 @@ class Ensemble(nn.Module):
     def check_calibration_mode(self, mc_samples: int, symmetries: int = 1) -> None:
         """Warn if the stored calibration was fitted with another number of MC-dropout passes or
         of symmetries (the scale then does not fit the sigma it multiplies). A record without
-        ``symmetries`` (written before there were any) was fitted with 1."""
+        ``symmetries`` (written before there were any) was fitted with 1. Warn too if several members
+        come without any calibration (e.g. copied without their ``calibration.json``)."""
+        if self.calibration is None and len(self.members) > 1:
+            log.warning(
+                "no sigma calibration for these %d members (no calibration.json beside them): sigma is the raw "
+                "mixture's and its intervals may not hold; calibrate with lenscnn-eval calibrate=true",
+                len(self.members),
+            )
         fitted = (self.calibration or {}).get("mc_samples")
         if fitted is not None and fitted != mc_samples:
             log.warning(

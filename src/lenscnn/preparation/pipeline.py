@@ -132,8 +132,8 @@ class Preparation:
     psf_file_fwhm: float | None = field(default=None, init=False)  # [arcsec], of the ``psf`` file
 
     def __post_init__(self) -> None:
-        if self.sky not in ("estimate", "none"):
-            _number(self.sky, "sky")
+        if self.sky not in ("estimate", "none") and (type(self.sky) not in (int, float) or not math.isfinite(self.sky)):
+            raise UserError(f"sky={self.sky!r}: give estimate, none or a level to subtract (a finite number)")
         noise_maps.check_kind(self.noise_kind)
         _number(self.fill_nan, "fill_nan")
         if abs(self.fill_nan) >= FLOAT32_MAX:
