@@ -22,7 +22,7 @@ from lenscnn.cli.eval import run as eval_run
 from lenscnn.models.checkpoint import read_checkpoint
 from lenscnn.models.ensemble import Ensemble
 from lenscnn.sim import Simulator
-from tests.helpers import celestial_header, compose_run, run_app
+from tests.helpers import celestial_header, compose_config, compose_run, run_app
 
 REPO = Path(__file__).parents[2]
 REAL_DATA = REPO.parent / "shared" / "realdata"
@@ -317,3 +317,11 @@ def test_a_catalogue_row_of_a_cube_is_refused_with_the_default_hdu(tmp_path):
     fits.HDUList([fits.PrimaryHDU(), fits.ImageHDU(np.zeros((32, 32)), name="SCI")]).writeto(flat)
     problems = single_image_problems([cube, flat], "auto")
     assert list(problems) == [cube] and "shape (2, 32, 32); a catalogue row names one 2-D image" in problems[cube]
+
+
+def test_the_slacs_catalog_finds_its_images_from_any_directory(tmp_path, monkeypatch):
+    """catalog=slacs_hst names the shared cutouts beside the repository, not beside the working directory."""
+    monkeypatch.chdir(tmp_path)
+    cfg = compose_config("eval", ["catalog=slacs_hst"])
+    assert Path(cfg.catalog.images).resolve() == (REPO / ".." / "shared" / "realdata").resolve()
+    assert Path(cfg.catalog.references).resolve() == (REPO / ".." / "shared" / "realdata" / "references.csv").resolve()

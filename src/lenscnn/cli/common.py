@@ -38,10 +38,22 @@ def prepare_app() -> None:
 
 def register_resolvers() -> None:
     """``${lenscnn_pretrained:<name>}`` (``conf/ensemble/pretrained.yaml``), ``${lenscnn_run_dir:...}``
-    (``conf/hydra/default.yaml``) and ``${lenscnn_cpu_precision:}`` (``conf/trainer/cpu.yaml``)."""
+    (``conf/hydra/default.yaml``), ``${lenscnn_cpu_precision:}`` (``conf/trainer/cpu.yaml``) and
+    ``${lenscnn_checkout:}`` (``conf/catalog/slacs_hst.yaml``)."""
+    from omegaconf import OmegaConf
+
     pretrained.register_resolver()
     run_dirs.register_resolver()
     precision.register_resolver()
+    if not OmegaConf.has_resolver("lenscnn_checkout"):
+        OmegaConf.register_new_resolver("lenscnn_checkout", source_checkout)
+
+
+def source_checkout() -> str:
+    """The root of the source checkout lenscnn runs from (the directory of its ``pyproject.toml``), so shipped
+    configs can name data beside the repository from any working directory; else the working directory."""
+    root = Path(__file__).resolve().parents[3]
+    return str(root if (root / "pyproject.toml").is_file() else Path.cwd())
 
 
 def console() -> Any:
