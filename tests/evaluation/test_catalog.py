@@ -19,8 +19,11 @@ from scipy import stats
 
 from lenscnn.cli.common import report_user_errors
 from lenscnn.cli.eval import run as eval_run
+from lenscnn.errors import UserError
+from lenscnn.evaluation.catalog import CatalogSpec, read_catalog
 from lenscnn.models.checkpoint import read_checkpoint
 from lenscnn.models.ensemble import Ensemble
+from lenscnn.preparation.pipeline import Preparation
 from lenscnn.sim import Simulator
 from tests.helpers import celestial_header, compose_config, compose_run, run_app
 
@@ -325,3 +328,39 @@ def test_the_slacs_catalog_finds_its_images_from_any_directory(tmp_path, monkeyp
     cfg = compose_config("eval", ["catalog=slacs_hst"])
     assert Path(cfg.catalog.images).resolve() == (REPO / ".." / "shared" / "realdata").resolve()
     assert Path(cfg.catalog.references).resolve() == (REPO / ".." / "shared" / "realdata" / "references.csv").resolve()
+
+
+def test_catalogue_rows_set_their_own_preparation_and_repeated_lenses_are_told_apart(tmp_path):
+    """Columns hdu, noise_hdu, psf_hdu and pixel_scale set each row's preparation (a blank cell: the run's);
+    a lens listed once per band gets its file in its name; a bad cell is refused naming the lens."""
+    for name in ("a_F150W.fits", "a_F444W.fits", "b.fits"):
+        write_fits(tmp_path / name, np.zeros((8, 8)))
+    (tmp_path / "refs.csv").write_text(
+        "name,file,theta_E,hdu,noise_hdu,psf_hdu,pixel_scale\n"
+        "A,a_F150W.fits,0.77,0,RMS,PSF,0.03\n"
+        "A,a_F444W.fits,0.77,SCI,,,\n"
+        "B,b.fits,1.2,,,,\n"
+    )
+    catalog = read_catalog(CatalogSpec(tmp_path / "refs.csv", tmp_path))
+    assert catalog.names == ["A [a_F150W.fits]", "A [a_F444W.fits]", "B"]
+    prepared = catalog.preparations(Preparation(psf=None))
+    assert set(prepared) == {tmp_path / "a_F150W.fits", tmp_path / "a_F444W.fits"}  # B: the run's settings
+    first = prepared[tmp_path / "a_F150W.fits"]
+    assert (first.hdu, first.noise_hdu, first.psf_hdu, first.pixel_scale) == (0, "RMS", "PSF", 0.03)
+    second = prepared[tmp_path / "a_F444W.fits"]
+    assert (second.hdu, second.noise_hdu, second.psf_hdu, second.pixel_scale) == ("SCI", "auto", None, None)
+    (tmp_path / "refs.csv").write_text("name,file,theta_E,pixel_scale\nB,b.fits,1.2,-1\n")
+    with pytest.raises(UserError, match="lens B: pixel_scale=-1.0: give a positive number"):
+        read_catalog(CatalogSpec(tmp_path / "refs.csv", tmp_path)).preparations(Preparation())
+
+
+@pytest.mark.skipif(not (SURVEYS / "references.csv").is_file(), reason="the shared JWST/Euclid cutouts are not here")
+def test_the_survey_catalogue_evaluates_with_no_options(tmp_path):
+    """The JWST and Euclid probes as a catalogue: their rows name their HDUs, so the eval needs no options; the
+    four bands of the COSMOS-Web ring are four named rows; each file's PSF HDU is read (a PSF width recorded)."""
+    out = tmp_path / "surveys"
+    result = run_app("eval", [f"catalog.references={SURVEYS / 'references.csv'}", f"hydra.run.dir={out}"])
+    assert result.returncode == 0, result.stderr[-3000:]
+    lenses = {r["name"]: r for r in read_csv(out / "predictions.csv")}
+    assert "COSJ100024+015334 [COSJ100024+015334_F277W.fits]" in lenses and len(lenses) == 6
+    assert all(r["status"] == "ok" and r["psf_fwhm"] != "" for r in lenses.values())

@@ -61,8 +61,11 @@ def check_options(cfg: DictConfig) -> Preparation:
 def refused_files(catalog: Catalog, settings: Preparation) -> dict[Path, str]:
     """The listed files that cannot be predicted (unreadable, no such HDU, more than one image), with
     the reason; refused at once (before the model loads) when that is every file."""
-    refused = check_inputs(catalog.files, settings)
-    refused |= single_image_problems([f for f in catalog.files if f not in refused], settings.hdu)
+    per_file = catalog.preparations(settings)
+    refused = check_inputs(catalog.files, settings, per_file)
+    for path in catalog.files:
+        if path not in refused:
+            refused |= single_image_problems([path], per_file.get(path, settings).hdu)
     if len(set(refused)) == len(set(catalog.files)):
         raise UserError(next(iter(refused.values())))
     return refused

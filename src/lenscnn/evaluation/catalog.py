@@ -11,16 +11,21 @@ the cutout's centre, as ``lenscnn-predict`` reports them), with their 1-sigma un
 - ``<column>_err`` (symmetric), or
 - neither (the reference counts as exact; the evaluation warns when it scores such a parameter).
 
-A blank (or ``nan``) value means the lens has no reference for that parameter. Everything is checked
+A blank (or ``nan``) value means the lens has no reference for that parameter. Columns ``hdu``,
+``noise_hdu``, ``psf_hdu`` and ``pixel_scale`` (:data:`ROW_SETTINGS`) set that row's preparation (a blank
+cell: the run's setting), so a catalogue of files from several telescopes needs no options. Rows naming
+the same lens (its bands, say) are told apart by their file: ``name [file]``. Everything is checked
 when the catalogue is read, before a model is loaded: a :class:`UserError` names the row and column.
 """
 
 from __future__ import annotations
 
+import collections
 import csv
+import dataclasses
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +35,10 @@ from lenscnn.errors import UserError
 from lenscnn.io.cutouts import HDF5_SUFFIXES
 from lenscnn.io.fits import open_fits, select_hdu
 from lenscnn.params import PARAMETERS, ordered
+from lenscnn.preparation.pipeline import Preparation
+
+#: Catalogue columns that set a row's preparation, and the setting each sets.
+ROW_SETTINGS = {"hdu": "hdu", "noise_hdu": "noise_hdu", "psf_hdu": "psf", "pixel_scale": "pixel_scale"}
 
 
 @dataclass(frozen=True)
@@ -77,6 +86,7 @@ class Catalog:
     names: list[str]
     files: list[Path]
     references: dict[str, Reference]
+    row_settings: list[dict[str, Any]] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.names)
@@ -84,6 +94,18 @@ class Catalog:
     @property
     def description(self) -> str:
         return f"catalogue {self.path} ({len(self)} lenses)"
+
+    def preparations(self, settings: Preparation) -> dict[Path, Preparation]:
+        """Each file's preparation: ``settings`` with its row's :data:`ROW_SETTINGS` cells (files whose row
+        sets none are left out: they take ``settings``)."""
+        prepared = {}
+        for name, file, row in zip(self.names, self.files, self.row_settings, strict=False):
+            if row:
+                try:
+                    prepared[file] = dataclasses.replace(settings, **row)
+                except UserError as exc:
+                    raise UserError(f"{self.path}, lens {name}: {exc}") from None
+        return prepared
 
     def targets(self, predicted: tuple[str, ...] | list[str]) -> list[str]:
         """The parameters the model ``predicted`` that the catalogue gives (model order); refused if none."""
@@ -188,7 +210,7 @@ def read_catalog(spec: CatalogSpec) -> Catalog:
         if column not in header:
             raise UserError(f"{spec.references}: no column {column!r} (catalog.{key}); columns: {header}")
     references = {t: reference(t, c, header, rows, spec.references) for t, c in value_columns(header, spec).items()}
-    names, files, missing = [], [], []
+    names, files, missing, row_settings = [], [], [], []
     for line, row in rows:
         name, file = row[spec.name_column], row[spec.file_column]
         if not file:
@@ -199,13 +221,30 @@ def read_catalog(spec: CatalogSpec) -> Catalog:
             missing.append(path)
         names.append(name or path.name)
         files.append(path)
+        row_settings.append(settings_of(row, line, spec.references))
     if missing:
         more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
         raise UserError(
             f"{spec.references}: lists {missing[0]}, which does not exist{more}; file names are relative to "
             f"catalog.images={spec.images}"
         )
-    return Catalog(spec.references, names, files, references)
+    counts = collections.Counter(names)
+    names = [f"{name} [{file.name}]" if counts[name] > 1 else name for name, file in zip(names, files, strict=True)]
+    return Catalog(spec.references, names, files, references, row_settings)
+
+
+def settings_of(row: Mapping[str, str], line: int, path: Path) -> dict[str, Any]:
+    """The preparation settings a CSV row's non-blank :data:`ROW_SETTINGS` cells give (HDU numbers as ints)."""
+    settings: dict[str, Any] = {}
+    for column, key in ROW_SETTINGS.items():
+        cell = row.get(column, "")
+        if cell == "":
+            continue
+        if key == "pixel_scale":
+            settings[key] = number(cell, f"{path} line {line}, column {column!r}")
+        else:
+            settings[key] = int(cell) if cell.isdigit() else cell
+    return settings
 
 
 def single_image_problems(files: list[Path], hdu: int | str) -> dict[Path, str]:

@@ -99,6 +99,7 @@ def predict_catalog(
             batch_size=batch_size,
             mc_samples=mc_samples,
             symmetries=symmetries,
+            per_file=catalog.preparations(settings),
         )
         for batch, _ in batches:
             results += batch

@@ -44,10 +44,13 @@ class CutoutResult:
         return self.error is None
 
 
-def check_inputs(files: Sequence[Path], settings: Preparation) -> dict[Path, str]:
+def check_inputs(
+    files: Sequence[Path], settings: Preparation, per_file: Mapping[Path, Preparation] | None = None
+) -> dict[Path, str]:
     """The files that cannot be read (not FITS, truncated, no such HDU), with the reason: found
-    before a model is loaded."""
-    return {path: reason for path in files if (reason := check_readable(path, settings)) is not None}
+    before a model is loaded (``per_file``: the settings of files prepared otherwise, e.g. a catalogue row's)."""
+    per_file = per_file or {}
+    return {p: reason for p in files if (reason := check_readable(p, per_file.get(p, settings))) is not None}
 
 
 def domain_reference(
@@ -96,24 +99,25 @@ def prepared_images(
     ensemble: Ensemble,
     refused: Mapping[Path, str],
     noise_rms: float | None = None,
+    per_file: Mapping[Path, Preparation] | None = None,
 ) -> Iterator[tuple[CutoutResult, int]]:
     """Every image of ``files`` prepared for ``ensemble`` (or failed, with its reason), with the number
-    of files read to the end so far; ``noise_rms``: the model's noise level (``units=noise``)."""
+    of files read to the end so far; ``noise_rms``: the model's noise level (``units=noise``);
+    ``per_file``: the settings of files prepared otherwise than ``settings`` say."""
     for index, path in enumerate(files):
         if path in refused:
             yield CutoutResult(str(path), error=refused[path]), index + 1
             continue
+        own = (per_file or {}).get(path, settings)
         try:
-            images = list(read_file(path, settings))
+            images = list(read_file(path, own))
         except UserError as exc:
             yield CutoutResult(str(path), error=str(exc)), index + 1
             continue
         for k, (cutout, variance, flagged) in enumerate(images):
             done = index + (k == len(images) - 1)
             try:
-                prepared = prepare(
-                    cutout, settings, ensemble.image_size, ensemble.pixel_scale, variance, flagged, noise_rms
-                )
+                prepared = prepare(cutout, own, ensemble.image_size, ensemble.pixel_scale, variance, flagged, noise_rms)
             except UserError as exc:
                 yield CutoutResult(cutout.label, error=str(exc)), done
                 continue
@@ -130,13 +134,15 @@ def predict_cutouts(
     batch_size: int,
     mc_samples: int = 0,
     symmetries: int = 1,
+    per_file: Mapping[Path, Preparation] | None = None,
 ) -> Iterator[tuple[list[CutoutResult], int]]:
     """Results in lists of at most ``batch_size`` images, in input order, each list with the number of
-    files read to the end so far. Only the batch in flight is held in memory."""
+    files read to the end so far (``per_file``: as for :func:`prepared_images`). Only the batch in flight
+    is held in memory."""
     pending: list[CutoutResult] = []
     done = 0
     noise_rms = model_noise_rms(ensemble, reference)
-    for result, done in prepared_images(files, settings, ensemble, refused, noise_rms):
+    for result, done in prepared_images(files, settings, ensemble, refused, noise_rms, per_file):
         pending.append(result)
         if sum(r.ok for r in pending) == batch_size:
             yield predict_batch(pending, ensemble, reference, mc_samples, symmetries), done
