@@ -16,6 +16,7 @@ Writes into the Hydra run directory: ``predictions.csv`` (per lens), ``metrics.c
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from pathlib import Path
 
 import torch
@@ -58,10 +59,10 @@ def check_options(cfg: DictConfig) -> Preparation:
     return Preparation.from_config(cfg)
 
 
-def refused_files(catalog: Catalog, settings: Preparation) -> dict[Path, str]:
+def refused_files(catalog: Catalog, settings: Preparation, per_file: Mapping[Path, Preparation]) -> dict[Path, str]:
     """The listed files that cannot be predicted (unreadable, no such HDU, more than one image), with
-    the reason; refused at once (before the model loads) when that is every file."""
-    per_file = catalog.preparations(settings)
+    the reason (``per_file``: the rows' own settings, :meth:`Catalog.preparations`); refused at once
+    (before the model loads) when that is every file."""
     refused = check_inputs(catalog.files, settings, per_file)
     for path in catalog.files:
         if path not in refused:
@@ -85,7 +86,8 @@ def catalog_evaluation(cfg: DictConfig, spec: CatalogSpec) -> CatalogResult:
     (the shipped pretrained ensemble if none) and evaluate it on the catalogue; writes nothing."""
     settings = check_options(cfg)
     catalog = read_catalog(spec)
-    refused = refused_files(catalog, settings)
+    per_file = catalog.preparations(settings)
+    refused = refused_files(catalog, settings, per_file)
     torch.manual_seed(cfg.seed)
     device = resolve_device(cfg.device)
     ensemble, _ = load_ensemble(cfg, default_pretrained=True)
@@ -104,4 +106,5 @@ def catalog_evaluation(cfg: DictConfig, spec: CatalogSpec) -> CatalogResult:
         batch_size=cfg.batch_size,
         mc_samples=cfg.mc_samples,
         symmetries=symmetries,
+        per_file=per_file,
     )

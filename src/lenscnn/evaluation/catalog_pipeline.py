@@ -85,9 +85,11 @@ def predict_catalog(
     batch_size: int = 256,
     mc_samples: int = 0,
     symmetries: int = 1,
+    per_file: Mapping[Path, Preparation] | None = None,
 ) -> list[CutoutResult]:
     """One :class:`CutoutResult` per catalogue row, in order (each file holds one image: a row
-    ``refused`` for holding more gets that reason); a line is logged per failed or flagged lens."""
+    ``refused`` for holding more gets that reason; ``per_file``: the rows' own settings,
+    :meth:`Catalog.preparations`); a line is logged per failed or flagged lens."""
     results: list[CutoutResult] = []
     with progress("predicting", total=len(catalog), unit="lenses", logger=log) as bar:
         batches = predict_cutouts(
@@ -99,7 +101,7 @@ def predict_catalog(
             batch_size=batch_size,
             mc_samples=mc_samples,
             symmetries=symmetries,
-            per_file=catalog.preparations(settings),
+            per_file=per_file,
         )
         for batch, _ in batches:
             results += batch
@@ -159,6 +161,7 @@ def evaluate_catalog(
     batch_size: int = 256,
     mc_samples: int = 0,
     symmetries: int = 1,
+    per_file: Mapping[Path, Preparation] | None = None,
 ) -> CatalogResult:
     """Predict every lens of ``catalog`` (on the ensemble's device) and score the targets it gives.
 
@@ -185,6 +188,7 @@ def evaluate_catalog(
         batch_size=batch_size,
         mc_samples=mc_samples,
         symmetries=symmetries,
+        per_file=per_file,
     )
     names = list(ensemble.target_names)
     values = {t: target_values(catalog, results, t, names.index(t)) for t in targets}
