@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install train ensemble space-ensemble pretrained test test-all lint simulate bench clean
+.PHONY: install train ensemble space-ensemble pretrained pretrained-survey test test-all lint simulate bench clean
 
 install: $(STAMP)
 
@@ -80,40 +80,56 @@ $(SPACE_ENSEMBLE)/.trained: | $(STAMP)
 	$(BIN)/lenscnn-train -m experiment=space_ensemble
 	touch $@
 
-# The pretrained ensemble shipped in the package (src/lenscnn/pretrained/survey) and the metrics of its
-# model card: the four members above exported weights-only in float16, calibrated on CALIBRATION_SET
-# with test-time averaging over the 8 symmetries, scored on the fixed test sets (what `lenscnn-eval
-# ensemble=pretrained [prior=... observation=...]` reproduces): the survey training distribution, the
-# clean realistic mixture, held-out galaxies with lens light, Sersic sources with lens light and the
-# quickstart Sersic set without lens light; then the robustness table: the clean realistic lenses with
-# one nuisance each (observation=... or prior=realistic_neighbour). Training is deterministic, so this
-# rebuilds the shipped files bit for bit (same torch, same CPU).
+# The pretrained ensembles shipped in the package (src/lenscnn/pretrained/<name>) and the metrics of their
+# model cards: the four members above exported weights-only in float16, calibrated with test-time averaging
+# over the 8 symmetries, scored on the fixed test sets (what `lenscnn-eval ensemble=<config> [prior=...
+# observation=...]` reproduces): the training distribution, the clean realistic mixture, held-out galaxies
+# with lens light, Sersic sources with lens light and the quickstart Sersic set without lens light; the
+# space model's instrument table (its training lenses through HST, JWST short- and long-wavelength and Euclid
+# PSFs: observation=space_<instrument>); then the robustness table: the clean realistic lenses with one
+# nuisance each (observation=... or prior=realistic_neighbour). Training is deterministic, so this rebuilds
+# the shipped files bit for bit (same torch, same CPU).
+#   make pretrained            the space ensemble (the default: ensemble=pretrained), calibrated as trained
+#   make pretrained-survey     the survey ensemble (ensemble=pretrained_survey), calibrated on CALIBRATION_SET
 PRETRAINED := src/lenscnn/pretrained
-EVAL := $(ENSEMBLE)/pretrained
 CARD_SETS := realistic realistic_galaxies realistic_sersic quickstart
 NUISANCES := pedestal_plus pedestal_minus moffat_narrow moffat_wide noise_x3 cosmic_rays
-CARD_METRICS := $(EVAL)/eval/metrics.json $(CARD_SETS:%=$(EVAL)/eval_%/metrics.json)
-ROBUSTNESS := $(EVAL)/eval_realistic/metrics.json $(NUISANCES:%=$(EVAL)/robust_%/metrics.json) \
-	$(EVAL)/robust_neighbour/metrics.json
+INSTRUMENTS := space_hst space_jwst_sw space_jwst_lw space_euclid
 COMMA := ,
 SPACE := $(subst ,, )
 list = [$(subst $(SPACE),$(COMMA),$(strip $(1)))]
 
-pretrained: install $(ENSEMBLE)/.trained
-	$(BIN)/lenscnn-export ensemble=survey out_dir=$(PRETRAINED)/survey dtype=float16 hydra.run.dir=$(EVAL)/export
-	$(BIN)/lenscnn-eval ensemble=pretrained calibrate=true symmetries=8 $(CALIBRATION_SET) hydra.run.dir=$(EVAL)/calibrate
-	$(BIN)/lenscnn-eval ensemble=pretrained compare_members=true hydra.run.dir=$(EVAL)/eval
+# $(call shipped,name,training ensemble config,shipped ensemble config,eval dir,calibration set,instruments)
+define shipped
+	$(BIN)/lenscnn-export ensemble=$(2) out_dir=$(PRETRAINED)/$(1) dtype=float16 hydra.run.dir=$(4)/export
+	$(BIN)/lenscnn-eval ensemble=$(3) calibrate=true symmetries=8 $(5) hydra.run.dir=$(4)/calibrate
+	$(BIN)/lenscnn-eval ensemble=$(3) compare_members=true hydra.run.dir=$(4)/eval
 	for set in $(CARD_SETS); do \
-		$(BIN)/lenscnn-eval ensemble=pretrained prior=$$set observation=none hydra.run.dir=$(EVAL)/eval_$$set || exit 1; \
+		$(BIN)/lenscnn-eval ensemble=$(3) prior=$$set observation=none hydra.run.dir=$(4)/eval_$$set || exit 1; \
+	done
+	for observation in $(6); do \
+		$(BIN)/lenscnn-eval ensemble=$(3) observation=$$observation hydra.run.dir=$(4)/instrument_$$observation \
+			|| exit 1; \
 	done
 	for nuisance in $(NUISANCES); do \
-		$(BIN)/lenscnn-eval ensemble=pretrained prior=realistic observation=$$nuisance \
-			hydra.run.dir=$(EVAL)/robust_$$nuisance || exit 1; \
+		$(BIN)/lenscnn-eval ensemble=$(3) prior=realistic observation=$$nuisance \
+			hydra.run.dir=$(4)/robust_$$nuisance || exit 1; \
 	done
-	$(BIN)/lenscnn-eval ensemble=pretrained prior=realistic_neighbour observation=none \
-		hydra.run.dir=$(EVAL)/robust_neighbour
-	$(BIN)/lenscnn-export card=$(PRETRAINED)/MODEL_CARD.md metrics=$(call list,$(CARD_METRICS)) \
-		robustness=$(call list,$(ROBUSTNESS)) hydra.run.dir=$(EVAL)/card
+	$(BIN)/lenscnn-eval ensemble=$(3) prior=realistic_neighbour observation=none \
+		hydra.run.dir=$(4)/robust_neighbour
+	$(BIN)/lenscnn-export card=$(PRETRAINED)/$(1)/MODEL_CARD.md \
+		metrics=$(call list,$(4)/eval/metrics.json $(CARD_SETS:%=$(4)/eval_%/metrics.json)) \
+		$(if $(6),instruments=$(call list,$(6:%=$(4)/instrument_%/metrics.json))) \
+		robustness=$(call list,$(4)/eval_realistic/metrics.json $(NUISANCES:%=$(4)/robust_%/metrics.json) \
+			$(4)/robust_neighbour/metrics.json) \
+		hydra.run.dir=$(4)/card
+endef
+
+pretrained: install $(SPACE_ENSEMBLE)/.trained
+	$(call shipped,space,space,pretrained,$(SPACE_ENSEMBLE)/pretrained,,$(INSTRUMENTS))
+
+pretrained-survey: install $(ENSEMBLE)/.trained
+	$(call shipped,survey,survey,pretrained_survey,$(ENSEMBLE)/pretrained,$(CALIBRATION_SET),)
 
 simulate: install
 	$(BIN)/lenscnn-simulate n=64 preview=16

@@ -21,7 +21,14 @@ from lenscnn.cli.common import load_ensemble
 from lenscnn.errors import UserError
 from lenscnn.models.checkpoint import file_digest
 from lenscnn.models.ensemble import Ensemble
-from lenscnn.pretrained.card import BEGIN, card_metrics, card_robustness, metrics_block, update_card
+from lenscnn.pretrained.card import (
+    BEGIN,
+    card_instruments,
+    card_metrics,
+    card_robustness,
+    metrics_block,
+    update_card,
+)
 from lenscnn.sim import Simulator
 from tests.helpers import TINY_FAST, compose_config, compose_train, evaluation_summary, run_app
 
@@ -56,11 +63,12 @@ def test_shipped_files_are_package_data():
     package_data = (REPO / "pyproject.toml").read_text().split("[tool.setuptools.package-data]")[1]
     patterns = re.findall(r'"([^"]+)"', re.search(r"lenscnn = \[(.*?)\]", package_data, re.S).group(1))
     package = Path(pretrained.__file__).parents[1]
-    shipped = [*pretrained.checkpoints(), pretrained.calibration_file(), pretrained.root() / pretrained.MODEL_CARD]
-    for path in shipped:
-        relative = path.relative_to(package).as_posix()
-        assert any(fnmatch.fnmatch(relative, p) for p in patterns), f"{relative} is not package data"
-    assert (REPO / "MODEL_CARD.md").resolve() == (pretrained.root() / pretrained.MODEL_CARD).resolve()
+    for name in pretrained.available():
+        shipped = [*pretrained.checkpoints(name), pretrained.calibration_file(name), pretrained.model_card_file(name)]
+        for path in shipped:
+            relative = path.relative_to(package).as_posix()
+            assert any(fnmatch.fnmatch(relative, p) for p in patterns), f"{relative} is not package data"
+    assert (REPO / "MODEL_CARD.md").resolve() == pretrained.model_card_file().resolve()  # the default model's
 
 
 def test_shipped_ensemble_loads_calibrated_in_float32(shipped):
@@ -273,6 +281,21 @@ def test_model_card_block_is_generated_and_read_back(tmp_path):
     assert rows["pedestal_plus"]["/ clean"] == pytest.approx(2) and rows["pedestal_plus"]["theta_E 68%"] == 0.5
     assert rows["pedestal_plus"]["e RMSE / clean"] == pytest.approx(2)
     assert len(card_metrics(card.read_text())) == 2  # the robustness table is not read as a test set
+    # the instrument table: the same lenses through each instrument's observation, absolute values
+    hst = {**clean, "metrics": sky["metrics"], "dataset": sky["dataset"].replace("pedestal_plus", "space_hst")}
+    euclid = {**clean, "dataset": clean["dataset"].replace("observation none", "observation space_euclid")}
+    instruments = [evaluation_summary(**s) for s in (hst, euclid)]
+    update_card(card, payload, other, robustness=robustness, instruments=instruments)
+    text = card.read_text()
+    lenses = "4 test lenses of simulated test set (4 lenses, instrument quickstart, prior realistic)"
+    assert f"Per instrument: {lenses}" in text
+    rows = card_instruments(text)
+    assert list(rows) == ["space_hst", "space_euclid"]
+    assert rows["space_hst"]["theta_E RMSE"] == pytest.approx(0.04) and rows["space_hst"]["theta_E 68%"] == 0.5
+    assert rows["space_euclid"]["e RMSE"] == pytest.approx(0.04) and rows["space_euclid"]["e 68%"] == 0.68
+    assert rows["space_euclid"]["centre RMSE"] == pytest.approx(0.02)
+    assert list(card_robustness(text)) == ["clean", "pedestal_plus", "realistic_neighbour"]
+    assert len(card_metrics(text)) == 2
     with pytest.raises(UserError, match="no generated block"):
         (tmp_path / "bare.md").write_text("# nothing\n")
         update_card(tmp_path / "bare.md", payload)

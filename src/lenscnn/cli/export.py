@@ -5,6 +5,7 @@ lenscnn-export ckpt_path=outputs/train/runs/<run> out_dir=exported/mine dtype=fl
 lenscnn-export card=MODEL_CARD.md metrics=outputs/eval/runs/<run>/metrics.json
 lenscnn-export card=MODEL_CARD.md metrics=[main/metrics.json,other_set/metrics.json]   # one table per test set
 lenscnn-export card=MODEL_CARD.md metrics=[...] robustness=[clean/metrics.json,pedestal/metrics.json]
+lenscnn-export card=MODEL_CARD.md metrics=[...] instruments=[hst/metrics.json,euclid/metrics.json]   # a row each
 
 An exported member holds the checkpoint's hyperparameters, its weights (cast to ``dtype``;
 float16 halves the size and is cast back to float32 on loading) and its calibration: what
@@ -119,12 +120,14 @@ def export(cfg: DictConfig) -> list[Path]:
             raise UserError(
                 "robustness=[clean, nuisance, ...]: give the clean set's metrics.json and at least one more"
             )
+        instruments = [] if cfg.instruments is None else list(cfg.instruments)
         update_card(
             cfg.card,
             *(read_metrics(Path(f).expanduser()) for f in files),
             robustness=[read_metrics(Path(f).expanduser()) for f in robustness],
+            instruments=[read_metrics(Path(f).expanduser()) for f in instruments],
         )
-        log.info("updated the metrics of %s from %s", cfg.card, ", ".join(files + robustness))
+        log.info("updated the metrics of %s from %s", cfg.card, ", ".join(files + instruments + robustness))
     return outputs
 
 

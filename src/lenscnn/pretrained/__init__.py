@@ -92,9 +92,15 @@ def load(name: str = DEFAULT, device: str = "cpu") -> Ensemble:
     return Ensemble.from_checkpoints(checkpoints(name), calibration_file(name)).to(device)
 
 
-def model_card() -> str:
-    """The text of ``MODEL_CARD.md``: training data, targets, metrics, intended use and limits."""
-    return (root() / MODEL_CARD).read_text()
+def model_card_file(name: str = DEFAULT) -> Path:
+    """Where the model card of ensemble ``name`` is (next to its weights)."""
+    return directory(name) / MODEL_CARD
+
+
+def model_card(name: str = DEFAULT) -> str:
+    """The text of ensemble ``name``'s ``MODEL_CARD.md``: training data, targets, metrics, intended use and
+    limits."""
+    return model_card_file(name).read_text()
 
 
 def register_resolver() -> None:

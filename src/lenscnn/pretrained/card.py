@@ -38,6 +38,7 @@ COLUMNS = (
 )
 NRMSE_LABEL = "Normalised RMSE (mean over targets of RMSE / prior std)"
 ROBUSTNESS_LABEL = "Robustness"
+INSTRUMENTS_LABEL = "Per instrument"
 #: Robustness table columns after the test set: ``(header, target group, metric, as a ratio to the clean set)``.
 ROBUSTNESS_COLUMNS = (
     ("theta_E RMSE", ("theta_E",), "rmse", False),
@@ -59,20 +60,66 @@ def nuisance(dataset: str) -> str:
     return found.group(1) if found else dataset
 
 
+#: Instrument table columns after the test set: ``(header, target group, metric)``.
+INSTRUMENT_COLUMNS = (
+    ("theta_E RMSE", ("theta_E",), "rmse"),
+    ("theta_E 68%", ("theta_E",), "coverage_68"),
+    ("theta_E 95%", ("theta_E",), "coverage_95"),
+    ("e RMSE", ("e1", "e2"), "rmse"),
+    ("e 68%", ("e1", "e2"), "coverage_68"),
+    ("centre RMSE", ("center_x", "center_y"), "rmse"),
+)
+
+
+def group_value(summary: EvaluationSummary, targets: Sequence[str], metric: str) -> float:
+    """``metric`` of ``summary`` averaged over ``targets`` (a group such as ``e1, e2``)."""
+    return sum(summary.metrics[t][metric] for t in targets) / len(targets)
+
+
+def instrument_table(rows: Sequence[EvaluationSummary]) -> list[str]:
+    """The lines of the per-instrument table: one row per test set ``rows`` (``metrics.json`` of the same
+    lenses seen through each instrument's PSFs), labelled by its ``observation``."""
+    header = ["instrument", *(c[0] for c in INSTRUMENT_COLUMNS)]
+    body = [
+        [f"`{nuisance(s.dataset)}`", *(f"{group_value(s, t, m):.4g}" for _, t, m in INSTRUMENT_COLUMNS)] for s in rows
+    ]
+    return [
+        f"{INSTRUMENTS_LABEL}: {rows[0].n} test lenses of {rows[0].dataset.split(', observation')[0]}), seen "
+        "through each instrument's PSFs and the observation's other nuisances (group columns average e1, e2 and "
+        "the centre's x, y; coverage of the calibrated 68%/95% intervals):",
+        "",
+        markdown_table(header, body),
+    ]
+
+
+def card_table(text: str, label: str) -> dict[str, dict[str, float]]:
+    """The table of a card's generated block introduced by ``label`` (the robustness or instrument table):
+    ``{row label: {header: value}}`` (``{}`` without one)."""
+    block = text[text.find(BEGIN) : text.find(END)].splitlines()
+    at = next((i for i, line in enumerate(block) if line.startswith(label + ":")), None)
+    if at is None:
+        return {}
+    rows = {}
+    header = [c.strip() for c in block[at + 2].strip("|").split("|")]
+    for row in block[at + 4 :]:
+        if not row.startswith("|"):
+            break
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        rows[cells[0].strip("`")] = {h: float(c) for h, c in zip(header[1:], cells[1:], strict=True)}
+    return rows
+
+
 def robustness_table(clean: EvaluationSummary, rows: Sequence[EvaluationSummary]) -> list[str]:
     """The lines of the robustness table: each of ``rows`` (``metrics.json`` of the same lenses with one
     nuisance added) against ``clean``'s; group columns (e, centre) average the targets' values."""
-
-    def value(summary: EvaluationSummary, targets: Sequence[str], metric: str) -> float:
-        return sum(summary.metrics[t][metric] for t in targets) / len(targets)
 
     header = ["test set", *(c[0] for c in ROBUSTNESS_COLUMNS)]
     body = []
     for summary in (clean, *rows):
         cells = [f"`{nuisance(summary.dataset)}`" if summary is not clean else "clean"]
         for _, targets, metric, ratio in ROBUSTNESS_COLUMNS:
-            v = value(summary, targets, metric)
-            cells.append(f"{v / value(clean, targets, metric):.3f}" if ratio else f"{v:.4g}")
+            v = group_value(summary, targets, metric)
+            cells.append(f"{v / group_value(clean, targets, metric):.3f}" if ratio else f"{v:.4g}")
         body.append(cells)
     return [
         f"{ROBUSTNESS_LABEL}: {clean.n} test lenses of {clean.dataset}, then the same lenses with one "
@@ -84,18 +131,12 @@ def robustness_table(clean: EvaluationSummary, rows: Sequence[EvaluationSummary]
 
 def card_robustness(text: str) -> dict[str, dict[str, float]]:
     """The robustness table of a card's generated block: ``{test set: {header: value}}`` (``{}`` without one)."""
-    block = text[text.find(BEGIN) : text.find(END)].splitlines()
-    at = next((i for i, line in enumerate(block) if line.startswith(ROBUSTNESS_LABEL + ":")), None)
-    if at is None:
-        return {}
-    rows = {}
-    header = [c.strip() for c in block[at + 2].strip("|").split("|")]
-    for row in block[at + 4 :]:
-        if not row.startswith("|"):
-            break
-        cells = [c.strip() for c in row.strip("|").split("|")]
-        rows[cells[0].strip("`")] = {h: float(c) for h, c in zip(header[1:], cells[1:], strict=True)}
-    return rows
+    return card_table(text, ROBUSTNESS_LABEL)
+
+
+def card_instruments(text: str) -> dict[str, dict[str, float]]:
+    """The per-instrument table of a card's generated block: ``{observation: {header: value}}``."""
+    return card_table(text, INSTRUMENTS_LABEL)
 
 
 def metrics_table(summary: EvaluationSummary) -> list[str]:
@@ -124,12 +165,16 @@ def member_file(label: str) -> str:
 
 
 def metrics_block(
-    summary: EvaluationSummary, *others: EvaluationSummary, robustness: Sequence[EvaluationSummary] = ()
+    summary: EvaluationSummary,
+    *others: EvaluationSummary,
+    robustness: Sequence[EvaluationSummary] = (),
+    instruments: Sequence[EvaluationSummary] = (),
 ) -> str:
     """The generated block (markers included) for an evaluation ``summary`` (``metrics.json``),
-    followed by the tables of ``others`` (the same model on other test sets) and, given ``robustness``
-    (a clean set's ``metrics.json`` then those of the same lenses with one nuisance each), the
-    robustness table."""
+    followed by the tables of ``others`` (the same model on other test sets), given ``instruments``
+    (the same lenses through each instrument's observation) the per-instrument table, and given
+    ``robustness`` (a clean set's ``metrics.json`` then those of the same lenses with one nuisance each)
+    the robustness table."""
     lines = [BEGIN, *metrics_table(summary)]
     comparison = summary.comparison
     if comparison:
@@ -143,6 +188,8 @@ def metrics_block(
         ]
     for other in others:
         lines += ["", *metrics_table(other)]
+    if instruments:
+        lines += ["", *instrument_table(instruments)]
     if robustness:
         lines += ["", *robustness_table(robustness[0], robustness[1:])]
     return "\n".join([*lines, END])
@@ -153,9 +200,10 @@ def update_card(
     summary: EvaluationSummary,
     *others: EvaluationSummary,
     robustness: Sequence[EvaluationSummary] = (),
+    instruments: Sequence[EvaluationSummary] = (),
 ) -> None:
     """Replace the generated block of the card at ``path`` by the numbers of ``summary`` (and of
-    the further test sets ``others``, and the ``robustness`` table)."""
+    the further test sets ``others``, the ``instruments`` table and the ``robustness`` table)."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"card={path}: no such file")
@@ -163,7 +211,7 @@ def update_card(
     start, stop = text.find(BEGIN), text.find(END)
     if start < 0 or stop < start:
         raise UserError(f"card={path}: has no generated block (a line {BEGIN!r} ... {END!r})")
-    block = metrics_block(summary, *others, robustness=robustness)
+    block = metrics_block(summary, *others, robustness=robustness, instruments=instruments)
     write_text(path, text[:start] + block + text[stop + len(END) :])
 
 
