@@ -3,11 +3,13 @@ galaxies and mergers, ``library: procedural:chain``), rendered by lenscnn and by
 through the shipped ensemble with its 8 symmetries.
 
 The lenses are those of ``prior=realistic_galaxies`` (SIE, shear, a Sersic lens light in 75% of them) with
-the held-out galaxies as sources; each is rendered twice, noise-free, then given the same noise:
+the held-out galaxies as sources, on the shipped model's instrument; each is rendered twice, noise-free, then
+given the same noise:
 
 * ``clean``: the instrument's PSF, background and shot noise (the same noise field on both renders);
-* ``survey``: lenscnn's survey observation (PSF, sky residual, correlated noise, cosmic rays, ... drawn per
-  lens) applied to both noise-free renders (before the PSF, which it draws).
+* ``survey``: the observation the shipped model was trained with (``observation=space``: PSF, sky residual,
+  correlated noise, cosmic rays, ... drawn per lens) applied to both noise-free renders (before the PSF,
+  which it draws).
 
 Printed per renderer and set: RMSE and 68%/95% coverage per target, lenstronomy's RMSE over lenscnn's, and the
 held-out sources' RMSE over that of the same lenses with the sources the ensemble was trained on (HUDF test
@@ -96,8 +98,9 @@ def main() -> None:
     args = parser.parse_args()
     ensemble = pretrained.load()
     with initialize_config_module("lenscnn.conf", version_base="1.3"):
-        cfg = compose("train", overrides=["experiment=survey", "prior=realistic_galaxies"])
-    config = OmegaConf.to_container(cfg.data.simulator, resolve=True)
+        prior = compose("train", overrides=["prior=realistic_galaxies"]).data.simulator.prior
+    # the shipped model's instrument and observation, the lenses of prior=realistic_galaxies
+    config = {**ensemble.simulator_config, "prior": OmegaConf.to_container(prior, resolve=True)}
     config["prior"]["source"]["galaxies"] = {"library": args.library, "fraction": 1.0}
     names, rows = ensemble.target_names, []
     for setting, observation in (("clean", CLEAN), ("survey", config["observation"])):

@@ -1,6 +1,7 @@
 """Console entry points answer a typo, a bad config value and ``--help`` before importing torch or
 Lightning (seconds of imports): the command line is checked first."""
 
+import re
 import subprocess
 import sys
 
@@ -48,7 +49,7 @@ def test_help_answers_before_heavy_imports():
 
 def help_groups(text: str) -> set[str]:
     """The config groups a ``--help`` lists."""
-    listed = text.split("== Configuration groups ==")[1].split("== Config ==")[0]
+    listed = text.split("== Configuration groups ==")[1].split("== Keys ==")[0]
     return {line.split(":")[0] for line in listed.splitlines()[2:] if ": " in line}
 
 
@@ -83,6 +84,18 @@ def test_help_says_what_the_app_does_and_lists_only_its_config_groups(app, funct
     assert help_groups(result.stdout) == APP_GROUPS[app], result.stdout
     assert "== Config ==" in result.stdout and "task_name:" in result.stdout  # the composed config follows
     assert result.stdout.strip().endswith("exit 0 heavy []"), result.stdout[-300:]
+
+
+def test_help_says_what_each_key_means():
+    """The app's keys and those of its top-level groups (predict's preparation) with their comments."""
+    text = probe("predict", "predict", ["--help"]).stdout
+    keys = text.split("== Keys ==")[1].split("== Config ==")[0]
+    assert "# conf/predict.yaml" in keys and "# conf/preparation/default.yaml" in keys
+    assert re.search(r"^symmetries: null +# 1 \| 8: average over the image's 8 flips", keys, re.M), keys
+    assert re.search(r"^hdu: auto +# FITS HDU of the images: auto \(SCI", keys, re.M), keys
+    assert "defaults:" not in keys and "lenscnn-predict ckpt_path=MODEL.ckpt" not in keys  # not the usage lines
+    # a group option that is not at the top level is left to the composed config
+    assert "# conf/paths/" not in keys
 
 
 @pytest.mark.parametrize("args", [["prior=ensai", "-h"], ["--help", "prior=ensai", "n=3"]])

@@ -65,9 +65,10 @@ def launch(app: str) -> None:
     task()
 
 
-def config_groups(app: str, argv: list[str]) -> dict[str, list[str]]:
+def config_groups(app: str, argv: list[str]) -> dict[str, tuple[str | None, list[str]]]:
     """The config groups of app ``app``'s own config (``conf/<app>.yaml``, composed with the
-    overrides in ``argv``; Hydra's ``hydra/...`` groups left out), each with its options."""
+    overrides in ``argv``; Hydra's ``hydra/...`` groups left out), each with the option chosen (or
+    its default) and its options."""
     from hydra import compose, initialize_config_module
     from hydra.core.global_hydra import GlobalHydra
     from hydra.core.object_type import ObjectType
@@ -79,13 +80,35 @@ def config_groups(app: str, argv: list[str]) -> dict[str, list[str]]:
         except Exception:  # a sweep (a,b) or a bad override: Hydra reports it; list the defaults' groups
             cfg = compose(app, return_hydra_config=True)
         loader = GlobalHydra.instance().config_loader()
-        groups = sorted(g for g in cfg.hydra.runtime.choices if g != "hydra" and not g.startswith("hydra/"))
-        return {group: loader.get_group_options(group, ObjectType.CONFIG) for group in groups}
+        choices = cfg.hydra.runtime.choices
+        groups = sorted(g for g in choices if g != "hydra" and not g.startswith("hydra/"))
+        return {group: (choices[group], loader.get_group_options(group, ObjectType.CONFIG)) for group in groups}
+
+
+def documented_keys(app: str, chosen: dict[str, str | None]) -> str:
+    """What each key of app ``app`` means: the keys of ``conf/<app>.yaml`` and of the chosen options of its
+    groups that put their keys at the top level (``# @package _global_``, e.g. ``preparation``), each with
+    the comment that explains it, as the files write them (usage lines and the defaults list left out)."""
+    from importlib import resources
+
+    conf = resources.files("lenscnn.conf")
+    files = [(f"{app}.yaml", conf / f"{app}.yaml")]
+    for group, option in chosen.items():
+        path = conf / group / f"{option}.yaml"
+        if option is not None and path.is_file() and path.read_text().startswith("# @package _global_"):
+            files.append((f"{group}/{option}.yaml", path))
+    sections = []
+    for name, path in files:
+        lines = path.read_text().splitlines()
+        keys = next((k for k, line in enumerate(lines) if line[:1].isalpha() and not line.startswith("defaults:")), 0)
+        sections.append(f"# conf/{name}\n" + "\n".join(lines[keys:]).strip("\n"))
+    return "\n\n".join(sections)
 
 
 def help_template(app: str, argv: list[str]) -> str:
     """The ``--help`` text of app ``app`` as Hydra's help template (``$CONFIG``: the composed config)."""
-    groups = "\n".join(f"{group}: {', '.join(options)}" for group, options in config_groups(app, argv).items())
+    groups = config_groups(app, argv)
+    listed = "\n".join(f"{group}: {', '.join(options)}" for group, (_, options) in groups.items())
     text = "\n".join(
         [
             f"lenscnn-{app}: {DESCRIPTIONS[app]}",
@@ -95,16 +118,22 @@ def help_template(app: str, argv: list[str]) -> str:
             "== Configuration groups ==",
             "Compose your configuration from those groups (group=option)",
             "",
-            groups or "(none)",
+            listed or "(none)",
+            "",
+            "== Keys ==",
+            "What each key means (key=value)",
+            "",
+            documented_keys(app, {group: chosen for group, (chosen, _) in groups.items()}),
             "",
             "== Config ==",
-            "Override anything in the config (foo.bar=value)",
+            "The composed config: override anything in it (foo.bar=value)",
             "",
             "",
         ]
     )
     footer = "Use --hydra-help for Hydra's own flags and groups (-m sweeps, --cfg job, hydra/launcher=...)\n"
-    return text.replace("$", "$$") + "$CONFIG\n" + footer
+    # escaped for Hydra's string.Template ($$) and then OmegaConf's interpolations (\${), in that order of reading
+    return text.replace("$", "$$").replace("$${", "$\\${") + "$CONFIG\n" + footer
 
 
 def store_help(app: str, argv: list[str]) -> str:
