@@ -64,7 +64,7 @@ $(ENSEMBLE)/trunk/.trained: | $(STAMP)
 
 # The space ensemble (experiment=space: HST, JWST and Euclid on one 8" grid of 0.1", theta_E 0.3-3"): a
 # trunk under a 180-minute wall-time budget (resumable: an interrupted run goes on from its last.ckpt with
-# the time it has left), four members fine-tuned from it (~8 minutes each), then calibrated and scored on
+# the time it has left), four members fine-tuned from it (~5 minutes each), then calibrated and scored on
 # the space validation set (4 hours of 2-core CPU in all).
 SPACE_ENSEMBLE := outputs/ensemble/space
 space-ensemble: $(SPACE_ENSEMBLE)/.trained

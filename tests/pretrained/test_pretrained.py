@@ -36,6 +36,10 @@ REPO = Path(__file__).parents[2]
 TARGETS = ("theta_E", "e1", "e2", "center_x", "center_y")
 
 
+#: The shipped ensembles: image size [px], pixel scale [arcsec], instrument, theta_E range of the prior [arcsec].
+SHIPPED = {"space": ([80, 80], 0.1, "space", (0.3, 3.0)), "survey": ([64, 64], 0.08, "quickstart", (0.5, 2.0))}
+
+
 @pytest.fixture(scope="module")
 def shipped() -> Ensemble:
     return pretrained.load()
@@ -44,19 +48,28 @@ def shipped() -> Ensemble:
 # -- the shipped files ---------------------------------------------------------------------
 
 
-def test_shipped_members_are_small_weights_only_float16_files():
-    files = pretrained.checkpoints()
+def test_the_space_ensemble_is_the_default_and_both_are_shipped():
+    assert pretrained.DEFAULT == "space"
+    assert pretrained.available() == sorted(SHIPPED)
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_shipped_members_are_small_weights_only_float16_files(name):
+    files = pretrained.checkpoints(name)
     assert [f.name for f in files] == ["member_1.pt", "member_2.pt", "member_3.pt", "member_4.pt"]
     assert sum(f.stat().st_size for f in files) < 8e6
+    size, scale, instrument, theta_range = SHIPPED[name]
     for f in files:
         checkpoint = torch.load(f, map_location="cpu", weights_only=True)  # no arbitrary objects
         assert set(checkpoint) <= {"hyper_parameters", "state_dict", "calibration"}
         floats = [v for v in checkpoint["state_dict"].values() if v.is_floating_point()]
         assert floats and all(v.dtype == torch.float16 for v in floats)
         hp = checkpoint["hyper_parameters"]
-        assert hp["image_size"] == [64, 64] and hp["pixel_scale"] == pytest.approx(0.08)
+        assert hp["image_size"] == size and hp["pixel_scale"] == pytest.approx(scale)
         assert hp["targets"]["names"] == list(TARGETS)
-        assert hp["simulator"]["instrument"]["name"] == "quickstart"
+        assert hp["simulator"]["instrument"]["name"] == instrument
+        theta = hp["simulator"]["prior"]["lens"]["theta_E"]
+        assert (theta["low"], theta["high"]) == pytest.approx(theta_range)
 
 
 def test_shipped_files_are_package_data():
@@ -71,23 +84,24 @@ def test_shipped_files_are_package_data():
     assert (REPO / "MODEL_CARD.md").resolve() == pretrained.model_card_file().resolve()  # the default model's
 
 
-def test_shipped_ensemble_loads_calibrated_in_float32(shipped):
-    record = json.loads(pretrained.calibration_file().read_text())
-    assert sorted(record["members"]) == sorted(file_digest(f) for f in pretrained.checkpoints())
-    assert shipped.target_names == TARGETS
-    assert shipped.sigma_scale.tolist() == pytest.approx([record["sigma_scale"][n] for n in TARGETS])
-    assert not torch.allclose(shipped.sigma_scale, torch.ones(5))
-    assert all(p.dtype == torch.float32 for p in shipped.parameters())
-    assert len(shipped.members) == 4 and shipped.predicts_uncertainty
-    assert pretrained.available() == ["survey"]
-    # the survey prior: two-component lens light, two neighbour galaxies and a field star as unlensed light
-    assert shipped.lens_model.kwargs_model() == {
+@pytest.mark.parametrize("name", SHIPPED)
+def test_shipped_ensemble_loads_calibrated_in_float32(name):
+    ensemble = pretrained.load(name)
+    record = json.loads(pretrained.calibration_file(name).read_text())
+    assert sorted(record["members"]) == sorted(file_digest(f) for f in pretrained.checkpoints(name))
+    assert ensemble.target_names == TARGETS
+    assert ensemble.sigma_scale.tolist() == pytest.approx([record["sigma_scale"][n] for n in TARGETS])
+    assert not torch.allclose(ensemble.sigma_scale, torch.ones(5))
+    assert all(p.dtype == torch.float32 for p in ensemble.parameters())
+    assert len(ensemble.members) == 4 and ensemble.predicts_uncertainty
+    # the survey prior (space's too): two-component lens light, two neighbours and a field star as unlensed light
+    assert ensemble.lens_model.kwargs_model() == {
         "lens_model_list": ["SIE", "SHEAR"],
         "source_light_model_list": ["SERSIC_ELLIPSE"],
         "lens_light_model_list": ["SERSIC_ELLIPSE"] * 4 + ["GAUSSIAN"],
     }
-    assert shipped.symmetries() == 8  # calibrated (and so predicting) with test-time averaging
-    assert shipped.simulator_config["observation"]["sky"]["fraction"] == pytest.approx(0.7)
+    assert ensemble.symmetries() == 8  # calibrated (and so predicting) with test-time averaging
+    assert ensemble.simulator_config["observation"]["sky"]["fraction"] == pytest.approx(0.7)
 
 
 def test_shipped_ensemble_measures_simulated_lenses(shipped):
@@ -128,10 +142,11 @@ def test_predict_without_a_model_uses_the_shipped_ensemble_but_eval_does_not(tmp
 
 
 def test_predict_cli_with_no_checkpoint_measures_a_fits_file(tmp_path):
-    simulator = Simulator.from_config(compose_config("train", ["experiment=quickstart"]).data.simulator, compile=False)
+    config = compose_config("train", ["experiment=space", "observation=none"]).data.simulator
+    simulator = Simulator.from_config(config, compile=False)
     images, params = simulator.sample(6, generator=simulator.make_generator(5))
     header = fits.Header()
-    header["PIXSCALE"] = 0.08
+    header["PIXSCALE"] = 0.1
     fits.writeto(tmp_path / "lenses.fits", images[:, 0].numpy(), header)
     result = run_app("predict", [f"input={tmp_path / 'lenses.fits'}", f"hydra.run.dir={tmp_path / 'run'}"])
     assert result.returncode == 0, result.stderr[-2000:]
@@ -180,6 +195,17 @@ def test_eval_of_the_shipped_ensemble_reproduces_the_model_card(tmp_path, k):
                 assert measured[key] == pytest.approx(value, abs=0.01), (prior, name, key)
             else:
                 assert measured[key] == pytest.approx(value, rel=0.01), (prior, name, key)
+
+
+@pytest.mark.slow  # the table's generation: test_model_card_block_is_generated_and_read_back; eval = card: above
+def test_model_card_instrument_rows_are_what_eval_measures(tmp_path):
+    """The instrument table lists HST, JWST short and long wavelength and Euclid; one row re-measured agrees."""
+    rows = card_instruments(pretrained.model_card())
+    assert list(rows) == ["space_hst", "space_jwst_sw", "space_jwst_lw", "space_euclid"]
+    payload = shipped_eval(tmp_path, ["observation=space_euclid"])
+    theta = payload["metrics"]["theta_E"]
+    assert theta["rmse"] == pytest.approx(rows["space_euclid"]["theta_E RMSE"], rel=0.01)
+    assert theta["coverage_68"] == pytest.approx(rows["space_euclid"]["theta_E 68%"], abs=0.005)
 
 
 @pytest.mark.slow  # the table's generation: test_model_card_block_is_generated_and_read_back; eval = card: above
