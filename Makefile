@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install train ensemble space-ensemble pretrained pretrained-survey test test-all lint simulate bench clean
+.PHONY: install train ensemble space-ensemble pretrained pretrained-space test test-all lint simulate bench clean
 
 install: $(STAMP)
 
@@ -89,8 +89,8 @@ $(SPACE_ENSEMBLE)/.trained: | $(STAMP)
 # PSFs: observation=space_<instrument>); then the robustness table: the clean realistic lenses with one
 # nuisance each (observation=... or prior=realistic_neighbour). Training is deterministic, so this rebuilds
 # the shipped files bit for bit (same torch, same CPU).
-#   make pretrained            the space ensemble (the default: ensemble=pretrained), calibrated as trained
-#   make pretrained-survey     the survey ensemble (ensemble=pretrained_survey), calibrated on CALIBRATION_SET
+#   make pretrained            the survey ensemble (the default: ensemble=pretrained), calibrated on CALIBRATION_SET
+#   make pretrained-space      the space ensemble (ensemble=pretrained_space), calibrated as trained
 PRETRAINED := src/lenscnn/pretrained
 CARD_SETS := realistic realistic_galaxies realistic_sersic quickstart
 NUISANCES := pedestal_plus pedestal_minus moffat_narrow moffat_wide noise_x3 cosmic_rays
@@ -125,11 +125,11 @@ define shipped
 		hydra.run.dir=$(4)/card
 endef
 
-pretrained: install $(SPACE_ENSEMBLE)/.trained
-	$(call shipped,space,space,pretrained,$(SPACE_ENSEMBLE)/pretrained,,$(INSTRUMENTS))
+pretrained: install $(ENSEMBLE)/.trained
+	$(call shipped,survey,survey,pretrained,$(ENSEMBLE)/pretrained,$(CALIBRATION_SET),)
 
-pretrained-survey: install $(ENSEMBLE)/.trained
-	$(call shipped,survey,survey,pretrained_survey,$(ENSEMBLE)/pretrained,$(CALIBRATION_SET),)
+pretrained-space: install $(SPACE_ENSEMBLE)/.trained
+	$(call shipped,space,space,pretrained_space,$(SPACE_ENSEMBLE)/pretrained,,$(INSTRUMENTS))
 
 simulate: install
 	$(BIN)/lenscnn-simulate n=64 preview=16

@@ -48,8 +48,8 @@ def shipped() -> Ensemble:
 # -- the shipped files ---------------------------------------------------------------------
 
 
-def test_the_space_ensemble_is_the_default_and_both_are_shipped():
-    assert pretrained.DEFAULT == "space"
+def test_the_survey_ensemble_stays_the_default_and_both_are_shipped():
+    assert pretrained.DEFAULT == "survey"
     assert pretrained.available() == sorted(SHIPPED)
 
 
@@ -142,11 +142,10 @@ def test_predict_without_a_model_uses_the_shipped_ensemble_but_eval_does_not(tmp
 
 
 def test_predict_cli_with_no_checkpoint_measures_a_fits_file(tmp_path):
-    config = compose_config("train", ["experiment=space", "observation=none"]).data.simulator
-    simulator = Simulator.from_config(config, compile=False)
+    simulator = Simulator.from_config(compose_config("train", ["experiment=quickstart"]).data.simulator, compile=False)
     images, params = simulator.sample(6, generator=simulator.make_generator(5))
     header = fits.Header()
-    header["PIXSCALE"] = 0.1
+    header["PIXSCALE"] = 0.08
     fits.writeto(tmp_path / "lenses.fits", images[:, 0].numpy(), header)
     result = run_app("predict", [f"input={tmp_path / 'lenses.fits'}", f"hydra.run.dir={tmp_path / 'run'}"])
     assert result.returncode == 0, result.stderr[-2000:]
@@ -162,9 +161,9 @@ def test_predict_cli_with_no_checkpoint_measures_a_fits_file(tmp_path):
 CARD_SETS = ["as trained", "realistic", "realistic_galaxies", "realistic_sersic", "quickstart"]
 
 
-def shipped_eval(tmp_path: Path, choose: list[str]) -> dict:
-    """``metrics.json`` of ``lenscnn-eval ensemble=pretrained`` on the test set ``choose`` picks."""
-    result = run_app("eval", ["ensemble=pretrained", "plots=false", *choose, f"hydra.run.dir={tmp_path}"])
+def shipped_eval(tmp_path: Path, choose: list[str], ensemble: str = "pretrained") -> dict:
+    """``metrics.json`` of ``lenscnn-eval ensemble=<ensemble>`` (a shipped one) on the test set ``choose`` picks."""
+    result = run_app("eval", [f"ensemble={ensemble}", "plots=false", *choose, f"hydra.run.dir={tmp_path}"])
     assert result.returncode == 0, result.stderr[-2000:]
     return json.loads((tmp_path / "metrics.json").read_text())
 
@@ -197,9 +196,9 @@ def test_eval_of_the_shipped_ensemble_reproduces_the_model_card(tmp_path, k):
                 assert measured[key] == pytest.approx(value, rel=0.01), (prior, name, key)
 
 
-def test_the_space_card_is_no_worse_than_the_survey_card_where_their_ranges_overlap():
-    """The clean test sets both cards report (the same lens priors, theta_E 0.5-2", each rendered on its own
-    model's grid): no target's RMSE on the space ensemble's card more than 10% above the survey ensemble's."""
+def test_the_space_card_says_where_it_is_less_accurate_than_the_survey_card():
+    """The clean test sets both cards report (the same lens priors, theta_E 0.5-2", each on its own model's
+    grid): the space ensemble's RMSE is 1.2-2.3x the survey ensemble's, which is why it is not the default."""
 
     def clean_sets(name: str) -> dict[str, dict]:
         tables = card_metrics(pretrained.model_card(name))
@@ -207,16 +206,16 @@ def test_the_space_card_is_no_worse_than_the_survey_card_where_their_ranges_over
 
     space, survey = clean_sets("space"), clean_sets("survey")
     assert list(space) == list(survey) == CARD_SETS[1:]
-    ratios = {(s, n): space[s][n]["rmse"] / survey[s][n]["rmse"] for s in survey for n in TARGETS}
-    assert max(ratios.values()) <= 1.1, {k: round(v, 3) for k, v in ratios.items() if v > 1.1}
+    ratios = [space[s][n]["rmse"] / survey[s][n]["rmse"] for s in survey for n in TARGETS]
+    assert min(ratios) > 1.0 and max(ratios) < 2.4, ratios
 
 
 @pytest.mark.slow  # the table's generation: test_model_card_block_is_generated_and_read_back; eval = card: above
 def test_model_card_instrument_rows_are_what_eval_measures(tmp_path):
     """The instrument table lists HST, JWST short and long wavelength and Euclid; one row re-measured agrees."""
-    rows = card_instruments(pretrained.model_card())
+    rows = card_instruments(pretrained.model_card("space"))
     assert list(rows) == ["space_hst", "space_jwst_sw", "space_jwst_lw", "space_euclid"]
-    payload = shipped_eval(tmp_path, ["observation=space_euclid"])
+    payload = shipped_eval(tmp_path, ["observation=space_euclid"], ensemble="pretrained_space")
     theta = payload["metrics"]["theta_E"]
     assert theta["rmse"] == pytest.approx(rows["space_euclid"]["theta_E RMSE"], rel=0.01)
     assert theta["coverage_68"] == pytest.approx(rows["space_euclid"]["theta_E 68%"], abs=0.005)

@@ -5,19 +5,21 @@ calibration (``calibration.json``, fitted with test-time averaging over the imag
 predictions then use by default) and the model card (``MODEL_CARD.md``: what it is good for, its test
 metrics and limits).
 
-``space`` (the default): four members of the space recipe, fine-tuned with seeds 1-4 from one trunk
+``survey`` (the default): four members of the survey recipe (64 x 64 pixels of 0.08 arcsec, theta_E
+0.5-2 arcsec, HST-like cutouts; ``experiment=survey_trunk`` / ``survey_ensemble``). ``make pretrained``
+rebuilds it.
+
+``space``: four members of the space recipe, fine-tuned with seeds 1-4 from one trunk
 (``lenscnn-train experiment=space_trunk``, then ``-m experiment=space_ensemble``; 80 x 80 pixels of
 0.1 arcsec, theta_E 0.3-3 arcsec; HST, JWST and Euclid PSFs; real and procedural galaxy sources,
 two-component lens light, external shear, neighbours and stars, residual sky, varied noise, cosmic rays
-and masks). ``make pretrained`` rebuilds it.
-
-``survey``: the previous default (64 x 64 pixels of 0.08 arcsec, theta_E 0.5-2 arcsec, HST-like cutouts,
-``experiment=survey_trunk`` / ``survey_ensemble``), kept for HST-like cutouts and to reproduce earlier
-results (``ensemble=pretrained_survey``); ``make pretrained-survey`` rebuilds it.
+and masks; ``ensemble=pretrained_space``). Less accurate than ``survey`` on its test sets (its card), so not
+the default; ``make pretrained-space`` rebuilds it.
 
 >>> from lenscnn import pretrained
 >>> ensemble = pretrained.load()                       # an lenscnn.models.ensemble.Ensemble
->>> prediction = ensemble.predict(images)              # images (B, 1, 80, 80) in the model's noise units
+>>> prediction = ensemble.predict(images)              # images (B, 1, 64, 64) in the model's noise units
+>>> space = pretrained.load("space")                    # images (B, 1, 80, 80) at 0.1 arcsec
 
 Configs refer to the files with the OmegaConf resolver ``${lenscnn_pretrained:<name>}`` (the
 directory of ensemble ``<name>`` inside the installed package, whatever the working directory),
@@ -38,7 +40,7 @@ if TYPE_CHECKING:
     from lenscnn.models.ensemble import Ensemble
 
 #: The ensemble used when none is named (``lenscnn-predict`` without a model).
-DEFAULT = "space"
+DEFAULT = "survey"
 #: Name of the OmegaConf resolver giving an ensemble's directory.
 RESOLVER = "lenscnn_pretrained"
 #: The model card, shipped with the weights.
