@@ -92,14 +92,15 @@ def documented_keys(app: str, chosen: dict[str, str | None]) -> str:
     from importlib import resources
 
     conf = resources.files("lenscnn.conf")
-    files = [(f"{app}.yaml", conf / f"{app}.yaml")]
+    files = {f"{app}.yaml": (conf / f"{app}.yaml").read_text()}
     for group, option in chosen.items():
         path = conf / group / f"{option}.yaml"
-        if option is not None and path.is_file() and path.read_text().startswith("# @package _global_"):
-            files.append((f"{group}/{option}.yaml", path))
+        text = path.read_text() if option is not None and path.is_file() else ""
+        if text.startswith("# @package _global_"):
+            files[f"{group}/{option}.yaml"] = text
     sections = []
-    for name, path in files:
-        lines = path.read_text().splitlines()
+    for name, text in files.items():
+        lines = text.splitlines()
         keys = next((k for k, line in enumerate(lines) if line[:1].isalpha() and not line.startswith("defaults:")), 0)
         sections.append(f"# conf/{name}\n" + "\n".join(lines[keys:]).strip("\n"))
     return "\n\n".join(sections)
