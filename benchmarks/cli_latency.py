@@ -3,6 +3,7 @@ machine), against the reference of importing the app module itself (torch, Light
 every command paid before the command line was checked first).
 
     python benchmarks/cli_latency.py [--repeats 3]
+    python benchmarks/cli_latency.py --tiny   # one run of each (tests/test_benchmarks.py)
 """
 
 from __future__ import annotations
@@ -34,7 +35,10 @@ def seconds(code: str, repeats: int) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--tiny", action="store_true", help="the same code path, quicker: one run of each")
     args = parser.parse_args()
+    if args.tiny:
+        args.repeats = 1
     reference = seconds("import lenscnn.cli.train", args.repeats)
     print(f"reference: importing the train app (torch, Lightning): {reference:.2f} s")
     for command, entry in CASES.items():

@@ -21,6 +21,7 @@ Targets (issue 36): every kind of garbage flagged or refused in >= 95% of cases,
 <= 2%.
 
     python benchmarks/domain_flags.py [--n 100]
+    python benchmarks/domain_flags.py --tiny   # seconds: 2 cutouts per kind (tests/test_benchmarks.py)
 """
 
 from __future__ import annotations
@@ -98,7 +99,10 @@ def kinds(config: dict, n: int, rng: np.random.Generator) -> dict[str, tuple[np.
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--n", type=int, default=100)
+    parser.add_argument("--tiny", action="store_true", help="the same code path in seconds: 2 cutouts per kind")
     args = parser.parse_args()
+    if args.tiny:
+        args.n = 2
     torch.manual_seed(0)
     ensemble = pretrained.load()
     settings = Preparation()

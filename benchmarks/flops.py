@@ -21,6 +21,8 @@ projections of ``benchmarks/scaling.md`` computed from them.
 
     python benchmarks/flops.py --sim-per-core <simulator images/s on one core> [--batch 2]
     python benchmarks/flops.py --table-only            # the FLOPs table at 64 and 192 px alone
+    python benchmarks/flops.py --tiny                  # seconds: every part for the fast CNN and ResNet-18 only,
+                                                       # short timing loops, --sim-per-core 1000 (tests)
 """
 
 from __future__ import annotations
@@ -50,6 +52,23 @@ SETTING = {"fast": ["instrument=quickstart", "prior=quickstart"]}
 DEFAULT_SETTING = ["instrument=hst_ensai", "prior=ensai"]
 ENSEMBLE = ("overfeat", "alexnet", "ensai", "inception_v4")  # Ensai's four networks
 SEED_ENSEMBLE = ("ensai",) * 4  # experiment=hst_ensai_ensemble: four seeds of Ensai's own network
+
+#: What ``--tiny`` changes: the networks counted (None: every ``model=`` config), the ensembles projected, the
+#: loops timed (Lightning steps after warm-up steps, dispatched operations) and the lenses rendered.
+SETTINGS: dict = {
+    "models": None,
+    "ensembles": {"Ensai's four networks": ENSEMBLE, "experiment=hst_ensai_ensemble": SEED_ENSEMBLE},
+    "lightning_steps": (2000, 100),
+    "dispatch_calls": 20000,
+    "sim_batch": 32,
+}
+TINY = {
+    "models": ["fast", "resnet18"],
+    "ensembles": {"a fast CNN and a ResNet-18 (--tiny)": ("fast", "resnet18")},
+    "lightning_steps": (5, 2),
+    "dispatch_calls": 1000,
+    "sim_batch": 2,
+}
 
 #: Image sizes of the FLOPs table: the quickstart and hst_ensai geometries.
 TABLE_SIZES = (64, 192)
@@ -82,6 +101,8 @@ IMAGES_PER_NET = 1_000_000 * 50
 
 
 def model_names() -> list[str]:
+    if SETTINGS["models"] is not None:
+        return list(SETTINGS["models"])
     names = sorted(p.stem for p in (Path(lenscnn.__file__).parent / "conf" / "model").glob("*.yaml"))
     try:
         import timm  # noqa: F401
@@ -126,8 +147,8 @@ def print_size_table() -> None:
         now = backbone_flops(name)
         cells = [f"{now[s] / 1e9:.3f}" for s in TABLE_SIZES]
         with initialize_config_module("lenscnn.conf", version_base="1.3"):
-            has_stem = "stem" in compose("train", overrides=[f"model={name}"]).model.net
-        if has_stem:
+            resnet = compose("train", overrides=[f"model={name}"]).model.net.name == "resnet"
+        if resnet:  # the fast CNNs have a stem too ([kernel, stride]), but no "before"
             before = backbone_flops(name, **BEFORE)
             cells += [f"{before[s] / 1e9:.3f}" for s in TABLE_SIZES]
             cells.append(f"{before[TABLE_SIZES[-1]] / now[TABLE_SIZES[-1]]:.1f}x")
@@ -286,14 +307,20 @@ def main() -> None:
         help="measured simulator images/s on one CPU core (hst_ensai); without it, only the FLOPs table",
     )
     parser.add_argument("--table-only", action="store_true", help="only the FLOPs table at 64 and 192 px")
+    parser.add_argument(
+        "--tiny", action="store_true", help="every part in seconds: two networks, short loops, --sim-per-core 1000"
+    )
     args = parser.parse_args()
+    if args.tiny:
+        SETTINGS.update(TINY)
+        args.batch, args.sim_per_core = 1, args.sim_per_core or 1000.0
     torch.set_num_threads(min(2, torch.get_num_threads()))
     print_size_table()
     if args.table_only or args.sim_per_core is None:
         return
     rows = {name: network_flops(name, args.batch) for name in model_names()}
     ref_forward, ref_train = reference_resnet50_flops(args.batch)
-    sim_ops, pixels = simulator_element_ops()
+    sim_ops, pixels = simulator_element_ops(SETTINGS["sim_batch"])
 
     print("\n| model | image | parameters | forward GFLOP/image | training (fwd+bwd) GFLOP/image | ratio |")
     print("|---|---|---|---|---|---|")
@@ -319,9 +346,9 @@ def main() -> None:
     sustained = {u: {"A100 SXM": u * PEAK_BF16["A100 SXM"]} for u in UTILISATION}
     for u in UTILISATION:
         sustained[u]["H100 SXM"] = H100_OVER_A100 * sustained[u]["A100 SXM"]
-    dispatch = dispatch_seconds()
+    dispatch = dispatch_seconds(SETTINGS["dispatch_calls"])
     launch = dispatch + CUDA_LAUNCH_SECONDS
-    loop = lightning_step_seconds()
+    loop = lightning_step_seconds(*SETTINGS["lightning_steps"])
     print(f"host time per launched operation: {launch * 1e6:.1f} us ({dispatch * 1e6:.1f} us measured dispatch)")
     print(f"host time of Lightning's loop per step (one-parameter model): {loop * 1e3:.2f} ms")
 
@@ -344,7 +371,7 @@ def main() -> None:
             cells += [f"{one:,.0f}", f"{8 * DDP_EFFICIENCY_8 * one:,.0f}"]
         print(f"| {name} ({r['image']}px) | {r['ops']} | " + " | ".join(cells) + f" | {bound} |")
 
-    for title, members in (("Ensai's four networks", ENSEMBLE), ("experiment=hst_ensai_ensemble", SEED_ENSEMBLE)):
+    for title, members in SETTINGS["ensembles"].items():
         train_flops = sum(rows[n]["train"] for n in members) * IMAGES_PER_NET
         print(f"\n{title} ({', '.join(members)}), {IMAGES_PER_NET:.0e} training images each: {train_flops:.3e} FLOP")
         print("| GPU | utilisation | simulator, h | total, 1 GPU | total, 8 GPUs |")

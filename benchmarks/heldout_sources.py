@@ -18,6 +18,7 @@ Targets (issue 36): e1/e2 RMSE of the lenstronomy renders <= 1.5x lenscnn's rend
 68% coverage within 5 points of nominal.
 
     python benchmarks/heldout_sources.py [--lenses 512] [--library procedural:chain]
+    python benchmarks/heldout_sources.py --tiny   # seconds: 4 lenses (tests/test_benchmarks.py)
 """
 
 from __future__ import annotations
@@ -95,7 +96,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--lenses", type=int, default=512)
     parser.add_argument("--library", default="procedural:chain")
+    parser.add_argument("--tiny", action="store_true", help="the same code path in seconds: 4 lenses")
     args = parser.parse_args()
+    if args.tiny:
+        args.lenses = 4
     ensemble = pretrained.load()
     with initialize_config_module("lenscnn.conf", version_base="1.3"):
         prior = compose("train", overrides=["prior=realistic_galaxies"]).data.simulator.prior

@@ -15,6 +15,7 @@
    and the time to the refusal of a single bad input.
 
     python benchmarks/real_inputs.py [--lenses 512] [--flag-lenses 100] [--ckpt MODEL.ckpt]
+    python benchmarks/real_inputs.py --tiny   # seconds: 4 lenses, 64-image domain references, 1 thread (tests)
 
 With ``--ckpt``, a model of your own on its own prior's test lenses (e.g. ``make train``'s
 quickstart model, trained on clean images: there the preparation is what keeps it accurate).
@@ -38,7 +39,7 @@ from lenscnn import pretrained
 from lenscnn.evaluation.cutouts import predict_cutouts
 from lenscnn.evaluation.datasets import simulated_set
 from lenscnn.models.ensemble import Ensemble
-from lenscnn.preparation.domain import DomainReference
+from lenscnn.preparation.domain import REFERENCE_SIZE, DomainReference
 from lenscnn.preparation.pipeline import Preparation
 
 RMS = 0.01  # the quickstart instrument's background rms [counts/s/px]
@@ -52,6 +53,9 @@ def conf(group: str, name: str) -> dict:
         cfg = compose("eval", overrides=[f"{group}={name}"])
     return OmegaConf.to_container(cfg[group], resolve=True)
 
+
+#: Training images drawn for each domain reference (``--tiny``: fewer).
+SETTINGS = {"reference_size": REFERENCE_SIZE}
 
 #: The prior of the test lenses: the clean realistic one (the model card's robustness table) for the
 #: shipped ensemble; a checkpoint's own (``--ckpt``) otherwise.
@@ -81,14 +85,22 @@ def write(directory: Path, images: torch.Tensor, **header: float) -> list[Path]:
     return files
 
 
-def predict(files: list[Path], ensemble: Ensemble, reference: DomainReference, **settings) -> tuple[np.ndarray, list]:
-    """theta_E per file and the flags, through predict's code path with ``settings`` over the defaults."""
+def predict(
+    files: list[Path], ensemble: Ensemble, reference: DomainReference, refused: bool = False, **settings
+) -> tuple[np.ndarray, list]:
+    """theta_E per file and the flags, through predict's code path with ``settings`` over the defaults. With
+    ``refused``, an image predict refuses (a ``failed`` row, e.g. a blank one: every pixel masked) counts as
+    flagged (theta_E NaN, its reason as the flag); else it is an error."""
     theta, flags = [], []
     index = ensemble.target_names.index("theta_E")
     for results, _ in predict_cutouts(
         files, Preparation(**settings), ensemble, reference, {}, batch_size=256, symmetries=ensemble.symmetries()
     ):
         for result in results:
+            if not result.ok and refused:
+                theta.append(np.nan)
+                flags.append([f"refused: {result.error}"])
+                continue
             assert result.ok, result.error
             theta.append(result.mean[index])
             flags.append(result.flags)
@@ -151,17 +163,19 @@ def flag_fractions(ensemble: Ensemble, lenses: int, root: Path) -> None:
         },
     }
     references = {
-        (name, subtract): DomainReference.simulate(config, ensemble.target_names, subtract_sky=subtract)
+        (name, subtract): DomainReference.simulate(
+            config, ensemble.target_names, SETTINGS["reference_size"], subtract_sky=subtract
+        )
         for name, config in models.items()
         for subtract in (True, False)
     }
-    print(f"\n2. fraction of {lenses} images flagged")
+    print(f"\n2. fraction of {lenses} images flagged (or refused: a failed row)")
     print(f"{'images':30s} {'shipped (survey)':>17s} {'clean-trained':>14s}")
     for k, (name, (images, header, settings)) in enumerate(cases.items()):
         files = write(root / f"flags_{k}", images, **header)
         subtract = settings.get("sky", "estimate") == "estimate"
         fractions = [
-            np.mean([bool(f) for f in predict(files, ensemble, references[model, subtract], **settings)[1]])
+            np.mean([bool(f) for f in predict(files, ensemble, references[model, subtract], True, **settings)[1]])
             for model in models
         ]
         print(f"{name:30s} {fractions[0]:17.2f} {fractions[1]:14.2f}")
@@ -207,14 +221,24 @@ def main() -> None:
     parser.add_argument("--flag-lenses", type=int, default=100)
     parser.add_argument("--parts", default="123", help="which parts to run, e.g. 2 or 13")
     parser.add_argument("--ckpt", help="a checkpoint to measure instead of the shipped ensemble (its own prior)")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument(
+        "--tiny",
+        action="store_true",
+        help="the same code path in seconds: 4 lenses, domain references of 64 images, 1 thread",
+    )
     args = parser.parse_args()
-    torch.set_num_threads(2)
+    if args.tiny:
+        # one thread: on 2 busy cores, torch's idle OpenMP threads slow astroscrappy's (cosmic rays) ~100x
+        args.lenses, args.flag_lenses, args.threads = 4, 4, 1
+        SETTINGS["reference_size"] = 64
+    torch.set_num_threads(args.threads)
     if args.ckpt:
         ensemble = Ensemble.from_checkpoints([args.ckpt])
     else:
         ensemble = Ensemble.from_checkpoints(pretrained.checkpoints(), pretrained.calibration_file())
         PRIOR.update(conf("prior", "realistic"))
-    reference = DomainReference.simulate(ensemble.simulator_config, ensemble.target_names)
+    reference = DomainReference.simulate(ensemble.simulator_config, ensemble.target_names, SETTINGS["reference_size"])
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         if "1" in args.parts:

@@ -17,6 +17,7 @@ iteration that met that bound. Printed: theta_E RMSE (and the other lens paramet
 of converged fits, the median time to converge and the ratios the issue asks for.
 
     python benchmarks/refine.py [--lenses 24] [--budgets 30x50,40x60,60x100] [--workers 2]
+    python benchmarks/refine.py --tiny   # seconds: 2 lenses, one 4 x 3 swarm, 1 process, 1 thread (tests)
 """
 
 from __future__ import annotations
@@ -33,7 +34,8 @@ import torch
 import yaml
 
 from lenscnn import pretrained
-from lenscnn.modelling.fitting import Budget, fit_lens_model, lenstronomy_image, reduced_chi2
+from lenscnn.modelling.fit_setup import FitSetup
+from lenscnn.modelling.fitting import fit_lens_model
 from lenscnn.modelling.kwargs import (
     lens_model_kwargs,
     observation_kwargs,
@@ -41,6 +43,8 @@ from lenscnn.modelling.kwargs import (
     psf_kernel,
     seed_source,
 )
+from lenscnn.modelling.lenstronomy_adapter import lenstronomy_image, reduced_chi2
+from lenscnn.modelling.settings import Budget
 from lenscnn.params import LENS
 from lenscnn.sim import Instrument, Prior
 
@@ -66,7 +70,7 @@ def render_with_lenstronomy(params: dict[str, float], instrument: Instrument, rn
 
 def fit_one(args: tuple) -> dict:
     image, setup, budget, truth_kwargs, seed = args
-    truth_chi2, _, _ = reduced_chi2(setup, image, None, truth_kwargs)
+    truth_chi2, _, _ = reduced_chi2(setup.kwargs, image, None, truth_kwargs)
     start = time.perf_counter()
     try:
         result = fit_lens_model(image, setup, budget, seed=seed)
@@ -130,8 +134,15 @@ def main() -> None:
     parser.add_argument("--budgets", default="30x50,40x60,60x100", help="PSO particles x iterations, comma-separated")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument(
+        "--tiny",
+        action="store_true",
+        help="the same code path in seconds: 2 lenses, one 4 x 3 swarm, 1 process, 1 thread",
+    )
     args = parser.parse_args()
-    torch.set_num_threads(2)
+    if args.tiny:
+        args.lenses, args.budgets, args.workers = 2, "4x3", 1
+    torch.set_num_threads(1 if args.tiny else 2)
 
     instrument = Instrument.from_config(load_conf("instrument/quickstart"))
     prior_spec = load_conf("prior/quickstart")
@@ -164,12 +175,10 @@ def main() -> None:
         values = dict(zip(names, mean[i].tolist(), strict=True))
         sigmas = dict(zip(names, sigma[i].tolist(), strict=True))
         seeded = lens_model_kwargs(values, sigmas, observation, light, prior.lens_model)
-        starts["network-seeded fit"].append(
-            seed_source(seeded, images[i], instrument.background_rms, instrument.pixel_scale)
-        )
-        starts["prior-started fit"].append(
-            lens_model_kwargs(prior_mean, prior_std, observation, light, prior.lens_model)
-        )
+        seeded = seed_source(seeded, images[i], instrument.background_rms, instrument.pixel_scale)
+        starts["network-seeded fit"].append(FitSetup.from_kwargs(seeded))
+        cold = lens_model_kwargs(prior_mean, prior_std, observation, light, prior.lens_model)
+        starts["prior-started fit"].append(FitSetup.from_kwargs(cold))
 
     print(f"{args.lenses} lenses rendered by lenstronomy (quickstart instrument and prior), {args.workers} processes")
     header = "".join(f"{n + ' RMSE':>16s}" for n in LENS) + f"{'converged':>11s}{'median s':>10s}{'s to conv.':>11s}"

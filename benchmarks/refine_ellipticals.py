@@ -14,12 +14,13 @@ envelope, each absent in some lenses) and rendered by lenscnn's simulator with t
   the source seeded from the arcs.
 
 Printed: per lens parameter the RMSE of the network and of the fit, the share of fits reported converged
-(``lenscnn.modelling.fitting.Convergence``), the median reduced chi^2 and the median wall time per image, and
+(``lenscnn.modelling.settings.Convergence``), the median reduced chi^2 and the median wall time per image, and
 the issue's targets (refine theta_E RMSE <= 0.5 x the network's; converged >= 90%).
 
     OMP_NUM_THREADS=1 python benchmarks/refine_ellipticals.py [--lenses 24] [--workers 2] [--starts 4]
         [--particles 60] [--iterations 60] [--final-iterations 150] [--lens-light 2] [--no-sky]
         [--starts-from ensemble|offsets]
+    python benchmarks/refine_ellipticals.py --tiny   # seconds: 2 lenses, 2 starts of 4 x 2, 1 process (tests)
 """
 
 from __future__ import annotations
@@ -38,10 +39,13 @@ import yaml
 
 from lenscnn import pretrained
 from lenscnn.errors import one_line
-from lenscnn.modelling.fitting import Budget, Convergence, FitResult, fit_lens_model
+from lenscnn.modelling.fit_setup import FitSetup
+from lenscnn.modelling.fitting import fit_lens_model
 from lenscnn.modelling.kwargs import fitted_model, lens_model_kwargs, observation_kwargs, parameter_moments, seed_source
+from lenscnn.modelling.records import FitResult
+from lenscnn.modelling.settings import Budget, Convergence
 from lenscnn.sim import Simulator
-from lenscnn.sim.prior import lens_model_of
+from lenscnn.sim.prior_config import lens_model_of
 
 CONF = Path(pretrained.__file__).parents[1] / "conf"
 #: Prior sections the benchmark drops: light that is no part of the lens galaxy.
@@ -52,7 +56,9 @@ SCORED = ("theta_E", "e1", "e2", "center_x", "center_y", "gamma1", "gamma2")
 OFFSET_SIGMA = {"theta_E": 0.04, "e1": 0.05, "e2": 0.05, "center_x": 0.02, "center_y": 0.02}
 
 
-def fit_image(image: np.ndarray, setup: dict, budget: Budget, seed: int, convergence: Convergence) -> FitResult | str:
+def fit_image(
+    image: np.ndarray, setup: FitSetup, budget: Budget, seed: int, convergence: Convergence
+) -> FitResult | str:
     """The fit of one image (in a worker process), or why it failed."""
     try:
         return fit_lens_model(image, setup, budget, None, False, seed, convergence=convergence)
@@ -111,7 +117,13 @@ def main() -> None:
     parser.add_argument("--lens-light", type=int, default=2, help="lens-light components fitted (lens_light)")
     parser.add_argument("--no-sky", action="store_true", help="fit no sky level")
     parser.add_argument("--starts-from", choices=("ensemble", "offsets"), default="ensemble")
+    parser.add_argument(
+        "--tiny", action="store_true", help="the same code path in seconds: 2 lenses, 2 starts of 4 x 2, 1 process"
+    )
     args = parser.parse_args()
+    if args.tiny:
+        args.lenses, args.workers, args.starts = 2, 1, 2
+        args.particles, args.iterations, args.final_iterations = 4, 2, 2
     torch.set_num_threads(max(1, args.workers))
 
     instrument_cfg = load_conf("instrument/quickstart")
@@ -139,7 +151,7 @@ def main() -> None:
     for i, image in enumerate(images):
         setup = lens_model_kwargs(means[i], sigmas[i], observation, moments, model, sky=not args.no_sky)
         setup = seed_source(setup, image, instrument.background_rms, instrument.pixel_scale)
-        tasks.append((image, setup, budget, args.seed + i, convergence))
+        tasks.append((image, FitSetup.from_kwargs(setup), budget, args.seed + i, convergence))
     start = time.perf_counter()
     with ProcessPoolExecutor(args.workers, mp_context=get_context("spawn")) as pool:
         outcomes = list(pool.map(fit_image, *zip(*tasks, strict=True)))

@@ -22,6 +22,8 @@ before the clock starts and stops, so the rates count finished images, not queue
 
     python benchmarks/sim_throughput.py [--batch 256] [--seconds 10] [--skip-lenstronomy] [--only-spec|--only-survey]
     python benchmarks/sim_throughput.py --only-chunks [--chunk-sizes 28,32] [--device cuda]
+    python benchmarks/sim_throughput.py --tiny [--only-chunks]   # seconds: batch 4, 0.05 s windows, 1 thread,
+                                                                 # eager rendering (no compilation; tests)
 """
 
 from __future__ import annotations
@@ -38,6 +40,8 @@ from omegaconf import OmegaConf
 from lenscnn.sim import Simulator, func
 
 CPU = torch.device("cpu")
+#: Render with the compiled kernel (``--tiny``: eagerly, to skip the compilations).
+SETTINGS = {"compile": True}
 SHEAR = {"gamma": {"dist": "uniform", "low": 0.0, "high": 0.1}, "phi": {"dist": "uniform", "low": 0.0, "high": 3.14159}}
 
 
@@ -48,7 +52,7 @@ def simulator_config(supersampling: int) -> dict:
     sim_cfg = OmegaConf.to_container(cfg.simulator, resolve=True)
     sim_cfg["instrument"]["supersampling"] = supersampling
     sim_cfg["prior"]["shear"] = SHEAR
-    sim_cfg["compile"] = True
+    sim_cfg["compile"] = SETTINGS["compile"]
     return sim_cfg
 
 
@@ -143,7 +147,7 @@ def realistic_config(lens_profile: str = "SIE", prior: str | None = None, observ
         prior = prior or ("realistic" if lens_profile == "SIE" else "epl")
         overrides = ["instrument=quickstart", f"prior={prior}", f"observation={observation}"]
         cfg = compose("simulate", overrides=overrides)
-    return {**OmegaConf.to_container(cfg.simulator, resolve=True), "compile": True}
+    return {**OmegaConf.to_container(cfg.simulator, resolve=True), "compile": SETTINGS["compile"]}
 
 
 def synchronize(device: torch.device) -> None:
@@ -233,7 +237,15 @@ def main() -> None:
     parser.add_argument("--chunk-sizes", default="28", help="fixed chunks of --only-chunks, comma-separated")
     parser.add_argument("--supersampling", type=int, default=1, help="sub-pixels per pixel side of --only-chunks")
     parser.add_argument("--device", default="cpu", help="cpu (default) or cuda[:index]")
+    parser.add_argument(
+        "--tiny",
+        action="store_true",
+        help="the same code path in seconds: batch 4, 0.05 s windows, chunks of 2, 1 thread, eager rendering",
+    )
     args = parser.parse_args()
+    if args.tiny:
+        args.batch, args.seconds, args.chunk_sizes, args.threads = 4, 0.05, "2", 1
+        SETTINGS["compile"] = False
     device = torch.device(args.device)
     if device.type not in ("cpu", "cuda"):
         raise SystemExit(f"error: --device {args.device}: cpu or cuda")
@@ -243,22 +255,23 @@ def main() -> None:
 
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{args.threads} threads"
     setting = f"{where}, batch {args.batch}"
+    kernel = "compiled" if SETTINGS["compile"] else "eager"
     if args.only_chunks:
         sizes = [int(size) for size in args.chunk_sizes.split(",") if size.strip()]
         rows = chunk_rows(args.batch, args.seconds, sizes, args.supersampling, device=device)
         title = (
             f'hst_ensai 192x192 @0.04"/px, supersampling {args.supersampling}, SIE+shear, Sersic, noise, '
-            f"compiled float32, {setting}: chunks"
+            f"{kernel} float32, {setting}: chunks"
         )
         print_rates(title, "chunk", rows, {"vs auto": rows[0][1]})
         return
     rows = survey_rows(args.batch, args.seconds, device=device)
-    title = f'quickstart 64x64 @0.08"/px, noise, compiled float32, {setting}: survey vs realistic'
+    title = f'quickstart 64x64 @0.08"/px, noise, {kernel} float32, {setting}: survey vs realistic'
     print_rates(title, "distribution", rows, {"vs realistic": rows[0][1]})
     if args.only_survey:
         return
     rows = spec_rows(args.batch, args.seconds, device=device)
-    title = f'realistic prior, 64x64 @0.08"/px, noise, compiled float32, {setting}: lens-model spec'
+    title = f'realistic prior, 64x64 @0.08"/px, noise, {kernel} float32, {setting}: lens-model spec'
     print_rates(title, "pipeline", rows, {"vs before": rows[0][1], "vs spec SIE": rows[1][1]})
     if args.only_spec:
         return
@@ -283,7 +296,7 @@ def main() -> None:
 
     sources = galaxy_rows(args.batch, args.seconds, device)
     sersic = sources[0][1]
-    print(f"\nhst_ensai, SIE+shear, noise, compiled float32, {setting}: source models")
+    print(f"\nhst_ensai, SIE+shear, noise, {kernel} float32, {setting}: source models")
     print(f"{'source':>16} {'img/s':>10} {'vs Sersic':>10}")
     for label, rate in sources:
         print(f"{label:>16} {rate:>10.0f} {rate / sersic:>10.2f}")

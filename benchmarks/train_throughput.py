@@ -29,6 +29,8 @@ milliseconds per step of rendering and of forward + backward + optimizer.
     python benchmarks/train_throughput.py [--steps 60] [--repeats 3] [--threads 2] [--device cpu|cuda] [--batch N]
     python benchmarks/train_throughput.py --only quickstart --repeats 5 --before <rev>
     python benchmarks/train_throughput.py --only resnet18 --override model.net.stem=small   # the stem before
+    python benchmarks/train_throughput.py --tiny   # seconds: the quickstart row and the "before" row, one step of
+                                                   # 4 lenses each, 1 thread, eager rendering (tests)
 """
 
 from __future__ import annotations
@@ -67,6 +69,10 @@ ROWS = {
 EXTRA_ROWS = {
     "ResNet-18, hst_ensai 192x192": ["model=resnet18", "instrument=hst_ensai", "prior=ensai", "data.batch_size=32"],
 }
+#: The rows of ``--tiny`` (with the steps, batch and overrides below): a row on this code and one on ``--before``'s.
+TINY_ROWS = (NOW[0], ON_BEFORE[0])
+#: Overrides of every ``--tiny`` row: no compilation of the rendering kernel.
+TINY_OVERRIDES = ["data.simulator.compile=false"]
 #: ``--only`` choices: a word of the row's name.
 ONLY = {"quickstart": "quickstart", "alexnet": "alexnet", "resnet18": "resnet-18"}
 
@@ -259,7 +265,15 @@ def main() -> None:
     parser.add_argument("--override", action="append", default=[], help="a Hydra override for every row (repeatable)")
     parser.add_argument("--before", default=BEFORE, help=f"git revision of the 'before' row's code (default {BEFORE})")
     parser.add_argument("--measure", help=argparse.SUPPRESS)  # internal: one row, in this process, JSON out
+    parser.add_argument(
+        "--tiny",
+        action="store_true",
+        help="the same code path in seconds: the quickstart and 'before' rows, 1 step of 4 lenses, 1 thread, eager "
+        "rendering",
+    )
     args = parser.parse_args()
+    if args.tiny:
+        args.steps, args.warmup, args.repeats, args.batch, args.threads = 1, 1, 1, args.batch or 4, 1
     if args.measure:
         torch.set_num_threads(args.threads)
         result = measure(json.loads(args.measure), args.steps, args.warmup, torch.device(args.device))
@@ -273,11 +287,12 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     batch = [f"data.batch_size={args.batch}"] if args.batch else []
     rows = {**ROWS, **EXTRA_ROWS} if args.only else ROWS
-    chosen = {
-        " ".join([name, *args.override]): [*overrides, *batch, *args.override]
-        for name, overrides in rows.items()
-        if not args.only or ONLY[args.only] in name.lower()
+    if args.tiny:
+        rows = {name: [*ROWS[name], *TINY_OVERRIDES] for name in TINY_ROWS}
+    names = {  # label: the row's name
+        " ".join([name, *args.override]): name for name in rows if not args.only or ONLY[args.only] in name.lower()
     }
+    chosen = {label: [*rows[name], *batch, *args.override] for label, name in names.items()}
     runs: dict[str, list[dict[str, float]]] = {label: [] for label in chosen}
     with tempfile.TemporaryDirectory() as scratch:
         before_src = None
@@ -303,9 +318,10 @@ def main() -> None:
             + " ".join(f"{r[f'{s}_share']:>9.1%}" for s in shares)
             + f" {r['render_ms']:>10.2f} {r['train_ms']:>15.2f}"
         )
-    before = ON_BEFORE[0]
+    label_of = {name: label for label, name in names.items()}
+    before = label_of.get(ON_BEFORE[0])
     print()
-    for now in (label for label in NOW if label in results and before in results):
+    for now in (label_of[name] for name in NOW if name in label_of and before in results):
         ratios = sorted(a["images_per_s"] / b["images_per_s"] for a, b in zip(runs[now], runs[before], strict=True))
         print(
             f"{now} / before: {results[now]['images_per_s'] / results[before]['images_per_s']:.2f}x lenses/s "

@@ -315,8 +315,8 @@ def celestial_header(scale_arcsec: float, size: int, ratio: float = 1.0) -> fits
 def render_lenstronomy_lens(lens: dict, source: dict, instrument, rng: np.random.Generator) -> np.ndarray:
     """A noisy image of an SIE lens with a Sersic source rendered by lenstronomy's ``ImageModel`` on the
     instrument's grid and PSF kernel (Gaussian background plus shot noise), independent of lenscnn's renderer."""
-    from lenscnn.modelling.fitting import lenstronomy_image
     from lenscnn.modelling.kwargs import observation_kwargs
+    from lenscnn.modelling.lenstronomy_adapter import lenstronomy_image
 
     setup = {
         **observation_kwargs(instrument),

@@ -82,6 +82,7 @@ def test_toy_profile_renders_predicts_into_lenstronomy_json_and_plots(toy_sis, t
     from lenstronomy.LightModel.light_model import LightModel
 
     from lenscnn.data.normalization import InputNormalizer, TargetScaler
+    from lenscnn.evaluation.cutouts import CutoutResult
     from lenscnn.modelling.kwargs import with_arrays
     from lenscnn.modelling.lenstronomy_files import LenstronomyWriter
     from lenscnn.models.ensemble import Ensemble
@@ -119,7 +120,7 @@ def test_toy_profile_renders_predicts_into_lenstronomy_json_and_plots(toy_sis, t
     prediction = ensemble.predict(images.float())
     mean, sigma = prediction.mean, prediction.sigma
     with LenstronomyWriter(tmp_path / "lenstronomy", ensemble) as writer:
-        writer.write("toy.fits", mean[0].numpy(), sigma[0].numpy())
+        writer.write(CutoutResult("toy.fits", mean=mean[0].numpy(), sigma=sigma[0].numpy()))
     setup = json.loads((tmp_path / "lenstronomy" / "toy.json").read_text())
     assert setup["kwargs_model"]["lens_model_list"] == ["SIS"]
     assert setup["kwargs_lens"][0] == pytest.approx(dict(zip(targets, mean[0].tolist(), strict=True)))

@@ -12,7 +12,7 @@ import torch
 from scipy import stats
 
 import lenscnn.cli.eval as eval_app
-from lenscnn.cli.common import load_ensemble
+from lenscnn.cli.inference import load_ensemble
 from lenscnn.errors import UserError
 from lenscnn.models.checkpoint import read_checkpoint
 from tests.helpers import compose_config, compose_run, perturbed_copy, run_app
@@ -174,7 +174,7 @@ def test_eval_on_a_simulated_file_and_on_another_prior(tiny_checkpoint, tmp_path
         (["ckpt_path={tmp}/missing.ckpt"], "checkpoint not found"),
         (["ckpt_path={ckpt}", "instrument=quickstart"], "evaluate on data with the model's geometry"),
         (["ckpt_path={ckpt}", "dataset={tmp}/lenses.txt"], "expected an .h5/.hdf5 or .fits file"),
-        (["ckpt_path={ckpt}", "mc_samples=-1"], "mc_samples must be >= 0"),
+        (["ckpt_path={ckpt}", "mc_samples=-1"], "mc_samples=-1: give an integer >= 0"),
         (["ckpt_path={ckpt}", "symmetries=4"], "symmetries must be 1 (off) or 8"),
         (["ckpt_path={ckpt}", "observation=pedestal_plus", "observation.sky.pedestal=high"], "sky.pedestal"),
         (["ckpt_path={ckpt}", "device=cuda"], "CUDA is not available"),
@@ -194,7 +194,7 @@ def test_a_refused_eval_is_one_line_exit_2_and_writes_nothing(tiny_checkpoint, t
     result = evaluate(out, f"ckpt_path={tiny_checkpoint}", "mc_samples=-1")
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
-    assert lines == ["error: mc_samples must be >= 0, got -1"], result.stderr
+    assert lines == ["error: mc_samples=-1: give an integer >= 0"], result.stderr
     assert not (out / "metrics.json").exists() and not (out / "predictions.csv").exists()
 
 

@@ -22,6 +22,8 @@ from astropy.wcs import WCS
 import lenscnn.cli.predict as predict_app
 from lenscnn import progress as progress_module
 from lenscnn.errors import UserError
+from lenscnn.evaluation.predict_files import CriticalCurvePlots
+from lenscnn.io.cutouts import image_stem
 from lenscnn.models.checkpoint import read_checkpoint
 from lenscnn.models.ensemble import Ensemble
 from lenscnn.sim import Simulator
@@ -167,7 +169,7 @@ def test_a_bad_file_gets_its_row_and_the_others_are_predicted(tiny_checkpoint, t
         assert "1 failed" in (out / "predict.log").read_text()
     else:
         with caplog.at_level(logging.INFO, logger="lenscnn"):
-            assert predict_in_process(out, *args)[1] == 1  # one image failed
+            assert predict_in_process(out, *args).failed == 1  # one image failed
         output = caplog.text
     rows = read_rows(out / "predictions.csv")
     assert [(Path(r["image"]).name, r["status"][:6]) for r in rows] == [
@@ -225,7 +227,7 @@ def test_a_single_bad_input_or_option_is_refused_and_writes_nothing(tiny_checkpo
     args = [f"ckpt_path={checkpoint}", f"input={target}", *extra]
     loaded = []
     if kind not in ("corrupt", "shape", "negative"):  # refused before the model is read (those three: after)
-        monkeypatch.setattr(predict_app, "load_ensemble", lambda *a, **k: loaded.append(1))
+        monkeypatch.setattr(predict_app, "open_model", lambda *a, **k: loaded.append(1))
     with pytest.raises(UserError, match=re.escape(message)):
         predict_in_process(out, *args)
     assert not loaded
@@ -323,13 +325,13 @@ def test_a_bad_file_mid_directory_leaves_every_other_output_in_place(tiny_checkp
     for k in range(12):  # lens_00 ... lens_11, the bad file sorted between lens_05 and lens_06
         write_fits(inputs / f"lens_{k:02d}.fits", image)
     write_fits(inputs / "lens_05_bad.fits", image[:10, :10])
-    plotted = []  # the figures are drawn by the first test; here only their files matter (and are fast)
-    monkeypatch.setattr(predict_app, "plot", lambda path, *_: (plotted.append(path), path.write_bytes(b"png")))
+    # the figures are drawn by the first test; here only their files matter (and are fast)
+    monkeypatch.setattr(CriticalCurvePlots, "write", lambda self, r: (self._tmp / f"{image_stem(r.label)}.png").touch())
     out = tmp_path / "run"
     args = [f"ckpt_path={tiny_checkpoint}", f"input={inputs}", "batch_size=4", "plots=true"]
-    path, failed = predict_in_process(out, *args, "formats=[csv,lenstronomy]")
-    assert failed == 1 and path == out / "predictions.csv"
-    assert sorted(p.name for p in out.iterdir()) == ["lenstronomy", "plots", "predictions.csv"]
+    done = predict_in_process(out, *args, "formats=[csv,lenstronomy]")
+    assert done.failed == 1 and done.table == out / "predictions.csv"
+    assert sorted(p.name for p in out.iterdir()) == ["lenstronomy", "model.json", "plots", "predictions.csv"]
     rows = read_rows(out / "predictions.csv")
     assert [r["status"][:6] for r in rows] == ["ok"] * 6 + ["failed"] + ["ok"] * 6
     assert len(list((out / "plots").iterdir())) == len(list((out / "lenstronomy").iterdir())) == 12

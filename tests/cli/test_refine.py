@@ -15,8 +15,8 @@ from astropy.io import fits
 
 from lenscnn.cli.refine import run
 from lenscnn.errors import UserError
-from lenscnn.modelling.fitting import lenstronomy_image
 from lenscnn.modelling.kwargs import observation_kwargs
+from lenscnn.modelling.lenstronomy_adapter import lenstronomy_image
 from lenscnn.modelling.report import read_refined_csv
 from lenscnn.sim import Instrument
 from tests.helpers import compose_run, load_conf, render_lenstronomy_lens, run_app, run_cli

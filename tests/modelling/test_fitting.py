@@ -9,20 +9,10 @@ import numpy as np
 import pytest
 
 import lenscnn.modelling.fitting as fitting
+import lenscnn.modelling.workers as workers
 from lenscnn.errors import UserError
-from lenscnn.modelling.fitting import (
-    Budget,
-    Convergence,
-    FitOutcome,
-    drawn_start,
-    fit_lens_model,
-    lenstronomy_image,
-    parameter_change,
-    plateau_change,
-    psf_border,
-    reduced_chi2,
-    used_pixels,
-)
+from lenscnn.modelling.fit_setup import FitSetup
+from lenscnn.modelling.fitting import drawn_start, fit_lens_model, parameter_change, plateau_change
 from lenscnn.modelling.kwargs import (
     fitted_model,
     lens_model_kwargs,
@@ -30,8 +20,13 @@ from lenscnn.modelling.kwargs import (
     parameter_moments,
     seed_source,
 )
+from lenscnn.modelling.lenstronomy_adapter import lenstronomy_image, reduced_chi2
+from lenscnn.modelling.pixels import psf_border, used_pixels
+from lenscnn.modelling.records import FitOutcome
+from lenscnn.modelling.settings import Budget, Convergence
 from lenscnn.sim import Instrument
-from lenscnn.sim.prior import lens_model_of
+from lenscnn.sim.lens_model import LensModel
+from lenscnn.sim.prior_config import lens_model_of
 from tests.helpers import load_conf, render_lenstronomy_lens
 from tests.modelling.priors import multipole_prior, shipped_prior
 
@@ -52,7 +47,7 @@ def lens():
         parameter_moments(prior),
         lens_model_of(prior),
     )
-    return image, seed_source(setup, image, instrument.background_rms, instrument.pixel_scale)
+    return image, FitSetup.from_kwargs(seed_source(setup, image, instrument.background_rms, instrument.pixel_scale))
 
 
 def test_pso_recovers_the_lens_from_an_estimate(lens, capsys):
@@ -63,7 +58,7 @@ def test_pso_recovers_the_lens_from_an_estimate(lens, capsys):
     assert abs(result.lens["theta_E"] - TRUTH["theta_E"]) < 0.01
     assert abs(result.lens["center_x"] - TRUTH["center_x"]) < 0.01
     truth = {"kwargs_lens": [TRUTH], "kwargs_source": [SOURCE]}
-    truth_chi2, _, _ = reduced_chi2(setup, image, None, truth, result.mask)
+    truth_chi2, _, _ = reduced_chi2(setup.kwargs, image, None, truth, result.mask)
     assert 0.85 < truth_chi2 < 1.15  # lenstronomy's noise model on lenstronomy's image
     assert result.reduced_chi2 < 1.3 * truth_chi2  # near the truth within this small budget
     assert result.model.shape == image.shape and np.isfinite(result.normalized_residual).all()
@@ -122,7 +117,7 @@ def test_pso_fits_an_epl_slope():
     assert setup["kwargs_model"]["lens_model_list"] == ["EPL"] and setup["kwargs_lens"][0]["gamma"] == pytest.approx(
         2.1
     )
-    setup = seed_source(setup, image, instrument.background_rms, instrument.pixel_scale)
+    setup = FitSetup.from_kwargs(seed_source(setup, image, instrument.background_rms, instrument.pixel_scale))
     result = fit_lens_model(
         image, setup, Budget(n_particles=40, n_iterations=150, starts=1, final_iterations=0), seed=1
     )
@@ -148,7 +143,7 @@ def test_refine_fits_the_whole_spec():
     budget = Budget(
         n_particles=10, n_iterations=3, starts=1, final_iterations=0, mcmc_burn=2, mcmc_run=3, walker_ratio=2
     )
-    result = fit_lens_model(image, setup, budget, network_prior=True, seed=3)
+    result = fit_lens_model(image, FitSetup.from_kwargs(setup), budget, network_prior=True, seed=3)
     names = {*start, "multipole_4_a_m", "multipole_4_phi_m"}
     assert set(result.lens) == set(result.sigma) == names
     assert all(s > 0 for s in result.sigma.values()), result.sigma
@@ -187,7 +182,7 @@ def test_two_component_lens_light_fits_a_bulge_and_envelope():
     for count in (1, 2):
         model = fitted_model(lens_model_of(prior), shear=False, lens_light=count)
         setup = lens_model_kwargs(TRUTH, {k: 0.02 for k in TRUTH}, observation, moments, model)
-        setup = seed_source(setup, image, instrument.background_rms, instrument.pixel_scale)
+        setup = FitSetup.from_kwargs(seed_source(setup, image, instrument.background_rms, instrument.pixel_scale))
         result = fit_lens_model(
             image, setup, Budget(n_particles=40, n_iterations=150, starts=1, final_iterations=0), seed=1
         )
@@ -205,13 +200,13 @@ def test_free_sky_level_recovers_an_added_constant():
         estimate, {k: 0.03 for k in TRUTH}, observation_kwargs(instrument), moments, lens_model_of(prior), sky=True
     )
     assert setup["kwargs_model"]["lens_light_model_list"] == ["UNIFORM"]
-    setup = seed_source(setup, image, instrument.background_rms, instrument.pixel_scale)
+    setup = FitSetup.from_kwargs(seed_source(setup, image, instrument.background_rms, instrument.pixel_scale))
     result = fit_lens_model(
         image + 0.05, setup, Budget(n_particles=30, n_iterations=200, starts=1, final_iterations=0), seed=1
     )
     assert result.sky == pytest.approx(0.05, rel=0.01) and result.converged
     assert abs(result.lens["theta_E"] - TRUTH["theta_E"]) < 0.005
-    assert psf_border(setup) == 2 and result.pixels == 44 * 44
+    assert psf_border(setup.kwargs["kwargs_psf"]) == 2 and result.pixels == 44 * 44
 
 
 def test_masked_pixels_do_not_count():
@@ -222,7 +217,7 @@ def test_masked_pixels_do_not_count():
     setup = lens_model_kwargs(
         estimate, {k: 0.03 for k in TRUTH}, observation_kwargs(instrument), moments, lens_model_of(prior)
     )
-    setup = seed_source(setup, image, instrument.background_rms, instrument.pixel_scale)
+    setup = FitSetup.from_kwargs(seed_source(setup, image, instrument.background_rms, instrument.pixel_scale))
     garbage = image.copy()
     garbage[36:42, 28:34] += 1.0  # 6 x 6 pixels at ~1" from the lens centre
     mask = np.ones(image.shape, dtype=bool)
@@ -262,8 +257,8 @@ def test_one_bad_start_does_not_make_a_bad_fit(lens, monkeypatch):
         drawn = drawn_start(start, rng)
         calls.append(1)
         if len(calls) == 1:
-            drawn["kwargs_lens"] = [{**drawn["kwargs_lens"][0], "theta_E": 1.6}]
-            drawn["kwargs_lens_sigma"] = [{**drawn["kwargs_lens_sigma"][0], "theta_E": 0.001}]
+            drawn.kwargs["kwargs_lens"] = [{**drawn.kwargs["kwargs_lens"][0], "theta_E": 1.6}]
+            drawn.kwargs["kwargs_lens_sigma"] = [{**drawn.kwargs["kwargs_lens_sigma"][0], "theta_E": 0.001}]
         return drawn
 
     monkeypatch.setattr(fitting, "drawn_start", stuck_once)
@@ -284,8 +279,8 @@ def test_starts_are_draws_from_the_network_posterior():
         Instrument.from_config({**load_conf("instrument", "quickstart"), "image_size": 32})
     )
     sigmas = {k: 0.02 for k in TRUTH}
-    setup = lens_model_kwargs(TRUTH, sigmas, observation, parameter_moments(prior), model)
-    draws = [drawn_start(setup, np.random.default_rng(k)) for k in range(50)]
+    setup = FitSetup.from_kwargs(lens_model_kwargs(TRUTH, sigmas, observation, parameter_moments(prior), model))
+    draws = [drawn_start(setup, np.random.default_rng(k)).kwargs for k in range(50)]
     theta = np.array([d["kwargs_lens"][0]["theta_E"] for d in draws])
     assert abs(theta.mean() - TRUTH["theta_E"]) < 0.01 and 0.01 < theta.std() < 0.03
     for d in draws:
@@ -295,10 +290,11 @@ def test_starts_are_draws_from_the_network_posterior():
             d["kwargs_lens"][2]["center_x"] == centre
             and d["kwargs_lens_fixed"][2]["r_E"] == d["kwargs_lens"][0]["theta_E"]
         )
-        assert d["kwargs_lens"][2]["a_m"] == setup["kwargs_lens"][2]["a_m"]
+        assert d["kwargs_lens"][2]["a_m"] == setup.kwargs["kwargs_lens"][2]["a_m"]
         assert -0.5 <= d["kwargs_lens"][0]["e1"] <= 0.5
     far = lens_model_kwargs({**TRUTH, "e1": 0.49}, {**sigmas, "e1": 1.0}, observation, parameter_moments(prior), model)
-    assert max(drawn_start(far, np.random.default_rng(k))["kwargs_lens"][0]["e1"] for k in range(20)) == 0.5
+    far_draws = [drawn_start(FitSetup.from_kwargs(far), np.random.default_rng(k)).kwargs for k in range(20)]
+    assert max(d["kwargs_lens"][0]["e1"] for d in far_draws) == 0.5
 
 
 def test_settling_is_measured_over_the_last_fifth():
@@ -328,7 +324,8 @@ def test_a_failed_fit_is_a_one_line_status(monkeypatch, error, status):
     def failing(*args, **kwargs):
         raise error
 
-    monkeypatch.setattr(fitting, "fit_lens_model", failing)
+    monkeypatch.setattr(workers, "fit_lens_model", failing)
     pending = FitOutcome("a.fits", "", network={"theta_E": 1.0})
-    outcome = fitting.fit_task(pending, {"data": np.zeros((4, 4))}, {}, fitting.Budget(), False, 0)
+    setup = FitSetup(kwargs={}, lens_model=LensModel(()))
+    outcome = workers.fit_task(pending, {"data": np.zeros((4, 4))}, setup, Budget(), False, 0)
     assert outcome == FitOutcome("a.fits", status, network={"theta_E": 1.0}) and not outcome.ok

@@ -24,7 +24,7 @@ from lenscnn.modelling.kwargs import (
     sky_level,
 )
 from lenscnn.sim import Instrument, Simulator
-from lenscnn.sim.prior import lens_model_of
+from lenscnn.sim.prior_config import lens_model_of
 from tests.helpers import load_conf
 from tests.modelling.priors import multipole_prior, shipped_prior
 
@@ -189,7 +189,7 @@ def test_fitted_model_fits_a_bulge_and_an_envelope_and_no_neighbours():
 def test_sky_level_is_a_uniform_lens_light():
     """sky=True appends lenstronomy's UNIFORM to the lens lights (no parameter of the spec); its amp is a
     surface brightness, so a level of amp * pixel area counts/s per pixel."""
-    from lenscnn.modelling.fitting import lenstronomy_image
+    from lenscnn.modelling.lenstronomy_adapter import lenstronomy_image
 
     prior = shipped_prior("realistic_sersic")
     observation = observation_kwargs(Instrument.from_config(load_conf("instrument", "quickstart")))

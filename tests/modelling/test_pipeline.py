@@ -11,13 +11,14 @@ import logging
 import numpy as np
 import pytest
 
-import lenscnn.modelling.fitting as fitting
-from lenscnn.modelling.fitting import Budget, Convergence, FitOutcome, FitResult
+import lenscnn.modelling.workers as workers
 from lenscnn.modelling.inputs import image_key
 from lenscnn.modelling.kwargs import fitted_model, observation_kwargs, parameter_moments
 from lenscnn.modelling.pipeline import fitted_names, refine_images
+from lenscnn.modelling.records import FitOutcome, FitResult
+from lenscnn.modelling.settings import RefineSettings
 from lenscnn.sim import Instrument
-from lenscnn.sim.prior import lens_model_of
+from lenscnn.sim.prior_config import lens_model_of
 from tests.helpers import load_conf
 from tests.modelling.priors import shipped_prior
 
@@ -46,7 +47,7 @@ def test_every_image_gets_its_outcome_in_order(tmp_path, monkeypatch, caplog):
         lens = {n: 0.5 for n in fitted_names(model)}
         return FitResult(lens, {}, 1.25, 0.5, image + 1, image - 1, starts_agreeing=2, theta_change=0.001)
 
-    monkeypatch.setattr(fitting, "fit_lens_model", stand_in)
+    monkeypatch.setattr(workers, "fit_lens_model", stand_in)
     figures = []
     logger = logging.getLogger("refine-app")
     with caplog.at_level(logging.WARNING, logger="refine-app"):
@@ -57,11 +58,7 @@ def test_every_image_gets_its_outcome_in_order(tmp_path, monkeypatch, caplog):
             parameter_moments(prior),
             model,
             instrument,
-            Budget(),
-            Convergence(),
-            predictions_source="predictions.csv",
-            seed_source=False,
-            seed=10,
+            RefineSettings(predictions_source="predictions.csv", seed_source=False, seed=10),
             on_fitted=lambda outcome, data: figures.append((outcome, data)),
             logger=logger,
         )
@@ -131,11 +128,11 @@ def test_an_image_whose_file_carries_its_psf_is_fitted_with_it(tmp_path, monkeyp
     model = fitted_model(lens_model_of(prior), shear=True, lens_light=False)
     values = NETWORK | {f"{n}_sigma": 0.02 for n in NETWORK}
     predictions = {image_key(item["image"]): values for item in items}
-    observation = observation_kwargs(instrument)
+    observation, moments = observation_kwargs(instrument), parameter_moments(prior)
+    settings = RefineSettings(predictions_source="p.csv", seed_source=False)
     with pytest.raises(KeyError):  # no outcomes from the stand-in: only the set-ups matter here
-        refine_images(items, predictions, observation, parameter_moments(prior), model, instrument, Budget(),
-                      Convergence(), predictions_source="p.csv", seed_source=False)  # fmt: skip
-    own, instruments = (np.asarray(s["kwargs_psf"]["kernel_point_source"]) for s in setups)
+        refine_images(items, predictions, observation, moments, model, instrument, settings)
+    own, instruments = (np.asarray(s.kwargs["kwargs_psf"]["kernel_point_source"]) for s in setups)
     assert own == pytest.approx(with_psf["psf"]) and instruments == pytest.approx(
         np.asarray(observation["kwargs_psf"]["kernel_point_source"])
     )

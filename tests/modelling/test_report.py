@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from lenscnn.errors import UserError
-from lenscnn.modelling.fitting import FitOutcome
+from lenscnn.modelling.records import FitOutcome
 from lenscnn.modelling.report import merge_shards, read_refined_csv, report_markdown, write_refined_csv
 
 #: A refined.csv as lenscnn-refine writes it: a fit, a fit that raised (the network's values only) and an

@@ -11,8 +11,9 @@ import torch
 
 from lenscnn.errors import UserError
 from lenscnn.metrics.calibration import SigmaCalibration
+from lenscnn.models.calibration_record import calibration_fit
 from lenscnn.models.checkpoint import load_regressor, read_checkpoint
-from lenscnn.models.ensemble import Ensemble, calibration_fit, mc_dropout
+from lenscnn.models.ensemble import Ensemble, mc_dropout
 from lenscnn.models.symmetry import (
     IDENTITY,
     SYMMETRIES,

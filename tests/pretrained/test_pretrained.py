@@ -17,7 +17,7 @@ from astropy.io import fits
 from hydra.core.global_hydra import GlobalHydra
 
 from lenscnn import pretrained
-from lenscnn.cli.common import load_ensemble
+from lenscnn.cli.inference import load_ensemble
 from lenscnn.errors import UserError
 from lenscnn.models.checkpoint import file_digest
 from lenscnn.models.ensemble import Ensemble

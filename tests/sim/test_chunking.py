@@ -10,7 +10,8 @@ import torch
 
 from lenscnn.errors import UserError
 from lenscnn.sim import Simulator
-from lenscnn.sim.simulator import CHUNK_MULTIPLE, CHUNK_PIXELS, WORKING_IMAGES, parse_bytes
+from lenscnn.sim.byte_sizes import parse_bytes
+from lenscnn.sim.simulator import CHUNK_MULTIPLE, CHUNK_PIXELS, WORKING_IMAGES
 from tests.fuzzing import one_torch_thread
 from tests.helpers import load_conf, make_simulator
 

@@ -12,7 +12,7 @@ import torch
 from lenscnn.modelling.kwargs import lens_model_kwargs, observation_kwargs, parameter_moments
 from lenscnn.sim import Instrument, func
 from lenscnn.sim.func.light import gaussian_profile
-from lenscnn.sim.prior import lens_model_of
+from lenscnn.sim.prior_config import lens_model_of
 from lenscnn.sim.profiles import get_profile
 from tests.helpers import load_conf, make_simulator
 from tests.modelling.priors import shipped_prior

@@ -12,7 +12,8 @@ from lenscnn.errors import UserError
 from lenscnn.params import parameter
 from lenscnn.sim import func
 from lenscnn.sim.lens_model import LensModel
-from lenscnn.sim.prior import Prior, lens_model_of
+from lenscnn.sim.prior import Prior
+from lenscnn.sim.prior_config import lens_model_of
 from tests.helpers import load_conf, make_simulator
 
 SIZE, PIXEL_SCALE = 48, 0.08

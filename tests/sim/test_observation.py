@@ -16,8 +16,8 @@ from lenscnn.io.hdf5 import create_lens_dataset, read_lens_dataset, write_batch
 from lenscnn.sim import Instrument, Prior, Simulator
 from lenscnn.sim.func.grid import pixel_grid
 from lenscnn.sim.func.psf import gaussian_kernels, kernel_fwhm, moffat_alpha, moffat_kernels
+from lenscnn.sim.lens_streams import draw_lenses
 from lenscnn.sim.observation import Observation
-from lenscnn.sim.simulator import draw_lenses
 from tests.helpers import compose_run, load_conf
 
 PIXEL_SCALE = 0.08  # the quickstart instrument: 64 x 64 pixels of 0.08", Gaussian PSF 0.16", rms 0.01, 1000 s

@@ -11,9 +11,9 @@ from astropy.cosmology import FlatLambdaCDM
 from lenstronomy.Util import param_util
 from scipy import stats
 
-from lenscnn.sim import func
-from lenscnn.sim import prior as prior_module
-from lenscnn.sim.prior import Prior, parse_distribution
+from lenscnn.sim import distributions, func
+from lenscnn.sim.distributions import parse_distribution
+from lenscnn.sim.prior import Prior
 
 DTYPES = pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["float32", "float64"])
 
@@ -79,7 +79,9 @@ def test_fixed_distribution_and_bare_numbers(dtype):
 def test_normal_stays_finite_and_in_support_at_extreme_uniforms(spec, dtype, monkeypatch):
     """Regression: float32 inverse-CDF sampling gave -inf for a uniform draw of exactly 0 (probability 2^-24)."""
     extremes = [0.0, 2.0**-24, 0.5, 1.0 - 2.0**-24]
-    monkeypatch.setattr(prior_module, "_uniform", lambda n, g, device, dtype: torch.tensor(extremes, dtype=dtype))
+    monkeypatch.setattr(
+        distributions, "standard_uniform", lambda n, g, device, dtype: torch.tensor(extremes, dtype=dtype)
+    )
     dist, samples = _sample(spec, len(extremes), dtype)
     low, high = dist.support
     assert torch.isfinite(samples).all(), samples

@@ -11,7 +11,7 @@ from hydra import compose, initialize_config_module
 from lenscnn.errors import UserError
 from lenscnn.sim import Simulator, func
 from lenscnn.sim.galaxies import load_library
-from lenscnn.sim.simulator import BLOCK, draw_lenses
+from lenscnn.sim.lens_streams import BLOCK, draw_lenses
 from tests.helpers import CONF_DIR, lens_prior
 
 LENS_AND_SHEAR = ("theta_E", "e1", "e2", "center_x", "center_y", "gamma1", "gamma2")

@@ -8,8 +8,8 @@ import torch
 from omegaconf import OmegaConf
 
 from lenscnn.sim import Simulator
+from lenscnn.sim.lens_streams import draw_lenses
 from lenscnn.sim.prior import Prior
-from lenscnn.sim.simulator import draw_lenses
 from tests.helpers import compose_config
 
 #: Half the side of the 5.12" quickstart field [arcsec].

@@ -11,7 +11,7 @@ from tests.helpers import TINY_FAST
 
 WITH_BAR = [o for o in TINY_FAST if not o.startswith("callbacks.rich_progress_bar")]
 BUDGET_CUT = [
-    "+callbacks.time_budget._target_=lenscnn.training.callbacks.TimeBudget",
+    "+callbacks.time_budget._target_=lenscnn.training.time_budget.TimeBudget",
     "+callbacks.time_budget.minutes=1e-4",
 ]
 

@@ -18,7 +18,7 @@ from hydra.core.hydra_config import HydraConfig
 from lenscnn.cli.train import train
 from lenscnn.errors import UserError
 from lenscnn.models.regressor import WarmupCosine, check_scheduler
-from lenscnn.training import callbacks
+from lenscnn.training import time_budget as budget_module
 from tests.helpers import TINY_FAST, compose_config, compose_train
 
 PEAK, FLOOR, WARMUP = 2e-3, 0.01, 2  # the fast model's learning rate, and the schedule below
@@ -68,7 +68,7 @@ def last(run_dir: Path) -> str:
 
 def time_budget(minutes: float) -> list[str]:
     return [
-        f"+callbacks.time_budget._target_={callbacks.__name__}.TimeBudget",
+        f"+callbacks.time_budget._target_={budget_module.__name__}.TimeBudget",
         f"+callbacks.time_budget.minutes={minutes}",
     ]
 
@@ -179,7 +179,7 @@ def trainer_at(cosine: WarmupCosine, epochs: int, steps_per_epoch: int, epoch: i
     )
 
 
-def train_epochs(budget: callbacks.TimeBudget, trainer, cosine: WarmupCosine, clock: Clock) -> list[float]:
+def train_epochs(budget: budget_module.TimeBudget, trainer, cosine: WarmupCosine, clock: Clock) -> list[float]:
     """Epochs of 10 s (the last 2 s validating), one batch-end check per step, until the plan ends."""
     lrs, steps = [], trainer.num_training_batches
     while trainer.current_epoch < trainer.fit_loop.max_epochs:
@@ -201,11 +201,11 @@ def test_time_budget_counts_the_earlier_sessions_and_replans_a_resumed_run(monke
     """A 1-minute budget plans 3 of 10 epochs of 10 s; the run resumed with 2 minutes in all (its first
     session used 30 s) plans 3 + (120 - 30 - 3 x 2 - 15) // 10 = 9 epochs and anneals over them."""
     clock = Clock()
-    monkeypatch.setattr(callbacks, "time", clock)
+    monkeypatch.setattr(budget_module, "time", clock)
     steps, epochs = 5, 10
     cosine = schedule(total=steps * epochs, lr=1e-3)
     trainer = trainer_at(cosine, epochs, steps)
-    budget = callbacks.TimeBudget(minutes=1.0)
+    budget = budget_module.TimeBudget(minutes=1.0)
     budget.on_train_start(trainer, None)
     lrs = train_epochs(budget, trainer, cosine, clock)
     assert budget.summary["trained_epochs"] == 3 and len(lrs) == 15
@@ -219,7 +219,7 @@ def test_time_budget_counts_the_earlier_sessions_and_replans_a_resumed_run(monke
     resumed_cosine = schedule(total=steps * epochs, lr=1e-3)
     resumed_cosine.load_state_dict(cosine.state_dict())
     trainer = trainer_at(resumed_cosine, epochs, steps, epoch=3)
-    resumed = callbacks.TimeBudget(minutes=2.0)
+    resumed = budget_module.TimeBudget(minutes=2.0)
     resumed.load_state_dict(state)
     resumed.on_train_start(trainer, None)
     assert trainer.fit_loop.max_epochs == 9 and resumed_cosine.total_steps == 45

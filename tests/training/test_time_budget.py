@@ -15,6 +15,7 @@ from torch.optim.lr_scheduler import CosineAnnealingLR
 
 from lenscnn import progress as progress_module
 from lenscnn.training import callbacks
+from lenscnn.training import time_budget as budget_module
 from tests.helpers import TINY_FAST
 
 RUN = [*TINY_FAST, "trainer.max_epochs=4", "trainer.deterministic=true", "test=false", "model.scheduler.warmup_steps=0"]
@@ -22,7 +23,7 @@ RUN = [*TINY_FAST, "trainer.max_epochs=4", "trainer.deterministic=true", "test=f
 
 def budget(minutes: float) -> list[str]:
     return [
-        "+callbacks.time_budget._target_=lenscnn.training.callbacks.TimeBudget",
+        "+callbacks.time_budget._target_=lenscnn.training.time_budget.TimeBudget",
         f"+callbacks.time_budget.minutes={minutes}",
     ]
 
@@ -49,10 +50,10 @@ def lightning_notices():
 
 
 def test_over_budget_stops_after_whole_epochs_and_says_so(hydra_run, caplog):
-    caplog.set_level(logging.INFO, logger="lenscnn.training.callbacks")
+    caplog.set_level(logging.INFO, logger="lenscnn.training.time_budget")
     with lightning_notices() as notices:
         cfg, summary = hydra_run([*RUN, *budget(1e-4)])
-    said = [r.getMessage() for r in caplog.records if r.name == "lenscnn.training.callbacks"]
+    said = [r.getMessage() for r in caplog.records if r.name == "lenscnn.training.time_budget"]
     assert "time budget of 0.0001 min ended training after 1 of 4 epochs" in said
     assert not [n for n in notices if "max_epochs" in n], notices  # Lightning's would say max_epochs=1
     assert summary.time_budget == {
@@ -76,7 +77,7 @@ class Clock:
 
 def test_shortened_schedule_follows_the_budget_down_to_the_minimum(monkeypatch):
     clock = Clock()
-    monkeypatch.setattr(callbacks, "time", clock)
+    monkeypatch.setattr(budget_module, "time", clock)
     weights = torch.nn.Parameter(torch.zeros(1))
     optimizer = torch.optim.AdamW([weights], lr=1e-3)
     steps_per_epoch, epochs = 5, 10
@@ -89,7 +90,7 @@ def test_shortened_schedule_follows_the_budget_down_to_the_minimum(monkeypatch):
         sanity_checking=False,
         current_epoch=0,
     )
-    budget = callbacks.TimeBudget(minutes=1.0)  # 60 s: 10 s epochs, 6 s kept for the test, 15 s margin
+    budget = budget_module.TimeBudget(minutes=1.0)  # 60 s: 10 s epochs, 6 s kept for the test, 15 s margin
     budget.on_train_start(trainer, None)
     lrs = []
     while trainer.current_epoch < trainer.fit_loop.max_epochs:
@@ -112,7 +113,7 @@ def test_shortened_schedule_follows_the_budget_down_to_the_minimum(monkeypatch):
 
 
 def test_within_budget_the_run_is_exactly_the_configured_one(hydra_run, caplog):
-    caplog.set_level(logging.INFO, logger="lenscnn.training.callbacks")
+    caplog.set_level(logging.INFO, logger="lenscnn.training.time_budget")
     with lightning_notices() as notices:
         cfg, summary = hydra_run([*RUN, *budget(60)])
     assert summary.time_budget["trained_epochs"] == 4 and not summary.time_budget["shortened"]
@@ -142,12 +143,12 @@ def test_a_resumed_run_reports_its_budget_in_metrics_json(hydra_run):
 
 
 def test_saved_plan_stands_when_a_resume_trains_nothing():
-    budget = callbacks.TimeBudget(minutes=5.0)
+    budget = budget_module.TimeBudget(minutes=5.0)
     budget.load_state_dict({"planned": 3, "configured": 11, "spent_seconds": 290.0, "epoch_seconds": 80.0})
     assert budget.summary == {"minutes": 5.0, "configured_epochs": 11, "trained_epochs": 3, "shortened": True}
 
 
-def fake_trainer(epochs: int, steps_per_epoch: int, budget: callbacks.TimeBudget | None) -> SimpleNamespace:
+def fake_trainer(epochs: int, steps_per_epoch: int, budget: budget_module.TimeBudget | None) -> SimpleNamespace:
     return SimpleNamespace(
         max_epochs=epochs,
         max_steps=-1,
@@ -169,10 +170,10 @@ def test_progress_lines_give_the_time_left_within_the_budget(monkeypatch, minute
     10 steps is that of the budget (less the test's and the margin's), not of the 11 epochs (it said
     ~1:13:31 left in an 8.5-minute run, before the budget had measured enough batches to plan)."""
     clock = Clock()
-    monkeypatch.setattr(callbacks, "time", clock)
+    monkeypatch.setattr(budget_module, "time", clock)
     monkeypatch.setattr(progress_module, "clock", clock.monotonic)
     monkeypatch.setattr(callbacks, "is_terminal", lambda: False)
-    time_budget = callbacks.TimeBudget(minutes=minutes) if minutes else None
+    time_budget = budget_module.TimeBudget(minutes=minutes) if minutes else None
     trainer = fake_trainer(11, 50, time_budget)
     progress = callbacks.ProgressLog(every=0)
     for callback in (time_budget, progress):

@@ -1,10 +1,10 @@
-"""Shared behaviour of the entry points: set-up, one-line user errors, config checks, models."""
+"""Shared behaviour of the entry points: set-up, one-line user errors, config checks (opening a model:
+:mod:`lenscnn.cli.inference`)."""
 
 from __future__ import annotations
 
 import difflib
 import functools
-import logging
 import os
 import re
 import sys
@@ -18,7 +18,6 @@ from lenscnn.errors import UserError
 from lenscnn.training import precision
 
 F = TypeVar("F", bound=Callable[..., Any])
-log = logging.getLogger(__name__)
 
 #: Width of rich tables when the output is not a terminal (a log file, ``| tee``, CI): wide
 #: enough that no column is cut.
@@ -134,57 +133,3 @@ def did_you_mean(config_name: str, key: str) -> str:
     if close:
         return f"; did you mean {'.'.join(filter(None, (parent, close[0])))!r}?"
     return f"; append a new key with +{key}=..."
-
-
-def resolve_device(name: str) -> Any:
-    """``auto`` (CUDA if present, else CPU) or an explicit torch device name."""
-    import torch
-
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise UserError(f"device={name!r} is not a device; use auto, cpu, cuda or cuda:N") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise UserError(f"device={name!r} but CUDA is not available here; use device=cpu")
-    return device
-
-
-def checkpoint_paths(cfg: Any) -> list[str]:
-    """The checkpoints a config names: ``[ckpt_path]``, or ``ensemble.checkpoints``, or ``[]``."""
-    single = cfg.get("ckpt_path")
-    members = list(cfg.ensemble.get("checkpoints") or [])
-    if single and members:
-        raise UserError("give ckpt_path=... or ensemble=..., not both")
-    return [single] if single else members
-
-
-def load_ensemble(cfg: Any, default_pretrained: bool = False) -> tuple[Any, Path | None]:
-    """The model an eval/predict config names: ``ckpt_path`` (one checkpoint) or
-    ``ensemble.checkpoints``; returns it with the path of its ensemble calibration file
-    (``None`` for a single checkpoint, whose calibration lives in the checkpoint).
-    With ``default_pretrained``, a config naming no model gets the shipped pretrained ensemble."""
-    from lenscnn.models.ensemble import Ensemble
-
-    paths = checkpoint_paths(cfg)
-    if not paths and default_pretrained:
-        files = pretrained.checkpoints()
-        log.info("no ckpt_path or ensemble given: using the shipped pretrained ensemble (%s)", files[0].parent)
-        calibration = pretrained.calibration_file()
-        return Ensemble.from_checkpoints(files, calibration), calibration
-    if not paths:
-        raise UserError(
-            "no model: give ckpt_path=<checkpoint or run dir> or ensemble=<name> / ensemble.checkpoints=[...]"
-        )
-    missing = [p for p in paths if not Path(p).expanduser().exists()]
-    if missing and cfg.ensemble.get("trained_by"):
-        raise UserError(
-            f"{missing[0]} does not exist: train the ensemble's members first with {cfg.ensemble.trained_by}"
-        )
-    calibration = None
-    if len(paths) > 1:
-        common = Path(os.path.commonpath([Path(p).expanduser().resolve() for p in paths]))
-        common = common.parent if common.is_file() else common
-        calibration = Path(cfg.ensemble.get("calibration") or common / "calibration.json")
-    return Ensemble.from_checkpoints(paths, calibration), calibration

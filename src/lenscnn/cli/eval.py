@@ -20,11 +20,11 @@ import logging
 from pathlib import Path
 from typing import Any
 
-import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from lenscnn.cli.common import console, load_ensemble, resolve_device
+from lenscnn.cli.common import console
+from lenscnn.cli.inference import InferenceOptions, open_model
 from lenscnn.errors import UserError
 from lenscnn.evaluation.catalog import CatalogSpec
 from lenscnn.evaluation.datasets import file_set, simulated_set
@@ -33,8 +33,8 @@ from lenscnn.evaluation.report import evaluation_figures, write_outputs
 from lenscnn.io.run_dir import RunDir
 from lenscnn.io.summaries import CatalogSummary, EvaluationSummary
 from lenscnn.metrics.tables import MetricsTable
-from lenscnn.models.ensemble import Ensemble, store_calibration
-from lenscnn.models.symmetry import check_symmetries
+from lenscnn.models.calibration_record import store_calibration
+from lenscnn.models.ensemble import Ensemble
 from lenscnn.training.figures import send_figure
 from lenscnn.training.loggers import build_loggers, finish_loggers
 
@@ -122,15 +122,9 @@ def run(cfg: DictConfig) -> EvaluationSummary | CatalogSummary:
     if spec is not None:
         return run_catalog(cfg, spec)
     run_dir = Path(cfg.paths.output_dir)
-    if cfg.symmetries is not None:
-        check_symmetries(cfg.symmetries)
-    torch.manual_seed(cfg.seed)
-    device = resolve_device(cfg.device)
-    ensemble, calibration_file = load_ensemble(cfg)
-    ensemble.to(device)
-    symmetries = 1 if cfg.calibrate and cfg.symmetries is None else ensemble.symmetries(cfg.symmetries)
-    if not cfg.calibrate:
-        ensemble.check_calibration_mode(cfg.mc_samples, symmetries)
+    options = InferenceOptions.from_config(cfg)
+    model = open_model(cfg, options, calibrating=cfg.calibrate)
+    ensemble = model.ensemble
     dataset = (
         file_set(cfg.dataset)
         if cfg.dataset
@@ -143,18 +137,19 @@ def run(cfg: DictConfig) -> EvaluationSummary | CatalogSummary:
         ensemble,
         dataset,
         val_set=val_set,
-        batch_size=cfg.batch_size,
-        mc_samples=cfg.mc_samples,
+        batch_size=options.batch_size,
+        mc_samples=options.mc_samples,
         compare=cfg.compare_members,
         outlier_nsigma=cfg.outlier_nsigma,
         show_progress=True,
-        symmetries=symmetries,
+        symmetries=model.symmetries,
     )
     figures = evaluation_figures(result.test, result.calibration) if cfg.plots else {}
     log_to_loggers(cfg, run_dir, result.metrics, result.summary.nrmse, figures)
     write_outputs(run_dir, result, figures)
     if result.calibration:
-        log.info("stored the calibration in %s", store_calibration(ensemble, result.calibration, calibration_file))
+        stored = store_calibration(ensemble, result.calibration, model.calibration_file)
+        log.info("stored the calibration in %s", stored)
     out = console()
     out.print(MetricsTable(result.metrics).rich(f"{dataset.description}: errors in physical units", out.width))
     if result.comparison_md:

@@ -19,16 +19,15 @@ import logging
 from collections.abc import Mapping
 from pathlib import Path
 
-import torch
 from omegaconf import DictConfig
 
-from lenscnn.cli.common import console, load_ensemble, resolve_device
+from lenscnn.cli.common import console
+from lenscnn.cli.inference import InferenceOptions, open_model
 from lenscnn.errors import UserError
 from lenscnn.evaluation.catalog import Catalog, CatalogSpec, read_catalog, single_image_problems
 from lenscnn.evaluation.catalog_pipeline import CatalogResult, evaluate_catalog
 from lenscnn.evaluation.catalog_report import lens_table, metrics_table
 from lenscnn.evaluation.cutouts import check_inputs, domain_reference
-from lenscnn.models.symmetry import check_symmetries, symmetry_group
 from lenscnn.preparation.pipeline import Preparation
 
 log = logging.getLogger(__name__)
@@ -44,19 +43,13 @@ SIMULATED_ONLY = {
 }
 
 
-def check_options(cfg: DictConfig) -> Preparation:
-    """The options checked before anything is read: nothing of simulated sets, sane numbers, and the
-    preparation settings."""
+def check_options(cfg: DictConfig) -> tuple[Preparation, InferenceOptions]:
+    """The options checked before anything is read: nothing of simulated sets, the inference options and
+    the preparation settings."""
     for key, option in SIMULATED_ONLY.items():
         if cfg.get(key):
             raise UserError(f"{option} scores simulated lenses; it cannot be combined with a catalogue (catalog=...)")
-    if not isinstance(cfg.mc_samples, int) or isinstance(cfg.mc_samples, bool) or cfg.mc_samples < 0:
-        raise UserError(f"mc_samples must be >= 0, got {cfg.mc_samples!r}")
-    if not isinstance(cfg.batch_size, int) or isinstance(cfg.batch_size, bool) or cfg.batch_size < 1:
-        raise UserError(f"batch_size={cfg.batch_size!r}: give an integer >= 1")
-    if cfg.symmetries is not None:
-        check_symmetries(cfg.symmetries)
-    return Preparation.from_config(cfg)
+    return Preparation.from_config(cfg), InferenceOptions.from_config(cfg)
 
 
 def refused_files(catalog: Catalog, settings: Preparation, per_file: Mapping[Path, Preparation]) -> dict[Path, str]:
@@ -84,27 +77,22 @@ def print_tables(result: CatalogResult) -> None:
 def catalog_evaluation(cfg: DictConfig, spec: CatalogSpec) -> CatalogResult:
     """Check the options, the catalogue ``spec`` and its files, then load the model ``cfg`` names
     (the shipped pretrained ensemble if none) and evaluate it on the catalogue; writes nothing."""
-    settings = check_options(cfg)
+    settings, options = check_options(cfg)
     catalog = read_catalog(spec)
     per_file = catalog.preparations(settings)
     refused = refused_files(catalog, settings, per_file)
-    torch.manual_seed(cfg.seed)
-    device = resolve_device(cfg.device)
-    ensemble, _ = load_ensemble(cfg, default_pretrained=True)
-    ensemble.to(device)
-    symmetries = ensemble.symmetries(cfg.symmetries)
-    symmetry_group(symmetries, ensemble.target_names)
-    ensemble.check_calibration_mode(cfg.mc_samples, symmetries)
+    model = open_model(cfg, options, default_pretrained=True)
+    ensemble = model.ensemble
     catalog.targets(ensemble.target_names)  # refuse a catalogue of nothing the model predicts, before predicting
-    reference = domain_reference(ensemble, settings, cfg.mc_samples, symmetries)
+    reference = domain_reference(ensemble, settings, options.mc_samples, model.symmetries)
     return evaluate_catalog(
         ensemble,
         catalog,
         settings,
         refused,
         reference,
-        batch_size=cfg.batch_size,
-        mc_samples=cfg.mc_samples,
-        symmetries=symmetries,
+        batch_size=options.batch_size,
+        mc_samples=options.mc_samples,
+        symmetries=model.symmetries,
         per_file=per_file,
     )

@@ -26,11 +26,11 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig
 
-from lenscnn.cli.common import checkpoint_paths
+from lenscnn.cli.inference import checkpoint_paths
 from lenscnn.errors import UserError
 from lenscnn.io.summaries import EvaluationSummary
+from lenscnn.models.calibration_record import read_calibration, write_calibration
 from lenscnn.models.checkpoint import export_weights, resolve_checkpoint, same_weights
-from lenscnn.models.ensemble import read_calibration, write_calibration
 from lenscnn.pretrained import CALIBRATION
 from lenscnn.pretrained.card import update_card
 

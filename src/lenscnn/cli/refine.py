@@ -29,18 +29,19 @@ from omegaconf import DictConfig, OmegaConf
 from lenscnn.errors import UserError
 from lenscnn.io.cutouts import find_inputs, image_stem
 from lenscnn.io.run_dir import RunDir
-from lenscnn.modelling.fitting import Budget, Convergence, FitOutcome
 from lenscnn.modelling.inputs import fit_kernel, image_key, load_images, read_predictions
 from lenscnn.modelling.kwargs import fitted_model, observation_kwargs, parameter_moments
 from lenscnn.modelling.pipeline import fitted_names, refine_images
+from lenscnn.modelling.records import FitOutcome
 from lenscnn.modelling.report import merge_shards, write_refined_csv, write_report
+from lenscnn.modelling.settings import Budget, Convergence, RefineSettings
 from lenscnn.params import parameter
 from lenscnn.plots import fit_figure, save_figure
 from lenscnn.preparation.pipeline import Preparation
 from lenscnn.preparation.psf import read_psf
 from lenscnn.sim import Instrument
 from lenscnn.sim.lens_model import LensModel
-from lenscnn.sim.prior import lens_model_of
+from lenscnn.sim.prior_config import lens_model_of
 from lenscnn.sim.profiles import PROFILES
 
 log = logging.getLogger(__name__)
@@ -141,6 +142,16 @@ def run(cfg: DictConfig) -> Path:
         raise UserError(f"input={cfg.input}: no images in this shard ({cfg.shard})")
     check_matching(cfg, predictions, items)
     names = fitted_names(model)
+    settings = RefineSettings(
+        predictions_source=cfg.predictions,
+        budget=budget,
+        convergence=convergence,
+        sky=cfg.fit_sky,
+        seed_source=cfg.seed_source,
+        network_prior=cfg.network_prior,
+        seed=cfg.seed,
+        workers=cfg.workers,
+    )
     outcomes = refine_images(
         items,
         predictions,
@@ -148,14 +159,7 @@ def run(cfg: DictConfig) -> Path:
         moments,
         model,
         instrument,
-        budget,
-        convergence,
-        predictions_source=cfg.predictions,
-        sky=cfg.fit_sky,
-        seed_source=cfg.seed_source,
-        network_prior=cfg.network_prior,
-        seed=cfg.seed,
-        workers=cfg.workers,
+        settings,
         on_fitted=partial(save_fit_figure, RunDir(run_dir).plots, instrument.pixel_scale) if cfg.plots else None,
         logger=log,
     )

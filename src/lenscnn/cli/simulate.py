@@ -3,7 +3,7 @@
 Writes into the Hydra run directory: ``lenses.h5`` (and/or ``lenses.fits``, rendered and written by
 :func:`lenscnn.data.simulated_set.write_simulated_set`) and ``preview.png``, a grid of the first
 lenses with their parameters. The lenses are the first ``n`` of the seed's lens stream
-(:class:`lenscnn.sim.simulator.LensStream`): lens ``i`` of a seed is the same whatever ``n``,
+(:class:`lenscnn.sim.lens_streams.LensStream`): lens ``i`` of a seed is the same whatever ``n``,
 ``batch_size`` or ``device`` (its parameters exactly; its image to the float rounding of the
 device), except for the noise of ``poisson: exact`` instruments.
 """

@@ -26,13 +26,13 @@ from lenscnn.errors import UserError, one_line
 from lenscnn.io.run_dir import RunDir
 from lenscnn.io.summaries import TrainingSummary
 from lenscnn.models.checkpoint import load_initial_weights
-from lenscnn.training.callbacks import TimeBudget
 from lenscnn.training.checkpoint_io import AtomicCheckpointIO
 from lenscnn.training.distributed import check_sweep_launch, close_process_group, requeued_checkpoint
 from lenscnn.training.loggers import build_loggers, finish_loggers
 from lenscnn.training.quiet import quiet_lightning
 from lenscnn.training.resume import check_training_checkpoint
 from lenscnn.training.summary import error_table, prior_mean_rmse
+from lenscnn.training.time_budget import TimeBudget
 
 log = logging.getLogger(__name__)
 

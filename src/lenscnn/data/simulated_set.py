@@ -3,7 +3,7 @@
 :func:`write_simulated_set` renders them batch by batch with a :class:`~lenscnn.sim.simulator.Simulator`
 and writes ``lenses.h5`` (:mod:`lenscnn.io.hdf5`, streamed batch by batch) and/or ``lenses.fits``
 (:mod:`lenscnn.io.fits`, written whole from memory); it returns a :class:`SimulatedSet`. Lens ``i`` of
-a seed is the same whatever ``n``, ``batch_size`` or device (see :class:`~lenscnn.sim.simulator.LensStream`).
+a seed is the same whatever ``n``, ``batch_size`` or device (see :class:`~lenscnn.sim.lens_streams.LensStream`).
 """
 
 from __future__ import annotations

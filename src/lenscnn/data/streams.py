@@ -1,7 +1,7 @@
 """Seeded lens streams: the endless training stream and the fixed validation and test sets.
 
 Every set of lenses here is a prefix (or a range) of a seeded lens stream of
-:func:`lenscnn.sim.simulator.draw_lenses`: lens ``i`` of the stream ``key`` (its parameters and
+:func:`lenscnn.sim.lens_streams.draw_lenses`: lens ``i`` of the stream ``key`` (its parameters and
 its noise seed) is drawn in block ``i // BLOCK`` (``BLOCK`` = 128 lenses) from
 ``SeedSequence([*key, i // BLOCK])``, so it does not depend on how many lenses are drawn, in
 which batches, on which device or by how many ranks.
@@ -28,7 +28,7 @@ from typing import Any
 from torch.utils.data import Dataset, Sampler
 
 from lenscnn.sim import Simulator
-from lenscnn.sim.simulator import draw_lenses
+from lenscnn.sim.lens_streams import draw_lenses
 
 #: Seeds of the fixed sets; changing them changes every published number.
 VAL_SEED = 20_170_830  # Hezaveh et al. 2017, Nature 548, 555 (published 2017-08-30)

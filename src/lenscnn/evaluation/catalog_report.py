@@ -24,9 +24,8 @@ from lenscnn.io.run_dir import RunDir
 from lenscnn.metrics.tables import CATALOG_COLUMNS, MetricsTable, markdown_table
 from lenscnn.params import parameter
 from lenscnn.plots import save_figure
+from lenscnn.preparation.images import RECORD_COLUMNS
 
-#: What the preparation did, per lens, after the targets in ``predictions.csv``.
-RECORD = ("sky", "noise_rms", "flux_scale", "masked_fraction", "cosmic_ray_pixels", "input_pixel_scale", "psf_fwhm")
 #: Catalogues longer than this are not listed lens by lens on the terminal (``predictions.csv`` has them).
 PRINTED_LENSES = 50
 
@@ -40,12 +39,13 @@ def prediction_columns(result: CatalogResult) -> list[str]:
     """``predictions.csv`` header (:mod:`lenscnn.io.predictions`): ``name``, ``file``, ``status`` (``ok`` or
     ``failed: <reason>``); per target ``<t>``, ``<t>_sigma`` (with uncertainties), ``<t>_ref``,
     ``<t>_ref_err_low``, ``<t>_ref_err_high`` and ``<t>_z`` (blank when not scored); the preparation record
-    (:data:`RECORD`) and the domain ``flags`` (``; ``-separated, empty when like the training images)."""
+    (:data:`lenscnn.preparation.images.RECORD_COLUMNS`) and the domain ``flags`` (``; ``-separated, empty
+    when like the training images)."""
     columns = ["name", "file", "status"]
     for target, values in result.values.items():
         kinds = ["value", "sigma"] if values.sigma is not None else ["value"]
         columns += target_columns([target], [*kinds, "ref", "ref_err_low", "ref_err_high", "z"])
-    return [*columns, *RECORD, "flags"]
+    return [*columns, *RECORD_COLUMNS, "flags"]
 
 
 def prediction_rows(result: CatalogResult) -> list[list[Any]]:
@@ -62,7 +62,7 @@ def prediction_rows(result: CatalogResult) -> list[list[Any]]:
             errors = [values.err_low[k], values.err_high[k]] if given else [math.nan, math.nan]
             row += [float(values.ref[k]), *(float(e) for e in errors), float(values.z[k])]
         record = lens.prepared.record if lens.ok else {}
-        row += [record.get(key) for key in RECORD]
+        row += [record.get(key) for key in RECORD_COLUMNS]
         rows.append([*row, "; ".join(lens.flags)])
     return rows
 

@@ -20,7 +20,8 @@ import torch
 from lenscnn.errors import UserError
 from lenscnn.models.ensemble import Ensemble
 from lenscnn.preparation.domain import DomainReference, prepared_statistics
-from lenscnn.preparation.pipeline import Preparation, Prepared, check_readable, prepare, read_file
+from lenscnn.preparation.images import prepared_images
+from lenscnn.preparation.pipeline import Preparation, Prepared, check_readable
 
 log = logging.getLogger(__name__)
 
@@ -93,37 +94,6 @@ def model_noise_rms(ensemble: Ensemble, reference: DomainReference | None) -> fl
     return None if rms is None else float(rms)
 
 
-def prepared_images(
-    files: Sequence[Path],
-    settings: Preparation,
-    ensemble: Ensemble,
-    refused: Mapping[Path, str],
-    noise_rms: float | None = None,
-    per_file: Mapping[Path, Preparation] | None = None,
-) -> Iterator[tuple[CutoutResult, int]]:
-    """Every image of ``files`` prepared for ``ensemble`` (or failed, with its reason), with the number
-    of files read to the end so far; ``noise_rms``: the model's noise level (``units=noise``);
-    ``per_file``: the settings of files prepared otherwise than ``settings`` say."""
-    for index, path in enumerate(files):
-        if path in refused:
-            yield CutoutResult(str(path), error=refused[path]), index + 1
-            continue
-        own = (per_file or {}).get(path, settings)
-        try:
-            images = list(read_file(path, own))
-        except UserError as exc:
-            yield CutoutResult(str(path), error=str(exc)), index + 1
-            continue
-        for k, (cutout, variance, flagged) in enumerate(images):
-            done = index + (k == len(images) - 1)
-            try:
-                prepared = prepare(cutout, own, ensemble.image_size, ensemble.pixel_scale, variance, flagged, noise_rms)
-            except UserError as exc:
-                yield CutoutResult(cutout.label, error=str(exc)), done
-                continue
-            yield CutoutResult(cutout.label, prepared, wcs=cutout.wcs), done
-
-
 def predict_cutouts(
     files: Sequence[Path],
     settings: Preparation,
@@ -137,13 +107,24 @@ def predict_cutouts(
     per_file: Mapping[Path, Preparation] | None = None,
 ) -> Iterator[tuple[list[CutoutResult], int]]:
     """Results in lists of at most ``batch_size`` images, in input order, each list with the number of
-    files read to the end so far (``per_file``: as for :func:`prepared_images`). Only the batch in flight
+    files read to the end so far (:func:`lenscnn.preparation.images.prepared_images`: ``refused`` files,
+    ``per_file`` settings; inputs in ``units=noise`` rescaled to :func:`model_noise_rms`). Only the batch in flight
     is held in memory."""
     pending: list[CutoutResult] = []
     done = 0
     noise_rms = model_noise_rms(ensemble, reference)
-    for result, done in prepared_images(files, settings, ensemble, refused, noise_rms, per_file):
-        pending.append(result)
+    images = prepared_images(
+        files,
+        settings,
+        ensemble.image_size,
+        ensemble.pixel_scale,
+        refused=refused,
+        noise_rms=noise_rms,
+        per_file=per_file,
+    )
+    for image in images:
+        done = image.files_done
+        pending.append(CutoutResult(image.label, image.prepared, error=image.error, wcs=image.wcs))
         if sum(r.ok for r in pending) == batch_size:
             yield predict_batch(pending, ensemble, reference, mc_samples, symmetries), done
             pending = []

@@ -26,7 +26,7 @@ from lenscnn.io.run_dir import RunDir
 from lenscnn.io.summaries import EvaluationSummary
 from lenscnn.metrics.calibration import CURVE_LEVELS
 from lenscnn.metrics.tables import MetricsTable, markdown_table
-from lenscnn.models.ensemble import calibration_fit
+from lenscnn.models.calibration_record import calibration_fit
 
 
 def write_metrics_csv(path: Path, metrics: Mapping[str, Mapping[str, float]]) -> None:

@@ -10,6 +10,7 @@ every app that writes it::
     metrics.json            the run's summary, written last (a run directory with it is complete)
     metrics.csv             the per-target metrics of an evaluation
     predictions.csv         one row per lens (eval, predict)
+    model.json              predict: the model that made predictions.csv (its simulator config: refine's lens model)
     refined.csv             one row per image: the network's values and the fit's (refine)
     plots/                  an evaluation's, predict's or refine's figures
     figures/                training: figures also sent to the loggers
@@ -52,6 +53,12 @@ class RunDir:
     def metrics(self) -> Path:
         """``metrics.json``: the run's summary (training or evaluation), written last."""
         return self.path / "metrics.json"
+
+    @property
+    def model(self) -> Path:
+        """``model.json`` beside ``predictions.csv``: which model made the predictions, with its simulator
+        config (instrument and prior), so a fit of them uses the network's lens model and grid."""
+        return self.path / "model.json"
 
     @property
     def metrics_csv(self) -> Path:

@@ -103,7 +103,7 @@ class TrainingSummary(Summary):
         test: Lightning's test results, ``test/<metric>/<target>`` (empty without ``test=true``).
         prior_mean_rmse: per target, the test RMSE of always predicting the prior mean.
         rmse_ratio: per target, the test RMSE over ``prior_mean_rmse``.
-        time_budget: the time-budget record (:class:`lenscnn.training.callbacks.TimeBudget`), if any.
+        time_budget: the time-budget record (:class:`lenscnn.training.time_budget.TimeBudget`), if any.
         best_checkpoint: the path of the best checkpoint, if one was kept.
         precision: Lightning's training precision (``trainer=cpu`` picks ``bf16-mixed`` on CPUs with AMX).
     """

@@ -39,7 +39,7 @@ from lenscnn.errors import UserError
 from lenscnn.sim import Instrument, Prior
 from lenscnn.sim.func import gaussian_kernel_1d, pixel_grid
 from lenscnn.sim.lens_model import Component, LensModel, parameter_name
-from lenscnn.sim.prior import without_galaxies
+from lenscnn.sim.prior_config import without_galaxies
 from lenscnn.sim.profiles import Profile, get_profile
 
 #: Bounds of fitted keywords (lenstronomy's ``kwargs_lower`` / ``kwargs_upper``) where they are tighter
@@ -313,7 +313,8 @@ def lens_model_kwargs(
         observation: :func:`observation_kwargs`.
         moments: :func:`parameter_moments` of the prior: where what the network does not predict starts
             (lens lights the prior lacks, added by :func:`fitted_model`, start from :data:`ADDED_LIGHTS`).
-        lens_model: the components to fit (:func:`lenscnn.sim.prior.lens_model_of` a prior, :func:`fitted_model`).
+        lens_model: the components to fit (:func:`lenscnn.sim.prior_config.lens_model_of` a prior,
+            :func:`fitted_model`).
         sky: append a free sky level to the lens lights: lenstronomy's ``UNIFORM`` profile (its ``amp``, a
             surface brightness, solved linearly like every amplitude; :func:`sky_level` reads it in
             counts/s per pixel). It is no component of ``lens_model``: always the last lens light.

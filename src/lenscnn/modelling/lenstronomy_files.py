@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -16,6 +16,15 @@ from lenscnn.io.cutouts import image_stem
 from lenscnn.modelling.kwargs import lens_model_kwargs, observation_kwargs, parameter_moments
 from lenscnn.models.ensemble import Ensemble
 from lenscnn.sim import Instrument
+
+
+class Estimate(Protocol):
+    """A network's estimate for one image (e.g. :class:`lenscnn.evaluation.cutouts.CutoutResult`): its
+    ``label`` and the ``mean`` and ``sigma`` (``None`` without uncertainties) per target of the model."""
+
+    label: str
+    mean: np.ndarray
+    sigma: np.ndarray | None
 
 
 class LenstronomyWriter:
@@ -40,9 +49,11 @@ class LenstronomyWriter:
     def __exit__(self, *exc: Any) -> bool | None:
         return self._staged.__exit__(*exc)
 
-    def write(self, label: str, mean: np.ndarray, sigma: np.ndarray | None) -> None:
-        values = dict(zip(self.names, mean.tolist(), strict=True))
-        sigmas = None if sigma is None else dict(zip(self.names, sigma.tolist(), strict=True))
+    def write(self, estimate: Estimate) -> None:
+        """``<image>.json`` of one image's estimate (its label, mean and sigma per target)."""
+        label = estimate.label
+        values = dict(zip(self.names, estimate.mean.tolist(), strict=True))
+        sigmas = None if estimate.sigma is None else dict(zip(self.names, estimate.sigma.tolist(), strict=True))
         setup = lens_model_kwargs(values, sigmas, self.observation, self.moments, self.lens_model)
         path = self._tmp / f"{image_stem(label)}.json"
         if path.exists():

@@ -1,9 +1,10 @@
 """The fits of ``lenscnn-refine``: every prepared image fitted from the network's prediction for it, one
-:class:`lenscnn.modelling.fitting.FitOutcome` per image.
+:class:`lenscnn.modelling.records.FitOutcome` per image.
 
-An image is fitted (:func:`lenscnn.modelling.fitting.fit_lens_model`, in worker processes) from the setup that
-:func:`lenscnn.modelling.kwargs.lens_model_kwargs` makes of the network's means and sigmas; one that could not be
-read or prepared, or that has no prediction, is a failed outcome without a fit. A failure never stops the
+An image is fitted (:func:`lenscnn.modelling.fitting.fit_lens_model`, in worker processes:
+:mod:`lenscnn.modelling.workers`) from the :class:`lenscnn.modelling.fit_setup.FitSetup` that
+:func:`lenscnn.modelling.kwargs.lens_model_kwargs` makes of the network's means and sigmas; one that could not
+be read or prepared, or that has no prediction, is a failed outcome without a fit. A failure never stops the
 others: it is reported in the image's status and in one warning.
 """
 
@@ -16,8 +17,11 @@ from typing import Any
 import numpy as np
 
 from lenscnn.modelling import kwargs as fit_kwargs
-from lenscnn.modelling.fitting import Budget, Convergence, FitOutcome, fit_all
+from lenscnn.modelling.fit_setup import FitSetup
 from lenscnn.modelling.inputs import image_key
+from lenscnn.modelling.records import FitOutcome
+from lenscnn.modelling.settings import RefineSettings
+from lenscnn.modelling.workers import fit_all
 from lenscnn.progress import progress
 from lenscnn.sim import Instrument
 from lenscnn.sim.lens_model import LensModel
@@ -38,15 +42,8 @@ def refine_images(
     moments: Mapping[str, tuple[float, float]],
     model: LensModel,
     instrument: Instrument,
-    budget: Budget,
-    convergence: Convergence,
+    settings: RefineSettings,
     *,
-    predictions_source: str,
-    sky: bool = True,
-    seed_source: bool = True,
-    network_prior: bool = False,
-    seed: int = 0,
-    workers: int = 1,
     on_fitted: Callable[[FitOutcome, np.ndarray], None] | None = None,
     logger: logging.Logger = log,
 ) -> list[FitOutcome]:
@@ -65,14 +62,8 @@ def refine_images(
             (:func:`lenscnn.modelling.kwargs.fitted_model`).
         instrument: its ``pixel_scale`` [arcsec/px] and ``background_rms`` (the noise of an image without a
             noise map) seed the source.
-        budget, convergence: the fit per image and when it is reported converged.
-        predictions_source: where the predictions come from, named in the status of an image without one.
-        sky: fit a constant sky level [counts/s/px].
-        seed_source: start the source where the network's lens model maps the arcs
-            (:func:`lenscnn.modelling.kwargs.seed_source`).
-        network_prior: the network's Gaussian posterior is also a prior of the fit.
-        seed: item ``k``'s fit is seeded with ``seed + k``.
-        workers: fits run in this many processes (1: in this one).
+        settings: the fit per image, when it is reported converged, and the run's options (sky level,
+            source seeding, network prior, seeds, worker processes).
         on_fitted: called in this process with each successful fit and the image data it fitted, as it
             finishes (e.g. to save its figure).
         logger: where a warning per failed image goes.
@@ -85,7 +76,7 @@ def refine_images(
     for k, item in enumerate(items):
         values = predictions.get(image_key(item["image"]))
         if "error" in item or values is None:
-            error = item.get("error", f"no predictions for this image in {predictions_source}")
+            error = item.get("error", f"no predictions for this image in {settings.predictions_source}")
             outcomes[k] = FitOutcome(item["image"], f"failed: {error}")
             logger.warning("%s: %s", item["image"], error)
             continue
@@ -99,13 +90,16 @@ def refine_images(
         seen = observation  # the image's own PSF, when its file carries one
         if item.get("psf") is not None:
             seen = {**observation, "kwargs_psf": fit_kwargs.pixel_psf(item["psf"])}
-        setup = fit_kwargs.lens_model_kwargs(values, sigmas, seen, moments, model, sky=sky)
-        if seed_source:
+        setup = fit_kwargs.lens_model_kwargs(values, sigmas, seen, moments, model, sky=settings.sky)
+        if settings.seed_source:
             noise = instrument.background_rms if item.get("noise") is None else float(np.median(item["noise"]))
             setup = fit_kwargs.seed_source(setup, item["data"], noise, instrument.pixel_scale, item.get("mask"))
-        jobs.append((k, (pending, item, setup, budget, network_prior, seed + k, convergence)))
+        fit = FitSetup.from_kwargs(setup)
+        jobs.append(
+            (k, (pending, item, fit, settings.budget, settings.network_prior, settings.seed + k, settings.convergence))
+        )
     with progress("fitting", total=len(jobs), unit="lenses") as tracker:
-        for k, outcome in fit_all(jobs, workers):
+        for k, outcome in fit_all(jobs, settings.workers):
             outcomes[k] = outcome
             if not outcome.ok:
                 logger.warning("%s: %s", outcome.image, outcome.status)

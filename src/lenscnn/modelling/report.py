@@ -2,7 +2,7 @@
 of the shards of a multirun.
 
 A row holds the image label, its ``status`` (``ok`` or ``failed: <reason>``), whether the fit
-``converged`` (:class:`lenscnn.modelling.fitting.Convergence`: the best starts agree, the fit has settled, the
+``converged`` (:class:`lenscnn.modelling.settings.Convergence`: the best starts agree, the fit has settled, the
 reduced chi^2 is not absurd), the reduced chi^2 over the used pixels, ``starts_agreeing`` (how many PSO
 starts found the kept ``theta_E`` within the agreement tolerance), ``theta_E_change`` [arcsec] and
 ``chi2_change`` (how far the swarm's ``theta_E`` moved, and by which fraction its reduced chi^2 fell, over
@@ -29,7 +29,8 @@ from lenscnn.errors import UserError, one_line
 from lenscnn.io.atomic import atomic_path, write_text
 from lenscnn.io.run_dir import RunDir
 from lenscnn.metrics.tables import markdown_table
-from lenscnn.modelling.fitting import Convergence, FitOutcome
+from lenscnn.modelling.records import FitOutcome
+from lenscnn.modelling.settings import Convergence
 from lenscnn.params import ordered, unit
 
 FIXED_COLUMNS = (

@@ -199,7 +199,7 @@ class LensRegressor(LightningModule):
     def configure_optimizers(self) -> dict:
         """The optimizer and, for ``cosine``, a :class:`WarmupCosine` stepped after every optimizer step
         over the run's planned steps: ``trainer.max_steps`` / ``trainer.max_epochs`` of *this* fit (a
-        resumed run's new limits included), re-planned by :class:`lenscnn.training.callbacks.TimeBudget`."""
+        resumed run's new limits included), re-planned by :class:`lenscnn.training.time_budget.TimeBudget`."""
         spec = dict(self.hparams.optimizer)
         optimizer = OPTIMIZERS[spec.pop("name")](self.parameters(), **spec)
         schedule = dict(self.hparams.scheduler)
@@ -233,7 +233,7 @@ class WarmupCosine(torch.optim.lr_scheduler.LRScheduler):
     (no second warmup, no rise from the floor as a restored ``CosineAnnealingLR`` would), and an
     interrupted run resumed with its own budget trains at bit-identical learning rates.
     :meth:`set_total_steps` re-plans a running fit (a wall-time budget does, see
-    :class:`lenscnn.training.callbacks.TimeBudget`): the next step trains at the learning rate of the
+    :class:`lenscnn.training.time_budget.TimeBudget`): the next step trains at the learning rate of the
     new plan.
 
     Args:

@@ -11,13 +11,14 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from lenscnn.sim import func
+    from lenscnn.sim.distributions import Distribution
     from lenscnn.sim.instrument import Instrument
-    from lenscnn.sim.prior import Distribution, Prior
+    from lenscnn.sim.prior import Prior
     from lenscnn.sim.simulator import Simulator
 
 #: public name -> the submodule that defines it (``func`` is the subpackage itself).
 _LAZY = {
-    "Distribution": "lenscnn.sim.prior",
+    "Distribution": "lenscnn.sim.distributions",
     "Instrument": "lenscnn.sim.instrument",
     "Prior": "lenscnn.sim.prior",
     "Simulator": "lenscnn.sim.simulator",

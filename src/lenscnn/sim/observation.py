@@ -58,12 +58,12 @@ from torch import Tensor, nn
 
 from lenscnn.errors import UserError
 from lenscnn.io.fits import read_psf_library
+from lenscnn.sim.distributions import Distribution, parse_distribution
 from lenscnn.sim.func.artefacts import masked_disks, sky_background, streaks
 from lenscnn.sim.func.grid import pixel_grid
 from lenscnn.sim.func.noise import correlated_normal, counter_normal
 from lenscnn.sim.func.psf import convolve_fft, gaussian_kernels, kernel_fwhm, kernel_transform, moffat_kernels
 from lenscnn.sim.instrument import Instrument
-from lenscnn.sim.prior import Distribution, parse_distribution
 
 #: Counter ranges of the per-image random fields (the shot noise uses ``[0, H W)``).
 BACKGROUND_COUNTERS = 1 << 24

@@ -44,8 +44,8 @@ Lens light with ``flux_ratio``: its total flux is that many times the source's u
 total flux; ``absent_fraction`` of the lenses have none (``lens_light_amp`` 0). An
 ellipticity with ``phi: mass`` has the position angle of the lens mass.
 
-Distributions: ``uniform(low, high)``, ``normal(mean, std[, low, high])`` (truncated when
-bounds are given), ``log_uniform(low, high)`` and ``fixed(value)``. ``theta_E`` may instead
+Distributions (:mod:`lenscnn.sim.distributions`): ``uniform(low, high)``, ``normal(mean, std[, low, high])``
+(truncated when bounds are given), ``log_uniform(low, high)`` and ``fixed(value)``. ``theta_E`` may instead
 be ``{dist: velocity_dispersion, sigma_v: ..., z_lens: ..., z_source: ...}``: the Einstein
 radius of a singular isothermal sphere with that velocity dispersion [km/s] at those
 redshifts in a flat LambdaCDM cosmology (``cosmology: {H0: 70, Om0: 0.3}`` by default).
@@ -70,6 +70,7 @@ import torch
 from torch import Tensor
 
 from lenscnn.errors import UserError
+from lenscnn.sim.distributions import Distribution, check_support, parse_distribution, standard_uniform
 from lenscnn.sim.func.cosmology import bilinear_lookup, sis_einstein_radius
 from lenscnn.sim.func.ellipticity import ellipticity_to_phi_q, phi_q_to_ellipticity, shear_polar_to_cartesian
 from lenscnn.sim.func.light import sersic_total_flux
@@ -78,96 +79,6 @@ from lenscnn.sim.lens_model import GALAXY_KEYWORDS, Component, LensModel, parame
 from lenscnn.sim.profiles import PROFILES, Profile, get_profile
 
 log = logging.getLogger(__name__)
-
-
-def _uniform(n: int, generator: torch.Generator | None, device: torch.device, dtype: torch.dtype) -> Tensor:
-    return torch.rand(n, generator=generator, device=device, dtype=dtype)
-
-
-@dataclass(frozen=True)
-class Distribution:
-    """A one-dimensional distribution, sampled on any device without host round-trips."""
-
-    dist: str
-    low: float = -math.inf
-    high: float = math.inf
-    mean: float = 0.0
-    std: float = 1.0
-    value: float = 0.0
-
-    @property
-    def support(self) -> tuple[float, float]:
-        """Smallest interval holding all samples."""
-        if self.dist == "fixed":
-            return self.value, self.value
-        return self.low, self.high
-
-    def sample(self, n: int, generator: torch.Generator | None, device: torch.device, dtype: torch.dtype) -> Tensor:
-        """``n`` independent draws, shape ``(n,)``."""
-        if self.dist == "fixed":
-            return torch.full((n,), self.value, device=device, dtype=dtype)
-        u = _uniform(n, generator, device, dtype)
-        if self.dist == "uniform":
-            return self.low + (self.high - self.low) * u
-        if self.dist == "log_uniform":
-            return torch.exp(math.log(self.low) + (math.log(self.high) - math.log(self.low)) * u)
-        # normal, truncated to [low, high] by inverting the CDF (no rejection loop)
-        cdf_low = 0.5 * (1 + math.erf((self.low - self.mean) / (self.std * math.sqrt(2))))
-        cdf_high = 0.5 * (1 + math.erf((self.high - self.mean) / (self.std * math.sqrt(2))))
-        # keep 2p - 1 strictly inside (-1, 1) in this dtype (1 - 1e-12 rounds to 1 in float32,
-        # and erfinv(+-1) is infinite), and rounding from leaving [low, high]
-        tiny = max(1e-12, torch.finfo(dtype).eps)
-        p = (cdf_low + (cdf_high - cdf_low) * u).clamp(tiny, 1 - tiny)
-        return (self.mean + self.std * math.sqrt(2) * torch.erfinv(2 * p - 1)).clamp(self.low, self.high)
-
-
-def parse_distribution(spec: Any, name: str) -> Distribution:
-    """Build a :class:`Distribution` from its config mapping (or a bare number: fixed)."""
-    if isinstance(spec, (int, float)) and not isinstance(spec, bool):
-        return Distribution("fixed", value=float(spec))
-    if not isinstance(spec, Mapping) or "dist" not in spec:
-        raise UserError(f"prior '{name}': expected a number or a mapping with 'dist', got {spec!r}")
-    spec = dict(spec)
-    kind = spec.pop("dist")
-    allowed = {
-        "uniform": {"low", "high"},
-        "log_uniform": {"low", "high"},
-        "normal": {"mean", "std", "low", "high"},
-        "fixed": {"value"},
-    }
-    if kind not in allowed:
-        raise UserError(f"prior '{name}': unknown dist '{kind}'; use one of {sorted(allowed)}")
-    unknown = set(spec) - allowed[kind]
-    required = {
-        "uniform": {"low", "high"},
-        "log_uniform": {"low", "high"},
-        "normal": {"mean", "std"},
-        "fixed": {"value"},
-    }
-    missing = required[kind] - set(spec)
-    if unknown or missing:
-        problem = f"unknown keys {sorted(unknown)}" if unknown else f"missing keys {sorted(missing)}"
-        raise UserError(f"prior '{name}': {kind} has {problem}; it takes {sorted(allowed[kind])}")
-    try:
-        values = {k: float(v) for k, v in spec.items()}
-    except (TypeError, ValueError):
-        raise UserError(f"prior '{name}': values must be numbers, got {spec!r}") from None
-    dist = Distribution(kind, **values)
-    low, high = dist.support
-    if low > high:
-        raise UserError(f"prior '{name}': low ({low}) > high ({high}); swap them")
-    if kind == "log_uniform" and low <= 0:
-        raise UserError(f"prior '{name}': log_uniform needs 0 < low, got low={low}")
-    if kind == "normal" and dist.std <= 0:
-        raise UserError(f"prior '{name}': normal needs std > 0, got std={dist.std}")
-    return dist
-
-
-def _check_support(dist: Distribution, name: str, low: float, high: float, closed_low: bool = False) -> None:
-    a, b = dist.support
-    if (a < low or (a == low and not closed_low)) or b > high:
-        bracket = "[" if closed_low else "("
-        raise UserError(f"prior '{name}': values must lie in {bracket}{low}, {high}], but the prior allows [{a}, {b}]")
 
 
 class _Dependent:
@@ -186,14 +97,14 @@ class _Ellipticity:
         keys = set(spec)
         if keys == {"q", "phi"}:
             self.q = parse_distribution(spec["q"], f"{name}.q")
-            _check_support(self.q, f"{name}.q (axis ratio)", 0.0, 1.0)
+            check_support(self.q, f"{name}.q (axis ratio)", 0.0, 1.0)
             self.phi = parse_distribution(spec["phi"], f"{name}.phi")
             self.polar = True
         elif keys == {"e1", "e2"}:
             self.e1 = parse_distribution(spec["e1"], f"{name}.e1")
             self.e2 = parse_distribution(spec["e2"], f"{name}.e2")
             for d, part in ((self.e1, "e1"), (self.e2, "e2")):
-                _check_support(d, f"{name}.{part}", -1.0, 1.0)
+                check_support(d, f"{name}.{part}", -1.0, 1.0)
             self.polar = False
         else:
             raise UserError(f"prior '{name}': give either {{q, phi}} or {{e1, e2}}, got {sorted(keys)}")
@@ -219,7 +130,7 @@ class _AlignedEllipticity(_Dependent):
 
     def __init__(self, q: Any, name: str):
         self.q = parse_distribution(q, f"{name}.q")
-        _check_support(self.q, f"{name}.q (axis ratio)", 0.0, 1.0)
+        check_support(self.q, f"{name}.q (axis ratio)", 0.0, 1.0)
 
     @property
     def q_min(self) -> float:
@@ -286,11 +197,11 @@ class _GalaxySource(_Dependent):
         if split not in self.split_indices:
             raise UserError(f"galaxy split {split!r}; choose one of {list(SPLITS)}")
         indices = self.split_indices[split].to(device)
-        pick = (_uniform(n, generator, device, dtype) * len(indices)).long().clamp(max=len(indices) - 1)
+        pick = (standard_uniform(n, generator, device, dtype) * len(indices)).long().clamp(max=len(indices) - 1)
         galaxy = indices[pick]
-        phi_G = 2.0 * math.pi * _uniform(n, generator, device, dtype)
-        flip = (_uniform(n, generator, device, dtype) < 0.5).to(dtype)
-        is_galaxy = _uniform(n, generator, device, dtype) < self.fraction
+        phi_G = 2.0 * math.pi * standard_uniform(n, generator, device, dtype)
+        flip = (standard_uniform(n, generator, device, dtype) < 0.5).to(dtype)
+        is_galaxy = standard_uniform(n, generator, device, dtype) < self.fraction
         galaxy = torch.where(is_galaxy, galaxy, torch.full_like(galaxy, -1))
         return galaxy.to(dtype), phi_G, flip
 
@@ -305,7 +216,7 @@ class _LensLightFlux(_Dependent):
     def sample_given(self, params, split, n, generator, device, dtype) -> tuple[Tensor, Tensor]:
         """``(amp [counts/s/arcsec^2], flux_ratio)``."""
         ratio = self.ratio.sample(n, generator, device, dtype)
-        ratio = torch.where(_uniform(n, generator, device, dtype) < self.absent_fraction, 0.0, ratio)
+        ratio = torch.where(standard_uniform(n, generator, device, dtype) < self.absent_fraction, 0.0, ratio)
         source_flux = sersic_total_flux(params["source_amp"], params["source_R_sersic"], params["source_n_sersic"])
         own = {k: params[parameter_name(self.component, k)] for k in ("R_sersic", "n_sersic")}
         unit_flux = sersic_total_flux(torch.ones_like(ratio), own["R_sersic"], own["n_sersic"])
@@ -331,9 +242,9 @@ class _VelocityDispersionEinsteinRadius:
         self.sigma_v = parse_distribution(spec["sigma_v"], f"{name}.sigma_v")
         self.z_lens = parse_distribution(spec["z_lens"], f"{name}.z_lens")
         self.z_source = parse_distribution(spec["z_source"], f"{name}.z_source")
-        _check_support(self.sigma_v, f"{name}.sigma_v", 0.0, math.inf)
-        _check_support(self.z_lens, f"{name}.z_lens", 0.0, 20.0)
-        _check_support(self.z_source, f"{name}.z_source", 0.0, 20.0)
+        check_support(self.sigma_v, f"{name}.sigma_v", 0.0, math.inf)
+        check_support(self.z_lens, f"{name}.z_lens", 0.0, 20.0)
+        check_support(self.z_source, f"{name}.z_source", 0.0, 20.0)
         if self.z_source.support[0] <= self.z_lens.support[1]:
             raise UserError(
                 f"prior '{name}': z_source must exceed z_lens for every draw; make z_source.low > z_lens.high"
@@ -442,7 +353,7 @@ class Prior:
                 self._draw(name, profile, keyword, spec, skip_amp=by_ratio)
         if by_ratio:
             ratio = parse_distribution(spec["flux_ratio"], f"{name}.flux_ratio")
-            _check_support(ratio, f"{name}.flux_ratio", 0.0, math.inf, closed_low=True)
+            check_support(ratio, f"{name}.flux_ratio", 0.0, math.inf, closed_low=True)
             if not {"amp", "R_sersic", "n_sersic"} <= set(profile.keyword_names):
                 raise UserError(f"prior '{name}': flux_ratio needs a Sersic profile, not {profile.name}")
             names = (parameters["amp"], parameter_name(name, "flux_ratio"))
@@ -502,7 +413,7 @@ class Prior:
             self._q_min[param] = ellipticity.q_min
         elif keyword == "gamma1" and "gamma" in spec:
             gamma = parse_distribution(spec["gamma"], f"{name}.gamma")
-            _check_support(gamma, f"{name}.gamma", 0.0, 1.0, closed_low=True)
+            check_support(gamma, f"{name}.gamma", 0.0, 1.0, closed_low=True)
             phi = parse_distribution(spec["phi"], f"{name}.phi")
             self._samplers.append(((param, parameter_name(name, "gamma2")), _PolarShear(gamma, phi)))
         elif keyword.startswith("center_") and f"offset_{keyword[-1]}" in spec:
@@ -513,7 +424,7 @@ class Prior:
         else:
             dist = parse_distribution(spec[keyword], f"{name}.{keyword}")
             bounds = profile.keyword(keyword)
-            _check_support(dist, f"{name}.{keyword}", bounds.low, bounds.high, closed_low=not bounds.open_low)
+            check_support(dist, f"{name}.{keyword}", bounds.low, bounds.high, closed_low=not bounds.open_low)
             self._samplers.append((param, dist))
 
     @staticmethod
@@ -604,23 +515,6 @@ class Prior:
             else:
                 params[name] = drawn
         return params
-
-
-def without_galaxies(prior_spec: Mapping[str, Any]) -> dict[str, Any]:
-    """The prior config with every component's ``galaxies`` removed: the same lens model and Sersic
-    envelopes, drawn without loading a galaxy library."""
-    return {
-        name: {k: v for k, v in section.items() if k != "galaxies"} if isinstance(section, Mapping) else section
-        for name, section in prior_spec.items()
-    }
-
-
-def lens_model_of(prior_spec: Mapping[str, Any]) -> LensModel:
-    """The lens model of a prior config (e.g. a checkpoint's), without loading its galaxy libraries:
-    which profiles make the image, in lenstronomy's terms. Priors written before lens models were
-    declared (``lens``, ``shear``, ``source``, ``lens_light`` sections) read as SIE (+ SHEAR) +
-    SERSIC_ELLIPSE (+ SERSIC_ELLIPSE)."""
-    return Prior(without_galaxies(prior_spec)).lens_model
 
 
 @dataclass(frozen=True)

@@ -1,21 +1,24 @@
-"""The batched lens simulator: priors -> parameters -> images, on any device."""
+"""The batched lens simulator: priors -> parameters -> images, on any device.
+
+The seeded lens streams it draws parameters from are in :mod:`lenscnn.sim.lens_streams`.
+"""
 
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
-import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
 
 from lenscnn.errors import UserError, one_line
 from lenscnn.sim import func
+from lenscnn.sim.byte_sizes import parse_bytes
 from lenscnn.sim.instrument import Instrument
 from lenscnn.sim.lens_model import LensModel, parameter_name
+from lenscnn.sim.lens_streams import LensStream, torch_generator
 from lenscnn.sim.observation import Observation
 from lenscnn.sim.prior import Prior
 
@@ -45,127 +48,7 @@ CHUNK_MULTIPLE = 32
 #: Compiled rendering needs less. ``chunk_memory`` is divided by this to give the images of a chunk.
 WORKING_IMAGES = 32
 
-#: Units of ``chunk_memory`` strings (case-insensitive): decimal (kB = 1000 B) and binary (KiB = 1024 B).
-BYTE_UNITS = {
-    "b": 1,
-    "kb": 10**3,
-    "mb": 10**6,
-    "gb": 10**9,
-    "tb": 10**12,
-    "kib": 2**10,
-    "mib": 2**20,
-    "gib": 2**30,
-    "tib": 2**40,
-}
-
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
-
-#: Lenses of a seeded stream are drawn in blocks of this many: block ``k`` of the stream ``key``
-#: is drawn whole from :func:`key_generator` ``(*key, k)``, so lens ``i`` of a stream does not
-#: depend on how many lenses are drawn, in which chunks, or on which device. 128 is the shipped
-#: training batch size: such a batch is one whole block, the batch the shipped ensemble was
-#: trained on (changing BLOCK changes every training stream, the fixed sets and their metrics).
-BLOCK = 128
-
-#: Last element of the key of a block's observation draws (``key_generator(*key, k, OBSERVATION_KEY)``):
-#: a stream of its own, so adding nuisances changes neither the lenses nor their noise seeds.
-OBSERVATION_KEY = 1
-
-
-def key_generator(*key: int) -> torch.Generator:
-    """A CPU generator seeded from ``numpy.random.SeedSequence(key)``: distinct keys give
-    independent streams."""
-    state = np.random.SeedSequence([int(k) for k in key]).generate_state(2, dtype=np.uint32)
-    return torch.Generator().manual_seed(int(state[0]) << 32 | int(state[1]))
-
-
-def draw_lenses(
-    prior: Prior,
-    key: tuple[int, ...],
-    start: int,
-    stop: int,
-    split: str = "train",
-    dtype: torch.dtype = torch.float32,
-    observation: Observation | None = None,
-) -> tuple[dict[str, Tensor], Tensor]:
-    """Lenses ``start .. stop-1`` of the seeded stream ``key``: ``({name: Tensor[stop - start]}, noise_seeds)``
-    on the CPU (noise seeds int64, for :meth:`Simulator.render`).
-
-    The stream is a sequence of blocks of :data:`BLOCK` lenses; block ``k`` is drawn whole, on the
-    CPU, from ``key_generator(*key, k)``: first its parameters (``prior.sample(BLOCK, ...)``),
-    then its noise seeds. Lens ``i`` is therefore the same whatever range it is drawn in. ``split``
-    picks the galaxies of a galaxy-source library. The ``observation``'s nuisances of the block come
-    from ``key_generator(*key, k, OBSERVATION_KEY)``: the same lenses and noise seeds with or without them.
-    """
-    if not 0 <= start <= stop:
-        raise ValueError(f"lenses {start}..{stop}: need 0 <= start <= stop")
-    first, last = start // BLOCK, -(-stop // BLOCK)
-    blocks = []
-    for k in range(first, max(last, first + 1)):  # an empty range still has every parameter name
-        generator = key_generator(*key, k)
-        params = prior.sample(BLOCK, generator, "cpu", dtype, split=split)
-        seeds = func.draw_seeds(BLOCK, generator)
-        if observation is not None:
-            params.update(observation.sample(BLOCK, key_generator(*key, k, OBSERVATION_KEY), "cpu", dtype))
-        blocks.append((params, seeds))
-    cut = slice(start - first * BLOCK, stop - first * BLOCK)
-    if len(blocks) == 1:
-        params, seeds = blocks[0]
-        return {k: v[cut] for k, v in params.items()}, seeds[cut]
-    params = {k: torch.cat([b[0][k] for b in blocks])[cut] for k in blocks[0][0]}
-    return params, torch.cat([b[1] for b in blocks])[cut]
-
-
-class LensStream:
-    """The lenses of one seed, in order (what :meth:`Simulator.make_generator` returns).
-
-    :meth:`Simulator.sample` and :meth:`Simulator.sample_params` given a stream draw its next
-    lenses (parameters and noise seeds, see :func:`draw_lenses`) and advance :attr:`position`:
-    lens ``i`` of a seed is the same whatever the number of lenses drawn, the chunks they are
-    drawn in and the device (parameters are drawn on the CPU; the Gaussian noise is
-    counter-based). Exact Poisson noise, and the noise of :meth:`Simulator.render` given a
-    stream, come from :attr:`generator`, a ``torch.Generator`` on the device seeded with ``seed``
-    (reproducible for the same draws on the same device only).
-    """
-
-    def __init__(self, seed: int, device: torch.device | str = "cpu"):
-        self.key = (int(seed),)
-        self.position = 0
-        self.generator = torch.Generator(device=device).manual_seed(int(seed))
-
-    def draw(
-        self,
-        prior: Prior,
-        n: int,
-        split: str = "train",
-        dtype: torch.dtype = torch.float32,
-        observation: Observation | None = None,
-    ) -> tuple[dict[str, Tensor], Tensor]:
-        """The next ``n`` lenses (CPU parameters and noise seeds); advances the stream."""
-        drawn = draw_lenses(prior, self.key, self.position, self.position + n, split, dtype, observation)
-        self.position += n
-        return drawn
-
-
-def _torch_generator(generator: torch.Generator | LensStream | None) -> torch.Generator | None:
-    return generator.generator if isinstance(generator, LensStream) else generator
-
-
-def parse_bytes(value: Any, what: str = "simulator.chunk_memory") -> int | None:
-    """A memory size in bytes from a config value: ``None``, a positive number of bytes, or a string of a
-    number and a unit (``"8GB"``, ``"512 MiB"``, ``"1.5e9"``; units in :data:`BYTE_UNITS`, ``B`` if none)."""
-    if value is None:
-        return None
-    number: float | None = None
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        number = float(value)
-    elif isinstance(value, str):
-        match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)\s*([A-Za-z]*)\s*", value)
-        if match and (match[2] or "b").lower() in BYTE_UNITS:
-            number = float(match[1]) * BYTE_UNITS[(match[2] or "b").lower()]
-    if number is None or not number >= 1 or number == float("inf"):
-        raise UserError(f"{what} must be a number of bytes or a size such as 8GB or 512MiB (or null), got {value!r}")
-    return int(number)
 
 
 def _chunk_size_setting(value: Any) -> int | None:
@@ -392,7 +275,7 @@ class Simulator(nn.Module):
         :func:`func.draw_seeds`). With an :attr:`observation`, its nuisance parameters are needed too
         (:attr:`parameter_names`), and the artefacts come with the noise.
         """
-        generator = _torch_generator(generator)
+        generator = torch_generator(generator)
         params = self._check_params(params)
         n = next(iter(params.values())).shape[0]
         height, width = self.instrument.image_size

@@ -22,7 +22,7 @@ _DROPPED_RECORDS = (
 )
 
 #: Lightning's last line of a fit that reached its ``max_epochs``. Dropped while a time budget
-#: (:class:`lenscnn.training.callbacks.TimeBudget`) has lowered ``max_epochs`` to the epochs that fit: the line
+#: (:class:`lenscnn.training.time_budget.TimeBudget`) has lowered ``max_epochs`` to the epochs that fit: the line
 #: would name the lowered limit as if it had been asked for (``max_epochs=1`` reached, of 11 epochs asked);
 #: the budget says instead what ended training (``time budget of 8.5 min ended training after 1 of 11 epochs``).
 MAX_EPOCHS_STOP = "`Trainer.fit` stopped: `max_epochs="

@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 
 from lenscnn.sim.galaxies import hudf
-from lenscnn.sim.galaxies.library import SPLITS, GalaxyLibrary, load_library
+from lenscnn.sim.galaxies.library import SPLITS, GalaxyLibrary
+from lenscnn.sim.galaxies.loading import load_library
 
 #: The file :func:`write_library` writes a library other than ``hudf`` to, in ``out_dir``, when ``out`` is not given.
 LIBRARY_FILE = "galaxies.h5"

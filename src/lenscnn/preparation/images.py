@@ -1,0 +1,90 @@
+"""The one read-and-prepare loop of every app that reads cutouts: ``lenscnn-predict``, the real-lens
+catalogue of ``lenscnn-eval`` and ``lenscnn-refine``.
+
+Files are read in order (:func:`lenscnn.preparation.pipeline.read_file`: the image with its noise map,
+bad-pixel mask and PSF) and each image is prepared on the model's grid
+(:func:`lenscnn.preparation.pipeline.prepare`). An image that cannot be read or prepared becomes a
+:class:`PreparedImage` with its reason; it never stops the others.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from lenscnn.errors import UserError
+from lenscnn.preparation.pipeline import Preparation, Prepared, prepare, read_file
+
+#: The preparation record's columns in every per-image table (``predictions.csv`` of ``lenscnn-predict``
+#: and of a catalogue): what :attr:`Prepared.record` holds, in this order.
+RECORD_COLUMNS = (
+    "sky",
+    "noise_rms",
+    "flux_scale",
+    "psf_fwhm",
+    "masked_fraction",
+    "cosmic_ray_pixels",
+    "input_pixel_scale",
+)
+
+
+@dataclass
+class PreparedImage:
+    """One image of a file: its ``label`` (``file`` or ``file[k]``) and, when it could be read and
+    prepared, ``prepared`` (else the ``error`` that stopped it); its celestial ``wcs`` and its own PSF
+    (``psf``: the kernel and its pixel scale [arcsec/px], when its file carries one); ``files_done``:
+    how many of the files have been read to the end once this image is handed out."""
+
+    label: str
+    files_done: int
+    prepared: Prepared | None = None
+    error: str | None = None
+    wcs: object | None = None
+    psf: tuple[np.ndarray, float] | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+def prepared_images(
+    files: Sequence[Path],
+    settings: Preparation,
+    image_size: tuple[int, int],
+    pixel_scale: float,
+    *,
+    refused: Mapping[Path, str] | None = None,
+    noise_rms: float | None = None,
+    per_file: Mapping[Path, Preparation] | None = None,
+    require_pixel_scale: bool = False,
+) -> Iterator[PreparedImage]:
+    """Every image of ``files`` prepared on a grid of ``image_size`` pixels of ``pixel_scale`` arcsec (or
+    failed, with its reason), in input order. ``refused``: files already known to be unreadable, with
+    why; ``noise_rms``: the model's noise level [counts/s per pixel] that ``units=noise`` rescales to;
+    ``per_file``: the settings of files prepared otherwise than ``settings`` say (a catalogue row's);
+    ``require_pixel_scale``: refuse an image whose pixel scale neither its header nor ``pixel_scale=``
+    gives (a fit must know it; a network may assume its own)."""
+    refused = refused or {}
+    for index, path in enumerate(files):
+        if path in refused:
+            yield PreparedImage(str(path), index + 1, error=refused[path])
+            continue
+        own = (per_file or {}).get(path, settings)
+        try:
+            images = list(read_file(path, own))
+        except UserError as exc:
+            yield PreparedImage(str(path), index + 1, error=str(exc))
+            continue
+        for k, (cutout, variance, flagged) in enumerate(images):
+            item = PreparedImage(cutout.label, index + (k == len(images) - 1), wcs=cutout.wcs, psf=cutout.psf)
+            if require_pixel_scale and cutout.pixel_scale is None and own.pixel_scale is None:
+                item.error = "no pixel scale (no WCS or PIXSCALE in its header); give pixel_scale=<arcsec/px>"
+            else:
+                try:
+                    item.prepared = prepare(cutout, own, image_size, pixel_scale, variance, flagged, noise_rms)
+                except UserError as exc:
+                    item.error = str(exc)
+            yield item
