@@ -15,7 +15,7 @@ import torch
 from lenscnn.errors import UserError
 from lenscnn.preparation.cosmic_rays import detect_cosmic_rays
 from lenscnn.sim import Instrument, Prior, Simulator
-from lenscnn.sim.simulator import draw_lenses
+from lenscnn.sim.lens_streams import draw_lenses
 from tests.helpers import load_conf
 from tests.modelling.priors import shipped_prior
 
