@@ -1,11 +1,13 @@
 """``lenscnn-refine``: fits FITS images from a predictions.csv in worker processes; a bad image is
 reported in its row without losing the others; global bad input is one line; predictions for other
 images are refused; only the shards of a refine multirun merge; the fitted lens model is the prior's
-(an EPL's slope is fitted and reported); MCMC fills every sigma column; lenstronomy prints nothing."""
+(the network's, from predict's model.json, unless prior= names one; an EPL's slope is fitted and
+reported); MCMC fills every sigma column; lenstronomy prints nothing."""
 
 from __future__ import annotations
 
 import csv
+import json
 import re
 import shutil
 
@@ -15,7 +17,7 @@ from astropy.io import fits
 
 from lenscnn.cli.refine import run
 from lenscnn.errors import UserError
-from lenscnn.modelling.kwargs import observation_kwargs
+from lenscnn.modelling.kwargs import fitted_model, observation_kwargs
 from lenscnn.modelling.lenstronomy_adapter import lenstronomy_image
 from lenscnn.modelling.report import read_refined_csv
 from lenscnn.sim import Instrument
@@ -33,6 +35,7 @@ FAST = [
     "fit.final_iterations=4",
     "shear=false",
     "lens_light=false",
+    "instrument=quickstart",  # the predictions below are written by hand, without predict's model.json
     "prior=quickstart",
 ]
 #: What lenstronomy prints or logs while fitting (kept out of the output).
@@ -203,7 +206,15 @@ def test_mcmc_fills_every_sigma_column(inputs, tmp_path):
     sky level, a small MCMC gives every lens parameter its sigma, the centre included."""
     images, predictions = inputs
     out = tmp_path / "mcmc"
-    args = ["prior=realistic", "lens_light=2", "shear=true", "fit_sky=true", "fit.mcmc_burn=2", "fit.mcmc_run=3"]
+    args = [
+        "instrument=quickstart",
+        "prior=realistic",
+        "lens_light=2",
+        "shear=true",
+        "fit_sky=true",
+        "fit.mcmc_burn=2",
+        "fit.mcmc_run=3",
+    ]
     args += ["fit.walker_ratio=2", "plots=false", f"input={images}/a.fits", f"predictions={predictions}"]
     run(compose_run("refine", out, [*FAST[:4], *args, "workers=1"]))
     with open(out / "refined.csv", newline="") as f:
@@ -281,7 +292,7 @@ def test_the_psf_file_is_the_fits_psf_on_the_model_pixels(tmp_path):
     """psf=<FITS kernel with PIXSCALE> (here a Gaussian of the quickstart PSF's FWHM 0.16" at 0.02"/px): the fit
     convolves with it resampled to the model's 0.08" pixels, odd-sided and centred, close to the
     instrument's kernel; psf_fwhm=<arcsec> gives a Gaussian of that width."""
-    from lenscnn.cli.refine import setups
+    from lenscnn.cli.refine import fit_configuration
     from lenscnn.preparation.pipeline import Preparation
 
     scale, sigma = 0.02, 0.16 / (2 * np.sqrt(2 * np.log(2)))
@@ -290,7 +301,7 @@ def test_the_psf_file_is_the_fits_psf_on_the_model_pixels(tmp_path):
         tmp_path / "psf.fits"
     )
     cfg = compose_run("refine", tmp_path / "run", [*FAST, f"psf={tmp_path / 'psf.fits'}"])
-    observation, *_ = setups(cfg, Preparation.from_config(cfg))
+    observation = fit_configuration(cfg, Preparation.from_config(cfg)).observation
     kernel = np.asarray(observation["kwargs_psf"]["kernel_point_source"])
     assert kernel.shape[0] % 2 == 1 and kernel.shape[0] == kernel.shape[1] and kernel.sum() == pytest.approx(1.0)
     instrument = np.asarray(
@@ -301,7 +312,7 @@ def test_the_psf_file_is_the_fits_psf_on_the_model_pixels(tmp_path):
         np.abs(kernel[centre - half : centre + half + 1, centre - half : centre + half + 1] - instrument).max() < 0.02
     )
     cfg = compose_run("refine", tmp_path / "run", [*FAST, "psf_fwhm=0.3"])
-    observation, *_ = setups(cfg, Preparation.from_config(cfg))
+    observation = fit_configuration(cfg, Preparation.from_config(cfg)).observation
     wide = np.asarray(observation["kwargs_psf"]["kernel_point_source"])
     assert wide.max() < 0.5 * instrument.max()  # a wider PSF
 
@@ -333,3 +344,44 @@ def test_refine_fits_an_epl_when_the_network_predicts_gamma(tmp_path):
     assert names == ["theta_E", "gamma", "e1", "e2", "center_x", "center_y"]
     assert outcomes[0].ok and outcomes[0].network["gamma"] == pytest.approx(2.16)
     assert 1.7 < outcomes[0].fitted["gamma"] < 2.6 and abs(outcomes[0].fitted["theta_E"] - lens["theta_E"]) < 0.05
+
+
+def test_refine_fits_the_lens_model_and_grid_of_the_network_that_made_the_predictions(tiny_checkpoint, tmp_path):
+    """lenscnn-predict writes model.json beside predictions.csv; refine with neither instrument= nor prior= fits
+    that network's prior on its grid (here the tiny model's quickstart SIE at 0.08"), prior= replaces it, and
+    predictions that do not say which model made them are refused until both are given."""
+    from lenscnn.cli.predict import predict
+    from lenscnn.cli.refine import fit_configuration
+    from lenscnn.models.ensemble import Ensemble
+    from lenscnn.preparation.pipeline import Preparation
+
+    instrument = Instrument.from_config(load_conf("instrument", "quickstart"))
+    image = render_lenstronomy_lens(LENSES["a"], SOURCE, instrument, np.random.default_rng(3)).astype(np.float32)
+    path = tmp_path / "a.fits"
+    fits.PrimaryHDU(image, header=fits.Header({"PIXSCALE": 0.08})).writeto(path)
+    predicted = tmp_path / "predicted"
+    predict(compose_run("predict", predicted, [f"ckpt_path={tiny_checkpoint}", f"input={path}", "sky=none"]))
+    network = Ensemble.from_checkpoints([tiny_checkpoint])
+    record = json.loads((predicted / "model.json").read_text())
+    assert record["simulator"]["prior"] == network.simulator_config["prior"]
+    assert record["fingerprint"] == network.fingerprint() and record["members"] == [str(tiny_checkpoint)]
+
+    fit = [f"input={path}", f"predictions={predicted}", *FAST[:4], "plots=false", "workers=1"]
+    cfg = compose_run("refine", tmp_path / "run", fit)
+    configuration = fit_configuration(cfg, Preparation.from_config(cfg))
+    assert configuration.model.kwargs_model() == fitted_model(
+        network.lens_model, shear=cfg.shear, lens_light=cfg.lens_light
+    ).kwargs_model()
+    assert configuration.instrument.pixel_scale == network.pixel_scale
+    run(cfg)
+    outcomes, _ = read_refined_csv(tmp_path / "run" / "refined.csv")
+    assert outcomes[0].ok and abs(outcomes[0].fitted["theta_E"] - LENSES["a"]["theta_E"]) < 0.1
+
+    cfg = compose_run("refine", tmp_path / "epl", [*fit, "prior=epl"])
+    assert "EPL" in fit_configuration(cfg, Preparation.from_config(cfg)).model.kwargs_model()["lens_model_list"]
+
+    (predicted / "model.json").unlink()  # predictions from before model.json, or written by hand
+    with pytest.raises(UserError, match=re.escape("do not say which model made them (no model.json with its")):
+        run(compose_run("refine", tmp_path / "unknown", [*fit, "prior=quickstart"]))
+    cfg = compose_run("refine", tmp_path / "named", [*fit, "instrument=quickstart", "prior=epl"])
+    assert "EPL" in fit_configuration(cfg, Preparation.from_config(cfg)).model.kwargs_model()["lens_model_list"]

@@ -13,6 +13,7 @@ import lenscnn.modelling.workers as workers
 from lenscnn.errors import UserError
 from lenscnn.modelling.fit_setup import FitSetup
 from lenscnn.modelling.fitting import drawn_start, fit_lens_model, parameter_change, plateau_change
+from lenscnn.modelling.inputs import FitImage
 from lenscnn.modelling.kwargs import (
     fitted_model,
     lens_model_kwargs,
@@ -327,5 +328,5 @@ def test_a_failed_fit_is_a_one_line_status(monkeypatch, error, status):
     monkeypatch.setattr(workers, "fit_lens_model", failing)
     pending = FitOutcome("a.fits", "", network={"theta_E": 1.0})
     setup = FitSetup(kwargs={}, lens_model=LensModel(()))
-    outcome = workers.fit_task(pending, {"data": np.zeros((4, 4))}, setup, Budget(), False, 0)
+    outcome = workers.fit_task(pending, FitImage("x.fits", np.zeros((4, 4))), setup, Budget(), False, 0)
     assert outcome == FitOutcome("a.fits", status, network={"theta_E": 1.0}) and not outcome.ok

@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 import lenscnn.modelling.workers as workers
-from lenscnn.modelling.inputs import image_key
+from lenscnn.modelling.configuration import FitConfiguration
+from lenscnn.modelling.inputs import FitImage, image_key
 from lenscnn.modelling.kwargs import fitted_model, observation_kwargs, parameter_moments
 from lenscnn.modelling.pipeline import fitted_names, refine_images
 from lenscnn.modelling.records import FitOutcome, FitResult
@@ -31,10 +32,10 @@ def test_every_image_gets_its_outcome_in_order(tmp_path, monkeypatch, caplog):
     model = fitted_model(lens_model_of(prior), shear=True, lens_light=False)
     labels = [str(tmp_path / f"{name}.fits") for name in ("a", "b_unreadable", "c_unpredicted", "d_raising")]
     items = [
-        {"image": labels[0], "data": np.full((16, 16), 1.0), "noise": None, "mask": None},
-        {"image": labels[1], "error": "no pixel scale"},
-        {"image": labels[2], "data": np.full((16, 16), 3.0)},
-        {"image": labels[3], "data": np.full((16, 16), 4.0)},
+        FitImage(labels[0], np.full((16, 16), 1.0)),
+        FitImage(labels[1], error="no pixel scale"),
+        FitImage(labels[2], np.full((16, 16), 3.0)),
+        FitImage(labels[3], np.full((16, 16), 4.0)),
     ]
     values = NETWORK | {f"{n}_sigma": 0.02 for n in NETWORK}
     predictions = {image_key(label): values for label in (labels[0], labels[1], labels[3])}
@@ -54,10 +55,7 @@ def test_every_image_gets_its_outcome_in_order(tmp_path, monkeypatch, caplog):
         outcomes = refine_images(
             items,
             predictions,
-            observation_kwargs(instrument),
-            parameter_moments(prior),
-            model,
-            instrument,
+            FitConfiguration(model, observation_kwargs(instrument), parameter_moments(prior), instrument),
             RefineSettings(predictions_source="predictions.csv", seed_source=False, seed=10),
             on_fitted=lambda outcome, data: figures.append((outcome, data)),
             logger=logger,
@@ -81,7 +79,7 @@ def test_every_image_gets_its_outcome_in_order(tmp_path, monkeypatch, caplog):
     assert unpredicted == FitOutcome(labels[2], "failed: no predictions for this image in predictions.csv")
     assert raising.status == "failed: RuntimeError: lenstronomy says no" and raising.network == NETWORK
     assert seeds == [10, 13]
-    assert len(figures) == 1 and figures[0][0] is fitted and figures[0][1] is items[0]["data"]
+    assert len(figures) == 1 and figures[0][0] is fitted and figures[0][1] is items[0].data
     assert [r.getMessage() for r in caplog.records] == [
         f"{labels[1]}: no pixel scale",
         f"{labels[2]}: no predictions for this image in predictions.csv",
@@ -115,10 +113,8 @@ def test_an_image_whose_file_carries_its_psf_is_fitted_with_it(tmp_path, monkeyp
     fits.PrimaryHDU(rng.normal(0, 0.01, (64, 64)).astype(np.float32), header).writeto(tmp_path / "without.fits")
     items = load_images(str(tmp_path), instrument, Preparation(cosmic_rays=False))
     with_psf, without = items
-    assert "psf" not in without and with_psf["psf"].shape[0] % 2 == 1
-    assert with_psf["psf"].sum() == pytest.approx(1.0) and psf_fwhm(with_psf["psf"], 0.08) == pytest.approx(
-        0.2, rel=0.1
-    )
+    assert without.psf is None and with_psf.psf.shape[0] % 2 == 1
+    assert with_psf.psf.sum() == pytest.approx(1.0) and psf_fwhm(with_psf.psf, 0.08) == pytest.approx(0.2, rel=0.1)
 
     setups = []
     monkeypatch.setattr(
@@ -127,12 +123,12 @@ def test_an_image_whose_file_carries_its_psf_is_fitted_with_it(tmp_path, monkeyp
     prior = shipped_prior("quickstart")
     model = fitted_model(lens_model_of(prior), shear=True, lens_light=False)
     values = NETWORK | {f"{n}_sigma": 0.02 for n in NETWORK}
-    predictions = {image_key(item["image"]): values for item in items}
+    predictions = {image_key(item.label): values for item in items}
     observation, moments = observation_kwargs(instrument), parameter_moments(prior)
     settings = RefineSettings(predictions_source="p.csv", seed_source=False)
     with pytest.raises(KeyError):  # no outcomes from the stand-in: only the set-ups matter here
-        refine_images(items, predictions, observation, moments, model, instrument, settings)
+        refine_images(items, predictions, FitConfiguration(model, observation, moments, instrument), settings)
     own, instruments = (np.asarray(s.kwargs["kwargs_psf"]["kernel_point_source"]) for s in setups)
-    assert own == pytest.approx(with_psf["psf"]) and instruments == pytest.approx(
+    assert own == pytest.approx(with_psf.psf) and instruments == pytest.approx(
         np.asarray(observation["kwargs_psf"]["kernel_point_source"])
     )

@@ -3,18 +3,21 @@ with a noise map and a mask) and the network's predictions for them, matched by 
 
 from __future__ import annotations
 
+import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from lenscnn.data.streams import shard_bounds
-from lenscnn.errors import UserError
-from lenscnn.io.cutouts import Cutout, find_inputs
+from lenscnn.errors import UserError, one_line
+from lenscnn.io.cutouts import find_inputs
 from lenscnn.io.predictions import read_table
 from lenscnn.io.run_dir import RunDir
 from lenscnn.params import LENS
-from lenscnn.preparation.pipeline import Preparation, prepare, read_file
+from lenscnn.preparation.images import PreparedImage, prepared_images
+from lenscnn.preparation.pipeline import Preparation
 from lenscnn.preparation.psf import kernel_at_scale
 from lenscnn.sim import Instrument
 
@@ -30,8 +33,7 @@ def image_key(label: str) -> tuple[str, str]:
 
 def read_predictions(path: str) -> dict[tuple[str, str], dict[str, float]]:
     """The rows of a ``predictions.csv`` (or of the one in a ``lenscnn-predict`` run directory) by image."""
-    file = Path(path).expanduser()
-    file = RunDir(file).predictions if file.is_dir() else file
+    file = predictions_file(path)
     if not file.is_file():
         raise UserError(f"predictions={path}: no predictions.csv there; run lenscnn-predict first")
     table = read_table(file)
@@ -47,6 +49,24 @@ def read_predictions(path: str) -> dict[tuple[str, str], dict[str, float]]:
     return rows
 
 
+def predictions_file(path: str) -> Path:
+    """``predictions=``: a ``predictions.csv`` or the ``lenscnn-predict`` run directory holding one."""
+    file = Path(path).expanduser()
+    return RunDir(file).predictions if file.is_dir() else file
+
+
+def read_model_record(path: str) -> dict[str, Any] | None:
+    """``model.json`` beside the predictions ``path`` (:func:`lenscnn.evaluation.predict_files.model_record`):
+    the model that made them, with its simulator config; ``None`` for predictions that do not say."""
+    record = RunDir(predictions_file(path).parent).model
+    if not record.is_file():
+        return None
+    try:
+        return json.loads(record.read_text())
+    except (OSError, ValueError) as exc:
+        raise UserError(f"{record}: not a model record of lenscnn-predict ({one_line(exc)})") from None
+
+
 def parse_shard(shard: Any) -> tuple[int, int] | None:
     """``"i/N"`` as ``(i, N)`` with ``0 <= i < N`` (``None`` when not sharded)."""
     if shard in (None, ""):
@@ -57,28 +77,39 @@ def parse_shard(shard: Any) -> tuple[int, int] | None:
     return int(index), int(count)
 
 
-def load_images(inputs: str, instrument: Instrument, settings: Preparation, shard: Any = None) -> list[dict[str, Any]]:
-    """One task per input image of shard ``"i/N"`` (a contiguous block of the sorted input files),
-    prepared on the instrument's grid as for the network (:mod:`lenscnn.preparation.pipeline`: sky
-    subtracted, cosmic rays masked, resampled): ``{"image": label, "data": (H, W), "noise": (H, W) rms
-    [counts/s/px], "mask": (H, W) bool (True: a pixel to fit), "sky": the level subtracted}`` (and "psf": the
-    kernel on the instrument's pixels when the image's file carries its PSF, ``psf=auto`` or an HDU), or
-    ``{"image": label, "error": reason}`` (no pixel scale, an unreadable file, a bad noise map...).
-    Only the shard's files are read."""
+@dataclass
+class FitImage:
+    """One image to fit, prepared on the instrument's grid as for the network (sky subtracted, cosmic rays
+    masked, resampled): its ``label`` (``file`` or ``file[k]``); ``data`` and ``noise`` (its rms per pixel,
+    ``None``: the instrument's background and shot noise) [counts/s/px], ``mask`` (True: a pixel to fit;
+    ``None``: every pixel), the ``sky`` level subtracted [input units] and ``psf``, the kernel on the
+    instrument's pixels when the image's file carries its PSF (``psf=auto`` or an HDU); or the ``error``
+    that stopped it (no pixel scale, an unreadable file, a bad noise map...)."""
+
+    label: str
+    data: np.ndarray | None = None
+    noise: np.ndarray | None = None
+    mask: np.ndarray | None = None
+    sky: float | None = None
+    psf: np.ndarray | None = None
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+def load_images(inputs: str, instrument: Instrument, settings: Preparation, shard: Any = None) -> list[FitImage]:
+    """Every input image of shard ``"i/N"`` (a contiguous block of the sorted input files) prepared on the
+    instrument's grid (:func:`lenscnn.preparation.images.prepared_images`, in input units: a fit models the
+    counts as they are). Only the shard's files are read."""
     files = find_inputs(str(inputs))
     shard = parse_shard(shard)
     if shard is not None:
         start, stop = shard_bounds(len(files), *shard)
         files = files[start:stop]
-    items = []
-    for path in files:
-        try:
-            images = list(read_file(path, settings))
-        except UserError as exc:
-            items.append({"image": str(path), "error": str(exc)})
-            continue
-        items += [_image_task(cutout, variance, flagged, instrument, settings) for cutout, variance, flagged in images]
-    return items
+    images = prepared_images(files, settings, instrument.image_size, instrument.pixel_scale, require_pixel_scale=True)
+    return [fit_image(image, instrument, settings) for image in images]
 
 
 def fit_kernel(kernel: np.ndarray, scale: float, instrument: Instrument) -> np.ndarray:
@@ -87,35 +118,21 @@ def fit_kernel(kernel: np.ndarray, scale: float, instrument: Instrument) -> np.n
     return kernel_at_scale(kernel, scale, instrument.pixel_scale, (min(instrument.image_size) - 1) // 2)
 
 
-def _image_task(
-    cutout: Cutout,
-    variance: np.ndarray | None,
-    flagged: np.ndarray | None,
-    instrument: Instrument,
-    settings: Preparation,
-) -> dict[str, Any]:
-    if cutout.pixel_scale is None and settings.pixel_scale is None:
-        return {
-            "image": cutout.label,
-            "error": "no pixel scale (no WCS or PIXSCALE in its header); give pixel_scale=<arcsec/px>",
-        }
-    try:
-        prepared = prepare(cutout, settings, instrument.image_size, instrument.pixel_scale, variance, flagged)
-    except UserError as exc:
-        return {"image": cutout.label, "error": str(exc)}
+def fit_image(image: PreparedImage, instrument: Instrument, settings: Preparation) -> FitImage:
+    """A prepared image as a fit sees it: masked pixels left out (their noise at the median, so they
+    neither count nor break lenstronomy), the file's own PSF on the instrument's pixels unless
+    ``psf_fwhm`` names one for every image."""
+    if not image.ok:
+        return FitImage(image.label, error=image.error)
+    prepared = image.prepared
     use = ~prepared.mask
     noise = np.sqrt(prepared.variance)
     noise[~use] = np.median(noise[use]) if use.any() else 1.0  # masked pixels are left out of the fit
-    item = {
-        "image": cutout.label,
-        "data": prepared.image[0].numpy().astype(float),
-        "noise": noise,
-        "mask": use,
-        "sky": prepared.record["sky"],
-    }
-    if cutout.psf is not None and settings.psf_fwhm is None:
+    data = prepared.image[0].numpy().astype(float)
+    item = FitImage(image.label, data, noise, use, prepared.record["sky"])
+    if image.psf is not None and settings.psf_fwhm is None:
         try:
-            item["psf"] = fit_kernel(*cutout.psf, instrument)
+            item.psf = fit_kernel(*image.psf, instrument)
         except UserError as exc:
-            return {"image": cutout.label, "error": f"its PSF: {exc}"}
+            return FitImage(image.label, error=f"its PSF: {exc}")
     return item

@@ -12,18 +12,22 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from lenscnn.errors import UserError
+from lenscnn.io.cutouts import find_inputs
 from lenscnn.modelling import kwargs as fit_kwargs
+from lenscnn.modelling.configuration import FitConfiguration
 from lenscnn.modelling.fit_setup import FitSetup
-from lenscnn.modelling.inputs import image_key
+from lenscnn.modelling.inputs import FitImage, image_key, load_images, predictions_file
 from lenscnn.modelling.records import FitOutcome
 from lenscnn.modelling.settings import RefineSettings
 from lenscnn.modelling.workers import fit_all
+from lenscnn.preparation.pipeline import Preparation
 from lenscnn.progress import progress
-from lenscnn.sim import Instrument
 from lenscnn.sim.lens_model import LensModel
 
 log = logging.getLogger(__name__)
@@ -36,12 +40,9 @@ def fitted_names(model: LensModel) -> list[str]:
 
 
 def refine_images(
-    items: Sequence[Mapping[str, Any]],
+    items: Sequence[FitImage],
     predictions: Mapping[tuple[str, str], Mapping[str, float]],
-    observation: Mapping[str, Any],
-    moments: Mapping[str, tuple[float, float]],
-    model: LensModel,
-    instrument: Instrument,
+    configuration: FitConfiguration,
     settings: RefineSettings,
     *,
     on_fitted: Callable[[FitOutcome, np.ndarray], None] | None = None,
@@ -50,17 +51,12 @@ def refine_images(
     """Fit every image of ``items`` from its prediction; one :class:`FitOutcome` per item, in their order.
 
     Args:
-        items: the prepared images (:func:`lenscnn.modelling.inputs.load_images`): per image its ``image``
-            label and ``data`` (sky subtracted) and ``noise`` (rms) [counts/s/px] on the instrument's grid,
-            ``mask`` (True: a pixel to fit) and its own ``psf`` kernel if it has one, or an ``error``.
+        items: the prepared images (:func:`lenscnn.modelling.inputs.load_images`), or why one could not be.
         predictions: the network's means and ``<name>_sigma`` per image
             (:func:`lenscnn.modelling.inputs.read_predictions`, keyed by
             :func:`lenscnn.modelling.inputs.image_key`), in lenscnn units (``theta_E`` in arcsec).
-        observation, moments, model: the fit's observation kwargs
-            (:func:`lenscnn.modelling.kwargs.observation_kwargs`), the prior's parameter moments
-            (:func:`lenscnn.modelling.kwargs.parameter_moments`) and the lens model to fit
-            (:func:`lenscnn.modelling.kwargs.fitted_model`).
-        instrument: its ``pixel_scale`` [arcsec/px] and ``background_rms`` (the noise of an image without a
+        configuration: the lens model to fit, its observation kwargs and the prior's parameter moments; its
+            instrument's ``pixel_scale`` [arcsec/px] and ``background_rms`` (the noise of an image without a
             noise map) seed the source.
         settings: the fit per image, when it is reported converged, and the run's options (sky level,
             source seeding, network prior, seeds, worker processes).
@@ -70,30 +66,36 @@ def refine_images(
 
     The fits are tracked by a progress bar (:func:`lenscnn.progress.progress`).
     """
+    model, observation, moments, instrument = (
+        configuration.model,
+        configuration.observation,
+        configuration.moments,
+        configuration.instrument,
+    )
     names = fitted_names(model)
     outcomes: dict[int, FitOutcome] = {}
     jobs = []
     for k, item in enumerate(items):
-        values = predictions.get(image_key(item["image"]))
-        if "error" in item or values is None:
-            error = item.get("error", f"no predictions for this image in {settings.predictions_source}")
-            outcomes[k] = FitOutcome(item["image"], f"failed: {error}")
-            logger.warning("%s: %s", item["image"], error)
+        values = predictions.get(image_key(item.label))
+        if not item.ok or values is None:
+            error = item.error or f"no predictions for this image in {settings.predictions_source}"
+            outcomes[k] = FitOutcome(item.label, f"failed: {error}")
+            logger.warning("%s: %s", item.label, error)
             continue
         sigmas = {n.removesuffix("_sigma"): v for n, v in values.items() if n.endswith("_sigma")}
         pending = FitOutcome(
-            item["image"],
+            item.label,
             "",
             network={n: values[n] for n in names if n in values},
             network_sigma={n: sigmas[n] for n in names if n in sigmas},
         )
         seen = observation  # the image's own PSF, when its file carries one
-        if item.get("psf") is not None:
-            seen = {**observation, "kwargs_psf": fit_kwargs.pixel_psf(item["psf"])}
+        if item.psf is not None:
+            seen = {**observation, "kwargs_psf": fit_kwargs.pixel_psf(item.psf)}
         setup = fit_kwargs.lens_model_kwargs(values, sigmas, seen, moments, model, sky=settings.sky)
         if settings.seed_source:
-            noise = instrument.background_rms if item.get("noise") is None else float(np.median(item["noise"]))
-            setup = fit_kwargs.seed_source(setup, item["data"], noise, instrument.pixel_scale, item.get("mask"))
+            noise = instrument.background_rms if item.noise is None else float(np.median(item.noise))
+            setup = fit_kwargs.seed_source(setup, item.data, noise, instrument.pixel_scale, item.mask)
         fit = FitSetup.from_kwargs(setup)
         jobs.append(
             (k, (pending, item, fit, settings.budget, settings.network_prior, settings.seed + k, settings.convergence))
@@ -104,6 +106,48 @@ def refine_images(
             if not outcome.ok:
                 logger.warning("%s: %s", outcome.image, outcome.status)
             elif on_fitted is not None:
-                on_fitted(outcome, items[k]["data"])
+                on_fitted(outcome, items[k].data)
             tracker.advance(1)
     return [outcomes[k] for k in range(len(items))]
+
+
+def check_matching(
+    inputs: str,
+    shard: Any,
+    predictions_path: str,
+    predictions: Mapping[tuple[str, str], Any],
+    items: Sequence[FitImage],
+) -> None:
+    """Refuse predictions made for other images: when none of this shard's ``items`` has a row (nor, in a
+    shard, any file of the whole ``inputs``), the fit would only report "no predictions" for every image."""
+    if any(image_key(item.label) in predictions for item in items):
+        return
+    if shard:  # this shard's images may be unpredicted while the others' are
+        files = {str(Path(f).expanduser().resolve()) for f in find_inputs(str(inputs))}
+        if any(path in files for path, _ in predictions):
+            return
+    raise UserError(
+        f"predictions={predictions_file(predictions_path)} match none of the input images (e.g. {items[0].label}); "
+        f"give the predictions lenscnn-predict made for input={inputs}"
+    )
+
+
+def refine(
+    inputs: str,
+    shard: Any,
+    preparation: Preparation,
+    predictions: Mapping[tuple[str, str], Mapping[str, float]],
+    configuration: FitConfiguration,
+    settings: RefineSettings,
+    *,
+    on_fitted: Callable[[FitOutcome, np.ndarray], None] | None = None,
+    logger: logging.Logger = log,
+) -> list[FitOutcome]:
+    """Fit the images of shard ``"i/N"`` of ``inputs`` (prepared with ``preparation`` on the configuration's
+    instrument: :func:`lenscnn.modelling.inputs.load_images`) from their ``predictions``
+    (:func:`refine_images`); refused when the shard has no images or no prediction matches them."""
+    items = load_images(inputs, configuration.instrument, preparation, shard=shard)
+    if not items:
+        raise UserError(f"input={inputs}: no images in this shard ({shard})")
+    check_matching(inputs, shard, settings.predictions_source, predictions, items)
+    return refine_images(items, predictions, configuration, settings, on_fitted=on_fitted, logger=logger)

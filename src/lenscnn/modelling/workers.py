@@ -4,7 +4,7 @@ exception that stops the others."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import replace
 from multiprocessing import get_context
@@ -13,13 +13,14 @@ from typing import Any
 from lenscnn.errors import one_line
 from lenscnn.modelling.fit_setup import FitSetup
 from lenscnn.modelling.fitting import fit_lens_model
+from lenscnn.modelling.inputs import FitImage
 from lenscnn.modelling.records import FitOutcome
 from lenscnn.modelling.settings import Budget, Convergence
 
 
 def fit_task(
     pending: FitOutcome,
-    task: Mapping[str, Any],
+    image: FitImage,
     setup: FitSetup,
     budget: Budget,
     network_prior: bool,
@@ -27,18 +28,18 @@ def fit_task(
     convergence: Convergence | None = None,
 ) -> FitOutcome:
     """``pending`` (an image's :class:`FitOutcome` before its fit: its label and the network's values)
-    completed by the fit of that image (``task``: ``data``, ``noise`` and optional ``mask``, see
+    completed by the fit of that ``image`` (its ``data``, ``noise`` and ``mask``, see
     :func:`lenscnn.modelling.fitting.fit_lens_model`), in a worker process; never raises (a failure is returned
     as its status)."""
     try:
         result = fit_lens_model(
-            task["data"],
+            image.data,
             setup,
             budget,
-            task.get("noise"),
+            image.noise,
             network_prior,
             seed,
-            mask=task.get("mask"),
+            mask=image.mask,
             convergence=convergence,
         )
     except Exception as exc:  # a fit that fails must not stop the others: reported in its row
