@@ -1,7 +1,7 @@
 """Do the domain flags mean "don't trust this answer"? Clean lenses and kinds of garbage through
 ``lenscnn-predict``'s own code path with its defaults, with the shipped ensemble.
 
-Per kind, ``--n`` FITS cutouts are written and predicted (:func:`lenscnn.evaluation.cutouts.predict_cutouts`);
+Per kind, ``--n`` FITS cutouts are written and predicted (:meth:`lenscnn.evaluation.cutouts.CutoutPredictor.batches`);
 the table gives the share flagged, refused (a ``failed`` row) and the two together, and which flag fired
 most. The kinds:
 
@@ -37,7 +37,7 @@ import torch
 from astropy.io import fits
 
 from lenscnn import pretrained
-from lenscnn.evaluation.cutouts import check_inputs, domain_reference, predict_cutouts
+from lenscnn.evaluation.cutouts import CutoutPredictor, check_inputs, domain_reference
 from lenscnn.io.cutouts import find_inputs
 from lenscnn.preparation.pipeline import Preparation
 from lenscnn.sim import Simulator
@@ -118,8 +118,8 @@ def main() -> None:
             files = find_inputs(str(folder))
             results = [
                 r
-                for batch, _ in predict_cutouts(
-                    files, settings, ensemble, reference, check_inputs(files, settings), batch_size=256
+                for batch, _ in CutoutPredictor(ensemble, reference).batches(
+                    files, settings, check_inputs(files, settings)
                 )
                 for r in batch
             ]

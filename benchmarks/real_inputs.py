@@ -1,5 +1,5 @@
 """Real cutouts as obtained, measured on simulated test lenses written as FITS and read back by
-``lenscnn-predict``'s own code path (:func:`lenscnn.evaluation.cutouts.predict_cutouts`).
+``lenscnn-predict``'s own code path (:meth:`lenscnn.evaluation.cutouts.CutoutPredictor.batches`).
 
 1. **Accuracy under what archives leave in**: the shipped ensemble's fixed test lenses (clean
    realistic prior) written as FITS, clean and with a pedestal of +0.1 / -0.1 counts/s/px, 20
@@ -36,7 +36,7 @@ import torch
 from astropy.io import fits
 
 from lenscnn import pretrained
-from lenscnn.evaluation.cutouts import predict_cutouts
+from lenscnn.evaluation.cutouts import CutoutPredictor
 from lenscnn.evaluation.datasets import simulated_set
 from lenscnn.models.ensemble import Ensemble
 from lenscnn.preparation.domain import REFERENCE_SIZE, DomainReference
@@ -93,9 +93,8 @@ def predict(
     flagged (theta_E NaN, its reason as the flag); else it is an error."""
     theta, flags = [], []
     index = ensemble.target_names.index("theta_E")
-    for results, _ in predict_cutouts(
-        files, Preparation(**settings), ensemble, reference, {}, batch_size=256, symmetries=ensemble.symmetries()
-    ):
+    predictor = CutoutPredictor(ensemble, reference, symmetries=ensemble.symmetries())
+    for results, _ in predictor.batches(files, Preparation(**settings), {}):
         for result in results:
             if not result.ok and refused:
                 theta.append(np.nan)

@@ -326,7 +326,9 @@ def test_a_bad_file_mid_directory_leaves_every_other_output_in_place(tiny_checkp
         write_fits(inputs / f"lens_{k:02d}.fits", image)
     write_fits(inputs / "lens_05_bad.fits", image[:10, :10])
     # the figures are drawn by the first test; here only their files matter (and are fast)
-    monkeypatch.setattr(CriticalCurvePlots, "write", lambda self, r: (self._tmp / f"{image_stem(r.label)}.png").touch())
+    monkeypatch.setattr(
+        CriticalCurvePlots, "write", lambda plots, r: (plots.staging / f"{image_stem(r.label)}.png").touch()
+    )
     out = tmp_path / "run"
     args = [f"ckpt_path={tiny_checkpoint}", f"input={inputs}", "batch_size=4", "plots=true"]
     done = predict_in_process(out, *args, "formats=[csv,lenstronomy]")

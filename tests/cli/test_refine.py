@@ -369,9 +369,10 @@ def test_refine_fits_the_lens_model_and_grid_of_the_network_that_made_the_predic
     fit = [f"input={path}", f"predictions={predicted}", *FAST[:4], "plots=false", "workers=1"]
     cfg = compose_run("refine", tmp_path / "run", fit)
     configuration = fit_configuration(cfg, Preparation.from_config(cfg))
-    assert configuration.model.kwargs_model() == fitted_model(
-        network.lens_model, shear=cfg.shear, lens_light=cfg.lens_light
-    ).kwargs_model()
+    assert (
+        configuration.model.kwargs_model()
+        == fitted_model(network.lens_model, shear=cfg.shear, lens_light=cfg.lens_light).kwargs_model()
+    )
     assert configuration.instrument.pixel_scale == network.pixel_scale
     run(cfg)
     outcomes, _ = read_refined_csv(tmp_path / "run" / "refined.csv")

@@ -27,7 +27,7 @@ from lenscnn.errors import UserError
 from lenscnn.evaluation.catalog import Catalog, CatalogSpec, read_catalog, single_image_problems
 from lenscnn.evaluation.catalog_pipeline import CatalogResult, evaluate_catalog
 from lenscnn.evaluation.catalog_report import lens_table, metrics_table
-from lenscnn.evaluation.cutouts import check_inputs, domain_reference
+from lenscnn.evaluation.cutouts import CutoutPredictor, check_inputs, domain_reference
 from lenscnn.preparation.pipeline import Preparation
 
 log = logging.getLogger(__name__)
@@ -85,14 +85,5 @@ def catalog_evaluation(cfg: DictConfig, spec: CatalogSpec) -> CatalogResult:
     ensemble = model.ensemble
     catalog.targets(ensemble.target_names)  # refuse a catalogue of nothing the model predicts, before predicting
     reference = domain_reference(ensemble, settings, options.mc_samples, model.symmetries)
-    return evaluate_catalog(
-        ensemble,
-        catalog,
-        settings,
-        refused,
-        reference,
-        batch_size=options.batch_size,
-        mc_samples=options.mc_samples,
-        symmetries=model.symmetries,
-        per_file=per_file,
-    )
+    predictor = CutoutPredictor(ensemble, reference, options.batch_size, options.mc_samples, model.symmetries)
+    return evaluate_catalog(catalog, settings, refused, predictor, per_file)

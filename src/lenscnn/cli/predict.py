@@ -35,7 +35,7 @@ from omegaconf import DictConfig
 
 from lenscnn.cli.inference import InferenceOptions, open_model
 from lenscnn.errors import UserError
-from lenscnn.evaluation.cutouts import check_inputs, domain_reference
+from lenscnn.evaluation.cutouts import CutoutPredictor, check_inputs, domain_reference
 from lenscnn.evaluation.predict_files import CriticalCurvePlots, ImageOutput, PredictedFiles, predict_files
 from lenscnn.io.cutouts import find_inputs
 from lenscnn.io.run_dir import RunDir
@@ -93,19 +93,9 @@ def predict(cfg: DictConfig) -> PredictedFiles:
     ensemble = model.ensemble
     outputs = image_outputs(cfg, formats, ensemble, run_dir)
     reference = domain_reference(ensemble, settings, options.mc_samples, model.symmetries)
+    predictor = CutoutPredictor(ensemble, reference, options.batch_size, options.mc_samples, model.symmetries)
     run_dir.mkdir(parents=True, exist_ok=True)
-    done = predict_files(
-        files,
-        settings,
-        ensemble,
-        reference,
-        refused,
-        RunDir(run_dir).predictions,
-        batch_size=options.batch_size,
-        mc_samples=options.mc_samples,
-        symmetries=model.symmetries,
-        outputs=outputs,
-    )
+    done = predict_files(files, settings, refused, predictor, RunDir(run_dir).predictions, outputs)
     log.info(
         "predicted %d of %d images from %d files (%d flagged, %d failed) -> %s",
         done.images - done.failed,

@@ -2,7 +2,7 @@
 predictions against its references (:mod:`lenscnn.metrics.reference`).
 
 Cutouts go through the same preparation and domain flags as ``lenscnn-predict``
-(:func:`lenscnn.evaluation.cutouts.predict_cutouts`). A cutout that cannot be read or prepared keeps
+(:meth:`lenscnn.evaluation.cutouts.CutoutPredictor.batches`). A cutout that cannot be read or prepared keeps
 its row with the reason and is left out of the metrics; a lens flagged as unlike the training images
 is scored and counted (``flagged``).
 """
@@ -19,11 +19,9 @@ from typing import Any
 import numpy as np
 
 from lenscnn.evaluation.catalog import Catalog
-from lenscnn.evaluation.cutouts import CutoutResult, predict_cutouts
+from lenscnn.evaluation.cutouts import CutoutPredictor, CutoutResult
 from lenscnn.io.summaries import CatalogSummary
 from lenscnn.metrics.reference import reference_metrics, z_scores
-from lenscnn.models.ensemble import Ensemble
-from lenscnn.preparation.domain import DomainReference
 from lenscnn.preparation.pipeline import Preparation
 from lenscnn.progress import progress
 
@@ -76,15 +74,10 @@ def flagged_rows(results: list[CutoutResult]) -> np.ndarray:
 
 
 def predict_catalog(
-    ensemble: Ensemble,
     catalog: Catalog,
     settings: Preparation,
     refused: Mapping[Path, str],
-    reference: DomainReference | None,
-    *,
-    batch_size: int = 256,
-    mc_samples: int = 0,
-    symmetries: int = 1,
+    predictor: CutoutPredictor,
     per_file: Mapping[Path, Preparation] | None = None,
 ) -> list[CutoutResult]:
     """One :class:`CutoutResult` per catalogue row, in order (each file holds one image: a row
@@ -92,17 +85,7 @@ def predict_catalog(
     :meth:`Catalog.preparations`); a line is logged per failed or flagged lens."""
     results: list[CutoutResult] = []
     with progress("predicting", total=len(catalog), unit="lenses", logger=log) as bar:
-        batches = predict_cutouts(
-            catalog.files,
-            settings,
-            ensemble,
-            reference,
-            refused,
-            batch_size=batch_size,
-            mc_samples=mc_samples,
-            symmetries=symmetries,
-            per_file=per_file,
-        )
+        batches = predictor.batches(catalog.files, settings, refused, per_file)
         for batch, _ in batches:
             results += batch
             bar.advance(len(batch))
@@ -152,15 +135,10 @@ def score_catalog(values: TargetValues, flagged: np.ndarray) -> dict[str, Any]:
 
 
 def evaluate_catalog(
-    ensemble: Ensemble,
     catalog: Catalog,
     settings: Preparation,
     refused: Mapping[Path, str],
-    reference: DomainReference | None,
-    *,
-    batch_size: int = 256,
-    mc_samples: int = 0,
-    symmetries: int = 1,
+    predictor: CutoutPredictor,
     per_file: Mapping[Path, Preparation] | None = None,
 ) -> CatalogResult:
     """Predict every lens of ``catalog`` (on the ensemble's device) and score the targets it gives.
@@ -169,6 +147,7 @@ def evaluate_catalog(
     the counts of lenses (``n``, ``n_ok``, ``n_failed``, ``n_flagged``), the scored ``targets`` and which
     error columns were read, the prediction settings and ``preparation``, the ``metrics`` per target and ``nrmse``
     (mean over targets of RMSE / the training prior's standard deviation; ``None`` without any)."""
+    ensemble = predictor.ensemble
     targets = catalog.targets(ensemble.target_names)
     for target in targets:
         if catalog.references[target].errors == "none":
@@ -179,17 +158,7 @@ def evaluate_catalog(
                 column,
                 column,
             )
-    results = predict_catalog(
-        ensemble,
-        catalog,
-        settings,
-        refused,
-        reference,
-        batch_size=batch_size,
-        mc_samples=mc_samples,
-        symmetries=symmetries,
-        per_file=per_file,
-    )
+    results = predict_catalog(catalog, settings, refused, predictor, per_file)
     names = list(ensemble.target_names)
     values = {t: target_values(catalog, results, t, names.index(t)) for t in targets}
     flagged = flagged_rows(results)
@@ -208,8 +177,8 @@ def evaluate_catalog(
         targets=targets,
         reference_errors={t: catalog.references[t].errors for t in targets},
         reference_columns={t: catalog.references[t].column for t in targets},
-        mc_samples=mc_samples,
-        symmetries=symmetries,
+        mc_samples=predictor.mc_samples,
+        symmetries=predictor.symmetries,
         **ensemble.sigma_calibration.by_target(names),
         preparation=dataclasses.asdict(settings),
         metrics=metrics,

@@ -94,77 +94,76 @@ def model_noise_rms(ensemble: Ensemble, reference: DomainReference | None) -> fl
     return None if rms is None else float(rms)
 
 
-def predict_cutouts(
-    files: Sequence[Path],
-    settings: Preparation,
-    ensemble: Ensemble,
-    reference: DomainReference | None,
-    refused: Mapping[Path, str],
-    *,
-    batch_size: int,
-    mc_samples: int = 0,
-    symmetries: int = 1,
-    per_file: Mapping[Path, Preparation] | None = None,
-) -> Iterator[tuple[list[CutoutResult], int]]:
-    """Results in lists of at most ``batch_size`` images, in input order, each list with the number of
-    files read to the end so far (:func:`lenscnn.preparation.images.prepared_images`: ``refused`` files,
-    ``per_file`` settings; inputs in ``units=noise`` rescaled to :func:`model_noise_rms`). Only the batch in flight
-    is held in memory."""
-    pending: list[CutoutResult] = []
-    done = 0
-    noise_rms = model_noise_rms(ensemble, reference)
-    images = prepared_images(
-        files,
-        settings,
-        ensemble.image_size,
-        ensemble.pixel_scale,
-        refused=refused,
-        noise_rms=noise_rms,
-        per_file=per_file,
-    )
-    for image in images:
-        done = image.files_done
-        pending.append(CutoutResult(image.label, image.prepared, error=image.error, wcs=image.wcs))
-        if sum(r.ok for r in pending) == batch_size:
-            yield predict_batch(pending, ensemble, reference, mc_samples, symmetries), done
-            pending = []
-    if pending:
-        yield predict_batch(pending, ensemble, reference, mc_samples, symmetries), done
+@dataclass(frozen=True)
+class CutoutPredictor:
+    """How cutouts are predicted: by ``ensemble`` (on its device), ``batch_size`` images at a time, with
+    ``mc_samples`` MC-dropout passes per member and ``symmetries`` (1 or 8) flips/rotations averaged;
+    flagged against its domain ``reference`` (``None``: no flags; inputs in ``units=noise`` then rescaled
+    to the instrument's noise, :func:`model_noise_rms`)."""
 
+    ensemble: Ensemble
+    reference: DomainReference | None
+    batch_size: int = 256
+    mc_samples: int = 0
+    symmetries: int = 1
 
-def predict_batch(
-    results: list[CutoutResult],
-    ensemble: Ensemble,
-    reference: DomainReference | None,
-    mc_samples: int,
-    symmetries: int,
-) -> list[CutoutResult]:
-    """Predict the prepared images of ``results`` at once and flag each (not without a ``reference``);
-    failed ones pass through."""
-    good = [r for r in results if r.ok]
-    if not good:
-        return results
-    images = torch.stack([r.prepared.image for r in good])
-    prediction = ensemble.predict(images, mc_samples, symmetries)
-    mean = prediction.mean.cpu().numpy()
-    sigma = None if prediction.sigma is None else prediction.sigma.cpu().numpy()
-    for k, result in enumerate(good):
-        result.mean = mean[k]
-        result.sigma = None if sigma is None else sigma[k]
-    if reference is None:
-        return results
-    records = [r.prepared.record for r in good]
-    stats = prepared_statistics(images, records, reference.background_rms, ensemble.pixel_scale)
-    stats = {k: v.tolist() for k, v in stats.items()}
-    for k, result in enumerate(good):
-        record = result.prepared.record
-        zoom = result.prepared.zoom
-        result.flags = reference.flags(
-            {name: values[k] for name, values in stats.items()},
-            psf_fwhm=record["psf_fwhm"],
-            pixel_scale_assumed=record["pixel_scale_assumed"],
-            zoom=float(np.sqrt(zoom[0] * zoom[1])),
-            prediction=dict(zip(ensemble.target_names, mean[k].tolist(), strict=True)),
-            sigma=None if sigma is None else dict(zip(ensemble.target_names, sigma[k].tolist(), strict=True)),
+    def batches(
+        self,
+        files: Sequence[Path],
+        settings: Preparation,
+        refused: Mapping[Path, str],
+        per_file: Mapping[Path, Preparation] | None = None,
+    ) -> Iterator[tuple[list[CutoutResult], int]]:
+        """Results in lists of at most ``batch_size`` images, in input order, each list with the number of
+        files read to the end so far (:func:`lenscnn.preparation.images.prepared_images`: ``refused`` files,
+        ``per_file`` settings). Only the batch in flight is held in memory."""
+        pending: list[CutoutResult] = []
+        done = 0
+        images = prepared_images(
+            files,
+            settings,
+            self.ensemble.image_size,
+            self.ensemble.pixel_scale,
+            refused=refused,
+            noise_rms=model_noise_rms(self.ensemble, self.reference),
+            per_file=per_file,
         )
-    return results
+        for image in images:
+            done = image.files_done
+            pending.append(CutoutResult(image.label, image.prepared, error=image.error, wcs=image.wcs))
+            if sum(r.ok for r in pending) == self.batch_size:
+                yield self.predict(pending), done
+                pending = []
+        if pending:
+            yield self.predict(pending), done
+
+    def predict(self, results: list[CutoutResult]) -> list[CutoutResult]:
+        """Predict the prepared images of ``results`` at once and flag each (not without a ``reference``);
+        failed ones pass through."""
+        good = [r for r in results if r.ok]
+        if not good:
+            return results
+        images = torch.stack([r.prepared.image for r in good])
+        prediction = self.ensemble.predict(images, self.mc_samples, self.symmetries)
+        mean = prediction.mean.cpu().numpy()
+        sigma = None if prediction.sigma is None else prediction.sigma.cpu().numpy()
+        for k, result in enumerate(good):
+            result.mean = mean[k]
+            result.sigma = None if sigma is None else sigma[k]
+        if self.reference is None:
+            return results
+        records = [r.prepared.record for r in good]
+        stats = prepared_statistics(images, records, self.reference.background_rms, self.ensemble.pixel_scale)
+        stats = {k: v.tolist() for k, v in stats.items()}
+        for k, result in enumerate(good):
+            record = result.prepared.record
+            zoom = result.prepared.zoom
+            result.flags = self.reference.flags(
+                {name: values[k] for name, values in stats.items()},
+                psf_fwhm=record["psf_fwhm"],
+                pixel_scale_assumed=record["pixel_scale_assumed"],
+                zoom=float(np.sqrt(zoom[0] * zoom[1])),
+                prediction=dict(zip(self.ensemble.target_names, mean[k].tolist(), strict=True)),
+                sigma=None if sigma is None else dict(zip(self.ensemble.target_names, sigma[k].tolist(), strict=True)),
+            )
+        return results

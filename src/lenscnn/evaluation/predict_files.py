@@ -1,8 +1,9 @@
 """``lenscnn-predict``'s library half: its ``predictions.csv`` rows and the streaming loop that writes them.
 
-Images are read, prepared, predicted and written batch by batch (:func:`lenscnn.evaluation.cutouts.predict_cutouts`),
-so a directory of any size runs in bounded memory. Every output is written under a temporary name and
-renamed into place at the end, ``predictions.csv`` last: once it exists, every output does.
+Images are read, prepared, predicted and written batch by batch
+(:meth:`lenscnn.evaluation.cutouts.CutoutPredictor.batches`), so a directory of any size runs in bounded
+memory. Every output is written under a temporary name and renamed into place at the end,
+``predictions.csv`` last: once it exists, every output does.
 """
 
 from __future__ import annotations
@@ -15,14 +16,13 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from lenscnn.errors import UserError
-from lenscnn.evaluation.cutouts import CutoutResult, predict_cutouts
-from lenscnn.io.atomic import atomic_directory, write_json
+from lenscnn.evaluation.cutouts import CutoutPredictor, CutoutResult
+from lenscnn.io.atomic import StagedDirectory, write_json
 from lenscnn.io.cutouts import image_stem
 from lenscnn.io.predictions import open_table, target_columns
 from lenscnn.io.run_dir import RunDir
 from lenscnn.models.ensemble import Ensemble
 from lenscnn.plots import critical_curve_figure, save_figure
-from lenscnn.preparation.domain import DomainReference
 from lenscnn.preparation.images import RECORD_COLUMNS
 from lenscnn.preparation.pipeline import Preparation
 from lenscnn.progress import progress
@@ -81,7 +81,7 @@ class ImageOutput(Protocol):
     def write(self, result: CutoutResult) -> None: ...
 
 
-class CriticalCurvePlots:
+class CriticalCurvePlots(StagedDirectory):
     """``plots/<image>.png``: the model's view of each image with the critical curve of its lens model (the
     predicted parameters; the mass parameters it does not predict at ``prior_means``) and the centre."""
 
@@ -92,16 +92,9 @@ class CriticalCurvePlots:
                 f"plots=true draws the predicted critical curve, which needs {list(PLOTTED)}; the model predicts "
                 f"{list(ensemble.target_names)}"
             )
+        super().__init__(directory)
         self.ensemble = ensemble
         self.prior_means = prior_means
-        self._staged = atomic_directory(directory)
-
-    def __enter__(self) -> CriticalCurvePlots:
-        self._tmp = self._staged.__enter__()
-        return self
-
-    def __exit__(self, *exc: Any) -> bool | None:
-        return self._staged.__exit__(*exc)
 
     def write(self, result: CutoutResult) -> None:
         ensemble = self.ensemble
@@ -111,7 +104,7 @@ class CriticalCurvePlots:
         image = result.prepared.image[0].numpy()
         lens_model = ensemble.lens_model
         fig = critical_curve_figure(image, ensemble.pixel_scale, self.prior_means | values, lens_model, title)
-        save_figure(fig, self._tmp / f"{image_stem(result.label)}.png", dpi=100)
+        save_figure(fig, self.staging / f"{image_stem(result.label)}.png", dpi=100)
 
 
 def model_record(ensemble: Ensemble, mc_samples: int, symmetries: int) -> dict[str, Any]:
@@ -146,21 +139,16 @@ class PredictedFiles:
 def predict_files(
     files: Sequence[Path],
     settings: Preparation,
-    ensemble: Ensemble,
-    reference: DomainReference | None,
     refused: dict[Path, str],
+    predictor: CutoutPredictor,
     table: Path,
-    *,
-    batch_size: int,
-    mc_samples: int = 0,
-    symmetries: int = 1,
     outputs: Sequence[ImageOutput] = (),
 ) -> PredictedFiles:
     """Predict every image of ``files`` (``refused``: those known unreadable, with why) and write a row per
     image to ``table`` (:func:`columns`), the model beside it (``model.json``: :func:`model_record`) and each
-    predicted image to ``outputs``; a log line per failed or
-    flagged image, a progress bar (or a log line every ~10 s). Refused as a whole (:class:`UserError`,
-    nothing written) when no image could be predicted."""
+    predicted image to ``outputs``; a log line per failed or flagged image, a progress bar (or a log line
+    every ~10 s). Refused as a whole (:class:`UserError`, nothing written) when no image could be predicted."""
+    ensemble, mc_samples, symmetries = predictor.ensemble, predictor.mc_samples, predictor.symmetries
     with_sigma = ensemble.gives_sigma(mc_samples, symmetries)
     done = PredictedFiles(table, len(files))
     with contextlib.ExitStack() as stack:
@@ -168,16 +156,7 @@ def predict_files(
         writer = stack.enter_context(open_table(table, columns(ensemble.target_names, with_sigma)))
         outputs = [stack.enter_context(output) for output in outputs]
         bar = stack.enter_context(progress("predicting", total=len(files), unit="images", of="files", logger=log))
-        batches = predict_cutouts(
-            files,
-            settings,
-            ensemble,
-            reference,
-            refused,
-            batch_size=batch_size,
-            mc_samples=mc_samples,
-            symmetries=symmetries,
-        )
+        batches = predictor.batches(files, settings, refused)
         for results, files_done in batches:
             for result in results:
                 writer.writerow(row(result, ensemble, with_sigma))

@@ -45,6 +45,22 @@ def atomic_directory(path: str | Path) -> Iterator[Path]:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+class StagedDirectory:
+    """An output directory written file by file inside a ``with`` block: the files go into ``staging`` (a
+    hidden sibling, :func:`atomic_directory`) that becomes ``directory`` only when the block succeeds."""
+
+    def __init__(self, directory: str | Path):
+        self.directory = Path(directory)
+        self._staged = atomic_directory(self.directory)
+
+    def __enter__(self) -> StagedDirectory:
+        self.staging = self._staged.__enter__()
+        return self
+
+    def __exit__(self, *exc: Any) -> bool | None:
+        return self._staged.__exit__(*exc)
+
+
 def write_text(path: str | Path, text: str) -> None:
     """Write ``text`` to ``path`` atomically."""
     with atomic_path(path) as tmp:

@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
 import numpy as np
 
 from lenscnn.errors import UserError
-from lenscnn.io.atomic import atomic_directory
+from lenscnn.io.atomic import StagedDirectory
 from lenscnn.io.cutouts import image_stem
 from lenscnn.modelling.kwargs import lens_model_kwargs, observation_kwargs, parameter_moments
 from lenscnn.models.ensemble import Ensemble
@@ -27,7 +27,7 @@ class Estimate(Protocol):
     sigma: np.ndarray | None
 
 
-class LenstronomyWriter:
+class LenstronomyWriter(StagedDirectory):
     """Writes one lenstronomy JSON per image (:func:`lenscnn.modelling.kwargs.lens_model_kwargs`) into a
     temporary directory that becomes ``directory`` only when every image succeeded."""
 
@@ -35,19 +35,11 @@ class LenstronomyWriter:
         config = ensemble.simulator_config
         if not config:
             raise UserError("formats=[...,lenstronomy] needs the model's simulator config, which its checkpoint lacks")
-        self.directory = directory
+        super().__init__(directory)
         self.names = ensemble.target_names
         self.observation = observation_kwargs(Instrument.from_config(config["instrument"]))
         self.lens_model = ensemble.lens_model
         self.moments = parameter_moments(config["prior"])
-        self._staged = atomic_directory(directory)
-
-    def __enter__(self) -> LenstronomyWriter:
-        self._tmp = self._staged.__enter__()
-        return self
-
-    def __exit__(self, *exc: Any) -> bool | None:
-        return self._staged.__exit__(*exc)
 
     def write(self, estimate: Estimate) -> None:
         """``<image>.json`` of one image's estimate (its label, mean and sigma per target)."""
@@ -55,7 +47,7 @@ class LenstronomyWriter:
         values = dict(zip(self.names, estimate.mean.tolist(), strict=True))
         sigmas = None if estimate.sigma is None else dict(zip(self.names, estimate.sigma.tolist(), strict=True))
         setup = lens_model_kwargs(values, sigmas, self.observation, self.moments, self.lens_model)
-        path = self._tmp / f"{image_stem(label)}.json"
+        path = self.staging / f"{image_stem(label)}.json"
         if path.exists():
             raise UserError(f"{label}: two input images share the output name {path.name}; rename one of them")
         path.write_text(json.dumps({"image": label, **setup}, indent=1))
