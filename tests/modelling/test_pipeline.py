@@ -50,15 +50,13 @@ def test_every_image_gets_its_outcome_in_order(tmp_path, monkeypatch, caplog):
 
     monkeypatch.setattr(workers, "fit_lens_model", stand_in)
     figures = []
-    logger = logging.getLogger("refine-app")
-    with caplog.at_level(logging.WARNING, logger="refine-app"):
+    with caplog.at_level(logging.WARNING, logger="lenscnn.modelling.pipeline"):
         outcomes = refine_images(
             items,
             predictions,
             FitConfiguration(model, observation_kwargs(instrument), parameter_moments(prior), instrument),
             RefineSettings(predictions_source="predictions.csv", seed_source=False, seed=10),
             on_fitted=lambda outcome, data: figures.append((outcome, data)),
-            logger=logger,
         )
     assert [o.image for o in outcomes] == labels and [o.ok for o in outcomes] == [True, False, False, False]
     fitted, unreadable, unpredicted, raising = outcomes

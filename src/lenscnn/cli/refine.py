@@ -116,7 +116,6 @@ def run(cfg: DictConfig) -> Path:
         configuration,
         settings,
         on_fitted=partial(save_fit_figure, plots, configuration.instrument.pixel_scale) if cfg.plots else None,
-        logger=log,
     )
     return write_outputs(cfg, run_dir, outcomes, fitted_names(configuration.model), settings.convergence)
 

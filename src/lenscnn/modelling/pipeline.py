@@ -46,7 +46,6 @@ def refine_images(
     settings: RefineSettings,
     *,
     on_fitted: Callable[[FitOutcome, np.ndarray], None] | None = None,
-    logger: logging.Logger = log,
 ) -> list[FitOutcome]:
     """Fit every image of ``items`` from its prediction; one :class:`FitOutcome` per item, in their order.
 
@@ -62,7 +61,6 @@ def refine_images(
             source seeding, network prior, seeds, worker processes).
         on_fitted: called in this process with each successful fit and the image data it fitted, as it
             finishes (e.g. to save its figure).
-        logger: where a warning per failed image goes.
 
     The fits are tracked by a progress bar (:func:`lenscnn.progress.progress`).
     """
@@ -80,7 +78,7 @@ def refine_images(
         if not item.ok or values is None:
             error = item.error or f"no predictions for this image in {settings.predictions_source}"
             outcomes[k] = FitOutcome(item.label, f"failed: {error}")
-            logger.warning("%s: %s", item.label, error)
+            log.warning("%s: %s", item.label, error)
             continue
         sigmas = {n.removesuffix("_sigma"): v for n, v in values.items() if n.endswith("_sigma")}
         pending = FitOutcome(
@@ -104,7 +102,7 @@ def refine_images(
         for k, outcome in fit_all(jobs, settings.workers):
             outcomes[k] = outcome
             if not outcome.ok:
-                logger.warning("%s: %s", outcome.image, outcome.status)
+                log.warning("%s: %s", outcome.image, outcome.status)
             elif on_fitted is not None:
                 on_fitted(outcome, items[k].data)
             tracker.advance(1)
@@ -141,7 +139,6 @@ def refine(
     settings: RefineSettings,
     *,
     on_fitted: Callable[[FitOutcome, np.ndarray], None] | None = None,
-    logger: logging.Logger = log,
 ) -> list[FitOutcome]:
     """Fit the images of shard ``"i/N"`` of ``inputs`` (prepared with ``preparation`` on the configuration's
     instrument: :func:`lenscnn.modelling.inputs.load_images`) from their ``predictions``
@@ -150,4 +147,4 @@ def refine(
     if not items:
         raise UserError(f"input={inputs}: no images in this shard ({shard})")
     check_matching(inputs, shard, settings.predictions_source, predictions, items)
-    return refine_images(items, predictions, configuration, settings, on_fitted=on_fitted, logger=logger)
+    return refine_images(items, predictions, configuration, settings, on_fitted=on_fitted)
