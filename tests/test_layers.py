@@ -21,7 +21,7 @@ LAYERS = (
     ("sim",),
     ("data", "plots", "preparation"),
     ("models",),
-    ("training", "evaluation", "modelling"),
+    ("training", "evaluation", "modelling", "population"),
     ("pretrained",),
     ("cli", "conf"),
 )

@@ -40,6 +40,8 @@ DESCRIPTIONS = {
     "card's metrics from lenscnn-eval's metrics.json.",
     "galaxies": "build (or check) a real-galaxy source library for the simulator, report its train/val/test\n"
     "splits and preview it.",
+    "population": "infer the distribution of lens parameters over many lenses from lenscnn-predict's per-lens\n"
+    "posteriors, the training prior divided out; samples, summary and plots in the run directory.",
 }
 
 #: The flags that ask Hydra for the app's help.
@@ -190,3 +192,8 @@ def galaxies() -> None:
 def refine() -> None:
     """``lenscnn-refine``."""
     launch("refine")
+
+
+def population() -> None:
+    """``lenscnn-population``."""
+    launch("population")
