@@ -119,14 +119,16 @@ class TargetPopulation:
         """Refuse a population the reweighting cannot reach: a mean range or truncation outside the training
         support of the target (the network's posteriors carry no information there)."""
         low, high = interim.support
+        slack = interim.edges[1] - interim.edges[0]  # the tabulated support ends at the extreme draws
+        low, high = low - slack, high + slack
         outside = [f"mean {list(self.mean_range)}"] if self.mean_range[0] < low or self.mean_range[1] > high else []
         outside += [f"low={self.low:g}"] if math.isfinite(self.low) and self.low < low else []
         outside += [f"high={self.high:g}"] if math.isfinite(self.high) and self.high > high else []
         if outside:
             raise UserError(
                 f"population.{self.target}: {', '.join(outside)} reaches outside the training prior's support "
-                f"[{low:.4g}, {high:.4g}]: the reweighting of the network's posteriors cannot reach there; keep the "
-                "population inside it"
+                f"[{interim.support[0]:.4g}, {interim.support[1]:.4g}]: the reweighting of the network's posteriors "
+                "cannot reach there; keep the population inside it"
             )
 
     def log_density(self, theta: Tensor, mean: Tensor, scatter: Tensor, bounds: tuple[float, float]) -> Tensor:
