@@ -33,8 +33,8 @@ def test_demo_notebook_runs(tmp_path, monkeypatch):
     outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
     assert not [o for o in outputs if o.output_type == "error"]
     figures = [o for o in outputs if o.output_type == "display_data" and "image/png" in o.get("data", {})]
-    # lens grid, grid with predictions, truth against prediction, three critical curves
-    assert len(figures) >= 6, f"{len(figures)} figures"
+    # lens grid, grid with predictions, truth against prediction, three critical curves, the population's shrinkage
+    assert len(figures) >= 7, f"{len(figures)} figures"
     text = "".join(o.get("text", "") for o in outputs if o.output_type == "stream")
     assert "within 1 sigma" in text
     predictions = (tmp_path / "demo_outputs" / "predict" / "predictions.csv").read_text().splitlines()
@@ -42,3 +42,5 @@ def test_demo_notebook_runs(tmp_path, monkeypatch):
     real = (tmp_path / "demo_outputs" / "real" / "predictions.csv").read_text().splitlines()
     assert len(real) == 2 and ",ok," in real[1] and real[0].endswith(",flags")  # one cutout as obtained
     assert (tmp_path / "demo_outputs" / "train" / ".hydra" / "config.yaml").is_file()
+    population = (tmp_path / "demo_outputs" / "population" / "summary.csv").read_text()
+    assert population.startswith("hyperparameter,median") and "theta_E.scatter" in population

@@ -158,4 +158,5 @@ def shrinkage_figure(path: Path, result: PopulationResult) -> Path:
         ax.set_ylabel(target)
         ax.set_xlabel("lenses, by network estimate")
         ax.legend(fontsize=7, loc="upper left")
+    figure.tight_layout()
     return save_figure(figure, path, dpi=90)
