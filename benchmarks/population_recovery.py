@@ -11,7 +11,8 @@ and standard deviation of the per-lens answers), with their ratio; and the time 
 
     python benchmarks/population_recovery.py --ckpt outputs/epl_pop/run               # theta_E and gamma
     python benchmarks/population_recovery.py                                           # the shipped survey model
-    python benchmarks/population_recovery.py --tiny                                    # seconds (tests)
+    python benchmarks/population_recovery.py --tiny                                    # seconds (tests): 2 x 30
+                                                                                       # lenses, 10^5 prior draws
 """
 
 from __future__ import annotations
@@ -63,17 +64,17 @@ def main() -> None:
     parser.add_argument("--populations", type=int, default=50)
     parser.add_argument("--lenses", type=int, default=200)
     parser.add_argument("--steps", type=int, default=800)
-    parser.add_argument("--tiny", action="store_true", help="2 populations of 40 lenses, a short chain")
+    parser.add_argument("--tiny", action="store_true", help="2 populations of 30 lenses, a short chain (tests)")
     args = parser.parse_args()
     if args.tiny:
-        args.populations, args.lenses, args.steps = 2, 40, 120
+        args.populations, args.lenses, args.steps = 2, 30, 60
     torch.set_num_threads(2)
     ensemble = load_model(args.ckpt)
     targets = [t for t in TRUTH if t in ensemble.target_names]
     config = {**ensemble.simulator_config, "compile": False}
     config["prior"] = population_prior(config["prior"], targets)
     simulator = Simulator.from_config(config)
-    interim = interim_priors({"simulator": ensemble.simulator_config}, targets)
+    interim = interim_priors({"simulator": ensemble.simulator_config}, targets, 100_000 if args.tiny else None)
     populations = [TargetPopulation.from_config(t, HYPERPRIORS[t]) for t in targets]
     names = [n for p in populations for n in p.hyperparameters]
     truth = np.array([v for t in targets for v in TRUTH[t]])

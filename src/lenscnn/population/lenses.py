@@ -116,16 +116,16 @@ def read_lenses(paths: Sequence[str | Path], targets: Sequence[str], keep_flagge
     return Lenses(labels, means, sigmas, model)
 
 
-def interim_priors(model: dict[str, Any], targets: Sequence[str]) -> dict[str, InterimPrior]:
-    """The marginal training prior of each target, tabulated from :data:`INTERIM_DRAWS` lenses drawn from the
-    model's own prior config (:class:`lenscnn.sim.prior.Prior`, galaxy sources left out: they do not change the
-    lens parameters), with a fixed seed."""
+def interim_priors(model: dict[str, Any], targets: Sequence[str], draws: int | None = None) -> dict[str, InterimPrior]:
+    """The marginal training prior of each target, tabulated from ``draws`` (:data:`INTERIM_DRAWS`) lenses
+    drawn from the model's own prior config (:class:`lenscnn.sim.prior.Prior`, galaxy sources left out: they
+    do not change the lens parameters), with a fixed seed."""
     from lenscnn.sim.prior import Prior
     from lenscnn.sim.prior_config import without_galaxies
 
     prior = Prior(without_galaxies(model["simulator"]["prior"]))
     generator = torch.Generator().manual_seed(0)
-    drawn = prior.sample(INTERIM_DRAWS, generator, "cpu", torch.float64)
+    drawn = prior.sample(draws or INTERIM_DRAWS, generator, "cpu", torch.float64)
     missing = [t for t in targets if t not in drawn]
     if missing:
         raise UserError(f"the model's training prior draws no {missing[0]!r}: it has {sorted(drawn)}")
