@@ -143,3 +143,14 @@ def test_refusals_are_one_line_and_name_the_fix(tmp_path, few_draws):
         f"error: {one / 'predictions.csv'}: no model.json beside it, so the training prior its posteriors carry is "
         "unknown; predict again with lenscnn-predict, which writes it"
     ]
+
+
+def test_a_lens_outside_the_training_support_is_left_out_not_fatal():
+    """A posterior wholly outside the training support (theta_E 3.0 +- 0.01 under a prior on [0.5, 2]) has no
+    sample the population can weigh: it is left out, and the likelihood of the others stays finite."""
+    interim = InterimPrior.from_draws(np.random.default_rng(0).uniform(0.5, 2.0, 200_000))
+    population = TargetPopulation.from_config("theta_E", THETA_E)
+    means, sigmas = np.array([1.1, 1.3, 3.0]), np.array([0.1, 0.1, 0.01])
+    hierarchy = Hierarchy.build([population], {"theta_E": means}, {"theta_E": sigmas}, {"theta_E": interim}, 64)
+    assert hierarchy.kept.tolist() == [True, True, False]
+    assert np.isfinite(hierarchy.log_likelihood(np.array([[1.2, 0.15]]))).all()

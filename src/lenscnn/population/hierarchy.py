@@ -22,6 +22,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 import torch
@@ -157,6 +158,7 @@ class Hierarchy:
     samples: Mapping[str, Tensor]
     log_interim: Mapping[str, Tensor]
     bounds: Mapping[str, tuple[float, float]]
+    kept: np.ndarray
 
     @classmethod
     def build(
@@ -169,18 +171,25 @@ class Hierarchy:
         seed: int = 0,
     ) -> Hierarchy:
         """Draw ``samples_per_lens`` samples of each lens's Gaussian posterior (``means``, ``sigmas`` per
-        target, (N,)), with a fixed ``seed`` (the same samples for every hyperparameter)."""
+        target, (N,)), with a fixed ``seed`` (the same samples for every hyperparameter). A lens none of whose
+        samples lies where the population lives (``kept`` False: a posterior outside the training support)
+        carries no information on it and is left out."""
         rng = np.random.default_rng(seed)
         samples, log_interim, bounds = {}, {}, {}
+        kept = np.ones(len(next(iter(means.values()))), dtype=bool)
         for population in populations:
             t = population.target
             population.check_support(interim[t])
             draws = rng.standard_normal((len(means[t]), samples_per_lens))
-            theta = np.asarray(means[t], float)[:, None] + np.asarray(sigmas[t], float)[:, None] * draws
-            samples[t] = torch.as_tensor(theta, dtype=torch.float32)
-            log_interim[t] = torch.as_tensor(interim[t].log_density(theta), dtype=torch.float32)
+            samples[t] = np.asarray(means[t], float)[:, None] + np.asarray(sigmas[t], float)[:, None] * draws
+            log_interim[t] = interim[t].log_density(samples[t])
             bounds[t] = population.bounds(interim[t])
-        return cls(tuple(populations), samples, log_interim, bounds)
+            inside = np.isfinite(log_interim[t]) & (samples[t] >= bounds[t][0]) & (samples[t] <= bounds[t][1])
+            kept &= inside.any(axis=1)
+        as_tensor = partial(torch.as_tensor, dtype=torch.float32)
+        samples = {t: as_tensor(v[kept]) for t, v in samples.items()}
+        log_interim = {t: as_tensor(v[kept]) for t, v in log_interim.items()}
+        return cls(tuple(populations), samples, log_interim, bounds, kept)
 
     @property
     def names(self) -> list[str]:

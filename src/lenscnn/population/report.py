@@ -47,7 +47,7 @@ class PopulationResult:
         """The hyperparameter ``name`` (``<target>.mean`` or ``.scatter``) estimated by averaging the per-lens
         answers: the mean of the network means, or their standard deviation."""
         target, kind = name.rsplit(".", 1)
-        means = self.lenses.means[target]
+        means = self.lenses.means[target][self.hierarchy.kept]
         return float(means.mean() if kind == "mean" else means.std(ddof=1))
 
     def summary_rows(self) -> list[list[Any]]:
@@ -73,15 +73,14 @@ def write_outputs(run_dir: Path, result: PopulationResult, plots: bool) -> list[
     targets = [p.target for p in result.hierarchy.populations]
     shrunk, effective = result.shrunk, result.effective
     lens_columns = ["image", *(f"{t}{s}" for t in targets for s in ("", "_sigma", "_population")), "effective_samples"]
-    means, sigmas = result.lenses.means, result.lenses.sigmas
-    rows = [
-        [
-            label,
-            *(v for t in targets for v in (means[t][i], sigmas[t][i], shrunk[t][i])),
-            effective[i],
-        ]
-        for i, label in enumerate(result.lenses.labels)
-    ]
+    means, sigmas, kept = result.lenses.means, result.lenses.sigmas, result.hierarchy.kept
+    position = np.cumsum(kept) - 1  # a kept lens's row in the hierarchy's arrays
+    rows = []
+    for i, label in enumerate(result.lenses.labels):
+        k = position[i] if kept[i] else None  # a lens left out (no sample where the population lives): blank
+        given = [None if k is None else shrunk[t][k] for t in targets]
+        cells = [v for j, t in enumerate(targets) for v in (means[t][i], sigmas[t][i], given[j])]
+        rows.append([label, *cells, None if k is None else effective[k]])
     write_table(out[2], lens_columns, rows)
     write_text(out[3], report(result))
     if plots:
@@ -96,7 +95,8 @@ def report(result: PopulationResult) -> str:
     lines = [
         "# Population inference",
         "",
-        f"- lenses: {len(result.lenses)}; model: {result.lenses.model.get('fingerprint', '?')[:12]} "
+        f"- lenses: {len(result.lenses)} ({int((~hierarchy.kept).sum())} left out: no posterior sample where the "
+        "population lives); model: {result.lenses.model.get('fingerprint', '?')[:12]} "
         f"({', '.join(result.lenses.model.get('members', []))})",
         "- population: "
         + "; ".join(
@@ -146,7 +146,7 @@ def shrinkage_figure(path: Path, result: PopulationResult) -> Path:
     shrunk, median = result.shrunk, dict(zip(result.hierarchy.names, result.median, strict=True))
     figure, axes = plt.subplots(len(targets), 1, figsize=(8, 2.8 * len(targets)), squeeze=False)
     for ax, target in zip(axes[:, 0], targets, strict=True):
-        before = result.lenses.means[target]
+        before = result.lenses.means[target][result.hierarchy.kept]
         order = np.argsort(before)
         shown = order[np.linspace(0, len(order) - 1, min(SHRINKAGE_LENSES, len(order))).round().astype(int)]
         x = np.arange(len(shown))
