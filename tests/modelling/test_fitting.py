@@ -12,7 +12,7 @@ import lenscnn.modelling.fitting as fitting
 import lenscnn.modelling.workers as workers
 from lenscnn.errors import UserError
 from lenscnn.modelling.fit_setup import FitSetup
-from lenscnn.modelling.fitting import drawn_start, fit_lens_model, parameter_change, plateau_change
+from lenscnn.modelling.fitting import at_bounds, drawn_start, fit_lens_model, parameter_change, plateau_change
 from lenscnn.modelling.inputs import FitImage
 from lenscnn.modelling.kwargs import (
     fitted_model,
@@ -311,6 +311,7 @@ def test_a_swarm_stopped_early_is_not_converged(lens):
     image, setup = lens
     result = fit_lens_model(image, setup, Budget(n_particles=20, n_iterations=10, starts=2, final_iterations=0), seed=1)
     assert result.chi2_change > 0.1 and not result.converged
+    assert any(reason.startswith("chi^2 still falling") for reason in result.why), result.why
     assert Convergence().describe().startswith("(a) the two best starts agree on theta_E within max(0.01 arcsec")
 
 
@@ -330,3 +331,12 @@ def test_a_failed_fit_is_a_one_line_status(monkeypatch, error, status):
     setup = FitSetup(kwargs={}, lens_model=LensModel(()))
     outcome = workers.fit_task(pending, FitImage("x.fits", np.zeros((4, 4))), setup, Budget(), False, 0)
     assert outcome == FitOutcome("a.fits", status, network={"theta_E": 1.0}) and not outcome.ok
+
+
+def test_a_lens_parameter_at_its_bound_is_named(lens):
+    """A fit stopped by its box, not by the data: theta_E at the top of its sampled range is named by
+    at_bounds (and so in refined.csv's why, and the fit is not converged); values inside are not."""
+    _, setup = lens
+    _, _, low, high = setup.sampled("theta_E")
+    assert at_bounds(setup, {**TRUTH, "theta_E": high}) == ["theta_E"]
+    assert at_bounds(setup, {**TRUTH, "theta_E": 0.5 * (low + high)}) == []

@@ -71,6 +71,8 @@ def test_every_image_gets_its_outcome_in_order(tmp_path, monkeypatch, caplog):
         starts_agreeing=2,
         chi2_change=0.0,
         theta_E_change=0.001,
+        pixels_fitted=0,  # the stand-in counts none of the 16 x 16 pixels
+        pixels_masked=256,
     )
     assert (fitted.model == 2.0).all() and (fitted.residual == 0.0).all()
     assert unreadable == FitOutcome(labels[1], "failed: no pixel scale")

@@ -1,6 +1,7 @@
-"""refined.csv is a FitOutcome per row: a file in the layout lenscnn-refine has always written is read, and
-written back unchanged; an outcome survives write -> read (without its figure's arrays) and pickling (worker
-processes); the shards of a multirun are merged through the same reader; report.md counts outcomes."""
+"""refined.csv is a FitOutcome per row: a file in today's layout is read and written back unchanged, one
+written before the why / pixel-count columns is still read; the SIE's axis ratio and angle are reported;
+an outcome survives write -> read (without its figure's arrays) and pickling (worker processes); the shards
+of a multirun are merged through the same reader; report.md counts outcomes."""
 
 from __future__ import annotations
 
@@ -16,14 +17,22 @@ from lenscnn.errors import UserError
 from lenscnn.modelling.records import FitOutcome
 from lenscnn.modelling.report import merge_shards, read_refined_csv, report_markdown, write_refined_csv
 
-#: A refined.csv as lenscnn-refine writes it: a fit, a fit that raised (the network's values only) and an
-#: image that could not be read (nothing but its status).
-REFINED = """\
+#: A refined.csv as lenscnn-refine wrote it before the why and pixel-count columns: a fit, a fit that raised
+#: (the network's values only) and an image that could not be read (nothing but its status).
+LEGACY = """\
 image,status,converged,reduced_chi2,starts_agreeing,theta_E_change,chi2_change,fit_sky,seconds,\
 net_theta_E,net_theta_E_sigma,theta_E,theta_E_sigma,net_e1,net_e1_sigma,e1,e1_sigma
 /data/a.fits,ok,true,1.034567,2,0.0004,0.01234,-0.0012,12.5,1.01,0.02,1.000123,0.003,0.06,,0.0498,0
 /data/b.fits[3],"failed: RuntimeError: lenstronomy says no, twice",false,,,,,,,1.41,0.02,,,-0.07,0.02,,
 /data/c.fits,failed: no pixel scale (no WCS or PIXSCALE in its header),false,,,,,,,,,,,,,,
+"""
+#: The same outcomes as lenscnn-refine writes them today (why, pixels fitted and masked).
+REFINED = """\
+image,status,converged,why,reduced_chi2,pixels_fitted,pixels_masked,starts_agreeing,theta_E_change,chi2_change,\
+fit_sky,seconds,net_theta_E,net_theta_E_sigma,theta_E,theta_E_sigma,net_e1,net_e1_sigma,e1,e1_sigma
+/data/a.fits,ok,true,,1.034567,3900,196,2,0.0004,0.01234,-0.0012,12.5,1.01,0.02,1.000123,0.003,0.06,,0.0498,0
+/data/b.fits[3],"failed: RuntimeError: lenstronomy says no, twice",false,,,,,,,,,,1.41,0.02,,,-0.07,0.02,,
+/data/c.fits,failed: no pixel scale (no WCS or PIXSCALE in its header),false,,,,,,,,,,,,,,,,,
 """
 
 FITTED = FitOutcome(
@@ -40,6 +49,8 @@ FITTED = FitOutcome(
     chi2_change=0.01234,
     theta_E_change=0.0004,
     sky=-0.0012,
+    pixels_fitted=3900,
+    pixels_masked=196,
 )
 FAILED_FIT = FitOutcome(
     "/data/b.fits[3]",
@@ -60,6 +71,29 @@ def test_a_refined_csv_of_todays_layout_is_read_and_written_back_unchanged(tmp_p
     copy = tmp_path / "copy.csv"
     write_refined_csv(copy, outcomes[::-1], names)  # sorted by image
     assert copy.read_text().splitlines() == REFINED.splitlines()
+
+
+def test_a_refined_csv_written_before_the_why_column_is_still_read(tmp_path):
+    (tmp_path / "refined.csv").write_text(LEGACY)
+    outcomes, names = read_refined_csv(tmp_path / "refined.csv")
+    assert names == ["theta_E", "e1"]
+    assert outcomes == [replace(FITTED, pixels_fitted=None, pixels_masked=None), FAILED_FIT, UNREAD]
+
+
+def test_the_sie_axis_ratio_and_angle_are_reported_with_whether_a_shear_was_fitted(tmp_path):
+    """e1 = e2 = 0.15 (|e| = 0.15 sqrt 2 along the diagonal): q = (1 - |e|) / (1 + |e|), angle pi/8 from the x
+    axis; a fit with gamma1, gamma2 says its shear was free; why names what stopped the fit from converging."""
+    e = 0.15
+    fitted = {"theta_E": 1.2, "e1": e, "e2": e, "gamma1": 0.01, "gamma2": 0.0}
+    names = list(fitted)
+    outcome = FitOutcome("/data/d.fits", "ok", fitted=fitted, why="starts disagree: theta_E 1.100 vs 1.200")
+    write_refined_csv(tmp_path / "refined.csv", [outcome], names)
+    row = dict(zip(*[line.split(",") for line in (tmp_path / "refined.csv").read_text().splitlines()], strict=True))
+    modulus = 0.15 * math.sqrt(2)
+    assert float(row["axis_ratio"]) == pytest.approx((1 - modulus) / (1 + modulus))
+    assert float(row["position_angle"]) == pytest.approx(math.pi / 8)
+    assert row["shear"] == "free" and row["why"] == "starts disagree: theta_E 1.100 vs 1.200"
+    assert read_refined_csv(tmp_path / "refined.csv")[0] == [outcome]
 
 
 def test_an_outcome_round_trips_through_refined_csv_and_pickle(tmp_path):

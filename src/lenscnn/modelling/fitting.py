@@ -162,7 +162,16 @@ def fit_lens_model(
     if not math.isfinite(chi2):
         raise RuntimeError("the best fit has a non-finite chi^2")
     change, moved = plateau_change(settling[0]), parameter_change(settling[1])
-    settled = change <= convergence.plateau and not moved > tolerance  # NaN (no theta_E): not tested
+    why = []  # each reason the fit is not trusted, named (refined.csv's why)
+    if not agree:
+        why.append(f"starts disagree: theta_E {theta[order[1]]:.3f} vs {theta[kept]:.3f}")
+    if change > convergence.plateau:
+        why.append(f"chi^2 still falling ({change:.0%} over the last steps)")
+    if moved > tolerance:  # NaN (no theta_E): not tested
+        why.append(f"theta_E still moving ({moved:.3f} arcsec)")
+    if chi2 > convergence.max_chi2:
+        why.append(f"reduced chi^2 {chi2:.3g} > {convergence.max_chi2:g}")
+    why += [f"{name} at its bound" for name in at_bounds(setup, lens)]
     return FitResult(
         lens=lens,
         sigma=sigma,
@@ -182,8 +191,22 @@ def fit_lens_model(
         chi2_change=change,
         theta_change=moved,
         agree=bool(agree),
-        converged=bool(agree and settled and chi2 <= convergence.max_chi2),
+        converged=not why,
+        why=why,
     )
+
+
+def at_bounds(setup: FitSetup, lens: Mapping[str, float], share: float = 1e-3) -> list[str]:
+    """The fitted lens parameters within ``share`` of their sampled range from a bound: a fit stopped by its
+    box, not by the data."""
+    out = []
+    for name, value in lens.items():
+        sampled = setup.sampled(name)
+        if sampled is not None:
+            _, _, low, high = sampled
+            if min(value - low, high - value) <= share * (high - low):
+                out.append(name)
+    return out
 
 
 def mcmc_sigmas(setup: FitSetup, param_class: Any, samples: np.ndarray) -> dict[str, float]:

@@ -28,7 +28,8 @@ class FitResult:
     and ``theta_change`` [arcsec] the largest distance of ``theta_E`` from its final value, over the last
     :data:`lenscnn.modelling.settings.PLATEAU_SHARE` of the last PSO stage; ``agree`` whether the two best
     starts agree (:class:`lenscnn.modelling.settings.Convergence` (a)); ``converged`` by
-    :class:`lenscnn.modelling.settings.Convergence`.
+    :class:`lenscnn.modelling.settings.Convergence` and no lens parameter at a bound of its range; ``why``
+    names each reason it is not (empty when converged).
     """
 
     lens: dict[str, float]
@@ -50,6 +51,7 @@ class FitResult:
     theta_change: float = 0.0
     agree: bool = True
     converged: bool = False
+    why: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -68,7 +70,9 @@ class FitOutcome:
     that found the kept ``theta_E``), ``chi2_change`` (the relative fall of the reduced chi^2) and
     ``theta_E_change`` [arcsec] (the largest move of ``theta_E``) over the last
     :data:`lenscnn.modelling.settings.PLATEAU_SHARE` of the last PSO stage, ``sky`` the fitted sky level
-    [counts/s/px] (``None`` without one), ``model`` [counts/s/px] and ``residual`` ((data - model) / noise, 0
+    [counts/s/px] (``None`` without one), ``why`` the reasons it is not converged (``; ``-joined in the table),
+    ``pixels_fitted`` and ``pixels_masked`` (the image's pixels left out of the likelihood: masks, the PSF's
+    border), ``model`` [counts/s/px] and ``residual`` ((data - model) / noise, 0
     outside the used pixels), images like the data (``None`` when read from ``refined.csv``; not compared).
     """
 
@@ -85,6 +89,9 @@ class FitOutcome:
     chi2_change: float | None = None
     theta_E_change: float | None = None  # noqa: N815 (the physics name, refined.csv's column)
     sky: float | None = None
+    why: str = ""
+    pixels_fitted: int | None = None
+    pixels_masked: int | None = None
     model: np.ndarray | None = field(default=None, compare=False, repr=False)
     residual: np.ndarray | None = field(default=None, compare=False, repr=False)
 

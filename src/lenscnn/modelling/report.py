@@ -37,7 +37,10 @@ FIXED_COLUMNS = (
     "image",
     "status",
     "converged",
+    "why",
     "reduced_chi2",
+    "pixels_fitted",
+    "pixels_masked",
     "starts_agreeing",
     "theta_E_change",
     "chi2_change",
@@ -46,12 +49,32 @@ FIXED_COLUMNS = (
 )
 
 
+#: The main lens's shape as published SIE fits give it, from the fitted ``e1``, ``e2`` (lenstronomy's
+#: convention): axis ratio ``q = (1 - |e|) / (1 + |e|)`` and position angle ``phi = atan2(e2, e1) / 2`` [rad,
+#: from the x axis]; ``shear`` says whether an external shear was fitted beside them (``free``) or not (``none``).
+SHAPE_COLUMNS = ("axis_ratio", "position_angle", "shear")
+
+
 def columns(names: Sequence[str]) -> list[str]:
-    """``refined.csv``'s header for lens parameters ``names``."""
+    """``refined.csv``'s header for lens parameters ``names`` (and :data:`SHAPE_COLUMNS` when they hold
+    ``e1`` and ``e2``)."""
     out = list(FIXED_COLUMNS)
     for name in names:
         out += [f"net_{name}", f"net_{name}_sigma", name, f"{name}_sigma"]
-    return out
+    return out + (list(SHAPE_COLUMNS) if {"e1", "e2"} <= set(names) else [])
+
+
+def lens_shape(fitted: Mapping[str, float], names: Sequence[str]) -> dict[str, Any]:
+    """:data:`SHAPE_COLUMNS` of a fit's ``fitted`` values (empty cells when it has none)."""
+    if "e1" not in fitted or "e2" not in fitted:
+        return dict.fromkeys(SHAPE_COLUMNS)
+    e = math.hypot(fitted["e1"], fitted["e2"])
+    shear = "free" if "gamma1" in names else "none"
+    return {
+        "axis_ratio": (1 - e) / (1 + e),
+        "position_angle": math.atan2(fitted["e2"], fitted["e1"]) / 2,
+        "shear": shear,
+    }
 
 
 def _cell(value: Any) -> str:
@@ -71,7 +94,10 @@ def refined_row(outcome: FitOutcome, names: Sequence[str]) -> dict[str, str]:
         "image": outcome.image,
         "status": outcome.status,
         "converged": outcome.converged,
+        "why": outcome.why,
         "reduced_chi2": outcome.reduced_chi2,
+        "pixels_fitted": outcome.pixels_fitted,
+        "pixels_masked": outcome.pixels_masked,
         "starts_agreeing": outcome.starts_agreeing,
         "theta_E_change": outcome.theta_E_change,
         "chi2_change": outcome.chi2_change,
@@ -85,6 +111,7 @@ def refined_row(outcome: FitOutcome, names: Sequence[str]) -> dict[str, str]:
             name: outcome.fitted.get(name),
             f"{name}_sigma": outcome.fitted_sigma.get(name),
         }
+    values |= lens_shape(outcome.fitted, names)
     return {column: _cell(values[column]) for column in columns(names)}
 
 
@@ -99,7 +126,7 @@ def outcome_from_row(row: Mapping[str, str | None], names: Sequence[str]) -> Fit
         cells = {name: number(template.format(name)) for name in names}
         return {name: value for name, value in cells.items() if value is not None}
 
-    agreeing = number("starts_agreeing")
+    agreeing, fitted, masked = number("starts_agreeing"), number("pixels_fitted"), number("pixels_masked")
     return FitOutcome(
         image=row["image"] or "",
         status=row["status"] or "",
@@ -114,6 +141,9 @@ def outcome_from_row(row: Mapping[str, str | None], names: Sequence[str]) -> Fit
         chi2_change=number("chi2_change"),
         theta_E_change=number("theta_E_change"),
         sky=number("fit_sky"),
+        why=row.get("why") or "",
+        pixels_fitted=None if fitted is None else int(fitted),
+        pixels_masked=None if masked is None else int(masked),
     )
 
 
@@ -126,13 +156,19 @@ def write_refined_csv(path: Path, outcomes: Sequence[FitOutcome], names: Sequenc
             writer.writerow(refined_row(outcome, names))
 
 
+def legacy_columns(names: Sequence[str]) -> list[str]:
+    """The header of a ``refined.csv`` written before ``why``, the pixel counts and the shape columns."""
+    fixed = [c for c in FIXED_COLUMNS if c not in ("why", "pixels_fitted", "pixels_masked")]
+    return fixed + [c for name in names for c in (f"net_{name}", f"net_{name}_sigma", name, f"{name}_sigma")]
+
+
 def read_refined_csv(path: Path) -> tuple[list[FitOutcome], list[str]]:
     """The outcomes (:func:`outcome_from_row`) and lens parameter names of a ``refined.csv``."""
     with open(path, newline="") as f:
         reader = csv.DictReader(f)
         header = list(reader.fieldnames or [])
-        names = [c for c in header[len(FIXED_COLUMNS) :] if not c.startswith("net_") and not c.endswith("_sigma")]
-        if header != columns(names):
+        names = [c for c in header if f"net_{c}_sigma" in header]
+        if header != columns(names) and header != legacy_columns(names):
             raise UserError(f"{path}: not a refined.csv of lenscnn-refine (header {header[:5]})")
         outcomes = []
         for row in reader:

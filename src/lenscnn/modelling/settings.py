@@ -65,7 +65,10 @@ class Convergence:
     (b) the fit has settled: over the last :data:`PLATEAU_SHARE` of the iterations of its last PSO stage (the
         final stage, else the kept start's) the swarm's best ``theta_E`` stayed within the same tolerance of its
         final value, and its reduced chi^2 fell by at most ``plateau`` (a fraction of the final value);
-    (c) ``max_chi2``: the reduced chi^2 (over the used pixels) is at most this.
+    (c) ``max_chi2``: the reduced chi^2 (over the used pixels) is at most this;
+    (d) no lens parameter ended at a bound of its sampled range (:func:`lenscnn.modelling.fitting.at_bounds`).
+
+    Each criterion that fails is named in the fit's ``why``.
 
     A reduced chi^2 near 1 is not asked for: a smooth model leaves residuals on a real galaxy (reduced chi^2
     1.5-15 on HST ellipticals) and on a real-galaxy source, and the swarm then keeps lowering the chi^2 slowly
@@ -93,8 +96,8 @@ class Convergence:
         return (
             f"(a) the two best starts agree on theta_E within max({self.agree:g} arcsec, the network's sigma) "
             f"(not tested with one start), (b) over the last {share} of the last PSO stage theta_E moved within "
-            f"that tolerance and the reduced chi^2 fell by at most {self.plateau:g} of its value, and "
-            f"(c) reduced chi^2 <= {self.max_chi2:g}"
+            f"that tolerance and the reduced chi^2 fell by at most {self.plateau:g} of its value, "
+            f"(c) reduced chi^2 <= {self.max_chi2:g}, and (d) no lens parameter at a bound of its range"
         )
 
 

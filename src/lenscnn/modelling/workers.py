@@ -56,6 +56,9 @@ def fit_task(
         chi2_change=result.chi2_change,
         theta_E_change=result.theta_change,
         sky=result.sky,
+        why="; ".join(result.why),
+        pixels_fitted=result.pixels,
+        pixels_masked=int(result.model.size - result.pixels),
         model=result.model,
         residual=result.normalized_residual,
     )
