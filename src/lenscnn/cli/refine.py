@@ -29,9 +29,10 @@ from omegaconf import DictConfig, OmegaConf
 
 from lenscnn.errors import UserError
 from lenscnn.io.cutouts import image_stem
+from lenscnn.io.predictions import predictions_file, read_model_record
 from lenscnn.io.run_dir import RunDir
 from lenscnn.modelling.configuration import FitConfiguration, check_installed
-from lenscnn.modelling.inputs import predictions_file, read_model_record, read_predictions
+from lenscnn.modelling.inputs import read_predictions
 from lenscnn.modelling.pipeline import fitted_names, refine
 from lenscnn.modelling.records import FitOutcome
 from lenscnn.modelling.report import merge_shards, write_refined_csv, write_report
@@ -51,7 +52,7 @@ def fit_configuration(cfg: DictConfig, preparation: Preparation) -> FitConfigura
 
 def network_configs(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
     """The instrument and prior configs of the network that made the predictions (``model.json`` beside
-    them: :func:`lenscnn.modelling.inputs.read_model_record`), each replaced by ``instrument=`` / ``prior=``
+    them: :func:`lenscnn.io.predictions.read_model_record`), each replaced by ``instrument=`` / ``prior=``
     when given; refused when neither says."""
     record = read_model_record(cfg.predictions) if cfg.predictions else None
     simulator = (record or {}).get("simulator") or {}

@@ -20,6 +20,7 @@ there. Tables written before this convention (``lenscnn-eval``'s ``pred_<t>``, `
 from __future__ import annotations
 
 import csv
+import json
 import math
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -27,8 +28,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lenscnn.errors import UserError
+from lenscnn.errors import UserError, one_line
 from lenscnn.io.atomic import atomic_path
+from lenscnn.io.run_dir import RunDir
 
 #: Column suffix of each kind of per-target value.
 SUFFIXES = {
@@ -128,3 +130,21 @@ def read_table(path: str | Path) -> PredictionTable:
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
         raise UserError(f"{path}: cannot read it as CSV ({exc})") from None
     return PredictionTable(path, columns, rows)
+
+
+def predictions_file(path: str | Path) -> Path:
+    """``path`` as a ``predictions.csv``: the file, or the one in a ``lenscnn-predict`` run directory."""
+    file = Path(path).expanduser()
+    return RunDir(file).predictions if file.is_dir() else file
+
+
+def read_model_record(path: str | Path) -> dict[str, Any] | None:
+    """``model.json`` beside the predictions ``path`` (:func:`lenscnn.evaluation.predict_files.model_record`):
+    the model that made them, with its simulator config; ``None`` for predictions that do not say."""
+    record = RunDir(predictions_file(path).parent).model
+    if not record.is_file():
+        return None
+    try:
+        return json.loads(record.read_text())
+    except (OSError, ValueError) as exc:
+        raise UserError(f"{record}: not a model record of lenscnn-predict ({one_line(exc)})") from None

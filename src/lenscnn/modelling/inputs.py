@@ -3,7 +3,6 @@ with a noise map and a mask) and the network's predictions for them, matched by 
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -11,10 +10,9 @@ from typing import Any
 import numpy as np
 
 from lenscnn.data.streams import shard_bounds
-from lenscnn.errors import UserError, one_line
+from lenscnn.errors import UserError
 from lenscnn.io.cutouts import find_inputs
-from lenscnn.io.predictions import read_table
-from lenscnn.io.run_dir import RunDir
+from lenscnn.io.predictions import predictions_file, read_table
 from lenscnn.params import LENS
 from lenscnn.preparation.images import PreparedImage, prepared_images
 from lenscnn.preparation.pipeline import Preparation
@@ -47,24 +45,6 @@ def read_predictions(path: str) -> dict[tuple[str, str], dict[str, float]]:
         values = {k: float(v) for k, v in row.items() if k not in TEXT_COLUMNS and v not in ("", None)}
         rows[image_key(row["image"])] = values
     return rows
-
-
-def predictions_file(path: str) -> Path:
-    """``predictions=``: a ``predictions.csv`` or the ``lenscnn-predict`` run directory holding one."""
-    file = Path(path).expanduser()
-    return RunDir(file).predictions if file.is_dir() else file
-
-
-def read_model_record(path: str) -> dict[str, Any] | None:
-    """``model.json`` beside the predictions ``path`` (:func:`lenscnn.evaluation.predict_files.model_record`):
-    the model that made them, with its simulator config; ``None`` for predictions that do not say."""
-    record = RunDir(predictions_file(path).parent).model
-    if not record.is_file():
-        return None
-    try:
-        return json.loads(record.read_text())
-    except (OSError, ValueError) as exc:
-        raise UserError(f"{record}: not a model record of lenscnn-predict ({one_line(exc)})") from None
 
 
 def parse_shard(shard: Any) -> tuple[int, int] | None:

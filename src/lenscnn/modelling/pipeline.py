@@ -19,10 +19,11 @@ import numpy as np
 
 from lenscnn.errors import UserError
 from lenscnn.io.cutouts import find_inputs
+from lenscnn.io.predictions import predictions_file
 from lenscnn.modelling import kwargs as fit_kwargs
 from lenscnn.modelling.configuration import FitConfiguration
 from lenscnn.modelling.fit_setup import FitSetup
-from lenscnn.modelling.inputs import FitImage, image_key, load_images, predictions_file
+from lenscnn.modelling.inputs import FitImage, image_key, load_images
 from lenscnn.modelling.records import FitOutcome
 from lenscnn.modelling.settings import RefineSettings
 from lenscnn.modelling.workers import fit_all

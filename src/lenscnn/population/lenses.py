@@ -3,7 +3,6 @@ prior of the one model that made them (its ``model.json``: :func:`lenscnn.evalua
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -13,8 +12,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from lenscnn.errors import UserError, one_line
-from lenscnn.io.predictions import column, read_table
+from lenscnn.errors import UserError
+from lenscnn.io.predictions import column, predictions_file, read_model_record, read_table
 from lenscnn.io.run_dir import RunDir
 from lenscnn.population.hierarchy import INTERIM_DRAWS, InterimPrior
 
@@ -35,26 +34,16 @@ class Lenses:
         return len(self.labels)
 
 
-def predictions_table(path: str | Path) -> Path:
-    """``path`` as a ``predictions.csv``: the file, or the one in a run directory."""
-    path = Path(path).expanduser()
-    return RunDir(path).predictions if path.is_dir() else path
-
-
 def read_model(table: Path) -> dict[str, Any]:
     """The ``model.json`` beside ``table``; refused when absent (the training prior is then unknown)."""
-    record = RunDir(table.parent).model
-    if not record.is_file():
+    model = read_model_record(table)
+    if model is None:
         raise UserError(
             f"{table}: no model.json beside it, so the training prior its posteriors carry is unknown; "
             "predict again with lenscnn-predict, which writes it"
         )
-    try:
-        model = json.loads(record.read_text())
-    except (OSError, ValueError) as exc:
-        raise UserError(f"{record}: not a model record of lenscnn-predict ({one_line(exc)})") from None
     if not isinstance(model, dict) or not (model.get("simulator") or {}).get("prior"):
-        raise UserError(f"{record}: holds no simulator prior; predict again with lenscnn-predict")
+        raise UserError(f"{RunDir(table.parent).model}: holds no simulator prior; predict again with lenscnn-predict")
     return model
 
 
@@ -70,7 +59,7 @@ def read_lenses(paths: Sequence[str | Path], targets: Sequence[str], keep_flagge
     values: dict[str, list[float]] = {c: [] for t in targets for c in (column(t), column(t, "sigma"))}
     model = None
     for path in paths:
-        table_path = predictions_table(path)
+        table_path = predictions_file(path)
         if not table_path.is_file():
             raise UserError(f"predictions={path}: no predictions.csv there; run lenscnn-predict first")
         own = read_model(table_path)

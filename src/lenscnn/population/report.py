@@ -5,6 +5,7 @@ is learned, a corner plot and a shrinkage plot."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -24,22 +25,22 @@ SHRINKAGE_LENSES = 120
 class PopulationResult:
     """The hyperparameter posterior ``samples`` (S, D) of ``hierarchy``'s hyperparameters for ``lenses``;
     ``shrunk``: each lens's posterior mean given the median hyperparameters; ``effective``: per lens the
-    importance sampling's effective sample size there."""
+    importance sampling's effective sample size there (each computed once)."""
 
     lenses: Lenses
     hierarchy: Hierarchy
     samples: np.ndarray
     seconds: float
 
-    @property
+    @cached_property
     def median(self) -> np.ndarray:
         return np.median(self.samples, axis=0)
 
-    @property
+    @cached_property
     def shrunk(self) -> dict[str, np.ndarray]:
         return self.hierarchy.shrunk(self.median)
 
-    @property
+    @cached_property
     def effective(self) -> np.ndarray:
         return self.hierarchy.effective_samples(self.median)
 
