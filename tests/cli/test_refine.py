@@ -63,7 +63,9 @@ def inputs(tmp_path_factory):
     rng = np.random.default_rng(11)
     for name, lens in LENSES.items():
         image = render_lenstronomy_lens(lens, SOURCE, instrument, rng).astype(np.float32)
-        fits.PrimaryHDU(image, header=fits.Header({"PIXSCALE": 0.08})).writeto(images / f"{name}.fits")
+        fits.PrimaryHDU(image, header=fits.Header({"PIXSCALE": 0.08, "EXPTIME": instrument.exposure_time})).writeto(
+            images / f"{name}.fits"
+        )
     fits.PrimaryHDU(np.zeros((64, 64), np.float32)).writeto(images / "c_no_scale.fits")
     blank = rng.normal(0.0, 0.01, (64, 64)).astype(np.float32)  # sky noise (exact zeros would be masked)
     fits.PrimaryHDU(blank, header=fits.Header({"PIXSCALE": 0.08})).writeto(images / "d_unpredicted.fits")

@@ -73,6 +73,7 @@ def test_every_image_gets_its_outcome_in_order(tmp_path, monkeypatch, caplog):
         theta_E_change=0.001,
         pixels_fitted=0,  # the stand-in counts none of the 16 x 16 pixels
         pixels_masked=256,
+        neighbours_masked=0,  # a flat image: no source outside the lens region
     )
     assert (fitted.model == 2.0).all() and (fitted.residual == 0.0).all()
     assert unreadable == FitOutcome(labels[1], "failed: no pixel scale")

@@ -1,7 +1,8 @@
 """refined.csv is a FitOutcome per row: a file in today's layout is read and written back unchanged, one
-written before the why / pixel-count columns is still read; the SIE's axis ratio and angle are reported;
-an outcome survives write -> read (without its figure's arrays) and pickling (worker processes); the shards
-of a multirun are merged through the same reader; report.md counts outcomes."""
+written before the why / pixel-count or the neighbour / exposure columns is still read, another is refused;
+the SIE's axis ratio and angle are reported; an outcome survives write -> read (without its figure's arrays)
+and pickling (worker processes); the shards of a multirun are merged through the same reader; report.md
+counts outcomes."""
 
 from __future__ import annotations
 
@@ -26,13 +27,25 @@ net_theta_E,net_theta_E_sigma,theta_E,theta_E_sigma,net_e1,net_e1_sigma,e1,e1_si
 /data/b.fits[3],"failed: RuntimeError: lenstronomy says no, twice",false,,,,,,,1.41,0.02,,,-0.07,0.02,,
 /data/c.fits,failed: no pixel scale (no WCS or PIXSCALE in its header),false,,,,,,,,,,,,,,
 """
-#: The same outcomes as lenscnn-refine writes them today (why, pixels fitted and masked).
-REFINED = """\
+#: The same outcomes as lenscnn-refine wrote them with why and the pixels fitted and masked, before the neighbours
+#: masked and the noise model's exposure time.
+PREVIOUS = """\
 image,status,converged,why,reduced_chi2,pixels_fitted,pixels_masked,starts_agreeing,theta_E_change,chi2_change,\
 fit_sky,seconds,net_theta_E,net_theta_E_sigma,theta_E,theta_E_sigma,net_e1,net_e1_sigma,e1,e1_sigma
 /data/a.fits,ok,true,,1.034567,3900,196,2,0.0004,0.01234,-0.0012,12.5,1.01,0.02,1.000123,0.003,0.06,,0.0498,0
 /data/b.fits[3],"failed: RuntimeError: lenstronomy says no, twice",false,,,,,,,,,,1.41,0.02,,,-0.07,0.02,,
 /data/c.fits,failed: no pixel scale (no WCS or PIXSCALE in its header),false,,,,,,,,,,,,,,,,,
+"""
+#: The same outcomes as lenscnn-refine writes them today (also the neighbours masked and the shot noise's
+#: exposure time, estimated from the image).
+REFINED = """\
+image,status,converged,why,reduced_chi2,pixels_fitted,pixels_masked,neighbours_masked,exposure_time,\
+exposure_time_estimated,starts_agreeing,theta_E_change,chi2_change,\
+fit_sky,seconds,net_theta_E,net_theta_E_sigma,theta_E,theta_E_sigma,net_e1,net_e1_sigma,e1,e1_sigma
+/data/a.fits,ok,true,,1.034567,3900,196,1,812.5,true,2,0.0004,0.01234,-0.0012,12.5,1.01,0.02,1.000123,0.003,0.06,,\
+0.0498,0
+/data/b.fits[3],"failed: RuntimeError: lenstronomy says no, twice",false,,,,,,,,,,,,,1.41,0.02,,,-0.07,0.02,,
+/data/c.fits,failed: no pixel scale (no WCS or PIXSCALE in its header),false,,,,,,,,,,,,,,,,,,,,
 """
 
 FITTED = FitOutcome(
@@ -51,6 +64,9 @@ FITTED = FitOutcome(
     sky=-0.0012,
     pixels_fitted=3900,
     pixels_masked=196,
+    neighbours_masked=1,
+    exposure_time=812.5,
+    exposure_time_estimated=True,
 )
 FAILED_FIT = FitOutcome(
     "/data/b.fits[3]",
@@ -77,7 +93,22 @@ def test_a_refined_csv_written_before_the_why_column_is_still_read(tmp_path):
     (tmp_path / "refined.csv").write_text(LEGACY)
     outcomes, names = read_refined_csv(tmp_path / "refined.csv")
     assert names == ["theta_E", "e1"]
-    assert outcomes == [replace(FITTED, pixels_fitted=None, pixels_masked=None), FAILED_FIT, UNREAD]
+    older = replace(FITTED, pixels_fitted=None, pixels_masked=None, neighbours_masked=None, exposure_time=None)
+    assert outcomes == [replace(older, exposure_time_estimated=False), FAILED_FIT, UNREAD]
+
+
+def test_a_refined_csv_written_before_the_neighbour_and_exposure_columns_is_still_read(tmp_path):
+    (tmp_path / "refined.csv").write_text(PREVIOUS)
+    outcomes, names = read_refined_csv(tmp_path / "refined.csv")
+    older = replace(FITTED, neighbours_masked=None, exposure_time=None, exposure_time_estimated=False)
+    assert names == ["theta_E", "e1"] and outcomes == [older, FAILED_FIT, UNREAD]
+
+
+def test_a_csv_with_other_columns_is_refused(tmp_path):
+    header, *rows = REFINED.splitlines()
+    (tmp_path / "refined.csv").write_text("\n".join([header.replace("why,", "because,"), *rows]))
+    with pytest.raises(UserError, match="not a refined.csv"):
+        read_refined_csv(tmp_path / "refined.csv")
 
 
 def test_the_sie_axis_ratio_and_angle_are_reported_with_whether_a_shear_was_fitted(tmp_path):

@@ -32,6 +32,7 @@ from lenscnn.io.cutouts import image_stem
 from lenscnn.io.predictions import predictions_file, read_model_record
 from lenscnn.io.run_dir import RunDir
 from lenscnn.modelling.configuration import FitConfiguration, check_installed
+from lenscnn.modelling.field import FitField
 from lenscnn.modelling.inputs import read_predictions
 from lenscnn.modelling.pipeline import fitted_names, refine
 from lenscnn.modelling.records import FitOutcome
@@ -94,6 +95,7 @@ def check_options(cfg: DictConfig) -> tuple[Preparation, RefineSettings]:
         network_prior=cfg.network_prior,
         seed=cfg.seed,
         workers=cfg.workers,
+        fit_field=FitField.from_config(OmegaConf.to_container(cfg.field, resolve=True)),
     )
     return Preparation.from_config(cfg), settings
 

@@ -17,9 +17,10 @@ final PSO stage (``final_iterations``, its swarm spread anew closer around its b
 MCMC. With ``network_prior`` the network's posterior is also a prior of the fit.
 
 Converged (:class:`lenscnn.modelling.settings.Convergence`): the two best starts agree on ``theta_E``, the
-last PSO stage has settled (``theta_E`` stable, chi^2 no longer falling fast over its last iterations), and
-the reduced chi^2 is not absurd; a reduced chi^2 near 1 is not required, since a real galaxy always leaves
-some residual.
+last PSO stage has settled (``theta_E`` stable, chi^2 no longer falling fast over its last iterations), the
+reduced chi^2 is not absurd, no lens parameter stopped at a bound and the residual has no arc along the
+Einstein ring (:mod:`lenscnn.modelling.residuals`); a reduced chi^2 near 1 is not required, since a real
+galaxy always leaves some residual.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from lenscnn.modelling.kwargs import KWARGS, kwargs_parameters, sky_level
 from lenscnn.modelling.lenstronomy_adapter import fitting_sequence, likelihood_kwargs, quiet, reduced_chi2
 from lenscnn.modelling.pixels import psf_border, used_pixels
 from lenscnn.modelling.records import FitResult
+from lenscnn.modelling.residuals import describe_span, ring_residual_span
 from lenscnn.modelling.settings import PLATEAU_SHARE, Budget, Convergence
 from lenscnn.sim.lens_model import LensModel
 
@@ -172,6 +174,12 @@ def fit_lens_model(
     if chi2 > convergence.max_chi2:
         why.append(f"reduced chi^2 {chi2:.3g} > {convergence.max_chi2:g}")
     why += [f"{name} at its bound" for name in at_bounds(setup, lens)]
+    span = math.nan
+    if {"theta_E", "center_x", "center_y"} <= set(lens):
+        scale = abs(float(np.asarray(setup.kwargs["kwargs_data"]["transform_pix2angle"])[0, 0]))
+        span = ring_residual_span(residual, use, lens["center_x"], lens["center_y"], lens["theta_E"], scale)
+        if span >= convergence.arcs:
+            why.append(describe_span(span))
     return FitResult(
         lens=lens,
         sigma=sigma,
@@ -188,6 +196,7 @@ def fit_lens_model(
         start_theta=theta,
         kept_start=kept,
         starts_agreeing=int(agreeing),
+        arc_span=span,
         chi2_change=change,
         theta_change=moved,
         agree=bool(agree),

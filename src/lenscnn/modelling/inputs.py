@@ -3,7 +3,8 @@ with a noise map and a mask) and the network's predictions for them, matched by 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -11,12 +12,16 @@ import numpy as np
 
 from lenscnn.data.streams import shard_bounds
 from lenscnn.errors import UserError
-from lenscnn.io.cutouts import find_inputs
+from lenscnn.io.cutouts import Cutout, find_inputs
 from lenscnn.io.predictions import predictions_file, read_table
+from lenscnn.modelling.field import FitField
+from lenscnn.modelling.kwargs import pixel_psf
+from lenscnn.modelling.pixels import psf_border
 from lenscnn.params import LENS
 from lenscnn.preparation.images import PreparedImage, prepared_images
-from lenscnn.preparation.pipeline import Preparation
+from lenscnn.preparation.pipeline import PIXEL_SCALE_TOLERANCE, Preparation, grid_geometry
 from lenscnn.preparation.psf import kernel_at_scale
+from lenscnn.preparation.resample import output_shape
 from lenscnn.sim import Instrument
 
 #: Columns of ``predictions.csv`` that hold text, not numbers.
@@ -63,8 +68,11 @@ class FitImage:
     masked, resampled): its ``label`` (``file`` or ``file[k]``); ``data`` and ``noise`` (its rms per pixel,
     ``None``: the instrument's background and shot noise) [counts/s/px], ``mask`` (True: a pixel to fit;
     ``None``: every pixel), the ``sky`` level subtracted [input units] and ``psf``, the kernel on the
-    instrument's pixels when the image's file carries its PSF (``psf=auto`` or an HDU); or the ``error``
-    that stopped it (no pixel scale, an unreadable file, a bad noise map...)."""
+    instrument's pixels when the image's file carries its PSF (``psf=auto`` or an HDU); ``exposure_time``
+    [s] of its shot noise (``None``: none) and whether it was ``estimated`` from the image
+    (``exposure_time=estimate``); ``shift`` [arcsec], ``(x, y)`` of the network's grid centre on this image's
+    grid (a fit field other than the network's: :class:`FieldPlan`); or the ``error`` that stopped it (no
+    pixel scale, an unreadable file, a bad noise map...)."""
 
     label: str
     data: np.ndarray | None = None
@@ -72,6 +80,9 @@ class FitImage:
     mask: np.ndarray | None = None
     sky: float | None = None
     psf: np.ndarray | None = None
+    exposure_time: float | None = None
+    estimated: bool = False
+    shift: tuple[float, float] = (0.0, 0.0)
     error: str | None = None
 
     @property
@@ -79,17 +90,72 @@ class FitImage:
         return self.error is None
 
 
-def load_images(inputs: str, instrument: Instrument, settings: Preparation, shard: Any = None) -> list[FitImage]:
+@dataclass
+class FieldPlan:
+    """The fit's grid of each image, chosen for its lens (:meth:`FitField.size`): called with a cutout as read, it
+    returns the grid ``(height, width)`` on the instrument's pixels to prepare it on, and records in ``shifts``
+    (by label) where the network's grid centre lies on it, ``(x, y)`` [arcsec].
+
+    Attributes:
+        settings: the ``field`` settings (``reach=None``: the network's grid for every image).
+        predictions: the network's values by image (:func:`read_predictions`): ``theta_E``, ``center_x``,
+            ``center_y`` [arcsec] size the field.
+        instrument: the network's pixel grid.
+        preparation: the preparation settings (a pixel scale for inputs without one; ``psf_fwhm``).
+        kernel: the run's PSF kernel on the instrument's pixels; an image whose file carries its own is fitted
+            with that one, whose border then counts.
+    """
+
+    settings: FitField
+    predictions: Mapping[tuple[str, str], Mapping[str, float]]
+    instrument: Instrument
+    preparation: Preparation
+    kernel: np.ndarray | None
+    shifts: dict[str, tuple[float, float]] = field(default_factory=dict)
+
+    def __call__(self, cutout: Cutout) -> tuple[int, int]:
+        network = tuple(self.instrument.image_size)
+        values = self.predictions.get(image_key(cutout.label))
+        scale = cutout.pixel_scale or self.preparation.pixel_scale
+        if self.settings.reach is None or values is None or scale is None:
+            return network
+        pixel_scale = self.instrument.pixel_scale
+        kernel = self.kernel
+        if cutout.psf is not None and self.preparation.psf_fwhm is None:
+            try:
+                kernel = fit_kernel(*cutout.psf, self.instrument)
+            except UserError:
+                return network  # the fit reports the unusable PSF (fit_image)
+        border = psf_border(pixel_psf(kernel))
+        shape = cutout.image.shape
+        resampled = abs(scale / pixel_scale - 1) > PIXEL_SCALE_TOLERANCE
+        largest = output_shape(shape, scale, pixel_scale) if resampled else shape
+        size = self.settings.size(values, pixel_scale, border, network, largest)
+        if min(largest[0] - network[0], largest[1] - network[1]) >= 0:
+            row, col = grid_geometry(shape, scale, pixel_scale, network).centre()
+            own_row, own_col = grid_geometry(shape, scale, pixel_scale, size).centre()
+            self.shifts[cutout.label] = ((col - own_col) * scale, (row - own_row) * scale)
+        return size
+
+
+def load_images(
+    inputs: str, instrument: Instrument, settings: Preparation, shard: Any = None, plan: FieldPlan | None = None
+) -> list[FitImage]:
     """Every input image of shard ``"i/N"`` (a contiguous block of the sorted input files) prepared on the
     instrument's grid (:func:`lenscnn.preparation.images.prepared_images`, in input units: a fit models the
-    counts as they are). Only the shard's files are read."""
+    counts as they are), of the size ``plan`` chooses for its lens (``None``: the instrument's). Only the
+    shard's files are read."""
     files = find_inputs(str(inputs))
     shard = parse_shard(shard)
     if shard is not None:
         start, stop = shard_bounds(len(files), *shard)
         files = files[start:stop]
-    images = prepared_images(files, settings, instrument.image_size, instrument.pixel_scale, require_pixel_scale=True)
-    return [fit_image(image, instrument, settings) for image in images]
+    size = instrument.image_size if plan is None else plan
+    images = prepared_images(files, settings, size, instrument.pixel_scale, require_pixel_scale=True)
+    items = [fit_image(image, instrument, settings) for image in images]
+    for item in items:
+        item.shift = (plan.shifts if plan is not None else {}).get(item.label, (0.0, 0.0))
+    return items
 
 
 def fit_kernel(kernel: np.ndarray, scale: float, instrument: Instrument) -> np.ndarray:
@@ -109,7 +175,16 @@ def fit_image(image: PreparedImage, instrument: Instrument, settings: Preparatio
     noise = np.sqrt(prepared.variance)
     noise[~use] = np.median(noise[use]) if use.any() else 1.0  # masked pixels are left out of the fit
     data = prepared.image[0].numpy().astype(float)
-    item = FitImage(image.label, data, noise, use, prepared.record["sky"])
+    record = prepared.record
+    item = FitImage(
+        image.label,
+        data,
+        noise,
+        use,
+        record["sky"],
+        exposure_time=record["exposure_time"],
+        estimated=record["exposure_time_estimated"],
+    )
     if image.psf is not None and settings.psf_fwhm is None:
         try:
             item.psf = fit_kernel(*image.psf, instrument)

@@ -102,21 +102,37 @@ def observation_kwargs(instrument: Instrument, kernel: np.ndarray | None = None)
     ``kwargs_pixel_grid`` (``PixelGrid``), ``kwargs_data`` (``ImageData``), ``kwargs_psf`` (``PSF``,
     ``PIXEL`` with the kernel the simulator uses, or ``kernel``) and ``kwargs_numerics``.
     An infinite exposure time (no shot noise) is written as ``None``."""
-    height, width = instrument.image_size
-    s = instrument.pixel_scale
+    kernel = psf_kernel(instrument) if kernel is None else kernel
+    exposure = instrument.exposure_time if math.isfinite(instrument.exposure_time) else None
+    noise = {"background_rms": instrument.background_rms, "exposure_time": exposure}
+    grid = grid_kwargs(instrument.image_size, instrument.pixel_scale)
+    return {
+        **grid,
+        "kwargs_data": {**noise, **grid["kwargs_data"]},
+        "kwargs_psf": pixel_psf(kernel),
+        "kwargs_numerics": {"supersampling_factor": instrument.supersampling, "supersampling_convolution": False},
+    }
+
+
+def grid_kwargs(shape: tuple[int, int], pixel_scale: float) -> dict[str, Any]:
+    """lenstronomy's ``kwargs_pixel_grid`` and the grid part of ``kwargs_data`` for an image of ``shape``
+    ``(height, width)`` pixels of ``pixel_scale`` arcsec, centred: ``x`` grows with the column, ``y`` with the
+    row (:func:`observation_kwargs`, :func:`on_grid`)."""
+    height, width = shape
+    s = pixel_scale
     grid = {
         "ra_at_xy_0": -(width - 1) / 2 * s,
         "dec_at_xy_0": -(height - 1) / 2 * s,
         "transform_pix2angle": [[s, 0.0], [0.0, s]],
     }
-    kernel = psf_kernel(instrument) if kernel is None else kernel
-    exposure = instrument.exposure_time if math.isfinite(instrument.exposure_time) else None
-    return {
-        "kwargs_pixel_grid": {"nx": width, "ny": height, **grid},
-        "kwargs_data": {"background_rms": instrument.background_rms, "exposure_time": exposure, **grid},
-        "kwargs_psf": pixel_psf(kernel),
-        "kwargs_numerics": {"supersampling_factor": instrument.supersampling, "supersampling_convolution": False},
-    }
+    return {"kwargs_pixel_grid": {"nx": width, "ny": height, **grid}, "kwargs_data": grid}
+
+
+def on_grid(observation: Mapping[str, Any], shape: tuple[int, int], pixel_scale: float) -> dict[str, Any]:
+    """``observation`` (:func:`observation_kwargs`) on a grid of ``shape`` pixels of ``pixel_scale`` arcsec: a
+    fit field of its own size, same noise, PSF and numerics."""
+    grid = grid_kwargs(shape, pixel_scale)
+    return {**observation, **grid, "kwargs_data": {**observation["kwargs_data"], **grid["kwargs_data"]}}
 
 
 def pixel_psf(kernel: np.ndarray | None) -> dict[str, Any]:

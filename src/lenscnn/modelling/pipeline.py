@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -22,13 +23,15 @@ from lenscnn.io.cutouts import find_inputs
 from lenscnn.io.predictions import predictions_file
 from lenscnn.modelling import kwargs as fit_kwargs
 from lenscnn.modelling.configuration import FitConfiguration
+from lenscnn.modelling.field import centre_pixel, lens_region, neighbour_mask
 from lenscnn.modelling.fit_setup import FitSetup
-from lenscnn.modelling.inputs import FitImage, image_key, load_images
+from lenscnn.modelling.inputs import FieldPlan, FitImage, image_key, load_images
 from lenscnn.modelling.records import FitOutcome
 from lenscnn.modelling.settings import RefineSettings
 from lenscnn.modelling.workers import fit_all
 from lenscnn.preparation.pipeline import Preparation
 from lenscnn.progress import progress
+from lenscnn.sim import Instrument
 from lenscnn.sim.lens_model import LensModel
 
 log = logging.getLogger(__name__)
@@ -38,6 +41,35 @@ def fitted_names(model: LensModel) -> list[str]:
     """The lens parameters a fit of ``model`` reports (by lenscnn name, in the model's order): those of its
     mass components, e.g. ``theta_E, e1, e2, center_x, center_y, gamma1, gamma2``."""
     return [name for component in model.of_role("lens") for name in component.own.values()]
+
+
+#: The lens parameters that are positions [arcsec], moved with the grid's centre.
+POSITIONS = ("center_x", "center_y")
+
+
+def shifted(values: Mapping[str, float], shift: tuple[float, float], sign: float = 1.0) -> dict[str, float]:
+    """``values`` with the positions of :data:`POSITIONS` moved by ``sign * shift`` (``(x, y)`` [arcsec])."""
+    return {k: v + sign * shift[POSITIONS.index(k)] if k in POSITIONS else v for k, v in values.items()}
+
+
+def fitted_pixels(item: FitImage, values: Mapping[str, float], settings: RefineSettings, instrument: Instrument) -> int:
+    """Narrow ``item.mask`` to the lens region of its prediction ``values`` (on the item's grid) less the
+    neighbours centred outside it (:mod:`lenscnn.modelling.field`; an image without a noise map is segmented
+    against the instrument's background); how many neighbours were masked."""
+    field = settings.fit_field
+    if field.reach is None:
+        return 0
+    shape, pixel_scale = item.data.shape, instrument.pixel_scale
+    centre = centre_pixel(shape, values.get("center_x", 0.0), values.get("center_y", 0.0), pixel_scale)
+    radius = field.radius(values["theta_E"]) / pixel_scale
+    use = item.mask if item.mask is not None else np.ones(shape, dtype=bool)
+    count = 0
+    if field.neighbours:
+        noise = np.full(shape, instrument.background_rms) if item.noise is None else item.noise
+        neighbours, count = neighbour_mask(item.data, noise, use, centre, radius, field)
+        use = use & ~neighbours
+    item.mask = use & lens_region(shape, centre, radius)
+    return count
 
 
 def refine_images(
@@ -82,15 +114,21 @@ def refine_images(
             log.warning("%s: %s", item.label, error)
             continue
         sigmas = {n.removesuffix("_sigma"): v for n, v in values.items() if n.endswith("_sigma")}
+        on_grid = shifted(values, item.shift)  # the network's values in this image's grid
+        neighbours = fitted_pixels(item, on_grid, settings, instrument)
         pending = FitOutcome(
             item.label,
             "",
             network={n: values[n] for n in names if n in values},
             network_sigma={n: sigmas[n] for n in names if n in sigmas},
+            neighbours_masked=neighbours,
+            exposure_time=item.exposure_time,
+            exposure_time_estimated=item.estimated,
         )
-        seen = observation  # the image's own PSF, when its file carries one
-        if item.psf is not None:
-            seen = {**observation, "kwargs_psf": fit_kwargs.pixel_psf(item.psf)}
+        seen = fit_kwargs.on_grid(observation, item.data.shape, instrument.pixel_scale)
+        if item.psf is not None:  # the image's own PSF, when its file carries one
+            seen["kwargs_psf"] = fit_kwargs.pixel_psf(item.psf)
+        values = on_grid
         setup = fit_kwargs.lens_model_kwargs(values, sigmas, seen, moments, model, sky=settings.sky)
         if settings.seed_source:
             noise = instrument.background_rms if item.noise is None else float(np.median(item.noise))
@@ -101,6 +139,7 @@ def refine_images(
         )
     with progress("fitting", total=len(jobs), unit="lenses") as tracker:
         for k, outcome in fit_all(jobs, settings.workers):
+            outcome = replace(outcome, fitted=shifted(outcome.fitted, items[k].shift, -1.0))
             outcomes[k] = outcome
             if not outcome.ok:
                 log.warning("%s: %s", outcome.image, outcome.status)
@@ -144,7 +183,10 @@ def refine(
     """Fit the images of shard ``"i/N"`` of ``inputs`` (prepared with ``preparation`` on the configuration's
     instrument: :func:`lenscnn.modelling.inputs.load_images`) from their ``predictions``
     (:func:`refine_images`); refused when the shard has no images or no prediction matches them."""
-    items = load_images(inputs, configuration.instrument, preparation, shard=shard)
+    kernel = configuration.observation["kwargs_psf"].get("kernel_point_source")
+    kernel = None if kernel is None else np.asarray(kernel)
+    plan = FieldPlan(settings.fit_field, predictions, configuration.instrument, preparation, kernel)
+    items = load_images(inputs, configuration.instrument, preparation, shard=shard, plan=plan)
     if not items:
         raise UserError(f"input={inputs}: no images in this shard ({shard})")
     check_matching(inputs, shard, settings.predictions_source, predictions, items)

@@ -4,6 +4,7 @@ an image (a row of ``refined.csv``)."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -24,7 +25,9 @@ class FitResult:
     of the swarm's best position after each PSO iteration of the kept start, then of the final stage; per
     start (in start order) ``start_chi2`` its final reduced chi^2 and ``start_theta`` its ``theta_E``
     [arcsec]; ``kept_start`` the kept one; ``starts_agreeing`` how many starts found the kept ``theta_E``
-    within the agreement tolerance (itself included); ``chi2_change`` the relative fall of the reduced chi^2
+    within the agreement tolerance (itself included); ``arc_span`` [degrees] the longest arc of the Einstein
+    ring along which the residual keeps one sign (:func:`lenscnn.modelling.residuals.ring_residual_span`;
+    NaN for a lens without ``theta_E`` and a centre); ``chi2_change`` the relative fall of the reduced chi^2
     and ``theta_change`` [arcsec] the largest distance of ``theta_E`` from its final value, over the last
     :data:`lenscnn.modelling.settings.PLATEAU_SHARE` of the last PSO stage; ``agree`` whether the two best
     starts agree (:class:`lenscnn.modelling.settings.Convergence` (a)); ``converged`` by
@@ -47,6 +50,7 @@ class FitResult:
     start_theta: list[float] = field(default_factory=list)
     kept_start: int = 0
     starts_agreeing: int = 1
+    arc_span: float = math.nan
     chi2_change: float = 0.0
     theta_change: float = 0.0
     agree: bool = True
@@ -72,7 +76,11 @@ class FitOutcome:
     :data:`lenscnn.modelling.settings.PLATEAU_SHARE` of the last PSO stage, ``sky`` the fitted sky level
     [counts/s/px] (``None`` without one), ``why`` the reasons it is not converged (``; ``-joined in the table),
     ``pixels_fitted`` and ``pixels_masked`` (the image's pixels left out of the likelihood: masks, the PSF's
-    border), ``model`` [counts/s/px] and ``residual`` ((data - model) / noise, 0
+    border, the field beyond the lens region), ``neighbours_masked`` (sources centred outside the lens region,
+    masked: :mod:`lenscnn.modelling.field`), ``arc_residual`` [degrees] (the fit's ``arc_span``),
+    ``exposure_time`` [s] of the noise model's shot noise (``None``:
+    none, or the image's noise map) and whether it was ``exposure_time_estimated`` from the image, ``model``
+    [counts/s/px] and ``residual`` ((data - model) / noise, 0
     outside the used pixels), images like the data (``None`` when read from ``refined.csv``; not compared).
     """
 
@@ -92,6 +100,10 @@ class FitOutcome:
     why: str = ""
     pixels_fitted: int | None = None
     pixels_masked: int | None = None
+    neighbours_masked: int | None = None
+    arc_residual: float | None = None
+    exposure_time: float | None = None
+    exposure_time_estimated: bool = False
     model: np.ndarray | None = field(default=None, compare=False, repr=False)
     residual: np.ndarray | None = field(default=None, compare=False, repr=False)
 

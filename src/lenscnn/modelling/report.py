@@ -41,6 +41,10 @@ FIXED_COLUMNS = (
     "reduced_chi2",
     "pixels_fitted",
     "pixels_masked",
+    "neighbours_masked",
+    "exposure_time",
+    "exposure_time_estimated",
+    "arc_residual",
     "starts_agreeing",
     "theta_E_change",
     "chi2_change",
@@ -98,6 +102,10 @@ def refined_row(outcome: FitOutcome, names: Sequence[str]) -> dict[str, str]:
         "reduced_chi2": outcome.reduced_chi2,
         "pixels_fitted": outcome.pixels_fitted,
         "pixels_masked": outcome.pixels_masked,
+        "neighbours_masked": outcome.neighbours_masked,
+        "exposure_time": outcome.exposure_time,
+        "exposure_time_estimated": outcome.exposure_time_estimated if outcome.exposure_time is not None else None,
+        "arc_residual": outcome.arc_residual,
         "starts_agreeing": outcome.starts_agreeing,
         "theta_E_change": outcome.theta_E_change,
         "chi2_change": outcome.chi2_change,
@@ -127,6 +135,7 @@ def outcome_from_row(row: Mapping[str, str | None], names: Sequence[str]) -> Fit
         return {name: value for name, value in cells.items() if value is not None}
 
     agreeing, fitted, masked = number("starts_agreeing"), number("pixels_fitted"), number("pixels_masked")
+    neighbours = number("neighbours_masked")
     return FitOutcome(
         image=row["image"] or "",
         status=row["status"] or "",
@@ -144,6 +153,10 @@ def outcome_from_row(row: Mapping[str, str | None], names: Sequence[str]) -> Fit
         why=row.get("why") or "",
         pixels_fitted=None if fitted is None else int(fitted),
         pixels_masked=None if masked is None else int(masked),
+        neighbours_masked=None if neighbours is None else int(neighbours),
+        exposure_time=number("exposure_time"),
+        arc_residual=number("arc_residual"),
+        exposure_time_estimated=row.get("exposure_time_estimated") == "true",
     )
 
 
@@ -156,10 +169,24 @@ def write_refined_csv(path: Path, outcomes: Sequence[FitOutcome], names: Sequenc
             writer.writerow(refined_row(outcome, names))
 
 
-def legacy_columns(names: Sequence[str]) -> list[str]:
-    """The header of a ``refined.csv`` written before ``why``, the pixel counts and the shape columns."""
-    fixed = [c for c in FIXED_COLUMNS if c not in ("why", "pixels_fitted", "pixels_masked")]
-    return fixed + [c for name in names for c in (f"net_{name}", f"net_{name}_sigma", name, f"{name}_sigma")]
+#: Columns that earlier versions of ``refined.csv`` lack (they still read, with these empty).
+LATER_COLUMNS = (
+    "why",
+    "pixels_fitted",
+    "pixels_masked",
+    "neighbours_masked",
+    "exposure_time",
+    "exposure_time_estimated",
+    "arc_residual",
+    *SHAPE_COLUMNS,
+)
+
+
+def known_header(header: Sequence[str], names: Sequence[str]) -> bool:
+    """Whether ``header`` is ``refined.csv``'s for lens parameters ``names``, of this version or an earlier one
+    (the columns of this one, in order, less some of :data:`LATER_COLUMNS`)."""
+    current = columns(names)
+    return list(header) == [c for c in current if c in header] and set(current) - set(header) <= set(LATER_COLUMNS)
 
 
 def read_refined_csv(path: Path) -> tuple[list[FitOutcome], list[str]]:
@@ -168,7 +195,7 @@ def read_refined_csv(path: Path) -> tuple[list[FitOutcome], list[str]]:
         reader = csv.DictReader(f)
         header = list(reader.fieldnames or [])
         names = [c for c in header if f"net_{c}_sigma" in header]
-        if header != columns(names) and header != legacy_columns(names):
+        if not known_header(header, names):
             raise UserError(f"{path}: not a refined.csv of lenscnn-refine (header {header[:5]})")
         outcomes = []
         for row in reader:

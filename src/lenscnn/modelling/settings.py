@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from lenscnn.errors import UserError
+from lenscnn.modelling.field import FitField
 
 #: The share of the PSO iterations, at the end, over which :class:`Convergence` asks the chi^2 to be stable.
 PLATEAU_SHARE = 0.2
@@ -66,7 +67,10 @@ class Convergence:
         final stage, else the kept start's) the swarm's best ``theta_E`` stayed within the same tolerance of its
         final value, and its reduced chi^2 fell by at most ``plateau`` (a fraction of the final value);
     (c) ``max_chi2``: the reduced chi^2 (over the used pixels) is at most this;
-    (d) no lens parameter ended at a bound of its sampled range (:func:`lenscnn.modelling.fitting.at_bounds`).
+    (d) no lens parameter ended at a bound of its sampled range (:func:`lenscnn.modelling.fitting.at_bounds`);
+    (e) ``arcs``: the residual keeps one sign, at more than 5 sigma per stretch, along less than this many
+        degrees of the fitted Einstein ring (:func:`lenscnn.modelling.residuals.ring_residual_span`): arcs the
+        model misplaces.
 
     Each criterion that fails is named in the fit's ``why``.
 
@@ -79,9 +83,10 @@ class Convergence:
     agree: float = 0.01
     plateau: float = 0.1
     max_chi2: float = 50.0
+    arcs: float = 90.0
 
     def __post_init__(self) -> None:
-        for name in ("agree", "plateau", "max_chi2"):
+        for name in ("agree", "plateau", "max_chi2", "arcs"):
             value = getattr(self, name)
             if not _is_number(value) or not 0 < value < math.inf:
                 raise UserError(f"converged.{name} must be a number > 0, got {value!r}")
@@ -97,7 +102,8 @@ class Convergence:
             f"(a) the two best starts agree on theta_E within max({self.agree:g} arcsec, the network's sigma) "
             f"(not tested with one start), (b) over the last {share} of the last PSO stage theta_E moved within "
             f"that tolerance and the reduced chi^2 fell by at most {self.plateau:g} of its value, "
-            f"(c) reduced chi^2 <= {self.max_chi2:g}, and (d) no lens parameter at a bound of its range"
+            f"(c) reduced chi^2 <= {self.max_chi2:g}, (d) no lens parameter at a bound of its range, and (e) no "
+            f"residual of one sign at > 5 sigma along {self.arcs:g} degrees or more of the Einstein ring"
         )
 
 
@@ -116,6 +122,8 @@ class RefineSettings:
         network_prior: the network's Gaussian posterior is also a prior of the fit.
         seed: the fit of the ``k``-th image is seeded with ``seed + k``.
         workers: fits run in this many processes (1: in this one).
+        fit_field: the field fitted and the neighbours masked around each lens
+            (:class:`lenscnn.modelling.field.FitField`, the ``field`` keys).
     """
 
     predictions_source: str
@@ -126,6 +134,7 @@ class RefineSettings:
     network_prior: bool = False
     seed: int = 0
     workers: int = 1
+    fit_field: FitField = field(default_factory=FitField)
 
 
 def _is_int(value: Any) -> bool:

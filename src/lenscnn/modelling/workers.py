@@ -59,6 +59,7 @@ def fit_task(
         why="; ".join(result.why),
         pixels_fitted=result.pixels,
         pixels_masked=int(result.model.size - result.pixels),
+        arc_residual=result.arc_span,
         model=result.model,
         residual=result.normalized_residual,
     )

@@ -9,13 +9,14 @@ bad-pixel mask and PSF) and each image is prepared on the model's grid
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from lenscnn.errors import UserError
+from lenscnn.io.cutouts import Cutout
 from lenscnn.preparation.pipeline import Preparation, Prepared, prepare, read_file
 
 #: The preparation record's columns in every per-image table (``predictions.csv`` of ``lenscnn-predict``
@@ -53,7 +54,7 @@ class PreparedImage:
 def prepared_images(
     files: Sequence[Path],
     settings: Preparation,
-    image_size: tuple[int, int],
+    image_size: tuple[int, int] | Callable[[Cutout], tuple[int, int]],
     pixel_scale: float,
     *,
     refused: Mapping[Path, str] | None = None,
@@ -62,7 +63,8 @@ def prepared_images(
     require_pixel_scale: bool = False,
 ) -> Iterator[PreparedImage]:
     """Every image of ``files`` prepared on a grid of ``image_size`` pixels of ``pixel_scale`` arcsec (or
-    failed, with its reason), in input order. ``refused``: files already known to be unreadable, with
+    failed, with its reason), in input order; ``image_size`` may be a function of the cutout as read (a
+    field chosen per image: ``lenscnn-refine``'s fit field). ``refused``: files already known to be unreadable, with
     why; ``noise_rms``: the model's noise level [counts/s per pixel] that ``units=noise`` rescales to;
     ``per_file``: the settings of files prepared otherwise than ``settings`` say (a catalogue row's);
     ``require_pixel_scale``: refuse an image whose pixel scale neither its header nor ``pixel_scale=``
@@ -84,7 +86,8 @@ def prepared_images(
                 item.error = "no pixel scale (no WCS or PIXSCALE in its header); give pixel_scale=<arcsec/px>"
             else:
                 try:
-                    item.prepared = prepare(cutout, own, image_size, pixel_scale, variance, flagged, noise_rms)
+                    size = image_size(cutout) if callable(image_size) else image_size
+                    item.prepared = prepare(cutout, own, size, pixel_scale, variance, flagged, noise_rms)
                 except UserError as exc:
                     item.error = str(exc)
             yield item

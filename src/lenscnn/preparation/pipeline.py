@@ -11,7 +11,10 @@ Per image, on the input's own pixels first:
    nothing; a number subtracts that level [input units per input pixel].
 3. **Noise**: the variance per pixel from a noise HDU (:mod:`lenscnn.preparation.noise`), else the
    background rms of step 2 squared plus, when an exposure time is known (``exposure_time`` or the
-   header's ``EXPTIME``), the source's shot noise ``max(image, 0) / exposure_time``.
+   header's ``EXPTIME``), the source's shot noise ``max(image, 0) / exposure_time``; with
+   ``exposure_time=estimate`` an image that says neither has it estimated from its own noise against its
+   flux (:func:`lenscnn.preparation.noise.shot_noise_exposure`: an effective gain, for cutouts as archives
+   deliver them).
 4. **Cosmic rays** (``cosmic_rays=auto``, the default: unless the header says the image combines several
    exposures, ``NCOMBINE`` or ``NDRIZIM`` > 1, whose combination rejected them; ``true``: always): detected
    with L.A.Cosmic
@@ -111,7 +114,8 @@ class Preparation:
             (each file's ``<BAND>_PSF`` or ``PSF`` HDU if it has one), an HDU of each file (``VIS_PSF``),
             a FITS file (with ``PIXSCALE`` or a WCS), or ``None``.
         psf_fwhm: the inputs' PSF FWHM [arcsec] (instead of ``psf``).
-        exposure_time: [s], for the shot noise of the noise map (``None``: the header's ``EXPTIME``).
+        exposure_time: [s], for the shot noise of the noise map (``None``: the header's ``EXPTIME``, else no
+            shot noise; ``"estimate"``: the header's ``EXPTIME``, else estimated from the image).
         units: ``"noise"``: the image rescaled to the model's noise level (any flux unit; step 7 of the
             module docstring); ``"counts"``: taken as the model's counts/s.
     """
@@ -127,7 +131,7 @@ class Preparation:
     pixel_scale: float | None = None
     psf: str | None = "auto"
     psf_fwhm: float | None = None
-    exposure_time: float | None = None
+    exposure_time: float | str | None = None
     units: str = "noise"
     psf_file_fwhm: float | None = field(default=None, init=False)  # [arcsec], of the ``psf`` file
 
@@ -142,9 +146,16 @@ class Preparation:
             raise UserError(f"cosmic_rays={self.cosmic_rays!r}: give auto, true or false")
         if not isinstance(self.resample, bool):
             raise UserError(f"resample={self.resample!r}: give true or false")
-        for name in ("pixel_scale", "psf_fwhm", "exposure_time"):
+        for name in ("pixel_scale", "psf_fwhm"):
             if getattr(self, name) is not None:
                 _number(getattr(self, name), name, positive=True)
+        if self.exposure_time not in (None, "estimate"):
+            try:
+                _number(self.exposure_time, "exposure_time", positive=True)
+            except UserError:
+                raise UserError(
+                    f"exposure_time={self.exposure_time!r}: give seconds (a positive number), estimate or null"
+                ) from None
         if self.units not in UNITS:
             raise UserError(f"units={self.units!r}: choose {' or '.join(UNITS)}")
         if self.psf_file is not None and self.psf_fwhm is not None:
@@ -304,7 +315,8 @@ def _prepare(
         )
     # everything below sees the model's field only (sky, noise and cosmic rays as in the training images)
     # (zero regions are found on the whole image: one reaching into the field may be small inside it)
-    field = model_field(image.shape, scale / pixel_scale if resampling else 1.0, image_size)
+    where = grid_geometry(image.shape, scale, pixel_scale, image_size)
+    field = where.field
     zeros = zero_regions(image)[field]
     image = image[field]
     variance = None if variance is None else variance[field]
@@ -321,8 +333,9 @@ def _prepare(
     level = {"estimate": sky.level, "none": 0.0}.get(settings.sky, settings.sky)  # type: ignore[arg-type]
     image -= level
     image[bad] = 0.0
+    exposure_time, estimated = None, False
     if variance is None:
-        exposure_time = settings.exposure_time or header_number(cutout, "EXPTIME")
+        exposure_time, estimated = shot_noise_time(cutout, settings, image, ~bad, sky.rms)
         variance = np.full(image.shape, sky.rms**2)
         if exposure_time:
             variance = variance + np.maximum(image, 0.0) / exposure_time
@@ -333,18 +346,15 @@ def _prepare(
     cosmic_pixels = int(cosmic.sum())
     # cosmic rays are cleaned (filled from their neighbours), pixels without data filled after resampling
     image = filled(image, bad | cosmic)
-    zoom, background_gain = (1.0, 1.0), np.ones(image.shape)
+    background_gain = np.ones(image.shape)
     if resampling:
         # the variance of a model pixel per unit variance of the input pixels it sums
         background_gain = resample_variance(np.ones(image.shape), scale, pixel_scale)
         variance = resample_variance(filled(variance, bad | cosmic), scale, pixel_scale)
-        image, zoom = resample_flux(image, scale, pixel_scale)
+        image, _ = resample_flux(image, scale, pixel_scale)
         bad = resample_mask(bad, scale, pixel_scale, threshold=MASKED_AREA)
         cosmic = resample_mask(cosmic, scale, pixel_scale, threshold=MASKED_AREA)
-    height, width = image.shape
-    h, w = image_size
-    top, left = (height - h) // 2, (width - w) // 2
-    crop = (slice(top, top + h), slice(left, left + w))
+    crop = where.crop
     image, variance, bad, masked = image[crop], variance[crop], bad[crop], (bad | cosmic)[crop]
     # the background rms of a model pixel: a resampled pixel sums ~(pixel_scale / scale)^2 input pixels
     background_rms = sky.rms * float(np.sqrt(background_gain[crop].mean()))
@@ -361,10 +371,50 @@ def _prepare(
         "input_pixel_scale": float(scale),
         "pixel_scale_assumed": assumed,
         "psf_fwhm": cutout_psf_fwhm(cutout, settings),
+        "exposure_time": exposure_time,
+        "exposure_time_estimated": estimated,
     }
     tensor = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))[None]
-    offset = (left + field[1].start * zoom[0], top + field[0].start * zoom[1])
-    return Prepared(tensor, variance, masked, offset, zoom, record)
+    return Prepared(tensor, variance, masked, where.offset, where.zoom, record)
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """Where a model's grid lies on a cutout's pixels: the input block ``field`` that is prepared (resampled
+    with ``zoom``, output over input pixels per axis as (columns, rows)), and the ``crop`` of the resampled
+    block that is the model's grid."""
+
+    field: tuple[slice, slice]
+    crop: tuple[slice, slice]
+    zoom: tuple[float, float]
+
+    @property
+    def offset(self) -> tuple[float, float]:
+        """(column, row) offset of :attr:`Prepared.offset`: model pixel ``p`` is input pixel
+        ``(p + offset + 0.5) / zoom - 0.5``."""
+        return (
+            self.crop[1].start + self.field[1].start * self.zoom[0],
+            self.crop[0].start + self.field[0].start * self.zoom[1],
+        )
+
+    def centre(self) -> tuple[float, float]:
+        """``(row, column)`` of the grid's centre in input pixels."""
+        (top, left), (zoom_x, zoom_y) = self.offset[::-1], self.zoom
+        height, width = self.crop[0].stop - self.crop[0].start, self.crop[1].stop - self.crop[1].start
+        return ((height - 1) / 2 + top + 0.5) / zoom_y - 0.5, ((width - 1) / 2 + left + 0.5) / zoom_x - 0.5
+
+
+def grid_geometry(shape: tuple[int, int], scale: float, pixel_scale: float, image_size: tuple[int, int]) -> Geometry:
+    """Where :func:`prepare` puts a model grid of ``image_size`` pixels of ``pixel_scale`` arcsec on an image of
+    ``shape`` pixels of ``scale`` arcsec (resampled when the scales differ by more than
+    :data:`PIXEL_SCALE_TOLERANCE`): the centred block :func:`model_field`, then the centred crop."""
+    resampling = abs(scale / pixel_scale - 1) > PIXEL_SCALE_TOLERANCE
+    field = model_field(shape, scale / pixel_scale if resampling else 1.0, image_size)
+    block = (field[0].stop - field[0].start, field[1].stop - field[1].start)
+    height, width = output_shape(block, scale, pixel_scale) if resampling else block
+    (h, w), (top, left) = image_size, ((height - image_size[0]) // 2, (width - image_size[1]) // 2)
+    crop = (slice(top, top + h), slice(left, left + w))
+    return Geometry(field, crop, (width / block[1], height / block[0]))
 
 
 def model_field(shape: tuple[int, int], ratio: float, image_size: tuple[int, int]) -> tuple[slice, slice]:
@@ -384,6 +434,19 @@ def to_model_units(model_rms: float | None, image_rms: float) -> float:
     """The factor that brings an image of background rms ``image_rms`` to the model's ``model_rms`` (step 7;
     1 when the model's is not given or the image has no noise to scale by: a blank image stays blank)."""
     return model_rms / image_rms if model_rms is not None and image_rms > 0 else 1.0
+
+
+def shot_noise_time(
+    cutout: Cutout, settings: Preparation, image: np.ndarray, valid: np.ndarray, background_rms: float
+) -> tuple[float | None, bool]:
+    """The exposure time [s] of a cutout's shot noise (step 3), and whether it was estimated: ``exposure_time``
+    when a number, else the header's ``EXPTIME``, else with ``exposure_time=estimate`` the estimate from the
+    (sky-subtracted) ``image`` (:func:`lenscnn.preparation.noise.shot_noise_exposure`); ``None``: no shot noise."""
+    given = None if settings.exposure_time == "estimate" else settings.exposure_time
+    exposure_time = given or header_number(cutout, "EXPTIME")
+    if exposure_time or settings.exposure_time != "estimate":
+        return exposure_time, False
+    return noise_maps.shot_noise_exposure(image, valid, background_rms), True
 
 
 def cosmic_rays_wanted(cutout: Cutout, settings: Preparation) -> bool:
