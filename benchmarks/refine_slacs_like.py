@@ -177,7 +177,8 @@ def report(
         if part
     )
     print("why not converged: " + ("; ".join(f"{r} {c}" for r, c in reasons.most_common()) or "-"))
-    for column in ("reduced_chi2", "seconds", "arc_residual", "exposure_time", "neighbours_masked", "pixels_fitted"):
+    medians = ("reduced_chi2", "seconds", "arc_residual", "arc_snr", "exposure_time", "neighbours_masked")
+    for column in (*medians, "pixels_fitted"):
         cells = [value(refined[n], column) for n in fitted]
         cells = [c for c in cells if math.isfinite(c)]
         print(f"median {column}: {statistics.median(cells):.4g}" if cells else f"median {column}: -")
@@ -187,6 +188,7 @@ def report(
         print(
             f"{n} {truths[n]['theta_E']:.3f} {value(row, 'net_theta_E'):.3f} {value(row, 'theta_E'):.3f} "
             f"{row['converged']:5s} chi2 {value(row, 'reduced_chi2'):.3g} arc {value(row, 'arc_residual'):.0f} "
+            f"S/N {value(row, 'arc_snr'):.3g} "
             f"{row['why'] or row['status'][:60]}"
         )
 

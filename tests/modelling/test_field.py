@@ -1,7 +1,7 @@
 """The fit's field: a square grid holding the lens region (1.5 theta_E + 0.3" around the predicted centre) and the
 PSF's border, between the network's grid and the cutout, sharing the network grid's centre (or saying where it
-lies); sources centred outside the region are masked, the arcs and the lens galaxy are not; bad settings are
-one line."""
+lies); sources centred outside the region are masked (segmented after the lens galaxy's profile is
+subtracted), the arcs and the lens galaxy are not; bad settings are one line."""
 
 from __future__ import annotations
 

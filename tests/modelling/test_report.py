@@ -36,16 +36,16 @@ fit_sky,seconds,net_theta_E,net_theta_E_sigma,theta_E,theta_E_sigma,net_e1,net_e
 /data/b.fits[3],"failed: RuntimeError: lenstronomy says no, twice",false,,,,,,,,,,1.41,0.02,,,-0.07,0.02,,
 /data/c.fits,failed: no pixel scale (no WCS or PIXSCALE in its header),false,,,,,,,,,,,,,,,,,
 """
-#: The same outcomes as lenscnn-refine writes them today (also the neighbours masked and the shot noise's
-#: exposure time, estimated from the image).
+#: The same outcomes as lenscnn-refine writes them today (also the neighbours masked, the shot noise's
+#: exposure time, estimated from the image, and the arc residual and S/N).
 REFINED = """\
 image,status,converged,why,reduced_chi2,pixels_fitted,pixels_masked,neighbours_masked,exposure_time,\
-exposure_time_estimated,starts_agreeing,theta_E_change,chi2_change,\
+exposure_time_estimated,arc_residual,arc_snr,starts_agreeing,theta_E_change,chi2_change,\
 fit_sky,seconds,net_theta_E,net_theta_E_sigma,theta_E,theta_E_sigma,net_e1,net_e1_sigma,e1,e1_sigma
-/data/a.fits,ok,true,,1.034567,3900,196,1,812.5,true,2,0.0004,0.01234,-0.0012,12.5,1.01,0.02,1.000123,0.003,0.06,,\
+/data/a.fits,ok,true,,1.034567,3900,196,1,812.5,true,15,412.5,2,0.0004,0.01234,-0.0012,12.5,1.01,0.02,1.000123,0.003,0.06,,\
 0.0498,0
-/data/b.fits[3],"failed: RuntimeError: lenstronomy says no, twice",false,,,,,,,,,,,,,1.41,0.02,,,-0.07,0.02,,
-/data/c.fits,failed: no pixel scale (no WCS or PIXSCALE in its header),false,,,,,,,,,,,,,,,,,,,,
+/data/b.fits[3],"failed: RuntimeError: lenstronomy says no, twice",false,,,,,,,,,,,,,,,1.41,0.02,,,-0.07,0.02,,
+/data/c.fits,failed: no pixel scale (no WCS or PIXSCALE in its header),false,,,,,,,,,,,,,,,,,,,,,,
 """
 
 FITTED = FitOutcome(
@@ -67,6 +67,8 @@ FITTED = FitOutcome(
     neighbours_masked=1,
     exposure_time=812.5,
     exposure_time_estimated=True,
+    arc_residual=15.0,
+    arc_snr=412.5,
 )
 FAILED_FIT = FitOutcome(
     "/data/b.fits[3]",
@@ -94,13 +96,15 @@ def test_a_refined_csv_written_before_the_why_column_is_still_read(tmp_path):
     outcomes, names = read_refined_csv(tmp_path / "refined.csv")
     assert names == ["theta_E", "e1"]
     older = replace(FITTED, pixels_fitted=None, pixels_masked=None, neighbours_masked=None, exposure_time=None)
-    assert outcomes == [replace(older, exposure_time_estimated=False), FAILED_FIT, UNREAD]
+    older = replace(older, exposure_time_estimated=False, arc_residual=None, arc_snr=None)
+    assert outcomes == [older, FAILED_FIT, UNREAD]
 
 
 def test_a_refined_csv_written_before_the_neighbour_and_exposure_columns_is_still_read(tmp_path):
     (tmp_path / "refined.csv").write_text(PREVIOUS)
     outcomes, names = read_refined_csv(tmp_path / "refined.csv")
     older = replace(FITTED, neighbours_masked=None, exposure_time=None, exposure_time_estimated=False)
+    older = replace(older, arc_residual=None, arc_snr=None)
     assert names == ["theta_E", "e1"] and outcomes == [older, FAILED_FIT, UNREAD]
 
 

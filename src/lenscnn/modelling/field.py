@@ -7,8 +7,9 @@ estimates): the arcs out to ~1.5 Einstein radii and the lens light's core. Beyon
 grid is never smaller than the network's (the sky and noise are estimated on at least its field) nor larger
 than the cutout.
 
-In that field, only the lens region is fitted, and **neighbours** are masked: the image is segmented
-(photutils ``detect_sources`` above ``nsigma`` times the smoothed noise, then ``deblend_sources``), and every
+In that field, only the lens region is fitted, and **neighbours** are masked: the image less its median profile in
+elliptical rings around the lens (the lens galaxy's smooth light) is segmented (photutils ``detect_sources`` above
+``nsigma`` times the smoothed noise, then ``deblend_sources``), and every
 segment whose flux-weighted centre lies outside the lens region (a neighbouring galaxy, a star, a trail) is
 masked, grown by ``grow`` pixels, including any part of it that reaches into the region. Segments centred in
 the region (the lens galaxy, the arcs, counter-images) are fitted. A mask HDU (``mask_hdu=``) adds to this.
@@ -26,6 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from astropy.stats import mad_std
 from photutils.segmentation import deblend_sources, detect_sources
 from photutils.utils.exceptions import NoDetectionsWarning
 from scipy import ndimage
@@ -117,6 +119,30 @@ def lens_region(shape: tuple[int, int], centre: tuple[float, float], radius: flo
     return np.hypot(rows - centre[0], cols - centre[1]) <= radius
 
 
+def radial_profile(image: np.ndarray, use: np.ndarray, centre: tuple[float, float]) -> np.ndarray:
+    """The median of ``image`` over the ``use``-d pixels in elliptical rings one pixel wide around ``centre``
+    (row, column), as an image: the smooth part of a lens galaxy's light. The rings' axis ratio and angle are
+    the flux-weighted second moments of the pixels within 8 of the centre (the galaxy's core); rings without
+    used pixels are 0."""
+    rows, cols = np.mgrid[: image.shape[0], : image.shape[1]]
+    dy, dx = rows - centre[0], cols - centre[1]
+    core = use & (np.hypot(dx, dy) <= 8) & (image > 0)
+    weights = np.where(core, image, 0.0)
+    ring_radius = np.hypot(dx, dy)
+    if weights.sum() > 0:
+        moments = np.cov(np.stack([dx[core], dy[core]]), aweights=weights[core])
+        values, vectors = np.linalg.eigh(moments)
+        if values[0] > 0:
+            major, minor = vectors[:, 1], vectors[:, 0]
+            ratio = math.sqrt(values[0] / values[1])
+            ring_radius = np.hypot(dx * major[0] + dy * major[1], (dx * minor[0] + dy * minor[1]) / ratio)
+    ring = np.floor(ring_radius).astype(int)
+    medians = np.zeros(ring.max() + 1)
+    for k in np.unique(ring[use]):
+        medians[k] = np.median(image[use & (ring == k)])
+    return medians[ring]
+
+
 def neighbour_mask(
     image: np.ndarray,
     noise: np.ndarray,
@@ -126,13 +152,19 @@ def neighbour_mask(
     settings: FitField,
 ) -> tuple[np.ndarray, int]:
     """The pixels of sources centred outside the lens region (``True``: a neighbour's) and how many such
-    sources there are: ``image`` [counts/s/px] segmented where ``use`` (the pixels with data) above
-    ``nsigma`` times its smoothed ``noise`` (rms per pixel), deblended; a segment whose flux-weighted centre
-    lies farther than ``radius`` pixels from ``centre`` (row, column) is masked, grown by ``grow`` pixels."""
-    filled = np.where(use, image, 0.0)
+    sources there are: ``image`` [counts/s/px] less its median profile in elliptical rings around ``centre``
+    (:func:`radial_profile`: the lens galaxy's light, which would otherwise join every source into one
+    segment) segmented where ``use`` (the pixels with data) above ``nsigma`` times its smoothed ``noise``
+    (rms per pixel, scaled by the measured spread of the smoothed image over it), deblended; a segment whose
+    flux-weighted centre lies farther than ``radius`` pixels from ``centre`` (row, column) is masked, grown by
+    ``grow`` pixels."""
+    filled = np.where(use, image - radial_profile(image, use, centre), 0.0)
     smoothed = ndimage.gaussian_filter(filled, SMOOTHING)
-    # white noise smoothed by a Gaussian of sigma s keeps 1 / (2 sqrt(pi) s) of its rms
-    threshold = settings.nsigma * np.where(use, noise, np.median(noise[use])) / (2 * np.sqrt(np.pi) * SMOOTHING)
+    # the smoothed noise per pixel: the noise map scaled by what smoothing keeps of it, measured (astropy's mad_std
+    # of the smoothed image over the noise: sources barely move it) since drizzled noise is correlated
+    noise = np.where(use, noise, np.median(noise[use]))
+    kept = mad_std(smoothed[use] / noise[use])
+    threshold = settings.nsigma * kept * noise
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", NoDetectionsWarning)
         segments = detect_sources(smoothed, threshold, settings.npixels, mask=~use)

@@ -18,9 +18,9 @@ MCMC. With ``network_prior`` the network's posterior is also a prior of the fit.
 
 Converged (:class:`lenscnn.modelling.settings.Convergence`): the two best starts agree on ``theta_E``, the
 last PSO stage has settled (``theta_E`` stable, chi^2 no longer falling fast over its last iterations), the
-reduced chi^2 is not absurd, no lens parameter stopped at a bound and the residual has no arc along the
-Einstein ring (:mod:`lenscnn.modelling.residuals`); a reduced chi^2 near 1 is not required, since a real
-galaxy always leaves some residual.
+reduced chi^2 is not absurd, no lens parameter stopped at a bound, the residual has no arc along the
+Einstein ring (:mod:`lenscnn.modelling.residuals`) and the fitted arcs are bright enough to constrain the lens; a
+reduced chi^2 near 1 is not required, since a real galaxy always leaves some residual.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ import numpy as np
 
 from lenscnn.modelling.fit_setup import FitSetup
 from lenscnn.modelling.kwargs import KWARGS, kwargs_parameters, sky_level
-from lenscnn.modelling.lenstronomy_adapter import fitting_sequence, likelihood_kwargs, quiet, reduced_chi2
+from lenscnn.modelling.lenstronomy_adapter import fitting_sequence, likelihood_kwargs, quiet, reduced_chi2, source_snr
 from lenscnn.modelling.pixels import psf_border, used_pixels
 from lenscnn.modelling.records import FitResult
 from lenscnn.modelling.residuals import describe_span, ring_residual_span
@@ -161,6 +161,7 @@ def fit_lens_model(
     lens = kwargs_parameters(model, best, "lens")
     with quiet():
         chi2, model_image, residual = reduced_chi2(setup.kwargs, image, noise_map, best, use)
+        snr = source_snr(setup.kwargs, image, noise_map, best, use)
     if not math.isfinite(chi2):
         raise RuntimeError("the best fit has a non-finite chi^2")
     change, moved = plateau_change(settling[0]), parameter_change(settling[1])
@@ -174,6 +175,8 @@ def fit_lens_model(
     if chi2 > convergence.max_chi2:
         why.append(f"reduced chi^2 {chi2:.3g} > {convergence.max_chi2:g}")
     why += [f"{name} at its bound" for name in at_bounds(setup, lens)]
+    if snr < convergence.arc_snr:
+        why.append(f"arcs too faint (S/N {snr:.3g} < {convergence.arc_snr:g})")
     span = math.nan
     if {"theta_E", "center_x", "center_y"} <= set(lens):
         scale = abs(float(np.asarray(setup.kwargs["kwargs_data"]["transform_pix2angle"])[0, 0]))
@@ -197,6 +200,7 @@ def fit_lens_model(
         kept_start=kept,
         starts_agreeing=int(agreeing),
         arc_span=span,
+        arc_snr=snr,
         chi2_change=change,
         theta_change=moved,
         agree=bool(agree),

@@ -12,6 +12,7 @@ imported only here; :func:`quiet` keeps its prints and warnings out of the outpu
 from __future__ import annotations
 
 import contextlib
+import copy
 import io
 import logging
 import warnings
@@ -86,6 +87,28 @@ def data_kwargs(kwargs: Mapping[str, Any], image: np.ndarray, noise_map: np.ndar
     elif data.get("exposure_time") is None:
         data["exposure_time"] = 1e30  # no shot noise: lenstronomy needs a number
     return data
+
+
+def source_snr(
+    kwargs: Mapping[str, Any],
+    image: np.ndarray,
+    noise_map: np.ndarray | None,
+    kwargs_result: Mapping[str, Any],
+    mask: np.ndarray | None = None,
+) -> float:
+    """The signal-to-noise ratio of the lensed source of ``kwargs_result`` (amplitudes solved linearly on
+    ``image``) over the pixels of ``mask``: ``sqrt(sum((source / noise)^2))``, the source's light as lensed and
+    convolved with the PSF, the noise being the fit's (``noise_map`` or ``kwargs``'s background and shot noise).
+    What the arcs can tell the fit: near 0, nothing constrains the lens."""
+    fit = image_fit_class(kwargs, image, noise_map, mask)
+    kwargs_result = copy.deepcopy(dict(kwargs_result))
+    fit.image_linear_solve(  # sets the amplitudes in kwargs_result
+        kwargs_result["kwargs_lens"], kwargs_result["kwargs_source"], kwargs_result.get("kwargs_lens_light") or None
+    )
+    source = fit.source_surface_brightness(kwargs_result["kwargs_source"], kwargs_result["kwargs_lens"])
+    noise = np.sqrt(fit.Data.C_D)
+    use = np.ones(image.shape, dtype=bool) if mask is None else np.asarray(mask, dtype=bool)
+    return float(np.sqrt(np.sum((source[use] / noise[use]) ** 2)))
 
 
 def reduced_chi2(

@@ -27,8 +27,10 @@ class FitResult:
     [arcsec]; ``kept_start`` the kept one; ``starts_agreeing`` how many starts found the kept ``theta_E``
     within the agreement tolerance (itself included); ``arc_span`` [degrees] the longest arc of the Einstein
     ring along which the residual keeps one sign (:func:`lenscnn.modelling.residuals.ring_residual_span`;
-    NaN for a lens without ``theta_E`` and a centre); ``chi2_change`` the relative fall of the reduced chi^2
-    and ``theta_change`` [arcsec] the largest distance of ``theta_E`` from its final value, over the last
+    NaN for a lens without ``theta_E`` and a centre); ``arc_snr`` the signal-to-noise ratio of the fitted
+    lensed source over the used pixels (:func:`lenscnn.modelling.lenstronomy_adapter.source_snr`); ``chi2_change``
+    the relative fall of the reduced chi^2 and ``theta_change`` [arcsec] the largest distance of ``theta_E`` from
+    its final value, over the last
     :data:`lenscnn.modelling.settings.PLATEAU_SHARE` of the last PSO stage; ``agree`` whether the two best
     starts agree (:class:`lenscnn.modelling.settings.Convergence` (a)); ``converged`` by
     :class:`lenscnn.modelling.settings.Convergence` and no lens parameter at a bound of its range; ``why``
@@ -51,6 +53,7 @@ class FitResult:
     kept_start: int = 0
     starts_agreeing: int = 1
     arc_span: float = math.nan
+    arc_snr: float = math.nan
     chi2_change: float = 0.0
     theta_change: float = 0.0
     agree: bool = True
@@ -77,8 +80,8 @@ class FitOutcome:
     [counts/s/px] (``None`` without one), ``why`` the reasons it is not converged (``; ``-joined in the table),
     ``pixels_fitted`` and ``pixels_masked`` (the image's pixels left out of the likelihood: masks, the PSF's
     border, the field beyond the lens region), ``neighbours_masked`` (sources centred outside the lens region,
-    masked: :mod:`lenscnn.modelling.field`), ``arc_residual`` [degrees] (the fit's ``arc_span``),
-    ``exposure_time`` [s] of the noise model's shot noise (``None``:
+    masked: :mod:`lenscnn.modelling.field`), ``arc_residual`` [degrees] (the fit's ``arc_span``), ``arc_snr`` (the
+    fit's), ``exposure_time`` [s] of the noise model's shot noise (``None``:
     none, or the image's noise map) and whether it was ``exposure_time_estimated`` from the image, ``model``
     [counts/s/px] and ``residual`` ((data - model) / noise, 0
     outside the used pixels), images like the data (``None`` when read from ``refined.csv``; not compared).
@@ -102,6 +105,7 @@ class FitOutcome:
     pixels_masked: int | None = None
     neighbours_masked: int | None = None
     arc_residual: float | None = None
+    arc_snr: float | None = None
     exposure_time: float | None = None
     exposure_time_estimated: bool = False
     model: np.ndarray | None = field(default=None, compare=False, repr=False)

@@ -45,6 +45,7 @@ FIXED_COLUMNS = (
     "exposure_time",
     "exposure_time_estimated",
     "arc_residual",
+    "arc_snr",
     "starts_agreeing",
     "theta_E_change",
     "chi2_change",
@@ -106,6 +107,7 @@ def refined_row(outcome: FitOutcome, names: Sequence[str]) -> dict[str, str]:
         "exposure_time": outcome.exposure_time,
         "exposure_time_estimated": outcome.exposure_time_estimated if outcome.exposure_time is not None else None,
         "arc_residual": outcome.arc_residual,
+        "arc_snr": outcome.arc_snr,
         "starts_agreeing": outcome.starts_agreeing,
         "theta_E_change": outcome.theta_E_change,
         "chi2_change": outcome.chi2_change,
@@ -156,6 +158,7 @@ def outcome_from_row(row: Mapping[str, str | None], names: Sequence[str]) -> Fit
         neighbours_masked=None if neighbours is None else int(neighbours),
         exposure_time=number("exposure_time"),
         arc_residual=number("arc_residual"),
+        arc_snr=number("arc_snr"),
         exposure_time_estimated=row.get("exposure_time_estimated") == "true",
     )
 
@@ -178,6 +181,7 @@ LATER_COLUMNS = (
     "exposure_time",
     "exposure_time_estimated",
     "arc_residual",
+    "arc_snr",
     *SHAPE_COLUMNS,
 )
 

@@ -70,7 +70,10 @@ class Convergence:
     (d) no lens parameter ended at a bound of its sampled range (:func:`lenscnn.modelling.fitting.at_bounds`);
     (e) ``arcs``: the residual keeps one sign, at more than 5 sigma per stretch, along less than this many
         degrees of the fitted Einstein ring (:func:`lenscnn.modelling.residuals.ring_residual_span`): arcs the
-        model misplaces.
+        model misplaces;
+    (f) ``arc_snr``: the fitted lensed source has at least this signal-to-noise ratio over the fitted pixels
+        (:func:`lenscnn.modelling.lenstronomy_adapter.source_snr`): arcs too faint leave the lens unconstrained,
+        whatever the chi^2.
 
     Each criterion that fails is named in the fit's ``why``.
 
@@ -84,9 +87,10 @@ class Convergence:
     plateau: float = 0.1
     max_chi2: float = 50.0
     arcs: float = 90.0
+    arc_snr: float = 30.0
 
     def __post_init__(self) -> None:
-        for name in ("agree", "plateau", "max_chi2", "arcs"):
+        for name in ("agree", "plateau", "max_chi2", "arcs", "arc_snr"):
             value = getattr(self, name)
             if not _is_number(value) or not 0 < value < math.inf:
                 raise UserError(f"converged.{name} must be a number > 0, got {value!r}")
@@ -102,8 +106,9 @@ class Convergence:
             f"(a) the two best starts agree on theta_E within max({self.agree:g} arcsec, the network's sigma) "
             f"(not tested with one start), (b) over the last {share} of the last PSO stage theta_E moved within "
             f"that tolerance and the reduced chi^2 fell by at most {self.plateau:g} of its value, "
-            f"(c) reduced chi^2 <= {self.max_chi2:g}, (d) no lens parameter at a bound of its range, and (e) no "
-            f"residual of one sign at > 5 sigma along {self.arcs:g} degrees or more of the Einstein ring"
+            f"(c) reduced chi^2 <= {self.max_chi2:g}, (d) no lens parameter at a bound of its range, (e) no "
+            f"residual of one sign at > 5 sigma along {self.arcs:g} degrees or more of the Einstein ring, and (f) "
+            f"the fitted arcs' S/N at least {self.arc_snr:g}"
         )
 
 

@@ -4,6 +4,7 @@ exception that stops the others."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import replace
@@ -59,7 +60,8 @@ def fit_task(
         why="; ".join(result.why),
         pixels_fitted=result.pixels,
         pixels_masked=int(result.model.size - result.pixels),
-        arc_residual=result.arc_span,
+        arc_residual=None if math.isnan(result.arc_span) else result.arc_span,
+        arc_snr=None if math.isnan(result.arc_snr) else result.arc_snr,
         model=result.model,
         residual=result.normalized_residual,
     )
