@@ -1,7 +1,8 @@
 """One lenstronomy fit started from a (deliberately off) estimate recovers a lens rendered by
 lenstronomy, an EPL's slope included; MCMC gives uncertainties, of every component of the spec; a bulge +
 envelope lens light needs the two-component model; a free sky level, masks, several starts and the
-converged criterion do what they say; lenstronomy prints nothing; a bad budget is a user error."""
+converged criterion do what they say; the arcs' S/N is the lensed source's; lenstronomy prints nothing; a bad
+budget is a user error."""
 
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ from lenscnn.modelling.kwargs import (
     parameter_moments,
     seed_source,
 )
-from lenscnn.modelling.lenstronomy_adapter import lenstronomy_image, reduced_chi2
+from lenscnn.modelling.lenstronomy_adapter import lenstronomy_image, reduced_chi2, source_snr
 from lenscnn.modelling.pixels import psf_border, used_pixels
 from lenscnn.modelling.records import FitOutcome
 from lenscnn.modelling.settings import Budget, Convergence
@@ -340,3 +341,19 @@ def test_a_lens_parameter_at_its_bound_is_named(lens):
     _, _, low, high = setup.sampled("theta_E")
     assert at_bounds(setup, {**TRUTH, "theta_E": high}) == ["theta_E"]
     assert at_bounds(setup, {**TRUTH, "theta_E": 0.5 * (low + high)}) == []
+
+
+def test_the_arcs_signal_to_noise_is_that_of_the_lensed_source_alone(lens):
+    """source_snr = sqrt(sum((lensed source / noise)^2)) over the used pixels, the source rendered by lenstronomy
+    alone (no lens light here) with the noise of background and shot noise; a source 10x fainter has 1/10 of it
+    (amplitudes are solved linearly, so only the data's own arcs count)."""
+    image, setup = lens
+    instrument = Instrument.from_config(load_conf("instrument", "quickstart"))
+    truth = {"kwargs_lens": [TRUTH], "kwargs_source": [SOURCE]}
+    source = lenstronomy_image(setup.kwargs, truth)
+    noise = np.sqrt(instrument.background_rms**2 + np.abs(source) / instrument.exposure_time)
+    use = np.ones(image.shape, dtype=bool)
+    expected = np.sqrt(np.sum((source / noise) ** 2))
+    assert source_snr(setup.kwargs, source, noise, truth, use) == pytest.approx(expected, rel=1e-6)
+    assert source_snr(setup.kwargs, source / 10, noise, truth, use) == pytest.approx(expected / 10, rel=1e-6)
+    assert 30 < source_snr(setup.kwargs, image, None, truth, use) < 2 * expected  # the noisy image, its own noise
