@@ -13,7 +13,8 @@ looked for). Then the apps run on that directory as a user would:
 * ``lenscnn-refine`` with its defaults (the fit field chosen per lens, neighbours masked, the noise model
   estimated, the file's PSF), plus ``--refine`` options (e.g. ``fit.mcmc_run=100`` for sigmas).
 
-Printed: per target the RMSE of the network and of refine, the share of fits reported converged, how often a
+Printed: per target the RMSE of the network and of refine (and refine / network for theta_E: RMSE and median
+absolute error), the share of fits reported converged, how often a
 converged fit is off by more than 3 sigma (refine's MCMC sigma when it ran; the network's sigma otherwise), the
 reasons fits were not converged, the median reduced chi^2 and the median wall time per lens.
 
@@ -156,6 +157,14 @@ def report(
     for label, column in (("network", "net_{}"), ("refine", "{}")):
         errors = {t: [value(refined[n], column.format(t), f"net_{t}") - truths[n][t] for n in names] for t in TARGETS}
         print(f"{label:10s}" + "".join(f"{rmse(errors[t]):11.4f}" for t in TARGETS))
+    errors = {
+        label: [abs(value(refined[n], column.format("theta_E"), "net_theta_E") - truths[n]["theta_E"]) for n in names]
+        for label, column in (("network", "net_{}"), ("refine", "{}"))
+    }
+    print(
+        f"theta_E refine / network: RMSE {rmse(errors['refine']) / rmse(errors['network']):.3f}x, median |error| "
+        f"{statistics.median(errors['refine']) / statistics.median(errors['network']):.3f}x"
+    )
     converged = [n for n in fitted if refined[n]["converged"] == "true"]
     print(f"converged: {len(converged)}/{len(names)} ({len(converged) / len(names):.0%})")
     for group, members in (("converged", converged), ("not converged", [n for n in fitted if n not in converged])):

@@ -143,6 +143,17 @@ RUNS: dict[str, list[Run]] = {
             needs=("lenstronomy",),
         )
     ],
+    "refine_slacs_like.py": [
+        Run(
+            expect=(
+                rf"refine\s+(?P<value>{NUMBER})",
+                rf"theta_E refine / network: RMSE (?P<value>{NUMBER})x, median \|error\| (?P<ratio>{NUMBER})x",
+                r"converged: \d+/2",
+                rf"median arc_snr: (?P<snr>{NUMBER})",
+            ),
+            needs=("lenstronomy",),
+        )
+    ],
     "sim_throughput.py": [
         Run(
             expect=(
