@@ -19,9 +19,8 @@ from lenscnn.modelling.kwargs import pixel_psf
 from lenscnn.modelling.pixels import psf_border
 from lenscnn.params import LENS
 from lenscnn.preparation.images import PreparedImage, prepared_images
-from lenscnn.preparation.pipeline import PIXEL_SCALE_TOLERANCE, Preparation, grid_geometry
+from lenscnn.preparation.pipeline import Preparation, grid_geometry, model_pixels
 from lenscnn.preparation.psf import kernel_at_scale
-from lenscnn.preparation.resample import output_shape
 from lenscnn.sim import Instrument
 
 #: Columns of ``predictions.csv`` that hold text, not numbers.
@@ -128,8 +127,7 @@ class FieldPlan:
                 return network  # the fit reports the unusable PSF (fit_image)
         border = psf_border(pixel_psf(kernel))
         shape = cutout.image.shape
-        resampled = abs(scale / pixel_scale - 1) > PIXEL_SCALE_TOLERANCE
-        largest = output_shape(shape, scale, pixel_scale) if resampled else shape
+        largest = model_pixels(shape, scale, pixel_scale)
         size = self.settings.size(values, pixel_scale, border, network, largest)
         if min(largest[0] - network[0], largest[1] - network[1]) >= 0:
             row, col = grid_geometry(shape, scale, pixel_scale, network).centre()

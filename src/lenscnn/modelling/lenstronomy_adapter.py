@@ -100,11 +100,8 @@ def source_snr(
     ``image``) over the pixels of ``mask``: ``sqrt(sum((source / noise)^2))``, the source's light as lensed and
     convolved with the PSF, the noise being the fit's (``noise_map`` or ``kwargs``'s background and shot noise).
     What the arcs can tell the fit: near 0, nothing constrains the lens."""
-    fit = image_fit_class(kwargs, image, noise_map, mask)
-    kwargs_result = copy.deepcopy(dict(kwargs_result))
-    fit.image_linear_solve(  # sets the amplitudes in kwargs_result
-        kwargs_result["kwargs_lens"], kwargs_result["kwargs_source"], kwargs_result.get("kwargs_lens_light") or None
-    )
+    kwargs_result = copy.deepcopy(dict(kwargs_result))  # its amplitudes are set by the solve
+    fit, _, _ = linear_fit(kwargs, image, noise_map, kwargs_result, mask)
     source = fit.source_surface_brightness(kwargs_result["kwargs_source"], kwargs_result["kwargs_lens"])
     noise = np.sqrt(fit.Data.C_D)
     use = np.ones(image.shape, dtype=bool) if mask is None else np.asarray(mask, dtype=bool)
@@ -121,11 +118,24 @@ def reduced_chi2(
     """``(reduced chi^2, model image, normalised residual)`` of ``kwargs_result`` (lens, source, lens light;
     amplitudes solved linearly) on ``image``: chi^2 summed over the pixels of ``mask`` (``True``: use;
     ``None``: all) and divided by their number; the residual is 0 outside the mask."""
+    fit, model, error_map = linear_fit(kwargs, image, noise_map, kwargs_result, mask)
+    return float(fit.reduced_chi2(model, error_map)), model, fit.reduced_residuals(model, error_map)
+
+
+def linear_fit(
+    kwargs: Mapping[str, Any],
+    image: np.ndarray,
+    noise_map: np.ndarray | None,
+    kwargs_result: Mapping[str, Any],
+    mask: np.ndarray | None = None,
+) -> tuple[Any, np.ndarray, np.ndarray]:
+    """``(ImageLinearFit, model image, error map)`` of ``kwargs_result`` on ``image`` with the amplitudes solved
+    linearly (lenstronomy sets them in ``kwargs_result``'s light dicts)."""
     fit = image_fit_class(kwargs, image, noise_map, mask)
     model, error_map, _, _ = fit.image_linear_solve(
         kwargs_result["kwargs_lens"], kwargs_result["kwargs_source"], kwargs_result.get("kwargs_lens_light") or None
     )
-    return float(fit.reduced_chi2(model, error_map)), model, fit.reduced_residuals(model, error_map)
+    return fit, model, error_map
 
 
 @contextlib.contextmanager

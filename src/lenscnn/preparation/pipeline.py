@@ -307,7 +307,7 @@ def _prepare(
             f'{cutout.label}: pixel scale {scale:.4g}"/px differs from the model\'s {pixel_scale:.4g}"/px '
             "by more than 1%; set resample=true to resample it"
         )
-    height, width = output_shape(image.shape, scale, pixel_scale) if resampling else image.shape
+    height, width = model_pixels(image.shape, scale, pixel_scale)
     if height < image_size[0] or width < image_size[1]:
         raise UserError(
             f"{cutout.label}: {height}x{width} px at the model's pixel scale is smaller than the model's "
@@ -411,10 +411,18 @@ def grid_geometry(shape: tuple[int, int], scale: float, pixel_scale: float, imag
     resampling = abs(scale / pixel_scale - 1) > PIXEL_SCALE_TOLERANCE
     field = model_field(shape, scale / pixel_scale if resampling else 1.0, image_size)
     block = (field[0].stop - field[0].start, field[1].stop - field[1].start)
-    height, width = output_shape(block, scale, pixel_scale) if resampling else block
+    height, width = model_pixels(block, scale, pixel_scale)
     (h, w), (top, left) = image_size, ((height - image_size[0]) // 2, (width - image_size[1]) // 2)
     crop = (slice(top, top + h), slice(left, left + w))
     return Geometry(field, crop, (width / block[1], height / block[0]))
+
+
+def model_pixels(shape: tuple[int, int], scale: float, pixel_scale: float) -> tuple[int, int]:
+    """The size of an image of ``shape`` pixels of ``scale`` arcsec on the model's pixels of ``pixel_scale``: as
+    it is within :data:`PIXEL_SCALE_TOLERANCE`, else as :func:`prepare` resamples it."""
+    if abs(scale / pixel_scale - 1) > PIXEL_SCALE_TOLERANCE:
+        return output_shape(shape, scale, pixel_scale)
+    return shape[0], shape[1]
 
 
 def model_field(shape: tuple[int, int], ratio: float, image_size: tuple[int, int]) -> tuple[slice, slice]:
