@@ -106,7 +106,8 @@ def main() -> None:
     torch.manual_seed(0)
     ensemble = pretrained.load()
     settings = Preparation()
-    reference = domain_reference(ensemble, settings, 0, 8)
+    symmetries = ensemble.symmetries()  # lenscnn-predict's default: as calibrated
+    reference = domain_reference(ensemble, settings, 0, symmetries)
     rows = []
     config = {**ensemble.simulator_config, "dtype": "float32"}
     with tempfile.TemporaryDirectory() as tmp:
@@ -118,7 +119,7 @@ def main() -> None:
             files = find_inputs(str(folder))
             results = [
                 r
-                for batch, _ in CutoutPredictor(ensemble, reference).batches(
+                for batch, _ in CutoutPredictor(ensemble, reference, symmetries=symmetries).batches(
                     files, settings, check_inputs(files, settings)
                 )
                 for r in batch

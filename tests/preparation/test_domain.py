@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from lenscnn.io.cutouts import Cutout
-from lenscnn.preparation.domain import DomainReference, image_statistics
+from lenscnn.preparation.domain import DomainReference, image_statistics, predicted_arc_area
 from lenscnn.preparation.pipeline import Preparation, prepare
 from lenscnn.preparation.sky import estimate_sky
 from lenscnn.sim import Simulator
@@ -174,3 +174,29 @@ def test_answers_less_precise_than_the_references_are_flagged_uncertain(tmp_path
     assert reason.startswith("uncertain: sigma(theta_E)/theta_E 0.20 above 0.10")
     DomainReference.cached(config, NAMES, size=101, predict=predict, model="b")
     assert len(seen) == 2 and len(list((tmp_path / "domain").iterdir())) == 3
+
+
+def test_images_without_arcs_around_the_answer_are_flagged_no_arcs():
+    """Given the model's answers, the reference keeps the 0.5% quantile of the arc area around them over its
+    images; held-out lenses of the prior are rarely below it, the same lenses with their source 1,000x fainter
+    nearly always (``no arcs``); a model without a centre among its targets gets no such check."""
+
+    def predict(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        mean = torch.tensor([[1.25, 0.0, 0.0, 0.0, 0.0]]).expand(images.shape[0], -1)  # the prior's middle
+        return mean, torch.full_like(mean, 0.05)
+
+    config = reference_config()
+    reference = DomainReference.simulate(config, NAMES, size=256, predict=predict)
+    assert reference.arc_area > 0.3  # arcsec^2: every lens of this prior has bright arcs
+    assert DomainReference.simulate(config, NAMES[:3], size=64, predict=predict).arc_area is None
+    faint = {**config, "prior": {**config["prior"], "source": {**config["prior"]["source"], "amp": 0.1}}}
+    answer = {"theta_E": 1.25, "e1": 0.0, "e2": 0.0, "center_x": 0.0, "center_y": 0.0}
+    rates = []
+    for prior_config, seed in ((config, 7), (faint, 8)):
+        simulator = Simulator.from_config(prior_config)
+        images, _ = simulator.sample(64, simulator.make_generator(seed))
+        noise = torch.full((64,), RMS)
+        areas = predicted_arc_area(images, noise, predict(images)[0], NAMES, simulator.instrument.pixel_scale)
+        reasons = [reference.prediction_flags(answer, arcs=float(a)) for a in areas]
+        rates.append(np.mean([any(r.startswith("no arcs: ") for r in rs) for rs in reasons]))
+    assert rates[0] <= 0.05 and rates[1] >= 0.95

@@ -19,7 +19,7 @@ import torch
 
 from lenscnn.errors import UserError
 from lenscnn.models.ensemble import Ensemble
-from lenscnn.preparation.domain import DomainReference, prepared_statistics
+from lenscnn.preparation.domain import DomainReference, predicted_arc_area, prepared_statistics
 from lenscnn.preparation.images import prepared_images
 from lenscnn.preparation.pipeline import Preparation, Prepared, check_readable
 
@@ -154,6 +154,9 @@ class CutoutPredictor:
             return results
         records = [r.prepared.record for r in good]
         stats = prepared_statistics(images, records, self.reference.background_rms, self.ensemble.pixel_scale)
+        noise = stats["noise"] * self.reference.background_rms
+        names, scale = self.ensemble.target_names, self.ensemble.pixel_scale
+        areas = predicted_arc_area(images, noise, prediction.mean, names, scale)
         stats = {k: v.tolist() for k, v in stats.items()}
         for k, result in enumerate(good):
             record = result.prepared.record
@@ -165,5 +168,6 @@ class CutoutPredictor:
                 zoom=float(np.sqrt(zoom[0] * zoom[1])),
                 prediction=dict(zip(self.ensemble.target_names, mean[k].tolist(), strict=True)),
                 sigma=None if sigma is None else dict(zip(self.ensemble.target_names, sigma[k].tolist(), strict=True)),
+                arcs=None if areas is None else float(areas[k]),
             )
         return results
