@@ -347,7 +347,8 @@ class DomainReference:
         :data:`REFERENCE_SEED`, the quantiles that set its thresholds, :data:`REFERENCE_VERSION` and the
         lenscnn and torch versions (a galaxy library given as a file is keyed by its path). Drawing takes
         10-40 s on a CPU (1,024 images prepared one by one, the longest where cosmic rays are cleaned);
-        reading it back, milliseconds. A cache file that cannot be read is drawn again, and one that cannot be written is only logged."""
+        reading it back, milliseconds. A cache file that cannot be read is drawn again, and one that cannot
+        be written is only logged."""
         path = reference_path(simulator_config, targets, size, subtract_sky, rescale, cosmic_rays, model)
         if path.is_file():
             try:
