@@ -16,7 +16,7 @@ from lenscnn.io.cutouts import Cutout, find_inputs
 from lenscnn.io.predictions import predictions_file, read_table
 from lenscnn.modelling.field import FitField
 from lenscnn.modelling.kwargs import pixel_psf
-from lenscnn.modelling.pixels import psf_border, psf_core
+from lenscnn.modelling.pixels import psf_border
 from lenscnn.params import LENS
 from lenscnn.preparation.images import PreparedImage, prepared_images
 from lenscnn.preparation.pipeline import Preparation, grid_geometry, model_pixels
@@ -158,9 +158,8 @@ def load_images(
 
 def fit_kernel(kernel: np.ndarray, scale: float, instrument: Instrument) -> np.ndarray:
     """A PSF kernel of ``scale`` arcsec/px on the instrument's pixels, at most the image's size
-    (:func:`lenscnn.preparation.psf.kernel_at_scale`) and cut to its core (:func:`lenscnn.modelling.pixels.psf_core`):
-    what a fit convolves with."""
-    return psf_core(kernel_at_scale(kernel, scale, instrument.pixel_scale, (min(instrument.image_size) - 1) // 2))
+    (:func:`lenscnn.preparation.psf.kernel_at_scale`): what a fit convolves with."""
+    return kernel_at_scale(kernel, scale, instrument.pixel_scale, (min(instrument.image_size) - 1) // 2)
 
 
 def fit_image(image: PreparedImage, instrument: Instrument, settings: Preparation) -> FitImage:

@@ -15,44 +15,25 @@ ZERO_WEIGHT_NOISE = 1e10
 EDGE_TAIL = 0.005
 
 
-def tail_radius(kernel: np.ndarray, tail: float = EDGE_TAIL) -> int:
-    """The fewest pixels ``d`` from a kernel's centre beyond which at most ``tail`` of its flux lies, on
-    either side of either axis (its marginals): the kernel's reach at that tolerance."""
-    kernel = np.abs(np.asarray(kernel, dtype=float))
-    radius = 0
-    for marginal in (kernel.sum(axis=0), kernel.sum(axis=1)):
-        marginal = marginal / marginal.sum()
-        centre = len(marginal) // 2
-        # the flux beyond the edge seen from the pixel d pixels inside it: kernel offsets beyond d, either side
-        tails = [max(marginal[centre + d + 1 :].sum(), marginal[: centre - d].sum()) for d in range(centre)]
-        radius = max(radius, next((d for d, share in enumerate(tails) if share <= tail), centre))
-    return radius
-
-
 def psf_border(kwargs_psf: Mapping[str, Any]) -> int:
     """How many pixels at each edge of the image the fit leaves out: those for which more than
     :data:`EDGE_TAIL` of the PSF kernel of lenstronomy's ``kwargs_psf`` (``PIXEL``; 0 for any other PSF) falls
-    beyond the edge (:func:`tail_radius`).
+    beyond the edge.
 
     lenstronomy convolves with zeros beyond the image, so its model of light that continues past the edge
     (a sky level, an envelope; always so in a real image) is too faint there: a flat sky would come out
     biased by the edge pixels."""
     if kwargs_psf.get("psf_type") != "PIXEL":
         return 0
-    return tail_radius(kwargs_psf["kernel_point_source"])
-
-
-def psf_core(kernel: np.ndarray, tail: float = EDGE_TAIL) -> np.ndarray:
-    """A centred kernel cut to the square within one pixel more than its :func:`tail_radius` and normalised
-    to unit sum. A fit convolves every light component with its kernel, at a cost that grows with the
-    kernel's area: the TinyTim ACS F814W kernel on 0.08" pixels (45 x 45) keeps 98.7% of its flux in
-    25 x 25. The fit's border (:func:`psf_border`) is then that of the kernel it convolves with."""
-    radius = tail_radius(kernel, tail) + 1
-    centre = kernel.shape[0] // 2, kernel.shape[1] // 2
-    if radius >= min(centre):
-        return kernel
-    core = kernel[centre[0] - radius : centre[0] + radius + 1, centre[1] - radius : centre[1] + radius + 1]
-    return core / core.sum()
+    kernel = np.abs(np.asarray(kwargs_psf["kernel_point_source"], dtype=float))
+    border = 0
+    for marginal in (kernel.sum(axis=0), kernel.sum(axis=1)):
+        marginal = marginal / marginal.sum()
+        centre = len(marginal) // 2
+        # the flux beyond the edge seen from the pixel d pixels inside it: kernel offsets beyond d, either side
+        tails = [max(marginal[centre + d + 1 :].sum(), marginal[: centre - d].sum()) for d in range(centre)]
+        border = max(border, next((d for d, tail in enumerate(tails) if tail <= EDGE_TAIL), centre))
+    return border
 
 
 def used_pixels(
