@@ -49,17 +49,19 @@ def lens_grid_figure(
     names: Sequence[str] = LENS,
     predictions: Mapping[str, np.ndarray] | None = None,
     ncols: int = 4,
+    band: str | None = None,
 ) -> Figure:
-    """A grid of lens images annotated with their parameters.
+    """A grid of lens images annotated with their parameters; of several bands, the first (``band`` names it).
 
     Args:
-        images: ``(N, 1, H, W)`` or ``(N, H, W)`` [counts/s per pixel].
+        images: ``(N, C, H, W)`` or ``(N, H, W)`` [counts/s per pixel].
         pixel_scale: arcsec per pixel (sets the axes in arcsec, centred on the image).
         params: true parameters, ``{name: (N,)}``; the lens centre is marked with a cross.
         names: which parameters to print on each panel.
         predictions: optional predicted parameters, printed after the true ones.
     """
-    images = np.asarray(images).reshape(-1, *np.shape(images)[-2:])
+    images = np.asarray(images)
+    images = (images[:, 0] if images.ndim == 4 else images).reshape(-1, *images.shape[-2:])
     n = images.shape[0]
     ncols = min(ncols, n)
     nrows = math.ceil(n / ncols)
@@ -100,7 +102,8 @@ def lens_grid_figure(
         if "center_x" in params and "center_y" in params:
             ax.plot(params["center_x"][k], params["center_y"][k], "+", color="cyan", ms=8)
     title = "true | predicted" if predictions is not None else "true parameters"
-    fig.suptitle(f"{title}; axes in arcsec, origin lower", fontsize=9)
+    shown = f"; band {band}" if band else ""
+    fig.suptitle(f"{title}; axes in arcsec, origin lower{shown}", fontsize=9)
     fig.tight_layout()
     return fig
 

@@ -80,7 +80,9 @@ def simulate(cfg: DictConfig) -> Path:
         k = min(int(cfg.preview), n)
         shown = list(simulator.lens_model.component("lens").own.values())  # the main lens's parameters
         values = {name: v[:k] for name, v in result.params.items()}
-        fig = lens_grid_figure(result.images[:k], result.pixel_scale, values, names=shown)
+        bands = simulator.instrument.band_names
+        band = bands[0] if len(bands) > 1 else None
+        fig = lens_grid_figure(result.images[:k], result.pixel_scale, values, names=shown, band=band)
         save_figure(fig, out_dir / "preview.png", dpi=110)
         log.info("wrote a preview of %d lenses to %s", k, out_dir / "preview.png")
     return out_dir

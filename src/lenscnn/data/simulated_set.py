@@ -91,6 +91,7 @@ def write_simulated_set(
     names = simulator.drawn_names
     kwargs_model = simulator.lens_model.kwargs_model()
     pixel_scale = simulator.instrument.pixel_scale
+    bands = simulator.instrument.band_names if len(simulator.instrument.bands) > 1 else None
     files = {fmt: out_dir / FILE_NAMES[fmt] for fmt in FORMATS if fmt in formats}
 
     kept = n if "fits" in files else min(keep, n)  # FITS is written whole, from memory
@@ -101,7 +102,7 @@ def write_simulated_set(
         if "hdf5" in files:
             tmp = stack.enter_context(atomic_path(files["hdf5"]))
             h5 = stack.enter_context(
-                create_lens_dataset(tmp, n, simulator.image_shape, names, pixel_scale, config_yaml, kwargs_model)
+                create_lens_dataset(tmp, n, simulator.image_shape, names, pixel_scale, config_yaml, kwargs_model, bands)
             )
         tracker = stack.enter_context(progress("simulating", total=n, unit="lenses"))
         for start in range(0, n, batch_size):
@@ -118,5 +119,5 @@ def write_simulated_set(
             tracker.advance(count)
     if "fits" in files:
         with atomic_path(files["fits"]) as tmp:
-            write_lens_dataset_fits(tmp, images_kept, params_all, pixel_scale, config_yaml, kwargs_model)
+            write_lens_dataset_fits(tmp, images_kept, params_all, pixel_scale, config_yaml, kwargs_model, bands)
     return SimulatedSet(files=files, names=names, images=images_kept, params=params_all, pixel_scale=pixel_scale)

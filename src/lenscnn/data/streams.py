@@ -49,7 +49,7 @@ class ParameterBatches(Dataset):
     (an integer ``index`` alone is a batch of epoch 0)."""
 
     def __init__(self, simulator: Simulator, batch_size: int, seed: int, length: int, rank: int = 0):
-        self.prior, self.observation = simulator.prior, simulator.observation
+        self.prior, self.observation, self.colours = simulator.prior, simulator.observation, simulator.colours
         self.batch_size, self.seed, self.length, self.rank = batch_size, seed, length, rank
 
     def __len__(self) -> int:
@@ -59,7 +59,12 @@ class ParameterBatches(Dataset):
         epoch, index = key if isinstance(key, tuple) else (0, key)
         start = index * self.batch_size
         params, noise_seeds = draw_lenses(
-            self.prior, (self.seed, self.rank, epoch), start, start + self.batch_size, observation=self.observation
+            self.prior,
+            (self.seed, self.rank, epoch),
+            start,
+            start + self.batch_size,
+            observation=self.observation,
+            colours=self.colours,
         )
         return {"params": params, "noise_seeds": noise_seeds}
 
@@ -86,7 +91,7 @@ class FixedLenses(Dataset):
     ):
         start, stop = shard_bounds(size, rank, world_size)
         self.params, self.noise_seeds = draw_lenses(
-            simulator.prior, (seed,), start, stop, split, observation=simulator.observation
+            simulator.prior, (seed,), start, stop, split, observation=simulator.observation, colours=simulator.colours
         )
         self.size, self.batch_size = stop - start, batch_size
 

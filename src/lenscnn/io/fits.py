@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import math
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -185,8 +185,10 @@ def write_lens_dataset_fits(
     pixel_scale: float,
     config_yaml: str,
     kwargs_model: Mapping[str, list[str]] | None = None,
+    bands: Sequence[str] | None = None,
 ) -> None:
-    """Images as an ``(N, H, W)`` cube in the primary HDU, true parameters in a ``PARAMS`` table,
+    """Images as an ``(N, H, W)`` cube in the primary HDU (of several bands, ``(N, C, H, W)`` with the band
+    names ``bands`` as ``BAND1``, ``BAND2``, ... keywords), true parameters in a ``PARAMS`` table,
     the simulator config (whose prior is the lens model) in a ``CONFIG`` table.
 
     The primary header carries a linear WCS of offsets from the image centre in arcsec (``CTYPE =
@@ -195,9 +197,12 @@ def write_lens_dataset_fits(
     ``kwargs_model`` (lenstronomy's profile lists), ``LENSMODL``, ``SRCMODL`` and ``LLMODL``:
     the lens, source-light and lens-light profiles, comma-separated.
     """
-    cube = images.reshape(images.shape[0], *images.shape[-2:]).astype(np.float32)
+    several = images.ndim == 4 and images.shape[1] > 1
+    cube = (images if several else images.reshape(images.shape[0], *images.shape[-2:])).astype(np.float32)
     primary = fits.PrimaryHDU(cube)
     header = primary.header
+    for k, band in enumerate(bands if several and bands is not None else [], start=1):
+        header[f"BAND{k}"] = (band, f"band of image plane {k}")
     height, width = cube.shape[-2:]
     header["PIXSCALE"] = (pixel_scale, "arcsec / pixel")
     header["BUNIT"] = "count/s"
@@ -219,20 +224,28 @@ def write_lens_dataset_fits(
 
 
 def read_lens_dataset_fits(path: str | Path) -> tuple[np.ndarray, dict[str, np.ndarray], dict]:
-    """``(images (N, 1, H, W) float32, params, attrs)`` of a FITS file written by ``lenscnn-simulate``
-    (cube in the primary HDU, ``PARAMS`` table, ``PIXSCALE`` keyword, ``CONFIG`` YAML)."""
+    """``(images (N, C, H, W) float32, params, attrs)`` of a FITS file written by ``lenscnn-simulate``
+    (cube in the primary HDU, ``PARAMS`` table, ``PIXSCALE`` keyword, ``CONFIG`` YAML; ``attrs["bands"]``: the
+    ``BANDk`` names of a multi-band cube)."""
     path = Path(path)
     cube, header = read_image_hdu(path, 0)
-    if cube.ndim != 3:
-        raise UserError(f"{path}: the primary HDU holds shape {cube.shape}; expected an (N, H, W) cube of lenses")
+    if cube.ndim not in (3, 4):
+        raise UserError(
+            f"{path}: the primary HDU holds shape {cube.shape}; expected an (N, H, W) cube of lenses "
+            "(or (N, C, H, W) of several bands)"
+        )
     with open_fits(path) as hdul:
         if "PARAMS" not in hdul or not isinstance(hdul["PARAMS"], (fits.BinTableHDU, fits.TableHDU)):
             raise UserError(f"{path}: no PARAMS table of true parameters; write the file with lenscnn-simulate")
         params = table_columns(hdul["PARAMS"], len(cube), path)
         config = config_text(hdul)
     with np.errstate(over="ignore"):
-        images = cube[:, None].astype(np.float32)
-    return images, params, {"pixel_scale": pixscale(header, path), "config": config}
+        images = (cube if cube.ndim == 4 else cube[:, None]).astype(np.float32)
+    attrs = {"pixel_scale": pixscale(header, path), "config": config}
+    bands = [header[f"BAND{k}"] for k in range(1, images.shape[1] + 1) if f"BAND{k}" in header]
+    if images.shape[1] > 1 and len(bands) == images.shape[1]:
+        attrs["bands"] = bands
+    return images, params, attrs
 
 
 def table_columns(table: fits.BinTableHDU, n: int, path: Path) -> dict[str, np.ndarray]:

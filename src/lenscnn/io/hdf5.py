@@ -9,7 +9,7 @@ itself, and ``kwargs_model`` (lenstronomy's profile lists of that lens model, JS
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import h5py
@@ -26,14 +26,18 @@ def create_lens_dataset(
     pixel_scale: float,
     config_yaml: str,
     kwargs_model: Mapping[str, list[str]] | None = None,
+    bands: Sequence[str] | None = None,
 ) -> h5py.File:
-    """Open a new file for ``n`` lenses (filled batch by batch with :func:`write_batch`);
-    ``kwargs_model`` (lenstronomy's profile lists of the lens model) is stored as JSON."""
+    """Open a new file for ``n`` lenses of ``image_shape`` ``(C, H, W)`` (filled batch by batch with
+    :func:`write_batch`); ``kwargs_model`` (lenstronomy's profile lists of the lens model) and the ``C`` band
+    names ``bands`` (a multi-band instrument's) are stored as JSON."""
     f = h5py.File(path, "w")  # the caller closes it (h5py files are context managers)
     f.attrs["pixel_scale"] = pixel_scale
     f.attrs["config"] = config_yaml
     if kwargs_model is not None:
         f.attrs["kwargs_model"] = json.dumps(dict(kwargs_model))
+    if bands is not None:
+        f.attrs["bands"] = json.dumps(list(bands))
     f.create_dataset("images", shape=(n, *image_shape), dtype="float32", chunks=(1, *image_shape))
     group = f.create_group("params")
     for name in param_names:
@@ -50,7 +54,7 @@ def write_batch(f: h5py.File, start: int, images: np.ndarray, params: Mapping[st
 
 
 def read_lens_dataset(path: str | Path) -> tuple[np.ndarray, dict[str, np.ndarray], dict]:
-    """``(images (N, 1, H, W) float32, params {name: (N,) float64}, attrs)`` of a file written by
+    """``(images (N, C, H, W) float32, params {name: (N,) float64}, attrs)`` of a file written by
     ``lenscnn-simulate``, checked: one number per lens and parameter, ``attrs["pixel_scale"]`` a
     positive float (if present), ``attrs["config"]`` text. Anything else is a one-line :class:`UserError`."""
     path = Path(path)
@@ -94,13 +98,13 @@ def member(parent: h5py.Group, name: str, kind: type, path: Path) -> h5py.Datase
 
 
 def lens_images(images: np.ndarray, path: Path) -> np.ndarray:
-    """``images`` as ``(N, 1, H, W)`` float32 (an ``(N, H, W)`` stack gains its channel axis)."""
+    """``images`` as ``(N, C, H, W)`` float32, a channel per band (an ``(N, H, W)`` stack gains its channel axis)."""
     if images.dtype.kind not in "iuf":
         raise UserError(f"{path}: 'images' holds {images.dtype} values; expected float32 pixels (counts/s)")
     if images.ndim == 3:
         images = images[:, None]
-    if images.ndim != 4 or images.shape[1] != 1 or min(images.shape, default=0) < 1:
-        raise UserError(f"{path}: 'images' has shape {images.shape}; expected (N, 1, H, W) with N, H, W >= 1")
+    if images.ndim != 4 or min(images.shape, default=0) < 1:
+        raise UserError(f"{path}: 'images' has shape {images.shape}; expected (N, C, H, W) with N, C, H, W >= 1")
     with np.errstate(over="ignore"):
         return images.astype(np.float32, copy=False)
 

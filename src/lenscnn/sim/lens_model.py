@@ -155,22 +155,29 @@ class LensModel:
             alpha_x, alpha_y = alpha_x + ax, alpha_y + ay
         return alpha_x, alpha_y
 
-    def surface_brightness(
+    def light_components(
         self, x: Tensor, y: Tensor, params: Mapping[str, Tensor], galaxies: Mapping[str, GalaxyStamps] | None = None
-    ) -> Tensor:
-        """The sky [counts/s/arcsec^2] at image-plane ``(x, y)``: the sources seen through the lens
-        (ray-traced by :meth:`deflection`) plus the unlensed light. ``galaxies``: the library of
-        each component that draws library galaxies, by component name."""
+    ) -> list[tuple[str, Tensor]]:
+        """Each light component's surface brightness [counts/s/arcsec^2] at image-plane ``(x, y)``, by name:
+        the sources seen through the lens (ray-traced by :meth:`deflection`), then the unlensed light.
+        ``galaxies``: the library of each component that draws library galaxies, by component name."""
         galaxies = galaxies or {}
-        flux = torch.zeros((), dtype=x.dtype, device=x.device)
+        lights = []
         sources = self.of_role("source")
         if sources:
             alpha_x, alpha_y = self.deflection(x, y, params)
             beta_x, beta_y = x - alpha_x, y - alpha_y
-            for c in sources:
-                flux = flux + c.evaluate(beta_x, beta_y, params, galaxies.get(c.name))
-        for c in self.of_role("lens_light"):
-            flux = flux + c.evaluate(x, y, params, galaxies.get(c.name))
+            lights += [(c.name, c.evaluate(beta_x, beta_y, params, galaxies.get(c.name))) for c in sources]
+        lights += [(c.name, c.evaluate(x, y, params, galaxies.get(c.name))) for c in self.of_role("lens_light")]
+        return lights
+
+    def surface_brightness(
+        self, x: Tensor, y: Tensor, params: Mapping[str, Tensor], galaxies: Mapping[str, GalaxyStamps] | None = None
+    ) -> Tensor:
+        """The sky [counts/s/arcsec^2] at image-plane ``(x, y)``: the sum of :meth:`light_components`."""
+        flux = torch.zeros((), dtype=x.dtype, device=x.device)
+        for _, light in self.light_components(x, y, params, galaxies):
+            flux = flux + light
         return flux
 
     def to_dict(self) -> dict[str, Any]:

@@ -14,6 +14,7 @@ import torch
 from torch import Tensor
 
 from lenscnn.sim import func
+from lenscnn.sim.colours import Colours
 from lenscnn.sim.observation import Observation
 from lenscnn.sim.prior import Prior
 
@@ -27,6 +28,9 @@ BLOCK = 128
 #: Last element of the key of a block's observation draws (``key_generator(*key, k, OBSERVATION_KEY)``):
 #: a stream of its own, so adding nuisances changes neither the lenses nor their noise seeds.
 OBSERVATION_KEY = 1
+#: Last element of the key of a block's colour draws (:mod:`lenscnn.sim.colours`): the same lenses, noise seeds
+#: and nuisances in one band or several.
+COLOUR_KEY = 2
 
 
 def key_generator(*key: int) -> torch.Generator:
@@ -44,6 +48,7 @@ def draw_lenses(
     split: str = "train",
     dtype: torch.dtype = torch.float32,
     observation: Observation | None = None,
+    colours: Colours | None = None,
 ) -> tuple[dict[str, Tensor], Tensor]:
     """Lenses ``start .. stop-1`` of the seeded stream ``key``: ``({name: Tensor[stop - start]}, noise_seeds)``
     on the CPU (noise seeds int64, for :meth:`Simulator.render`).
@@ -52,7 +57,8 @@ def draw_lenses(
     CPU, from ``key_generator(*key, k)``: first its parameters (``prior.sample(BLOCK, ...)``),
     then its noise seeds. Lens ``i`` is therefore the same whatever range it is drawn in. ``split``
     picks the galaxies of a galaxy-source library. The ``observation``'s nuisances of the block come
-    from ``key_generator(*key, k, OBSERVATION_KEY)``: the same lenses and noise seeds with or without them.
+    from ``key_generator(*key, k, OBSERVATION_KEY)``: the same lenses and noise seeds with or without them; so
+    do the ``colours`` of a multi-band instrument, from ``key_generator(*key, k, COLOUR_KEY)``.
     """
     if not 0 <= start <= stop:
         raise ValueError(f"lenses {start}..{stop}: need 0 <= start <= stop")
@@ -64,6 +70,8 @@ def draw_lenses(
         seeds = func.draw_seeds(BLOCK, generator)
         if observation is not None:
             params.update(observation.sample(BLOCK, key_generator(*key, k, OBSERVATION_KEY), "cpu", dtype))
+        if colours is not None:
+            params.update(colours.sample(BLOCK, key_generator(*key, k, COLOUR_KEY), "cpu", dtype))
         blocks.append((params, seeds))
     cut = slice(start - first * BLOCK, stop - first * BLOCK)
     if len(blocks) == 1:
@@ -97,9 +105,10 @@ class LensStream:
         split: str = "train",
         dtype: torch.dtype = torch.float32,
         observation: Observation | None = None,
+        colours: Colours | None = None,
     ) -> tuple[dict[str, Tensor], Tensor]:
         """The next ``n`` lenses (CPU parameters and noise seeds); advances the stream."""
-        drawn = draw_lenses(prior, self.key, self.position, self.position + n, split, dtype, observation)
+        drawn = draw_lenses(prior, self.key, self.position, self.position + n, split, dtype, observation, colours)
         self.position += n
         return drawn
 

@@ -16,6 +16,7 @@ from torch import Tensor, nn
 from lenscnn.errors import UserError, one_line
 from lenscnn.sim import func
 from lenscnn.sim.byte_sizes import parse_bytes
+from lenscnn.sim.colours import Colours
 from lenscnn.sim.instrument import Instrument
 from lenscnn.sim.lens_model import LensModel, parameter_name
 from lenscnn.sim.lens_streams import LensStream, torch_generator
@@ -63,7 +64,8 @@ def _chunk_size_setting(value: Any) -> int | None:
 class Simulator(nn.Module):
     """Draws lens parameters from a :class:`Prior` and renders them through an :class:`Instrument`.
 
-    Images are ``(n, 1, H, W)`` tensors in counts/s per pixel on the simulator's device
+    Images are ``(n, C, H, W)`` tensors in counts/s per pixel, one channel per band of the instrument
+    (``C = 1`` for a single-band one), on the simulator's device
     (move it with ``.to(device)``); rendering never leaves that device and has no Python
     loop over images. Randomness comes only from the generator passed in: a
     :class:`LensStream` from :meth:`make_generator` (lens ``i`` of a seed is the same whatever
@@ -74,7 +76,9 @@ class Simulator(nn.Module):
         instrument: image geometry, PSF and noise.
         prior: distributions of all parameters.
         observation: per-image nuisances (sky residual, PSF, noise, artefacts) config
-            (:mod:`lenscnn.sim.observation`); ``None`` or empty: the instrument's alone.
+            (:mod:`lenscnn.sim.observation`); ``None`` or empty: the instrument's alone. One band only.
+        colours: the colour prior of a multi-band instrument's light components (:mod:`lenscnn.sim.colours`);
+            ignored by a single-band instrument.
         dtype: ``torch.float32`` (default) or ``torch.float64``.
         compile: fuse the per-pixel arithmetic with ``torch.compile`` (much faster on CPU
             and GPU after a one-off compilation; falls back to eager with a warning if
@@ -93,6 +97,7 @@ class Simulator(nn.Module):
         prior: Prior,
         *,
         observation: Mapping[str, Any] | None = None,
+        colours: Mapping[str, Any] | None = None,
         dtype: torch.dtype = torch.float32,
         compile: bool = False,
         chunk_size: int | str | None = None,
@@ -113,21 +118,11 @@ class Simulator(nn.Module):
         self.chunk_size = _chunk_size_setting(chunk_size)
         #: budget of the automatic chunks [bytes], or ``None``
         self.chunk_memory = parse_bytes(chunk_memory)
-        psf = instrument.psf
         self.psf_kernel_1d: Tensor | None
         self.psf_kernel: Tensor | None
         self.psf_kernel_fft: Tensor | None
-        self.register_buffer("psf_kernel_1d", None, persistent=False)
-        self.register_buffer("psf_kernel", None, persistent=False)
-        self.register_buffer("psf_kernel_fft", None, persistent=False)
-        if psf["type"] == "gaussian":
-            self.psf_kernel_1d = func.gaussian_kernel_1d(
-                psf["fwhm"], instrument.pixel_scale, psf["truncate"], dtype=dtype
-            )
-        elif psf["type"] == "pixel":
-            kernel = torch.as_tensor(instrument.psf_kernel(), dtype=dtype)
-            self.psf_kernel = kernel
-            self.psf_kernel_fft = func.kernel_transform(kernel, (height, width))
+        for band in range(len(instrument.bands)):  # band 0's as psf_kernel_1d, ...; band k's as psf_kernel_1d_k, ...
+            self._register_psf(band)
         # library galaxies (as sources or neighbours) live on the simulator's device, like the grid
         self.galaxy_components = list(prior.galaxy_samplers)
         for name, sampler in prior.galaxy_samplers.items():
@@ -135,6 +130,13 @@ class Simulator(nn.Module):
             self.register_buffer(f"galaxy_r_half_{name}", torch.as_tensor(sampler.library.r_half, dtype=dtype), False)
         nuisances = Observation(observation or {}, instrument)
         self.observation = nuisances if nuisances.spec else None  # empty sections: no observation
+        light = [c.name for c in prior.lens_model.components if c.role in ("source", "lens_light")]
+        self.colours = Colours.from_config(colours, instrument, light) if len(instrument.bands) > 1 else None
+        if self.colours is not None and self.observation is not None:
+            raise UserError(
+                f"observation: per-image nuisances are built for one band; the instrument {instrument.name!r} has "
+                f"{len(instrument.bands)} ({', '.join(instrument.band_names)}): use observation=none"
+            )
         if self.observation is not None and compile:
             self.observation.compile_pointwise()
         self._compile = compile
@@ -142,18 +144,42 @@ class Simulator(nn.Module):
         if compile:
             self._render_chunk = torch.compile(self._eager_chunk, dynamic=False)
 
+    def _register_psf(self, band: int) -> None:
+        """The PSF buffers of band ``band``: a separable kernel of a Gaussian PSF, or a 2-D kernel and its
+        transform (the 1-D kernel, the kernel and its FFT; ``None`` where the PSF has none)."""
+        psf = self.instrument.bands[band].psf
+        height, width = self.instrument.image_size
+        kernel_1d = kernel = kernel_fft = None
+        if psf["type"] == "gaussian":
+            kernel_1d = func.gaussian_kernel_1d(
+                psf["fwhm"], self.instrument.pixel_scale, psf["truncate"], dtype=self.dtype
+            )
+        elif psf["type"] == "pixel":
+            kernel = torch.as_tensor(self.instrument.psf_kernel(band), dtype=self.dtype)
+            kernel_fft = func.kernel_transform(kernel, (height, width))
+        suffix = "" if band == 0 else f"_{band}"
+        self.register_buffer(f"psf_kernel_1d{suffix}", kernel_1d, persistent=False)
+        self.register_buffer(f"psf_kernel{suffix}", kernel, persistent=False)
+        self.register_buffer(f"psf_kernel_fft{suffix}", kernel_fft, persistent=False)
+
+    def band_psf(self, band: int) -> tuple[Tensor | None, Tensor | None, Tensor | None]:
+        """Band ``band``'s PSF buffers for :func:`func.lens_image`: 1-D kernel, 2-D kernel, its transform."""
+        suffix = "" if band == 0 else f"_{band}"
+        return tuple(getattr(self, f"{name}{suffix}") for name in ("psf_kernel_1d", "psf_kernel", "psf_kernel_fft"))
+
     @classmethod
     def from_config(cls, cfg: Mapping[str, Any] | DictConfig, **overrides: Any) -> Simulator:
         """Build from a ``data.simulator`` node: ``instrument``, ``prior`` and optional
-        ``observation``, ``dtype`` (``float32``/``float64``), ``compile``, ``chunk_size`` (a positive int,
+        ``observation``, ``colours``, ``dtype`` (``float32``/``float64``), ``compile``, ``chunk_size`` (a positive int,
         ``auto`` or null) and ``chunk_memory`` (bytes, e.g. ``8GB``, or null)."""
         if isinstance(cfg, DictConfig):
             cfg = OmegaConf.to_container(cfg, resolve=True)
         cfg = {**dict(cfg), **overrides}
-        unknown = set(cfg) - {"instrument", "prior", "observation", "dtype", "compile", "chunk_size", "chunk_memory"}
+        allowed = {"instrument", "prior", "observation", "colours", "dtype", "compile", "chunk_size", "chunk_memory"}
+        unknown = set(cfg) - allowed
         if unknown:
             raise UserError(
-                f"simulator: unknown keys {sorted(unknown)}; allowed instrument, prior, observation, dtype, "
+                f"simulator: unknown keys {sorted(unknown)}; allowed instrument, prior, observation, colours, dtype, "
                 "compile, chunk_size, chunk_memory"
             )
         observation = cfg.get("observation")
@@ -162,6 +188,9 @@ class Simulator(nn.Module):
         for key in ("instrument", "prior"):
             if not isinstance(cfg.get(key), Mapping):
                 raise UserError(f"simulator: '{key}' must be a config mapping (pick one with {key}=NAME)")
+        colours = cfg.get("colours")
+        if colours is not None and not isinstance(colours, Mapping):
+            raise UserError(f"simulator.colours must be a config mapping (colours=NAME), got {colours!r}")
         dtype = cfg.get("dtype", "float32")
         if dtype not in DTYPES:
             raise UserError(f"simulator.dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
@@ -171,6 +200,7 @@ class Simulator(nn.Module):
             Instrument.from_config(cfg["instrument"]),
             Prior(cfg["prior"]),
             observation=observation,
+            colours=colours,
             dtype=DTYPES[dtype],
             compile=bool(cfg.get("compile", False)),
             chunk_size=chunk_size,
@@ -217,8 +247,8 @@ class Simulator(nn.Module):
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
-        """``(1, H, W)``: the shape of one rendered image."""
-        return (1, *self.instrument.image_size)
+        """``(C, H, W)``: the shape of one rendered image, a channel per band."""
+        return (len(self.instrument.bands), *self.instrument.image_size)
 
     def make_generator(self, seed: int) -> LensStream:
         """The lens stream of ``seed`` (see :class:`LensStream`): successive :meth:`sample` calls
@@ -235,11 +265,13 @@ class Simulator(nn.Module):
         ``split`` picks the galaxies of a galaxy-source library (``train``, ``val``, ``test``).
         """
         if isinstance(generator, LensStream):
-            params, _ = generator.draw(self.prior, n, split, self.dtype, self.observation)
+            params, _ = generator.draw(self.prior, n, split, self.dtype, self.observation, self.colours)
             return {k: v.to(self.device) for k, v in params.items()}
         params = self.prior.sample(n, generator, self.device, self.dtype, split=split)
         if self.observation is not None:
             params.update(self.observation.sample(n, generator, self.device, self.dtype))
+        if self.colours is not None:
+            params.update(self.colours.sample(n, generator, self.device, self.dtype))
         return params
 
     def sample(
@@ -249,10 +281,10 @@ class Simulator(nn.Module):
         noise: bool = True,
         split: str = "train",
     ) -> tuple[Tensor, dict[str, Tensor]]:
-        """Draw ``n`` lenses: ``(images[n, 1, H, W], params)``; with a :class:`LensStream`, its next
+        """Draw ``n`` lenses: ``(images[n, C, H, W], params)``; with a :class:`LensStream`, its next
         ``n`` lenses (parameters and Gaussian noise independent of ``n``, chunking and device)."""
         if isinstance(generator, LensStream):
-            params, seeds = generator.draw(self.prior, n, split, self.dtype, self.observation)
+            params, seeds = generator.draw(self.prior, n, split, self.dtype, self.observation, self.colours)
             params = {k: v.to(self.device) for k, v in params.items()}
             return self.render(params, noise=noise, generator=generator, noise_seeds=seeds), params
         params = self.sample_params(n, generator, split)
@@ -265,7 +297,7 @@ class Simulator(nn.Module):
         generator: torch.Generator | LensStream | None = None,
         noise_seeds: Tensor | None = None,
     ) -> Tensor:
-        """Render images ``(n, 1, H, W)`` [counts/s per pixel] of the given parameters.
+        """Render images ``(n, C, H, W)`` [counts/s per pixel, a channel per band] of the given parameters.
 
         ``params`` maps names of :mod:`lenscnn.params` to tensors of shape ``(n,)``: every parameter of
         the prior's lens model (:attr:`lens_model`), e.g. ``source_galaxy`` for library-galaxy sources
@@ -273,13 +305,14 @@ class Simulator(nn.Module):
         and shot noise are drawn from ``generator`` (a stream's :attr:`LensStream.generator`), or,
         for Gaussian noise, from given per-image ``noise_seeds`` (int64 ``(n,)``, e.g. from
         :func:`func.draw_seeds`). With an :attr:`observation`, its nuisance parameters are needed too
-        (:attr:`parameter_names`), and the artefacts come with the noise.
+        (:attr:`parameter_names`), and the artefacts come with the noise; with several bands, the colours
+        (:mod:`lenscnn.sim.colours`); each band's noise has its own counters.
         """
         generator = torch_generator(generator)
         params = self._check_params(params)
         n = next(iter(params.values())).shape[0]
         height, width = self.instrument.image_size
-        images = torch.empty((n, 1, height, width), dtype=self.dtype, device=self.device)
+        images = torch.empty((n, *self.image_shape), dtype=self.dtype, device=self.device)
         seeds = None
         observation = self.observation
         if noise and not self.instrument.exact_poisson:
@@ -296,18 +329,15 @@ class Simulator(nn.Module):
                 if chunk_seeds is not None:
                     chunk_seeds = torch.cat([chunk_seeds, chunk_seeds[-1:].expand(pad, 1, 1)])
             if observation is None:
-                images[start:stop, 0] = self._render_chunk_safely(chunk, chunk_seeds)[: stop - start]
+                images[start:stop] = self._render_chunk_safely(chunk, chunk_seeds)[: stop - start]
             else:
                 noiseless = self._render_chunk_safely(chunk, None)
                 images[start:stop, 0] = observation.apply(noiseless, chunk, chunk_seeds)[: stop - start]
         if noise and self.instrument.exact_poisson:
-            images = func.add_noise(
-                images,
-                self.instrument.background_rms,
-                self.instrument.exposure_time,
-                generator=generator,
-                exact_poisson=True,
-            )
+            for k, band in enumerate(self.instrument.bands):
+                images[:, k] = func.add_noise(
+                    images[:, k], band.background_rms, band.exposure_time, generator=generator, exact_poisson=True
+                )
         return images
 
     def _render_chunk_safely(self, chunk: dict[str, Tensor], seeds: Tensor | None) -> Tensor:
@@ -321,33 +351,47 @@ class Simulator(nn.Module):
             return self._eager_chunk(chunk, seeds)
 
     def _eager_chunk(self, chunk: dict[str, Tensor], seeds: Tensor | None) -> Tensor:
-        """Images of one chunk ``(c, H, W)``; with Gaussian noise when per-image ``seeds`` are given."""
+        """Images of one chunk ``(c, H, W)`` with an observation (which applies the PSF and noise), else
+        ``(c, C, H, W)``; with Gaussian noise when per-image ``seeds`` are given."""
         instrument = self.instrument
-        flux = self.lens_model.surface_brightness(self.x, self.y, chunk, self._galaxy_stamps())
-        if self.observation is not None and self.observation.varies_psf:  # the observation's PSF, per image
-            return func.lens_image(flux, instrument.pixel_scale**2, instrument.supersampling)
-        image = func.lens_image(
-            flux,
-            instrument.pixel_scale**2,
-            instrument.supersampling,
-            self.psf_kernel_1d,
-            self.psf_kernel,
-            self.psf_kernel_fft,
+        stamps = self._galaxy_stamps()
+        if self.colours is None:
+            flux = self.lens_model.surface_brightness(self.x, self.y, chunk, stamps)
+            if self.observation is not None and self.observation.varies_psf:  # the observation's PSF, per image
+                return func.lens_image(flux, instrument.pixel_scale**2, instrument.supersampling)
+            band_fluxes = [flux]
+        else:  # each light in every band: its reference-band flux times its colour's weight
+            lights = self.lens_model.light_components(self.x, self.y, chunk, stamps)
+            weighted = sum(self.colours.weights(name, chunk, light) * light.unsqueeze(1) for name, light in lights)
+            band_fluxes = weighted.unbind(1)
+        pixels = instrument.image_size[0] * instrument.image_size[1]
+        images = []
+        for k, (band, flux) in enumerate(zip(instrument.bands, band_fluxes, strict=True)):
+            image = func.lens_image(flux, instrument.pixel_scale**2, instrument.supersampling, *self.band_psf(k))
+            if seeds is not None:
+                standard = func.counter_normal(seeds, self.pixel_index + k * pixels, self.dtype)
+                image = func.apply_gaussian_noise(image, standard, band.background_rms, band.exposure_time)
+            images.append(image)
+        if self.observation is not None:
+            return images[0]  # the observation adds noise and artefacts to the one band
+        return torch.stack(images, dim=1)
+
+    @property
+    def extra_names(self) -> list[str]:
+        """The parameters drawn besides the prior's: the observation's nuisances, then the colours."""
+        return (self.observation.names if self.observation is not None else []) + (
+            self.colours.names if self.colours is not None else []
         )
-        if seeds is None:
-            return image
-        standard = func.counter_normal(seeds, self.pixel_index, self.dtype)
-        return func.apply_gaussian_noise(image, standard, instrument.background_rms, instrument.exposure_time)
 
     @property
     def drawn_names(self) -> list[str]:
-        """Every parameter :meth:`sample_params` draws: the prior's, then the observation's nuisances."""
-        return self.prior.names + (self.observation.names if self.observation is not None else [])
+        """Every parameter :meth:`sample_params` draws: the prior's, then the nuisances and colours."""
+        return self.prior.names + self.extra_names
 
     @property
     def parameter_names(self) -> list[str]:
-        """Every parameter :meth:`render` needs: the lens model's, then the observation's nuisances."""
-        return self.lens_model.names + (self.observation.names if self.observation is not None else [])
+        """Every parameter :meth:`render` needs: the lens model's, then the nuisances and colours."""
+        return self.lens_model.names + self.extra_names
 
     @property
     def lens_model(self) -> LensModel:
