@@ -255,8 +255,8 @@ def test_every_shipped_config_composes_and_renders(instrument, prior):
         cfg = compose("simulate", overrides=[f"instrument={instrument}", f"prior={prior}"])
     sim = Simulator.from_config(cfg.simulator)
     images, params = sim.sample(2, sim.make_generator(0))
-    size = cfg.instrument.image_size
-    assert images.shape == (2, 1, size, size) and images.dtype == torch.float32
+    size, bands = cfg.instrument.image_size, len(cfg.instrument.get("bands") or [None])
+    assert images.shape == (2, bands, size, size) and images.dtype == torch.float32
     assert torch.isfinite(images).all() and images.abs().sum() > 0
     assert set(params) == set(sim.prior.names) >= {"theta_E", "e1", "e2", "center_x", "center_y"}
     assert all(v.shape == (2,) and torch.isfinite(v).all() for v in params.values())

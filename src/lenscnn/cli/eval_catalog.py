@@ -81,7 +81,7 @@ def catalog_evaluation(cfg: DictConfig, spec: CatalogSpec) -> CatalogResult:
     catalog = read_catalog(spec)
     per_file = catalog.preparations(settings)
     refused = refused_files(catalog, settings, per_file)
-    model = open_model(cfg, options, default_pretrained=True)
+    model = open_model(cfg, options, default_pretrained=True, images=True)
     ensemble = model.ensemble
     catalog.targets(ensemble.target_names)  # refuse a catalogue of nothing the model predicts, before predicting
     reference = domain_reference(ensemble, settings, options.mc_samples, model.symmetries)

@@ -59,12 +59,18 @@ class OpenedModel:
 
 
 def open_model(
-    cfg: Any, options: InferenceOptions, *, default_pretrained: bool = False, calibrating: bool = False
+    cfg: Any,
+    options: InferenceOptions,
+    *,
+    default_pretrained: bool = False,
+    calibrating: bool = False,
+    images: bool = False,
 ) -> OpenedModel:
     """Seed torch with ``cfg.seed`` (MC dropout), load the model ``cfg`` names (:func:`load_ensemble`) onto
     ``cfg.device`` and resolve its symmetries (refusing targets the image's flips cannot carry). Unless
     ``calibrating`` (a calibration is being fitted, with 1 symmetry unless told otherwise), warn when the
-    stored calibration was fitted with other settings."""
+    stored calibration was fitted with other settings. ``images``: the model will predict cutouts read from
+    files, one band each (a multi-band model is refused)."""
     import torch
 
     from lenscnn.models.symmetry import symmetry_group
@@ -72,6 +78,11 @@ def open_model(
     torch.manual_seed(cfg.seed)
     device = resolve_device(cfg.device)
     ensemble, calibration_file = load_ensemble(cfg, default_pretrained=default_pretrained)
+    if images and len(ensemble.bands) > 1:
+        raise UserError(
+            f"this model takes {len(ensemble.bands)} bands ({', '.join(ensemble.bands)}) in every image; "
+            "cutouts are read one band each: evaluate it on simulated images (lenscnn-eval), or use a single-band model"
+        )
     ensemble.to(device)
     symmetries = 1 if calibrating and options.symmetries is None else ensemble.symmetries(options.symmetries)
     symmetry_group(symmetries, ensemble.target_names)

@@ -89,7 +89,7 @@ def predict(cfg: DictConfig) -> PredictedFiles:
     if len(refused) == len(files):
         raise UserError(next(iter(refused.values())))
     run_dir = Path(cfg.paths.output_dir)
-    model = open_model(cfg, options, default_pretrained=True)
+    model = open_model(cfg, options, default_pretrained=True, images=True)
     ensemble = model.ensemble
     outputs = image_outputs(cfg, formats, ensemble, run_dir)
     reference = domain_reference(ensemble, settings, options.mc_samples, model.symmetries)

@@ -54,7 +54,7 @@ def _instantiate(node: DictConfig, what: str, **kwargs: Any) -> Any:
 
 def build_model(node: DictConfig, datamodule: Any, scaler: TargetScaler | None = None) -> pl.LightningModule:
     """The ``model`` config with what the data fixes: targets and their moments, input
-    normalisation, image size, pixel scale and the simulator config."""
+    normalisation, image size, pixel scale, the simulator config and the bands (``None`` for one)."""
     scaler = scaler or datamodule.target_scaler()
     return _instantiate(
         node,
@@ -64,6 +64,7 @@ def build_model(node: DictConfig, datamodule: Any, scaler: TargetScaler | None =
         image_size=list(datamodule.image_size),
         pixel_scale=datamodule.pixel_scale,
         simulator=datamodule.simulator_config,
+        bands=datamodule.bands,
     )
 
 

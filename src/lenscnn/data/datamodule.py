@@ -119,6 +119,12 @@ class LensDataModule(LightningDataModule):
         return self.simulator.instrument.image_size
 
     @property
+    def bands(self) -> list[str] | None:
+        """The instrument's band names, one image channel each; ``None`` for a single band."""
+        names = self.simulator.instrument.band_names
+        return list(names) if len(names) > 1 else None
+
+    @property
     def pixel_scale(self) -> float:
         return self.simulator.instrument.pixel_scale
 
@@ -135,10 +141,14 @@ class LensDataModule(LightningDataModule):
             reference.instrument,
             reference.prior,
             observation=reference.observation.spec if reference.observation is not None else None,
+            colours=self.simulator_config.get("colours"),
             dtype=reference.dtype,
             chunk_size=reference.chunk_size,
         )
         images, _ = simulator.sample(256, torch.Generator().manual_seed(MOMENTS_SEED))
+        if self.bands is not None:  # each band softened at its own noise
+            rms = [b.background_rms or float(images[:, k].std()) for k, b in enumerate(simulator.instrument.bands)]
+            return InputNormalizer.fit(images, [self.input_softening or r for r in rms])
         softening = self.input_softening or simulator.instrument.background_rms or float(images.std())
         return InputNormalizer.fit(images, softening)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -57,6 +58,23 @@ def stored_simulator_config(path: Path, text: str) -> dict[str, Any]:
     return config or {}
 
 
+def robust_rms(images: torch.Tensor) -> float:
+    """The robust rms of the (mostly empty) pixels of ``images``, else their standard deviation."""
+    noise = float(1.4826 * (images - images.median()).abs().median())
+    return noise if noise > 0 else float(images.std())
+
+
+def file_bands(bands: Any, channels: int, path: Path) -> list[str] | None:
+    """The band names of a file's ``channels`` image channels (its ``bands`` attribute: a list, or JSON in
+    HDF5); ``None`` for one channel."""
+    if channels == 1:
+        return None
+    names = json.loads(bands) if isinstance(bands, str) else list(bands or [])
+    if len(names) != channels or not all(isinstance(n, str) for n in names):
+        raise UserError(f"{path}: {channels} bands need {channels} band names; write the file with lenscnn-simulate")
+    return names
+
+
 class FileLensDataModule(LightningDataModule):
     """Train/validation/test splits of one HDF5 file (a fixed permutation of its lenses).
 
@@ -101,6 +119,7 @@ class FileLensDataModule(LightningDataModule):
         }
         self.simulator_config = stored_simulator_config(self.path, attrs.get("config", ""))
         self.image_size = tuple(images.shape[-2:])
+        self.bands = file_bands(attrs.get("bands"), images.shape[1], self.path)
         self.pixel_scale = float(attrs["pixel_scale"])
         self.batch_size, self.seed, self.num_workers = batch_size, seed, num_workers
         self.input_softening = input_softening
@@ -113,11 +132,9 @@ class FileLensDataModule(LightningDataModule):
 
     def input_normalizer(self) -> InputNormalizer:
         sample = self.sets["train"].images[:256]
-        softening = self.input_softening
-        if not softening:
-            median = sample.median()
-            noise = float(1.4826 * (sample - median).abs().median())  # robust rms of the (mostly empty) pixels
-            softening = noise if noise > 0 else float(sample.std())
+        softening = self.input_softening or [robust_rms(sample[:, k]) for k in range(sample.shape[1])]
+        if self.bands is None and isinstance(softening, list):
+            softening = softening[0]
         try:
             return InputNormalizer.fit(sample, softening)
         except UserError as exc:

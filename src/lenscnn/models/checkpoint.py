@@ -128,7 +128,15 @@ def hparams_problem(h: Mapping[str, Any]) -> str | None:
     if min(std) <= 0:
         return "targets.std must be positive"
     norm = [h["input_normalization"].get(k) for k in ("softening", "offset", "scale")]
-    if not (all(_number(v) for v in norm) and norm[0] > 0 and norm[2] > 0):
+    bands = h.get("bands")
+    named = isinstance(bands, (list, tuple)) and bands and all(isinstance(b, str) for b in bands)
+    if bands is not None and not named:
+        return "bands is not a list of band names"
+    if bands is not None and len(bands) > 1:  # one number per band
+        per_band = all(_numbers(v, len(bands)) for v in norm)
+        if not (per_band and min(norm[0]) > 0 and min(norm[2]) > 0):
+            return f"input_normalization needs finite softening > 0, offset and scale > 0 in each of {len(bands)} bands"
+    elif not (all(_number(v) for v in norm) and norm[0] > 0 and norm[2] > 0):
         return "input_normalization needs finite softening > 0, offset and scale > 0"
     size = h.get("image_size", (64, 64))
     pixels = isinstance(size, (list, tuple)) and len(size) == 2 and all(isinstance(s, int) for s in size)

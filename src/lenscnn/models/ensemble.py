@@ -68,6 +68,11 @@ def _close(a: Sequence[float], b: Sequence[float]) -> bool:
     return len(a) == len(b) and all(math.isclose(x, y, rel_tol=1e-6, abs_tol=1e-12) for x, y in zip(a, b, strict=True))
 
 
+def _numbers(record: Mapping[str, Any]) -> list[float]:
+    """The numbers of a record whose values are numbers or lists of them (one per band), in order."""
+    return [x for v in record.values() for x in (v if isinstance(v, list) else [v])]
+
+
 def check_compatible(members: Sequence[LensRegressor], sources: Sequence[str]) -> None:
     """Refuse members that do not predict the same thing from the same input."""
     if not members:
@@ -85,9 +90,10 @@ def check_compatible(members: Sequence[LensRegressor], sources: Sequence[str]) -
             ),
             ("image size", list(a.image_size) == list(b.image_size), list(a.image_size), list(b.image_size)),
             ("pixel scale", _close([a.pixel_scale], [b.pixel_scale]), a.pixel_scale, b.pixel_scale),
+            ("bands", ref.bands == member.bands, list(ref.bands), list(member.bands)),
             (
                 "input normalisation",
-                _close(list(ref.normalizer.to_dict().values()), list(member.normalizer.to_dict().values())),
+                _close(_numbers(ref.normalizer.to_dict()), _numbers(member.normalizer.to_dict())),
                 ref.normalizer.to_dict(),
                 member.normalizer.to_dict(),
             ),
@@ -166,6 +172,11 @@ class Ensemble(nn.Module):
     @property
     def image_size(self) -> tuple[int, int]:
         return tuple(self.reference.hparams.image_size)
+
+    @property
+    def bands(self) -> tuple[str, ...]:
+        """The members' bands, one input channel each."""
+        return self.reference.bands
 
     @property
     def pixel_scale(self) -> float:

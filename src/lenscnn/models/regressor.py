@@ -58,6 +58,8 @@ class LensRegressor(LightningModule):
         simulator: the simulator config the training data came from (provenance).
         compile: compile the backbone with ``torch.compile``.
         channels_last: run convolutions in channels-last memory format.
+        bands: the names of the image's bands, one input channel each (``None``: one band; checkpoints of
+            single-band models have none); ``model.net.in_channels`` follows from them.
     """
 
     def __init__(
@@ -74,6 +76,7 @@ class LensRegressor(LightningModule):
         simulator: Mapping[str, Any] | None = None,
         compile: bool = False,
         channels_last: bool = False,
+        bands: Sequence[str] | None = None,
     ):
         super().__init__()
         if loss not in LOSSES:
@@ -100,13 +103,25 @@ class LensRegressor(LightningModule):
         # prior moments on the model's device (not saved: the hyperparameters hold them)
         self.register_buffer("target_mean", torch.tensor(self.scaler.mean), persistent=False)
         self.register_buffer("target_std", torch.tensor(self.scaler.std), persistent=False)
-        self.net = build_backbone(net, num_outputs(loss, self.num_targets), tuple(image_size))
+        self.bands = tuple(bands or ("image",))
+        if self.normalizer.bands != len(self.bands):
+            raise UserError(
+                f"input_normalization scales {self.normalizer.bands} band(s), the model takes {len(self.bands)}"
+            )
+        channels = net.get("in_channels", len(self.bands))
+        if channels != len(self.bands):
+            raise UserError(
+                f"model.net.in_channels={channels}, but the images have {len(self.bands)} band(s) "
+                f"({', '.join(self.bands)}): leave in_channels out, the data sets it"
+            )
+        spec = {**net, "in_channels": channels} if len(self.bands) > 1 else dict(net)
+        self.net = build_backbone(spec, num_outputs(loss, self.num_targets), tuple(image_size))
         if channels_last:
             self.net = self.net.to(memory_format=torch.channels_last)
         if compile:
             self.net.compile()
         else:  # Lightning's model summary counts the FLOPs of one image (a compiled net would compile for it)
-            self.example_input_array = torch.zeros(1, 1, *image_size)
+            self.example_input_array = torch.zeros(1, len(self.bands), *image_size)
         self.val_metrics = regression_metrics(self.num_targets)
         self.test_metrics = regression_metrics(self.num_targets)
 
@@ -117,8 +132,13 @@ class LensRegressor(LightningModule):
         return self.scaler.names
 
     def forward(self, images: Tensor) -> Tensor:
-        """Raw network outputs for images in counts/s per pixel ``(B, 1, H, W)``, in float32 also under
-        bf16 autocast (the loss and the predictions are computed from them)."""
+        """Raw network outputs for images in counts/s per pixel ``(B, C, H, W)`` (a channel per band of
+        :attr:`bands`), in float32 also under bf16 autocast (the loss and the predictions are computed from them)."""
+        if images.shape[1] != len(self.bands):
+            raise UserError(
+                f"the model takes {len(self.bands)} band(s) ({', '.join(self.bands)}); the images have "
+                f"{images.shape[1]}: give it images in its bands, or use a model of these"
+            )
         x = self.normalizer(images)
         if self.hparams.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
