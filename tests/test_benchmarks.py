@@ -57,6 +57,15 @@ RUNS: dict[str, list[Run]] = {
             )
         )
     ],
+    "colour_worth.py": [
+        Run(
+            expect=(
+                r"32 test lenses of euclid; multi: VIS, Y, J, H; single: VIS",
+                *(rf"  {t}\s+(?P<value>{NUMBER})\s+{NUMBER}\s+{NUMBER}" for t in ("theta_E", "e1", "center_y")),
+                r"lens light > 100x source \(\d+ lenses\)",
+            )
+        )
+    ],
     "domain_flags.py": [
         Run(
             expect=(
