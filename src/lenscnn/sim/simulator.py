@@ -213,17 +213,17 @@ class Simulator(nn.Module):
 
     @property
     def bytes_per_image(self) -> int:
-        """Working memory of rendering one image [bytes]: :data:`WORKING_IMAGES` supersampled images."""
+        """Working memory of rendering one image [bytes]: :data:`WORKING_IMAGES` supersampled images per band."""
         height, width = self.instrument.image_size
-        s = self.instrument.supersampling
-        return WORKING_IMAGES * height * width * s * s * torch.empty((), dtype=self.dtype).element_size()
+        s, bands = self.instrument.supersampling, len(self.instrument.bands)
+        return WORKING_IMAGES * bands * height * width * s * s * torch.empty((), dtype=self.dtype).element_size()
 
     def chunk_for(self, n: int, device: torch.device | str | None = None) -> int:
         """Images rendered at once when :meth:`render` draws ``n`` images on ``device`` (default: the
         device the simulator is on now, so a simulator moved with ``.to("cuda")`` renders as a GPU one).
 
         A fixed :attr:`chunk_size` is used as given. Otherwise: on a CPU about :data:`CHUNK_PIXELS`
-        (sub-)pixels (compiled: at least :data:`CHUNK_MULTIPLE` images); on any other device the whole
+        (sub-)pixels of all bands (compiled: at least :data:`CHUNK_MULTIPLE` images); on any other device the whole
         batch; and with :attr:`chunk_memory` at most ``chunk_memory // bytes_per_image`` images (at least one).
         A chunk smaller than the batch is rounded down to a multiple of :data:`CHUNK_MULTIPLE` where
         the budget allows one: chunked images then equal unchunked ones bit for bit on one CPU thread
@@ -235,7 +235,7 @@ class Simulator(nn.Module):
         device = self.device if device is None else torch.device(device)
         if device.type == "cpu":
             height, width = self.instrument.image_size
-            pixels = height * width * self.instrument.supersampling**2
+            pixels = len(self.instrument.bands) * height * width * self.instrument.supersampling**2
             chunk = max(CHUNK_MULTIPLE if self._compile else 1, CHUNK_PIXELS // pixels)
         else:
             chunk = n
