@@ -137,7 +137,7 @@ class HandWired(Simulator):
         inst = self.instrument
         image = func.lens_image(flux, inst.pixel_scale**2, inst.supersampling, self.psf_kernel_1d)
         standard = func.counter_normal(seeds, self.pixel_index, self.dtype)
-        return func.apply_gaussian_noise(image, standard, inst.background_rms, inst.exposure_time)
+        return func.apply_gaussian_noise(image, standard, inst.background_rms, inst.exposure_time).unsqueeze(1)
 
 
 def realistic_config(lens_profile: str = "SIE", prior: str | None = None, observation: str = "none") -> dict:

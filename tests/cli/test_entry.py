@@ -55,12 +55,12 @@ def help_groups(text: str) -> set[str]:
 
 #: The config groups of each app's own config (conf/<app>.yaml).
 APP_GROUPS = {
-    "train": {"callbacks", "data", "debug", "experiment", "hparams_search", "instrument", "logger", "model"}
-    | {"observation", "paths", "prior", "trainer"},
+    "train": {"callbacks", "colours", "data", "debug", "experiment", "hparams_search", "instrument", "logger"}
+    | {"model", "observation", "paths", "prior", "trainer"},
     "eval": {"catalog", "ensemble", "instrument", "logger", "observation", "paths", "preparation", "prior"},
     "predict": {"ensemble", "paths", "preparation"},
     "refine": {"instrument", "paths", "preparation", "prior"},
-    "simulate": {"instrument", "observation", "paths", "prior"},
+    "simulate": {"colours", "instrument", "observation", "paths", "prior"},
     "export": {"ensemble", "paths"},
     "galaxies": {"paths"},
 }
