@@ -50,10 +50,11 @@ def ring_geometry(shape: tuple[int, int], centre: Tensor) -> tuple[Tensor, Tenso
 
 def isophote_model(images: Tensor, centre: Tensor) -> tuple[Tensor, Tensor]:
     """The smooth galaxy light of ``images`` ``(n, H, W)`` around ``centre`` ``(n, 2)`` [pixels: row, column]:
-    in each ring one pixel wide a level plus the :data:`ORDERS` harmonics of the angle, fitted by least
-    squares (one projection per term and pass) with :data:`CLIP_PASSES` passes of clipping at :data:`CLIP`
-    times the ring's rms; and that rms of the kept pixels per pixel (the ring's scatter about the model:
-    noise and what the model misses smoothly), each ``(n, H, W)`` in the images' units."""
+    in each ring one pixel wide a level and its slope across the ring plus the :data:`ORDERS` harmonics of the
+    angle (the first :data:`RADIAL_ORDERS` with their slopes too), fitted by least squares (one projection per
+    term and pass) with :data:`CLIP_PASSES` passes of clipping at :data:`CLIP` times the ring's rms; and that
+    rms of the kept pixels per pixel (the ring's scatter about the model: noise and what the model misses
+    smoothly), each ``(n, H, W)`` in the images' units."""
     n, height, width = images.shape
     radius, angle = ring_geometry((height, width), centre)
     rings = int(math.hypot(height, width)) + 1
@@ -67,10 +68,9 @@ def isophote_model(images: Tensor, centre: Tensor) -> tuple[Tensor, Tensor]:
     counts = torch.bincount(index, minlength=n * rings).to(images.dtype)
     offset = radius.flatten() - (per_ring(radius.flatten()) / counts.clamp_min(1.0))[index]  # from the ring's mean
     angle = angle.flatten()
-    columns = [torch.ones_like(values), offset]  # the level and its slope across the ring
-    if RADIAL_ORDERS:
-        harmonics = [f(order * angle) for order in ORDERS for f in (torch.cos, torch.sin)]
-        columns += harmonics + [h * offset for h in harmonics[: 2 * RADIAL_ORDERS]]
+    harmonics = [f(order * angle) for order in ORDERS for f in (torch.cos, torch.sin)]
+    # the level and its slope across the ring, the harmonics, and the slopes of the first RADIAL_ORDERS of them
+    columns = [torch.ones_like(values), offset, *harmonics, *(h * offset for h in harmonics[: 2 * RADIAL_ORDERS])]
     full = counts[index] >= MIN_RING_PIXELS  # few pixels: the level and its slope alone
     design = torch.stack(columns[:2] + [c * full for c in columns[2:]], dim=1)  # (pixels, k)
     squares = design**2
