@@ -187,3 +187,18 @@ def test_file_datamodule_reads_a_simulated_dataset(tmp_path):
         shares.append(torch.cat([b["params"]["theta_E"] for b in dm.train_dataloader()]))
     assert len(shares[0]) == len(shares[1]) == 8
     assert not set(shares[0].tolist()) & set(shares[1].tolist())
+
+
+def test_file_datamodule_reads_the_bands_of_a_multi_band_set(tmp_path):
+    """A set simulated in Euclid's four bands trains a four-band model: its band names, and a softening per
+    band, the robust noise of each or the one given for all."""
+    args = ["n=40", "preview=0", "instrument=euclid", "instrument.image_size=32", f"paths.log_dir={tmp_path}"]
+    result = run_app("simulate", args)
+    assert result.returncode == 0, result.stderr
+    (path,) = tmp_path.glob("simulate/runs/*/lenses.h5")
+    dm = FileLensDataModule(str(path), batch_size=8, val_fraction=0.2, test_fraction=0.2)
+    assert dm.bands == ["VIS", "Y", "J", "H"]
+    softening = dm.input_normalizer().softening
+    assert len(softening) == 4 and min(softening[1:]) > 1.5 * softening[0]  # NISP's bands are noisier than VIS
+    given = FileLensDataModule(str(path), batch_size=8, val_fraction=0.2, test_fraction=0.2, input_softening=0.05)
+    assert given.input_normalizer().softening == (0.05,) * 4

@@ -132,9 +132,8 @@ class FileLensDataModule(LightningDataModule):
 
     def input_normalizer(self) -> InputNormalizer:
         sample = self.sets["train"].images[:256]
-        softening = self.input_softening or [robust_rms(sample[:, k]) for k in range(sample.shape[1])]
-        if self.bands is None and isinstance(softening, list):
-            softening = softening[0]
+        levels = [self.input_softening or robust_rms(sample[:, k]) for k in range(sample.shape[1])]
+        softening = levels if self.bands is not None else levels[0]  # a band's own noise softens it
         try:
             return InputNormalizer.fit(sample, softening)
         except UserError as exc:
