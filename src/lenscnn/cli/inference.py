@@ -65,19 +65,21 @@ def open_model(
     default_pretrained: bool = False,
     calibrating: bool = False,
     images: bool = False,
+    pretrained_name: str = pretrained.DEFAULT,
 ) -> OpenedModel:
     """Seed torch with ``cfg.seed`` (MC dropout), load the model ``cfg`` names (:func:`load_ensemble`) onto
     ``cfg.device`` and resolve its symmetries (refusing targets the image's flips cannot carry). Unless
     ``calibrating`` (a calibration is being fitted, with 1 symmetry unless told otherwise), warn when the
     stored calibration was fitted with other settings. ``images``: the model will predict cutouts read from
-    files, one band each (a multi-band model is refused)."""
+    files, one band each (a multi-band model is refused). ``pretrained_name``: the shipped ensemble a config naming no
+    model gets (with ``default_pretrained``)."""
     import torch
 
     from lenscnn.models.symmetry import symmetry_group
 
     torch.manual_seed(cfg.seed)
     device = resolve_device(cfg.device)
-    ensemble, calibration_file = load_ensemble(cfg, default_pretrained=default_pretrained)
+    ensemble, calibration_file = load_ensemble(cfg, default_pretrained=default_pretrained, name=pretrained_name)
     if images and len(ensemble.bands) > 1:
         raise UserError(
             f"this model takes {len(ensemble.bands)} bands ({', '.join(ensemble.bands)}) in every image; "
@@ -115,18 +117,20 @@ def checkpoint_paths(cfg: Any) -> list[str]:
     return [single] if single else members
 
 
-def load_ensemble(cfg: Any, default_pretrained: bool = False) -> tuple[Any, Path | None]:
+def load_ensemble(
+    cfg: Any, default_pretrained: bool = False, name: str = pretrained.DEFAULT
+) -> tuple[Any, Path | None]:
     """The model an eval/predict config names: ``ckpt_path`` (one checkpoint) or
     ``ensemble.checkpoints``; returns it with the path of its ensemble calibration file
     (``None`` for a single checkpoint, whose calibration lives in the checkpoint).
-    With ``default_pretrained``, a config naming no model gets the shipped pretrained ensemble."""
+    With ``default_pretrained``, a config naming no model gets the shipped pretrained ensemble ``name``."""
     from lenscnn.models.ensemble import Ensemble
 
     paths = checkpoint_paths(cfg)
     if not paths and default_pretrained:
-        files = pretrained.checkpoints()
+        files = pretrained.checkpoints(name)
         log.info("no ckpt_path or ensemble given: using the shipped pretrained ensemble (%s)", files[0].parent)
-        calibration = pretrained.calibration_file()
+        calibration = pretrained.calibration_file(name)
         return Ensemble.from_checkpoints(files, calibration), calibration
     if not paths:
         raise UserError(

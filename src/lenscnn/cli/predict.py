@@ -33,7 +33,8 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from lenscnn.cli.inference import InferenceOptions, open_model
+from lenscnn import pretrained
+from lenscnn.cli.inference import InferenceOptions, checkpoint_paths, open_model
 from lenscnn.errors import UserError
 from lenscnn.evaluation.cutouts import CutoutPredictor, check_inputs, domain_reference
 from lenscnn.evaluation.predict_files import CriticalCurvePlots, ImageOutput, PredictedFiles, predict_files
@@ -42,6 +43,7 @@ from lenscnn.io.run_dir import RunDir
 from lenscnn.modelling.kwargs import parameter_moments
 from lenscnn.modelling.lenstronomy_files import LenstronomyWriter
 from lenscnn.models.ensemble import Ensemble
+from lenscnn.preparation.bands import band_hdus, band_pattern, find_band_inputs
 from lenscnn.preparation.pipeline import Preparation
 
 log = logging.getLogger(__name__)
@@ -81,16 +83,32 @@ def predict(cfg: DictConfig) -> PredictedFiles:
 
     Options and files are checked before the model is loaded: a single input that cannot be read is
     refused at once (:class:`UserError`). Of several, each bad one gets a row with its reason and a
-    log line, and the others are predicted; when none can be, the run is refused as a whole.
+    log line, and the others are predicted; when none can be, the run is refused as a whole. A multi-band model
+    reads each lens's bands (:mod:`lenscnn.preparation.bands`); naming no model, a multi-band input gets the
+    shipped multi-band ensemble whose bands it holds (:func:`shipped_for`).
     """
     settings, options, formats = check_options(cfg)
-    files = find_inputs(str(cfg.input))
+    spec = str(cfg.input)
+    pattern = band_pattern(spec)
+    files = [] if pattern else find_inputs(spec)
     refused = check_inputs(files, settings)
-    if len(refused) == len(files):
+    if files and len(refused) == len(files):
         raise UserError(next(iter(refused.values())))
-    run_dir = Path(cfg.paths.output_dir)
-    model = open_model(cfg, options, default_pretrained=True, images=True)
+    named = bool(checkpoint_paths(cfg))
+    shipped = pretrained.DEFAULT if named else shipped_for(spec, pattern, files)
+    model = open_model(cfg, options, default_pretrained=True, pretrained_name=shipped)
     ensemble = model.ensemble
+    if len(ensemble.bands) > 1:
+        files, refused = find_band_inputs(spec, ensemble.bands, settings.hdu)
+        refused |= check_inputs([f for f in files if f not in refused], settings)
+        if len(refused) == len(files):
+            raise UserError(next(iter(refused.values())))
+    elif pattern:
+        raise UserError(
+            f"input={spec} names bands {', '.join(pattern[1])}, but the model reads one band: give one band's files, "
+            "or a multi-band model (ensemble=pretrained_euclid, ckpt_path=...)"
+        )
+    run_dir = Path(cfg.paths.output_dir)
     outputs = image_outputs(cfg, formats, ensemble, run_dir)
     reference = domain_reference(ensemble, settings, options.mc_samples, model.symmetries)
     predictor = CutoutPredictor(ensemble, reference, options.batch_size, options.mc_samples, model.symmetries)
@@ -108,6 +126,29 @@ def predict(cfg: DictConfig) -> PredictedFiles:
     if "lenstronomy" in formats:
         log.info("lenstronomy keyword arguments per image -> %s", run_dir / "lenstronomy")
     return done
+
+
+def shipped_for(spec: str, pattern: tuple[str, list[str]] | None, files: list[Path]) -> str:
+    """The shipped ensemble for an input when no model is named: the multi-band one with the most bands that the
+    input holds (a pattern naming them, or the first file holding an image HDU of each), else the default."""
+    multi = [(len(b), name, b) for name in pretrained.available() if len(b := pretrained.bands(name)) > 1]
+    for _, name, bands in sorted(multi, reverse=True):
+        if pattern is not None:
+            found = set(bands) <= set(pattern[1])
+        else:
+            try:
+                found = bool(files) and bool(band_hdus(files[0], bands))
+            except UserError:
+                found = False
+        if found:
+            log.info(
+                "the input holds bands %s: predicting with the shipped %s ensemble (ensemble=pretrained for the "
+                "first band alone)",
+                ", ".join(bands),
+                name,
+            )
+            return name
+    return pretrained.DEFAULT
 
 
 def task(cfg: DictConfig) -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +19,7 @@ import torch
 
 from lenscnn.errors import UserError
 from lenscnn.models.ensemble import Ensemble
+from lenscnn.preparation.bands import BandFiles
 from lenscnn.preparation.domain import DomainReference, predicted_arc_area, prepared_statistics
 from lenscnn.preparation.images import prepared_images
 from lenscnn.preparation.pipeline import Preparation, Prepared, check_readable
@@ -46,12 +47,22 @@ class CutoutResult:
 
 
 def check_inputs(
-    files: Sequence[Path], settings: Preparation, per_file: Mapping[Path, Preparation] | None = None
-) -> dict[Path, str]:
+    files: Sequence[Path | BandFiles], settings: Preparation, per_file: Mapping[Path, Preparation] | None = None
+) -> dict[Path | BandFiles, str]:
     """The files that cannot be read (not FITS, truncated, no such HDU), with the reason: found
-    before a model is loaded (``per_file``: the settings of files prepared otherwise, e.g. a catalogue row's)."""
+    before a model is loaded (``per_file``: the settings of files prepared otherwise, e.g. a catalogue row's; a
+    multi-band lens: each band's file at its HDU)."""
     per_file = per_file or {}
-    return {p: reason for p in files if (reason := check_readable(p, per_file.get(p, settings))) is not None}
+    refused = {}
+    for item in files:
+        if isinstance(item, BandFiles):
+            reasons = (check_readable(p, replace(settings, hdu=h)) for p, h in zip(item.files, item.hdus, strict=True))
+            reason = next((r for r in reasons if r is not None), None)
+        else:
+            reason = check_readable(item, per_file.get(item, settings))
+        if reason is not None:
+            refused[item] = reason
+    return refused
 
 
 def domain_reference(
@@ -84,14 +95,17 @@ def domain_reference(
         return None
 
 
-def model_noise_rms(ensemble: Ensemble, reference: DomainReference | None) -> float | None:
-    """The background rms per pixel [counts/s] of the images ``ensemble`` was trained on, to which
+def model_noise_rms(ensemble: Ensemble, reference: DomainReference | None) -> tuple[float, ...] | None:
+    """Per band, the background rms per pixel [counts/s] of the images ``ensemble`` was trained on, to which
     ``units=noise`` rescales inputs: the reference's measured median, else the instrument's (``None``
     for a checkpoint without a simulator config: inputs then stay in their own units)."""
     if reference is not None:
         return reference.noise_rms
-    rms = ensemble.simulator_config.get("instrument", {}).get("noise", {}).get("background_rms")
-    return None if rms is None else float(rms)
+    instrument = ensemble.simulator_config.get("instrument", {})
+    if instrument.get("bands"):
+        return tuple(float(band["noise"]["background_rms"]) for band in instrument["bands"])
+    rms = instrument.get("noise", {}).get("background_rms")
+    return None if rms is None else (float(rms),)
 
 
 @dataclass(frozen=True)
@@ -109,9 +123,9 @@ class CutoutPredictor:
 
     def batches(
         self,
-        files: Sequence[Path],
+        files: Sequence[Path | BandFiles],
         settings: Preparation,
-        refused: Mapping[Path, str],
+        refused: Mapping[Path | BandFiles, str],
         per_file: Mapping[Path, Preparation] | None = None,
     ) -> Iterator[tuple[list[CutoutResult], int]]:
         """Results in lists of at most ``batch_size`` images, in input order, each list with the number of
@@ -153,10 +167,11 @@ class CutoutPredictor:
         if self.reference is None:
             return results
         records = [r.prepared.record for r in good]
-        stats = prepared_statistics(images, records, self.reference.background_rms, self.ensemble.pixel_scale)
+        first = images[:, :1]  # the flags are measured on the first band, as the reference's are
+        stats = prepared_statistics(first, records, self.reference.background_rms, self.ensemble.pixel_scale)
         noise = stats["noise"] * self.reference.background_rms
         names, scale = self.ensemble.target_names, self.ensemble.pixel_scale
-        areas = predicted_arc_area(images, noise, prediction.mean, names, scale)
+        areas = predicted_arc_area(first, noise, prediction.mean, names, scale)
         stats = {k: v.tolist() for k, v in stats.items()}
         for k, result in enumerate(good):
             record = result.prepared.record

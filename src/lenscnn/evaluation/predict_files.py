@@ -23,6 +23,7 @@ from lenscnn.io.predictions import open_table, target_columns
 from lenscnn.io.run_dir import RunDir
 from lenscnn.models.ensemble import Ensemble
 from lenscnn.plots import critical_curve_figure, save_figure
+from lenscnn.preparation.bands import BandFiles
 from lenscnn.preparation.images import RECORD_COLUMNS
 from lenscnn.preparation.pipeline import Preparation
 from lenscnn.progress import progress
@@ -33,21 +34,29 @@ log = logging.getLogger(__name__)
 PLOTTED = ("theta_E", "center_x", "center_y")
 
 
-def columns(names: Sequence[str], with_sigma: bool) -> list[str]:
+def columns(names: Sequence[str], with_sigma: bool, bands: Sequence[str] = ()) -> list[str]:
     """``predictions.csv`` header (:mod:`lenscnn.io.predictions`): the image and its status (``ok`` or
     ``failed: <reason>``); per target its value (and ``<name>_sigma``); the centre in input pixels
     (0-based column, row) and, with a celestial WCS, RA/Dec [deg]; the preparation record
     (:data:`lenscnn.preparation.images.RECORD_COLUMNS`) and the domain ``flags`` (``; ``-separated, empty
-    when the image is like the training images)."""
+    when the image is like the training images). A multi-band model's ``bands``: the record is the first band's,
+    followed by each other band's ``flux_scale_<band>``."""
     out = ["image", "status", *target_columns(names, ["value", "sigma"] if with_sigma else ["value"])]
-    return [*out, "center_col", "center_row", "center_ra", "center_dec", *RECORD_COLUMNS, "flags"]
+    record = [*RECORD_COLUMNS, *band_columns(bands)]
+    return [*out, "center_col", "center_row", "center_ra", "center_dec", *record, "flags"]
+
+
+def band_columns(bands: Sequence[str]) -> list[str]:
+    """The record columns of the bands after the first: each one's factor to the model's units."""
+    return [f"flux_scale_{band}" for band in bands[1:]]
 
 
 def row(result: CutoutResult, ensemble: Ensemble, with_sigma: bool) -> list[Any]:
     """One CSV row (:func:`columns`)."""
     names = ensemble.target_names
+    bands = ensemble.bands if len(ensemble.bands) > 1 else ()
     if not result.ok:
-        return [result.label, f"failed: {result.error}"] + [""] * (len(columns(names, with_sigma)) - 2)
+        return [result.label, f"failed: {result.error}"] + [""] * (len(columns(names, with_sigma, bands)) - 2)
     out: list[Any] = [result.label, "ok"]
     for i in range(len(names)):
         out.append(f"{result.mean[i]:.6g}")
@@ -65,7 +74,7 @@ def row(result: CutoutResult, ensemble: Ensemble, with_sigma: bool) -> list[Any]
             ra, dec = (f"{float(v):.8f}" for v in result.wcs.pixel_to_world_values(col, row_))
         col, row_ = f"{col:.3f}", f"{row_:.3f}"
     record = result.prepared.record
-    prepared = ["" if record[k] is None else f"{record[k]:.6g}" for k in RECORD_COLUMNS]
+    prepared = ["" if record[k] is None else f"{record[k]:.6g}" for k in [*RECORD_COLUMNS, *band_columns(bands)]]
     return [*out, col, row_, ra, dec, *prepared, "; ".join(result.flags)]
 
 
@@ -137,9 +146,9 @@ class PredictedFiles:
 
 
 def predict_files(
-    files: Sequence[Path],
+    files: Sequence[Path | BandFiles],
     settings: Preparation,
-    refused: dict[Path, str],
+    refused: dict[Path | BandFiles, str],
     predictor: CutoutPredictor,
     table: Path,
     outputs: Sequence[ImageOutput] = (),
@@ -153,7 +162,8 @@ def predict_files(
     done = PredictedFiles(table, len(files))
     with contextlib.ExitStack() as stack:
         # entered first, so renamed into place last: once predictions.csv exists, every output does
-        writer = stack.enter_context(open_table(table, columns(ensemble.target_names, with_sigma)))
+        bands = ensemble.bands if len(ensemble.bands) > 1 else ()
+        writer = stack.enter_context(open_table(table, columns(ensemble.target_names, with_sigma, bands)))
         outputs = [stack.enter_context(output) for output in outputs]
         bar = stack.enter_context(progress("predicting", total=len(files), unit="images", of="files", logger=log))
         batches = predictor.batches(files, settings, refused)

@@ -88,7 +88,7 @@ REFERENCE_SIZE = 1024
 REFERENCE_SEED = 20260101
 #: Version of the reference's statistics and drawing: bump it when they change, so that references cached
 #: by older code (:meth:`DomainReference.cached`) are drawn again.
-REFERENCE_VERSION = 5
+REFERENCE_VERSION = 6
 #: Share of the reference's answers whose relative Einstein-radius uncertainty is accepted: ~1% of clean
 #: lenses are flagged ``uncertain``.
 SIGMA_QUANTILE = 0.99
@@ -218,11 +218,12 @@ class DomainReference:
     """What the model was trained on, from :data:`REFERENCE_SIZE` training images with their sky
     estimated and subtracted as an input's is: their :func:`features` scaled to unit spread
     (``points``, ``scale``), the largest accepted neighbour distance, the masked fraction, the PSF
-    FWHM [arcsec], each target's central range, ``noise_rms``: the median background rms of the
+    FWHM [arcsec], each target's central range, ``noise_rms``: per band, the median background rms of the
     training images [counts/s per model pixel], measured as an input's is (the level ``units=noise``
-    rescales inputs to), and ``theta_E_precision``: the :data:`SIGMA_QUANTILE` quantile of the model's
-    ``sigma(theta_E) / theta_E`` on the reference images and ``arc_area``: the :data:`ARC_QUANTILE` quantile of
-    their arc areas around the model's answers [arcsec^2] (each ``None`` when drawn without the model)."""
+    rescales inputs to; the statistics and flags are the first band's), and ``theta_E_precision``: the
+    :data:`SIGMA_QUANTILE` quantile of the model's ``sigma(theta_E) / theta_E`` on the reference images and
+    ``arc_area``: the :data:`ARC_QUANTILE` quantile of their arc areas around the model's answers [arcsec^2]
+    (each ``None`` when drawn without the model)."""
 
     background_rms: float
     pixel_scale: float
@@ -233,7 +234,7 @@ class DomainReference:
     masked: float
     psf_fwhm: tuple[float, float] | None
     targets: dict[str, tuple[float, float]]
-    noise_rms: float
+    noise_rms: tuple[float, ...]
     theta_E_precision: float | None = None  # noqa: N815 (lenstronomy's name)
     arc_area: float | None = None
 
@@ -253,7 +254,7 @@ class DomainReference:
         inputs are: ``subtract_sky`` as with ``sky=estimate`` (else ``sky=none`` or a given level),
         ``rescale`` to the median noise as with ``units=noise`` (else ``units=counts``), ``cosmic_rays``
         looked for and cleaned (else ``cosmic_rays=false``); ``predict``: the model's answers (mean and
-        sigma per target, ``(n, T)`` each) for prepared images ``(n, 1, H, W)``, for the ``uncertain`` check."""
+        sigma per target, ``(n, T)`` each) for prepared images ``(n, C, H, W)``, for the ``uncertain`` check."""
         from lenscnn.io.cutouts import Cutout
         from lenscnn.preparation.pipeline import Preparation, prepare, to_model_units
         from lenscnn.sim import Simulator
@@ -270,14 +271,21 @@ class DomainReference:
         sky = "estimate" if subtract_sky else "none"
         settings = Preparation(sky=sky, cosmic_rays=cosmic_rays and hits, units="counts", psf=None)
         grid = (instrument.image_size, instrument.pixel_scale)
-        prepared = [prepare(Cutout("reference", image[0].numpy(), grid[1], None), settings, *grid) for image in images]
-        records = [p.record for p in prepared]
-        noise_rms = float(torch.tensor([r["noise_rms"] for r in records]).median())
-        images = torch.stack([p.image for p in prepared]).to(torch.float64)
-        if rescale:  # as prepare() rescales an input with units=noise (to the median noise, masked pixels at 0)
-            for k, record in enumerate(records):
-                record["flux_scale"] = to_model_units(noise_rms, record["noise_rms"])
-                images[k] *= record["flux_scale"]
+        bands = []  # each band prepared as an input's is; the statistics are the first band's
+        for band in range(images.shape[1]):
+            prepared = [prepare(Cutout("reference", i[band].numpy(), grid[1], None), settings, *grid) for i in images]
+            band_records = [p.record for p in prepared]
+            band_rms = float(torch.tensor([r["noise_rms"] for r in band_records]).median())
+            band_images = torch.stack([p.image for p in prepared]).to(torch.float64)
+            if rescale:  # as prepare() rescales an input with units=noise (to the median noise, masked pixels at 0)
+                for k, record in enumerate(band_records):
+                    record["flux_scale"] = to_model_units(band_rms, record["noise_rms"])
+                    band_images[k] *= record["flux_scale"]
+            bands.append((band_images, band_records, band_rms))
+        records = bands[0][1]
+        noise_rms = tuple(rms for _, _, rms in bands)
+        every_band = torch.cat([b for b, _, _ in bands], dim=1)
+        images = bands[0][0]
         rms = instrument.background_rms
         pixels = images.shape[-1] * images.shape[-2]
         stats = prepared_statistics(images, records, rms, instrument.pixel_scale)
@@ -305,7 +313,7 @@ class DomainReference:
         masked = float(torch.quantile(masked_fraction, torch.tensor(1 - TAIL, dtype=torch.float64)))
         precision = arcs = None
         if predict is not None and "theta_E" in targets:
-            mean, sigma = predict(images.to(torch.float32))
+            mean, sigma = predict(every_band.to(torch.float32))
             if sigma is not None:
                 k = list(targets).index("theta_E")
                 relative = relative_sigma(mean[:, k].double().cpu(), sigma[:, k].double().cpu())

@@ -17,6 +17,7 @@ import numpy as np
 
 from lenscnn.errors import UserError
 from lenscnn.io.cutouts import Cutout
+from lenscnn.preparation.bands import BandFiles, prepare_bands
 from lenscnn.preparation.pipeline import Preparation, Prepared, prepare, read_file
 
 #: The preparation record's columns in every per-image table (``predictions.csv`` of ``lenscnn-predict``
@@ -52,20 +53,22 @@ class PreparedImage:
 
 
 def prepared_images(
-    files: Sequence[Path],
+    files: Sequence[Path | BandFiles],
     settings: Preparation,
     image_size: tuple[int, int] | Callable[[Cutout], tuple[int, int]],
     pixel_scale: float,
     *,
     refused: Mapping[Path, str] | None = None,
-    noise_rms: float | None = None,
+    noise_rms: Sequence[float] | None = None,
     per_file: Mapping[Path, Preparation] | None = None,
     require_pixel_scale: bool = False,
 ) -> Iterator[PreparedImage]:
     """Every image of ``files`` prepared on a grid of ``image_size`` pixels of ``pixel_scale`` arcsec (or
     failed, with its reason), in input order; ``image_size`` may be a function of the cutout as read (a
-    field chosen per image: ``lenscnn-refine``'s fit field). ``refused``: files already known to be unreadable, with
-    why; ``noise_rms``: the model's noise level [counts/s per pixel] that ``units=noise`` rescales to;
+    field chosen per image: ``lenscnn-refine``'s fit field); a multi-band lens (:class:`BandFiles`) is one image of
+    every band stacked (:func:`lenscnn.preparation.bands.prepare_bands`). ``refused``: files already known to be
+    unreadable, with why; ``noise_rms``: the model's noise level per band [counts/s per pixel] that
+    ``units=noise`` rescales to;
     ``per_file``: the settings of files prepared otherwise than ``settings`` say (a catalogue row's);
     ``require_pixel_scale``: refuse an image whose pixel scale neither its header nor ``pixel_scale=``
     gives (a fit must know it; a network may assume its own)."""
@@ -75,6 +78,15 @@ def prepared_images(
             yield PreparedImage(str(path), index + 1, error=refused[path])
             continue
         own = (per_file or {}).get(path, settings)
+        if isinstance(path, BandFiles):
+            item = PreparedImage(path.label, index + 1)
+            try:
+                item.prepared, first = prepare_bands(path, own, image_size, pixel_scale, noise_rms)
+                item.wcs, item.psf = first.wcs, first.psf
+            except UserError as exc:
+                item.error = str(exc)
+            yield item
+            continue
         try:
             images = list(read_file(path, own))
         except UserError as exc:
@@ -87,7 +99,8 @@ def prepared_images(
             else:
                 try:
                     size = image_size(cutout) if callable(image_size) else image_size
-                    item.prepared = prepare(cutout, own, size, pixel_scale, variance, flagged, noise_rms)
+                    rms = None if noise_rms is None else noise_rms[0]
+                    item.prepared = prepare(cutout, own, size, pixel_scale, variance, flagged, rms)
                 except UserError as exc:
                     item.error = str(exc)
             yield item

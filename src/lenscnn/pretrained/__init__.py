@@ -84,6 +84,14 @@ def checkpoints(name: str = DEFAULT) -> list[Path]:
     return sorted(files, key=lambda p: int(_MEMBER.fullmatch(p.name).group(1)))
 
 
+def bands(name: str = DEFAULT) -> tuple[str, ...]:
+    """The bands ensemble ``name`` reads, one input channel each (its first member's; one band: ``("image",)``)."""
+    import torch
+
+    hparams = torch.load(checkpoints(name)[0], weights_only=True, map_location="cpu")["hyper_parameters"]
+    return tuple(hparams.get("bands") or ("image",))
+
+
 def calibration_file(name: str = DEFAULT) -> Path:
     """Where the calibration of ensemble ``name`` is (or will be) stored."""
     return directory(name) / CALIBRATION
