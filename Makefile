@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install train ensemble space-ensemble pretrained pretrained-space test test-all lint simulate bench \
+.PHONY: install train ensemble space-ensemble euclid-ensemble pretrained pretrained-space pretrained-euclid test test-all lint simulate bench \
 	readme-examples clean
 
 install: $(STAMP)
@@ -81,6 +81,24 @@ $(SPACE_ENSEMBLE)/.trained: | $(STAMP)
 	$(BIN)/lenscnn-train -m experiment=space_ensemble
 	touch $@
 
+# The Euclid colour ensemble (experiment=euclid: VIS + NISP Y, J, H on 6.4" of 0.1", the survey prior's lenses
+# with the colours of conf/colours/survey_euclid): a trunk under a 75-minute budget on one CPU thread
+# (resumable as the space trunk), four members fine-tuned from it (~2 minutes each), then calibrated and scored on
+# its own validation and test sets (~1.7 hours of one CPU thread in all).
+EUCLID_ENSEMBLE := outputs/ensemble/euclid
+euclid-ensemble: $(EUCLID_ENSEMBLE)/.trained
+	$(BIN)/lenscnn-eval ensemble=euclid compare_members=true calibrate=true symmetries=8 \
+		hydra.run.dir=$(EUCLID_ENSEMBLE)/eval
+
+$(EUCLID_ENSEMBLE)/.trained: | $(STAMP)
+	if [ -f $(EUCLID_ENSEMBLE)/trunk/checkpoints/last.ckpt ]; then \
+		OMP_NUM_THREADS=1 $(BIN)/lenscnn-train experiment=euclid_trunk ckpt_path=$(EUCLID_ENSEMBLE)/trunk; \
+	else \
+		OMP_NUM_THREADS=1 $(BIN)/lenscnn-train experiment=euclid_trunk; \
+	fi
+	OMP_NUM_THREADS=1 $(BIN)/lenscnn-train -m experiment=euclid_ensemble
+	touch $@
+
 # The pretrained ensembles shipped in the package (src/lenscnn/pretrained/<name>) and the metrics of their
 # model cards: the four members above exported weights-only in float16, calibrated with test-time averaging
 # over the 8 symmetries, scored on the fixed test sets (what `lenscnn-eval ensemble=<config> [prior=...
@@ -92,6 +110,7 @@ $(SPACE_ENSEMBLE)/.trained: | $(STAMP)
 # the shipped files bit for bit (same torch, same CPU).
 #   make pretrained            the survey ensemble (the default: ensemble=pretrained), calibrated on CALIBRATION_SET
 #   make pretrained-space      the space ensemble (ensemble=pretrained_space), calibrated as trained
+#   make pretrained-euclid     the Euclid colour ensemble (ensemble=pretrained_euclid), calibrated as trained
 PRETRAINED := src/lenscnn/pretrained
 CARD_SETS := realistic realistic_galaxies realistic_sersic quickstart
 NUISANCES := pedestal_plus pedestal_minus moffat_narrow moffat_wide noise_x3 cosmic_rays
@@ -131,6 +150,17 @@ pretrained: install $(ENSEMBLE)/.trained
 
 pretrained-space: install $(SPACE_ENSEMBLE)/.trained
 	$(call shipped,space,space,pretrained_space,$(SPACE_ENSEMBLE)/pretrained,,$(INSTRUMENTS))
+
+# The Euclid colour ensemble's card holds its own test set only: the other test sets and the robustness rows
+# draw single-band observations (observation=...), which a multi-band instrument does not take.
+pretrained-euclid: install $(EUCLID_ENSEMBLE)/.trained
+	$(BIN)/lenscnn-export ensemble=euclid out_dir=$(PRETRAINED)/euclid dtype=float16 \
+		hydra.run.dir=$(EUCLID_ENSEMBLE)/pretrained/export
+	$(BIN)/lenscnn-eval ensemble=pretrained_euclid calibrate=true symmetries=8 \
+		hydra.run.dir=$(EUCLID_ENSEMBLE)/pretrained/calibrate
+	$(BIN)/lenscnn-eval ensemble=pretrained_euclid compare_members=true hydra.run.dir=$(EUCLID_ENSEMBLE)/pretrained/eval
+	$(BIN)/lenscnn-export card=$(PRETRAINED)/euclid/MODEL_CARD.md metrics=$(EUCLID_ENSEMBLE)/pretrained/eval/metrics.json \
+		hydra.run.dir=$(EUCLID_ENSEMBLE)/pretrained/card
 
 simulate: install
 	$(BIN)/lenscnn-simulate n=64 preview=16

@@ -108,7 +108,10 @@ SKIPS: list[tuple[str, str]] = [
         "the benchmarks at full size (about an hour on 2 cores); make test runs each at --tiny "
         "(tests/test_benchmarks.py)",
     ),
-    (r"^make (ensemble|space-ensemble|pretrained|pretrained-space)\b", "multi-hour training recipe"),
+    (
+        r"^make (ensemble|space-ensemble|euclid-ensemble|pretrained|pretrained-space|pretrained-euclid)\b",
+        "multi-hour training recipe",
+    ),
     (
         r"^pip install\b",
         "installs into the shared environment; make install's dev extra already has what it adds (lenstronomy, emcee)",
@@ -233,7 +236,7 @@ def fixtures_of(shell: str) -> tuple[str, ...]:
     uses = {
         "model": TRAIN_RUN in shell,
         "simulated": SIMULATE_RUN in shell,
-        "cutouts": bool(re.search(r"(lens|euclid_cutout|psf)\.fits|cutouts/|refs\.csv", shell)),
+        "cutouts": bool(re.search(r"(lens|euclid_cutout|psf)\.fits|cutouts/|bands/|refs\.csv", shell)),
         "stamps": "my_stamps/" in shell,
         "members": bool(re.search(r"ensemble=realistic\b|outputs/ensemble/ensai_four", shell)),
         "shards": REFINE_SHARDS in shell,
@@ -342,7 +345,8 @@ CUTOUT_SIZE = 128
 
 
 def make_cutouts(runner: Runner) -> None:
-    """``cutouts/`` (``SCI`` + ``WHT``), ``lens.fits``, ``refs.csv``, ``psf.fits`` and ``euclid_cutout.fits``."""
+    """``cutouts/`` (``SCI`` + ``WHT``), ``lens.fits``, ``refs.csv``, ``psf.fits``, ``euclid_cutout.fits`` and its
+    bands as one file each (``bands/lens_<band>.fits``)."""
     import h5py
     import numpy as np
     import yaml
@@ -381,13 +385,24 @@ def make_cutouts(runner: Runner) -> None:
         shutil.copy(euclid[0], work / "euclid_cutout.fits")
     else:  # as Euclid delivers one: the image, its noise and its PSF in HDUs named after the band
         header = fits.Header({"PIXSCALE": scale})
-        hdus = [
-            fits.PrimaryHDU(),
-            fits.ImageHDU(images[1], header, name="VIS_FLUX"),
-            fits.ImageHDU(np.sqrt(rms**2 + np.clip(images[1], 0, None) / exposure), header, name="VIS_RMS"),
-            fits.ImageHDU((kernel / kernel.sum()).astype(np.float32), header, name="VIS_PSF"),
-        ]
+        hdus = [fits.PrimaryHDU()]
+        for band in ("VIS", "NIR_Y", "NIR_J", "NIR_H"):  # the NISP bands as VIS, for their layout
+            hdus += [
+                fits.ImageHDU(images[1], header, name=f"{band}_FLUX"),
+                fits.ImageHDU(np.sqrt(rms**2 + np.clip(images[1], 0, None) / exposure), header, name=f"{band}_RMS"),
+                fits.ImageHDU((kernel / kernel.sum()).astype(np.float32), header, name=f"{band}_PSF"),
+            ]
         fits.HDUList(hdus).writeto(work / "euclid_cutout.fits")
+    (work / "bands").mkdir()  # the Euclid cutout as one file per band: lens_VIS.fits, lens_Y.fits, ...
+    with fits.open(work / "euclid_cutout.fits") as hdul:
+        for band in ("VIS", "Y", "J", "H"):
+            prefix = band if band == "VIS" else f"NIR_{band}"
+            flux = hdul[f"{prefix}_FLUX"]
+            parts = [fits.PrimaryHDU(flux.data, flux.header)]
+            for kind in ("RMS", "PSF"):
+                plane = hdul[f"{prefix}_{kind}"]
+                parts.append(fits.ImageHDU(plane.data, plane.header, name=kind))
+            fits.HDUList(parts).writeto(work / "bands" / f"lens_{band}.fits")
 
 
 def make_stamps(runner: Runner) -> None:

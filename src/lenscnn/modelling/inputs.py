@@ -3,8 +3,9 @@ with a noise map and a mask) and the network's predictions for them, matched by 
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -18,10 +19,13 @@ from lenscnn.modelling.field import FitField
 from lenscnn.modelling.kwargs import pixel_psf
 from lenscnn.modelling.pixels import psf_border
 from lenscnn.params import LENS
+from lenscnn.preparation.bands import band_hdus
 from lenscnn.preparation.images import PreparedImage, prepared_images
 from lenscnn.preparation.pipeline import Preparation, grid_geometry, model_pixels
 from lenscnn.preparation.psf import kernel_at_scale
 from lenscnn.sim import Instrument
+
+log = logging.getLogger(__name__)
 
 #: Columns of ``predictions.csv`` that hold text, not numbers.
 TEXT_COLUMNS = ("image", "status", "flags")
@@ -149,11 +153,35 @@ def load_images(
         start, stop = shard_bounds(len(files), *shard)
         files = files[start:stop]
     size = instrument.image_size if plan is None else plan
-    images = prepared_images(files, settings, size, instrument.pixel_scale, require_pixel_scale=True)
+    per_file = first_band_hdus(files, instrument, settings)
+    images = prepared_images(files, settings, size, instrument.pixel_scale, per_file=per_file, require_pixel_scale=True)
     items = [fit_image(image, instrument, settings) for image in images]
     for item in items:
         item.shift = (plan.shifts if plan is not None else {}).get(item.label, (0.0, 0.0))
     return items
+
+
+def first_band_hdus(files: list[Path], instrument: Instrument, settings: Preparation) -> dict[Path, Preparation]:
+    """A fit models one band: for predictions of a multi-band model and ``hdu=auto``, each multi-extension file is
+    read at its HDU of the model's first band (:func:`lenscnn.preparation.bands.band_hdus`: Euclid's ``VIS_FLUX``),
+    said in a log line; files without one are read as ``hdu=auto`` finds them."""
+    if len(instrument.bands) < 2 or settings.hdu != "auto":
+        return {}
+    band = instrument.band_names[0]
+    per_file = {}
+    for path in files:
+        try:
+            per_file[path] = replace(settings, hdu=band_hdus(path, [band])[0])
+        except UserError:
+            continue
+    log.info(
+        "fitting one band, the model's first (%s): its HDU in each file (%d of %d files hold one; the others as "
+        "hdu=auto finds them); hdu= names another",
+        band,
+        len(per_file),
+        len(files),
+    )
+    return per_file
 
 
 def fit_kernel(kernel: np.ndarray, scale: float, instrument: Instrument) -> np.ndarray:
