@@ -37,7 +37,13 @@ TARGETS = ("theta_E", "e1", "e2", "center_x", "center_y")
 
 
 #: The shipped ensembles: image size [px], pixel scale [arcsec], instrument, theta_E range of the prior [arcsec].
-SHIPPED = {"space": ([80, 80], 0.1, "space", (0.3, 3.0)), "survey": ([64, 64], 0.08, "quickstart", (0.5, 2.0))}
+SHIPPED = {
+    "euclid": ([64, 64], 0.1, "euclid", (0.5, 2.0)),
+    "space": ([80, 80], 0.1, "space", (0.3, 3.0)),
+    "survey": ([64, 64], 0.08, "quickstart", (0.5, 2.0)),
+}
+#: The bands of each shipped ensemble.
+BANDS = {"euclid": ("VIS", "Y", "J", "H"), "space": ("image",), "survey": ("image",)}
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +54,7 @@ def shipped() -> Ensemble:
 # -- the shipped files ---------------------------------------------------------------------
 
 
-def test_the_survey_ensemble_stays_the_default_and_both_are_shipped():
+def test_the_survey_ensemble_stays_the_default_and_all_are_shipped():
     assert pretrained.DEFAULT == "survey"
     assert pretrained.available() == sorted(SHIPPED)
 
@@ -101,7 +107,9 @@ def test_shipped_ensemble_loads_calibrated_in_float32(name):
         "lens_light_model_list": ["SERSIC_ELLIPSE"] * 4 + ["GAUSSIAN"],
     }
     assert ensemble.symmetries() == 8  # calibrated (and so predicting) with test-time averaging
-    assert ensemble.simulator_config["observation"]["sky"]["fraction"] == pytest.approx(0.7)
+    assert ensemble.bands == pretrained.bands(name) == BANDS[name]
+    if name != "euclid":  # the observation's nuisances are single-band
+        assert ensemble.simulator_config["observation"]["sky"]["fraction"] == pytest.approx(0.7)
 
 
 def test_shipped_ensemble_measures_simulated_lenses(shipped):
@@ -113,6 +121,23 @@ def test_shipped_ensemble_measures_simulated_lenses(shipped):
     assert error[:, 0].abs().median() < 0.05  # theta_E [arcsec]; the prior spans 0.5-2
     inside = (error.abs() <= 1.96 * prediction.sigma).float().mean(0)
     assert (inside > 0.8).all(), inside
+
+
+def test_predict_picks_the_shipped_ensemble_of_the_inputs_bands(tmp_path):
+    """With no model named, a cutout holding Euclid's four bands (or a pattern naming them) gets the Euclid
+    ensemble; one band, or other bands, the default."""
+    from lenscnn.cli.predict import shipped_for
+
+    image = np.zeros((8, 8), np.float32)
+    hdus = [fits.PrimaryHDU()] + [fits.ImageHDU(image, name=f"{b}_FLUX") for b in ("VIS", "NIR_Y", "NIR_J", "NIR_H")]
+    fits.HDUList(hdus).writeto(tmp_path / "euclid.fits")
+    fits.HDUList(hdus[:3]).writeto(tmp_path / "two_bands.fits")
+    fits.PrimaryHDU(image).writeto(tmp_path / "one.fits")
+    assert shipped_for("euclid.fits", None, [tmp_path / "euclid.fits"]) == "euclid"
+    assert shipped_for("two_bands.fits", None, [tmp_path / "two_bands.fits"]) == pretrained.DEFAULT
+    assert shipped_for("one.fits", None, [tmp_path / "one.fits"]) == pretrained.DEFAULT
+    assert shipped_for("l_{H,J,Y,VIS}.fits", ("l_{}.fits", ["H", "J", "Y", "VIS"]), []) == "euclid"
+    assert shipped_for("l_{g,r,i}.fits", ("l_{}.fits", ["g", "r", "i"]), []) == pretrained.DEFAULT
 
 
 def test_pretrained_names_are_checked():
@@ -156,6 +181,44 @@ def test_predict_cli_with_no_checkpoint_measures_a_fits_file(tmp_path):
         theta, sigma = float(row["theta_E"]), float(row["theta_E_sigma"])
         assert 0 < sigma < 0.3
         assert abs(theta - true_theta) < max(0.1, 4 * sigma), (theta, sigma, true_theta)
+
+
+def test_predict_reads_a_euclid_cutout_with_the_euclid_ensemble(tmp_path):
+    """Simulated Euclid lenses written as Euclid's cutouts (``<BAND>_FLUX`` and ``_RMS`` per band, in microjansky-
+    like units of another scale per band) through ``lenscnn-predict`` with no model named: the Euclid ensemble
+    reads all four bands and measures theta_E."""
+    ensemble = pretrained.load("euclid")
+    simulator = Simulator.from_config({**ensemble.simulator_config, "compile": False})
+    images, params = simulator.sample(4, generator=simulator.make_generator(21))
+    rms = [band["noise"]["background_rms"] for band in ensemble.simulator_config["instrument"]["bands"]]
+    folder = tmp_path / "cutouts"
+    folder.mkdir()
+    for k, lens in enumerate(images.numpy()):
+        hdus = [fits.PrimaryHDU()]
+        for b, name in enumerate(("VIS", "NIR_Y", "NIR_J", "NIR_H")):
+            unit = 3.0 * (b + 1)  # another flux unit per band
+            header = fits.Header({"PIXSCALE": 0.1})
+            hdus.append(fits.ImageHDU((lens[b] * unit).astype(np.float32), header, name=f"{name}_FLUX"))
+            hdus.append(fits.ImageHDU(np.full(lens[b].shape, rms[b] * unit, np.float32), header, name=f"{name}_RMS"))
+        fits.HDUList(hdus).writeto(folder / f"lens{k}.fits")
+    result = run_app("predict", [f"input={folder}", f"hydra.run.dir={tmp_path / 'run'}"])
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "predicting with the shipped euclid ensemble" in result.stdout + result.stderr
+    rows = list(csv.DictReader((tmp_path / "run" / "predictions.csv").open()))
+    assert {"flux_scale_Y", "flux_scale_J", "flux_scale_H"} <= set(rows[0])
+    for row, truth in zip(rows, params["theta_E"].tolist(), strict=True):
+        theta, sigma = float(row["theta_E"]), float(row["theta_E_sigma"])
+        assert abs(theta - truth) < max(0.15, 4 * sigma), (theta, sigma, truth)
+
+
+@pytest.mark.slow  # the default ensemble's card test covers eval reproducing a card; this one is its own card
+def test_eval_of_the_euclid_ensemble_reproduces_its_card(tmp_path):
+    (table,) = card_metrics(pretrained.model_card("euclid"))
+    payload = shipped_eval(tmp_path, [], ensemble="pretrained_euclid")
+    assert payload["dataset"] == table["dataset"] and payload["symmetries"] == 8
+    for name, values in table["metrics"].items():
+        assert payload["metrics"][name]["rmse"] == pytest.approx(values["rmse"], rel=0.01), name
+        assert payload["metrics"][name]["coverage_68"] == pytest.approx(values["coverage_68"], abs=0.01), name
 
 
 CARD_SETS = ["as trained", "realistic", "realistic_galaxies", "realistic_sersic", "quickstart"]

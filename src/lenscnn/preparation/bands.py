@@ -32,7 +32,7 @@ import torch
 from astropy.coordinates import SkyCoord
 
 from lenscnn.errors import UserError
-from lenscnn.io.cutouts import Cutout, find_inputs
+from lenscnn.io.cutouts import HDF5_SUFFIXES, Cutout, find_inputs
 from lenscnn.io.fits import AUXILIARY_NAMES, image_hdus, is_image, open_fits
 from lenscnn.preparation.pipeline import Preparation, Prepared, prepare, read_file
 
@@ -82,6 +82,11 @@ def hdu_band(name: str, band: str) -> bool:
 def band_hdus(path: Path, bands: Sequence[str]) -> tuple[str, ...]:
     """The EXTNAME of each band's image in a multi-extension file; a :class:`UserError` naming the file's image
     HDUs when a band is missing or ambiguous."""
+    if path.name.lower().endswith(HDF5_SUFFIXES):
+        raise UserError(
+            f"{path}: a multi-band model reads FITS cutouts (an HDU or a file per band); evaluate simulated sets "
+            "with lenscnn-eval"
+        )
     with open_fits(path) as hdul:
         images = [h.name for h in hdul if is_image(h) and h.header.get("NAXIS", 0) >= 2]
         names = [n for n in images if n.upper().rpartition("_")[2] not in AUXILIARY_NAMES]
@@ -137,7 +142,7 @@ def _band_files(spec: str, template: str, bands: tuple[str, ...], hdu: int | str
     head, _, tail = template.partition("{}")
     lenses: dict[str, list[Path | None]] = {}
     for k, band in enumerate(bands):
-        name = template.format(band)
+        name = template.replace("{}", band, 1)
         paths = glob.glob(name) if any(c in template for c in "*?[") else [name]
         where = re.compile(_glob_regex(head) + f"(?P<band>{re.escape(band)})" + _glob_regex(tail) + r"\Z", re.S)
         for path in sorted(p for p in paths if Path(p).is_file()):
@@ -146,7 +151,7 @@ def _band_files(spec: str, template: str, bands: tuple[str, ...], hdu: int | str
             lenses.setdefault(key, [None] * len(bands))[k] = Path(path)
     first = sorted(key for key, files in lenses.items() if files[0] is not None)
     if not first:
-        raise UserError(f"input={spec}: no file for band {bands[0]} ({template.format(bands[0])})")
+        raise UserError(f"input={spec}: no file for band {bands[0]} ({template.replace('{}', bands[0], 1)})")
     out = []
     for key in first:
         files = lenses[key]
@@ -154,9 +159,9 @@ def _band_files(spec: str, template: str, bands: tuple[str, ...], hdu: int | str
         if lacking:
             raise UserError(
                 f"input={spec}: {files[0]} has no file for band {', '.join(lacking)} "
-                f"({key.format(lacking[0])} does not exist)"
+                f"({key.replace('{}', lacking[0], 1)} does not exist)"
             )
-        label = key.format("{" + ",".join(bands) + "}")
+        label = key.replace("{}", "{" + ",".join(bands) + "}", 1)
         out.append(BandFiles(label, bands, tuple(files), (hdu,) * len(bands)))
     return out
 
