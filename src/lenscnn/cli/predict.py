@@ -7,10 +7,13 @@ lenscnn-predict input=cutouts/ noise_hdu=WHT psf=psf.fits   # real cutouts: a no
 lenscnn-predict input=lens.fits sky=none cosmic_rays=false  # the image as it is (sky already subtracted)
 lenscnn-predict input=lens.fits formats=[csv,lenstronomy]   # also lenstronomy/<image>.json
 lenscnn-predict input=lens.fits symmetries=8                # average over the image's 8 flips/rotations
+lenscnn-predict input=euclid_cutout.fits                    # VIS + NISP Y, J, H: the shipped Euclid ensemble
+lenscnn-predict ckpt_path=GRI.ckpt "input='cutouts/*_{g,r,i}.fits'"   # a multi-band model, one file per band
 
 Every image is prepared as the networks were trained (:mod:`lenscnn.preparation.pipeline`: sky
 subtracted, cosmic rays and NaN pixels masked, resampled to the model's pixel scale, cropped) and
-flagged when it is unlike the training images (:mod:`lenscnn.preparation.domain`).
+flagged when it is unlike the training images (:mod:`lenscnn.preparation.domain`). A multi-band model reads
+every band of a lens, from one multi-extension file or one file per band (:mod:`lenscnn.preparation.bands`).
 
 Writes ``predictions.csv`` into the Hydra run directory: per image its status, the predictions,
 what the preparation did and the flags (:mod:`lenscnn.evaluation.predict_files`); ``model.json``: the
