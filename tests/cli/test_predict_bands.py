@@ -91,7 +91,7 @@ def test_a_multi_extension_file_and_one_file_per_band_give_the_in_memory_predict
         assert [r["status"] for r in rows] == ["ok", "ok"]
         assert {"flux_scale_Y", "flux_scale_J", "flux_scale_H"} <= set(rows[0])
         for k, row in enumerate(rows):
-            assert row["image"].endswith(f"lens{k}.fits" if name == "mef" else f"lens{k}_{{VIS,Y,J,H}}.fits")
+            assert row["image"].endswith(f"lens{k}.fits" if name == "mef" else f"lens{k}_VIS+Y+J+H.fits")
             for i, target in enumerate(("theta_E", "e1", "e2", "center_x", "center_y")):
                 assert float(row[target]) == pytest.approx(float(expected.mean[k, i]), rel=1e-4, abs=1e-5)
 
@@ -150,7 +150,7 @@ def test_band_patterns_pair_each_lens_with_its_bands(tmp_path):
     fits.PrimaryHDU(np.zeros((4, 4), np.float32)).writeto(tmp_path / "c_g.fits")
     lenses, refused = find_band_inputs(str(tmp_path / "[ab]_{g,r,i}.fits"), ("i", "g"))
     assert not refused
-    assert [lens.label for lens in lenses] == [str(tmp_path / f"{s}_{{i,g}}.fits") for s in ("a", "b")]
+    assert [lens.label for lens in lenses] == [str(tmp_path / f"{s}_i+g.fits") for s in ("a", "b")]
     assert lenses[0].files == (tmp_path / "a_i.fits", tmp_path / "a_g.fits")
     with pytest.raises(UserError, match=r"c_g.fits has no file for band r"):
         find_band_inputs(str(tmp_path / "*_{g,r}.fits"), ("g", "r"))

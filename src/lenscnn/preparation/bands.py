@@ -45,7 +45,8 @@ _BRACES = re.compile(r"\{([^{}]*,[^{}]*)\}")
 
 @dataclass(frozen=True)
 class BandFiles:
-    """One multi-band lens: ``label`` names it (the file, or the pattern with its bands in braces); per band of
+    """One multi-band lens: ``label`` names it (the file, or the pattern's name with its bands joined by ``+``:
+    ``lens_g+r+i.fits``); per band of
     the model (``bands``, in its order) the ``files`` and the ``hdus`` its image is read from."""
 
     label: str
@@ -161,7 +162,7 @@ def _band_files(spec: str, template: str, bands: tuple[str, ...], hdu: int | str
                 f"input={spec}: {files[0]} has no file for band {', '.join(lacking)} "
                 f"({key.replace('{}', lacking[0], 1)} does not exist)"
             )
-        label = key.replace("{}", "{" + ",".join(bands) + "}", 1)
+        label = key.replace("{}", "+".join(bands), 1)
         out.append(BandFiles(label, bands, tuple(files), (hdu,) * len(bands)))
     return out
 

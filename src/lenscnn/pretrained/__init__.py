@@ -16,10 +16,16 @@ two-component lens light, external shear, neighbours and stars, residual sky, va
 and masks; ``ensemble=pretrained_space``). Less accurate than ``survey`` on its test sets (its card), so not
 the default; ``make pretrained-space`` rebuilds it.
 
+``euclid``: four members of the Euclid colour recipe (``experiment=euclid_trunk``, then ``-m
+experiment=euclid_ensemble``): VIS + NISP Y, J, H, 64 x 64 pixels of 0.1 arcsec, the survey prior with colours
+(``ensemble=pretrained_euclid``; ``lenscnn-predict`` picks it for a cutout holding the four bands when no model is
+named); ``make euclid-ensemble && make pretrained-euclid`` rebuilds it.
+
 >>> from lenscnn import pretrained
 >>> ensemble = pretrained.load()                       # an lenscnn.models.ensemble.Ensemble
 >>> prediction = ensemble.predict(images)              # images (B, 1, 64, 64) in the model's noise units
 >>> space = pretrained.load("space")                    # images (B, 1, 80, 80) at 0.1 arcsec
+>>> euclid = pretrained.load("euclid")                  # images (B, 4, 64, 64): VIS, Y, J, H at 0.1 arcsec
 
 Configs refer to the files with the OmegaConf resolver ``${lenscnn_pretrained:<name>}`` (the
 directory of ensemble ``<name>`` inside the installed package, whatever the working directory),
