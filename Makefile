@@ -72,32 +72,32 @@ space-ensemble: $(SPACE_ENSEMBLE)/.trained
 	$(BIN)/lenscnn-eval ensemble=space compare_members=true calibrate=true symmetries=8 \
 		hydra.run.dir=$(SPACE_ENSEMBLE)/eval
 
-$(SPACE_ENSEMBLE)/.trained: | $(STAMP)
-	if [ -f $(SPACE_ENSEMBLE)/trunk/checkpoints/last.ckpt ]; then \
-		$(BIN)/lenscnn-train experiment=space_trunk ckpt_path=$(SPACE_ENSEMBLE)/trunk; \
+# $(call trunk_and_members,ensemble dir,recipe,command prefix): experiment=<recipe>_trunk, resumed from its
+# last.ckpt if one is there, then the members of experiment=<recipe>_ensemble
+define trunk_and_members
+	if [ -f $(1)/trunk/checkpoints/last.ckpt ]; then \
+		$(3) $(BIN)/lenscnn-train experiment=$(2)_trunk ckpt_path=$(1)/trunk; \
 	else \
-		$(BIN)/lenscnn-train experiment=space_trunk; \
+		$(3) $(BIN)/lenscnn-train experiment=$(2)_trunk; \
 	fi
-	$(BIN)/lenscnn-train -m experiment=space_ensemble
+	$(3) $(BIN)/lenscnn-train -m experiment=$(2)_ensemble
 	touch $@
+endef
+
+$(SPACE_ENSEMBLE)/.trained: | $(STAMP)
+	$(call trunk_and_members,$(SPACE_ENSEMBLE),space,)
 
 # The Euclid colour ensemble (experiment=euclid: VIS + NISP Y, J, H on 6.4" of 0.1", the survey prior's lenses
 # with the colours of conf/colours/survey_euclid): a trunk under a 75-minute budget on one CPU thread
-# (resumable as the space trunk), four members fine-tuned from it (~2 minutes each), then calibrated and scored on
-# its own validation and test sets (~1.7 hours of one CPU thread in all).
+# (resumable as the space trunk), four members fine-tuned from it (~1 minute each), then calibrated and scored on
+# its own validation and test sets (~1.4 hours of one CPU thread in all).
 EUCLID_ENSEMBLE := outputs/ensemble/euclid
 euclid-ensemble: $(EUCLID_ENSEMBLE)/.trained
 	$(BIN)/lenscnn-eval ensemble=euclid compare_members=true calibrate=true symmetries=8 \
 		hydra.run.dir=$(EUCLID_ENSEMBLE)/eval
 
 $(EUCLID_ENSEMBLE)/.trained: | $(STAMP)
-	if [ -f $(EUCLID_ENSEMBLE)/trunk/checkpoints/last.ckpt ]; then \
-		OMP_NUM_THREADS=1 $(BIN)/lenscnn-train experiment=euclid_trunk ckpt_path=$(EUCLID_ENSEMBLE)/trunk; \
-	else \
-		OMP_NUM_THREADS=1 $(BIN)/lenscnn-train experiment=euclid_trunk; \
-	fi
-	OMP_NUM_THREADS=1 $(BIN)/lenscnn-train -m experiment=euclid_ensemble
-	touch $@
+	$(call trunk_and_members,$(EUCLID_ENSEMBLE),euclid,OMP_NUM_THREADS=1)
 
 # The pretrained ensembles shipped in the package (src/lenscnn/pretrained/<name>) and the metrics of their
 # model cards: the four members above exported weights-only in float16, calibrated with test-time averaging

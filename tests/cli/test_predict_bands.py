@@ -18,6 +18,7 @@ from lenscnn.errors import UserError
 from lenscnn.models.checkpoint import read_checkpoint, resolve_checkpoint
 from lenscnn.models.ensemble import Ensemble
 from lenscnn.preparation.bands import band_pattern, find_band_inputs, hdu_band
+from lenscnn.preparation.pipeline import Preparation
 from lenscnn.sim import Simulator
 from tests.helpers import TINY_TRAIN, celestial_header, run_app
 
@@ -148,12 +149,12 @@ def test_band_patterns_pair_each_lens_with_its_bands(tmp_path):
         for band in ("g", "r", "i"):
             fits.PrimaryHDU(np.zeros((4, 4), np.float32)).writeto(tmp_path / f"{stem}_{band}.fits")
     fits.PrimaryHDU(np.zeros((4, 4), np.float32)).writeto(tmp_path / "c_g.fits")
-    lenses, refused = find_band_inputs(str(tmp_path / "[ab]_{g,r,i}.fits"), ("i", "g"))
+    lenses, refused = find_band_inputs(str(tmp_path / "[ab]_{g,r,i}.fits"), ("i", "g"), Preparation())
     assert not refused
     assert [lens.label for lens in lenses] == [str(tmp_path / f"{s}_i+g.fits") for s in ("a", "b")]
     assert lenses[0].files == (tmp_path / "a_i.fits", tmp_path / "a_g.fits")
     with pytest.raises(UserError, match=r"c_g.fits has no file for band r"):
-        find_band_inputs(str(tmp_path / "*_{g,r}.fits"), ("g", "r"))
+        find_band_inputs(str(tmp_path / "*_{g,r}.fits"), ("g", "r"), Preparation())
     assert band_pattern("lens_{g, r}.fits") == ("lens_{}.fits", ["g", "r"])
     assert band_pattern("lens.fits") is None
     with pytest.raises(UserError, match="distinct band names"):

@@ -102,8 +102,7 @@ def predict(cfg: DictConfig) -> PredictedFiles:
     model = open_model(cfg, options, default_pretrained=True, pretrained_name=shipped)
     ensemble = model.ensemble
     if len(ensemble.bands) > 1:
-        files, refused = find_band_inputs(spec, ensemble.bands, settings.hdu)
-        refused |= check_inputs([f for f in files if f not in refused], settings)
+        files, refused = find_band_inputs(spec, ensemble.bands, settings)
         if len(refused) == len(files):
             raise UserError(next(iter(refused.values())))
     elif pattern:

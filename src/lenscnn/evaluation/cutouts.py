@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -47,22 +47,13 @@ class CutoutResult:
 
 
 def check_inputs(
-    files: Sequence[Path | BandFiles], settings: Preparation, per_file: Mapping[Path, Preparation] | None = None
-) -> dict[Path | BandFiles, str]:
+    files: Sequence[Path], settings: Preparation, per_file: Mapping[Path, Preparation] | None = None
+) -> dict[Path, str]:
     """The files that cannot be read (not FITS, truncated, no such HDU), with the reason: found
     before a model is loaded (``per_file``: the settings of files prepared otherwise, e.g. a catalogue row's; a
-    multi-band lens: each band's file at its HDU)."""
+    multi-band model's lenses are checked as they are found, :func:`lenscnn.preparation.bands.find_band_inputs`)."""
     per_file = per_file or {}
-    refused = {}
-    for item in files:
-        if isinstance(item, BandFiles):
-            reasons = (check_readable(p, replace(settings, hdu=h)) for p, h in zip(item.files, item.hdus, strict=True))
-            reason = next((r for r in reasons if r is not None), None)
-        else:
-            reason = check_readable(item, per_file.get(item, settings))
-        if reason is not None:
-            refused[item] = reason
-    return refused
+    return {p: reason for p in files if (reason := check_readable(p, per_file.get(p, settings))) is not None}
 
 
 def domain_reference(

@@ -23,7 +23,7 @@ from lenscnn.io.predictions import open_table, target_columns
 from lenscnn.io.run_dir import RunDir
 from lenscnn.models.ensemble import Ensemble
 from lenscnn.plots import critical_curve_figure, save_figure
-from lenscnn.preparation.bands import BandFiles
+from lenscnn.preparation.bands import BandFiles, band_columns
 from lenscnn.preparation.images import RECORD_COLUMNS
 from lenscnn.preparation.pipeline import Preparation
 from lenscnn.progress import progress
@@ -40,23 +40,17 @@ def columns(names: Sequence[str], with_sigma: bool, bands: Sequence[str] = ()) -
     (0-based column, row) and, with a celestial WCS, RA/Dec [deg]; the preparation record
     (:data:`lenscnn.preparation.images.RECORD_COLUMNS`) and the domain ``flags`` (``; ``-separated, empty
     when the image is like the training images). A multi-band model's ``bands``: the record is the first band's,
-    followed by each other band's ``flux_scale_<band>``."""
+    followed by each other band's ``flux_scale_<band>`` (:func:`lenscnn.preparation.bands.band_columns`)."""
     out = ["image", "status", *target_columns(names, ["value", "sigma"] if with_sigma else ["value"])]
     record = [*RECORD_COLUMNS, *band_columns(bands)]
     return [*out, "center_col", "center_row", "center_ra", "center_dec", *record, "flags"]
 
 
-def band_columns(bands: Sequence[str]) -> list[str]:
-    """The record columns of the bands after the first: each one's factor to the model's units."""
-    return [f"flux_scale_{band}" for band in bands[1:]]
-
-
 def row(result: CutoutResult, ensemble: Ensemble, with_sigma: bool) -> list[Any]:
     """One CSV row (:func:`columns`)."""
     names = ensemble.target_names
-    bands = ensemble.bands if len(ensemble.bands) > 1 else ()
     if not result.ok:
-        return [result.label, f"failed: {result.error}"] + [""] * (len(columns(names, with_sigma, bands)) - 2)
+        return [result.label, f"failed: {result.error}"] + [""] * (len(columns(names, with_sigma, ensemble.bands)) - 2)
     out: list[Any] = [result.label, "ok"]
     for i in range(len(names)):
         out.append(f"{result.mean[i]:.6g}")
@@ -74,7 +68,8 @@ def row(result: CutoutResult, ensemble: Ensemble, with_sigma: bool) -> list[Any]
             ra, dec = (f"{float(v):.8f}" for v in result.wcs.pixel_to_world_values(col, row_))
         col, row_ = f"{col:.3f}", f"{row_:.3f}"
     record = result.prepared.record
-    prepared = ["" if record[k] is None else f"{record[k]:.6g}" for k in [*RECORD_COLUMNS, *band_columns(bands)]]
+    keys = [*RECORD_COLUMNS, *band_columns(ensemble.bands)]
+    prepared = ["" if record[k] is None else f"{record[k]:.6g}" for k in keys]
     return [*out, col, row_, ra, dec, *prepared, "; ".join(result.flags)]
 
 
@@ -162,8 +157,7 @@ def predict_files(
     done = PredictedFiles(table, len(files))
     with contextlib.ExitStack() as stack:
         # entered first, so renamed into place last: once predictions.csv exists, every output does
-        bands = ensemble.bands if len(ensemble.bands) > 1 else ()
-        writer = stack.enter_context(open_table(table, columns(ensemble.target_names, with_sigma, bands)))
+        writer = stack.enter_context(open_table(table, columns(ensemble.target_names, with_sigma, ensemble.bands)))
         outputs = [stack.enter_context(output) for output in outputs]
         bar = stack.enter_context(progress("predicting", total=len(files), unit="images", of="files", logger=log))
         batches = predictor.batches(files, settings, refused)

@@ -32,9 +32,9 @@ import torch
 from astropy.coordinates import SkyCoord
 
 from lenscnn.errors import UserError
-from lenscnn.io.cutouts import HDF5_SUFFIXES, Cutout, find_inputs
+from lenscnn.io.cutouts import HDF5_SUFFIXES, Cutout, find_inputs, pixel_scale_from_header
 from lenscnn.io.fits import AUXILIARY_NAMES, image_hdus, is_image, open_fits
-from lenscnn.preparation.pipeline import Preparation, Prepared, prepare, read_file
+from lenscnn.preparation.pipeline import Preparation, Prepared, check_readable, prepare, read_file
 
 #: Largest offset between two bands' sky positions at the centre of the model's field [model pixels].
 ALIGNMENT = 0.5
@@ -88,36 +88,38 @@ def band_hdus(path: Path, bands: Sequence[str]) -> tuple[str, ...]:
             f"{path}: a multi-band model reads FITS cutouts (an HDU or a file per band); evaluate simulated sets "
             "with lenscnn-eval"
         )
+    out = []
     with open_fits(path) as hdul:
         images = [h.name for h in hdul if is_image(h) and h.header.get("NAXIS", 0) >= 2]
         names = [n for n in images if n.upper().rpartition("_")[2] not in AUXILIARY_NAMES]
-        found = image_hdus(hdul)
-    out = []
-    for band in bands:
-        matches = [n for n in names if hdu_band(n, band)]
-        if len(matches) != 1:
-            what = "no image HDU" if not matches else f"several image HDUs ({', '.join(matches)})"
-            raise UserError(
-                f"{path}: {what} for band {band} of the model's {', '.join(bands)}; its image HDUs: {found}; give "
-                "one file per band (input='lens_{" + ",".join(bands) + "}.fits') or the model of its bands"
-            )
-        out.append(matches[0])
+        for band in bands:
+            matches = [n for n in names if hdu_band(n, band)]
+            if len(matches) != 1:
+                what = "no image HDU" if not matches else f"several image HDUs ({', '.join(matches)})"
+                raise UserError(
+                    f"{path}: {what} for band {band} of the model's {', '.join(bands)}; its image HDUs: "
+                    f"{image_hdus(hdul)}; give one file per band (input='lens_{{{','.join(bands)}}}.fits') or the "
+                    "model of its bands"
+                )
+            pixel_scale_from_header(hdul[matches[0]].header, f"{path}[{matches[0]}]")  # a WCS that cannot be used
+            out.append(matches[0])
     return tuple(out)
 
 
-def find_band_inputs(spec: str, bands: Sequence[str], hdu: int | str = "auto") -> tuple[list[BandFiles], dict]:
+def find_band_inputs(spec: str, bands: Sequence[str], settings: Preparation) -> tuple[list[BandFiles], dict]:
     """The multi-band lenses ``spec`` names for a model of ``bands``, with those that cannot be read and why
-    (``{lens: reason}``): a pattern with the bands in braces (one file per band, each read at ``hdu``), else
-    multi-extension files (:func:`find_inputs`; each band's HDU found by name, :func:`band_hdus`)."""
+    (``{lens: reason}``, found from the headers as :func:`lenscnn.preparation.pipeline.check_readable` finds them):
+    a pattern with the bands in braces (one file per band, each read at ``settings.hdu``), else multi-extension
+    files (:func:`find_inputs`; each band's HDU found by name, :func:`band_hdus`)."""
     bands = tuple(bands)
     pattern = band_pattern(spec)
+    lenses, refused = [], {}
     if pattern is None:
-        if hdu != "auto":
+        if settings.hdu != "auto":
             raise UserError(
-                f"hdu={hdu!r} names one HDU, but the model reads {len(bands)} bands ({', '.join(bands)}), each from "
-                "its own HDU: leave hdu=auto"
+                f"hdu={settings.hdu!r} names one HDU, but the model reads {len(bands)} bands ({', '.join(bands)}), "
+                "each from its own HDU: leave hdu=auto"
             )
-        lenses, refused = [], {}
         for path in find_inputs(spec):
             try:
                 lenses.append(BandFiles(str(path), bands, (path,) * len(bands), band_hdus(path, bands)))
@@ -133,7 +135,12 @@ def find_band_inputs(spec: str, bands: Sequence[str], hdu: int | str = "auto") -
             f"input={spec}: the model reads bands {', '.join(bands)}; the braces name {', '.join(named)} "
             f"(no {', '.join(missing)})"
         )
-    return _band_files(spec, template, bands, hdu), {}
+    for lens in _band_files(spec, template, bands, settings.hdu):
+        lenses.append(lens)
+        reasons = (check_readable(path, settings) for path in lens.files)
+        if (reason := next((r for r in reasons if r is not None), None)) is not None:
+            refused[lens] = reason
+    return lenses, refused
 
 
 def _band_files(spec: str, template: str, bands: tuple[str, ...], hdu: int | str) -> list[BandFiles]:
@@ -172,6 +179,12 @@ def _glob_regex(pattern: str) -> str:
     return fnmatch.translate(pattern).removesuffix(r"\Z")
 
 
+def band_columns(bands: Sequence[str]) -> list[str]:
+    """The record columns :func:`prepare_bands` adds for the bands after the first (none for one band): each
+    one's factor to the model's units, ``flux_scale_<band>``."""
+    return [f"flux_scale_{band}" for band in bands[1:]]
+
+
 def prepare_bands(
     lens: BandFiles,
     settings: Preparation,
@@ -198,8 +211,8 @@ def prepare_bands(
     check_alignment(lens, prepared, cutouts, image_size, pixel_scale)
     first = prepared[0]
     record = dict(first.record)
-    for band, band_prepared in zip(lens.bands[1:], prepared[1:], strict=True):
-        record[f"flux_scale_{band}"] = band_prepared.record["flux_scale"]
+    for column, band_prepared in zip(band_columns(lens.bands), prepared[1:], strict=True):
+        record[column] = band_prepared.record["flux_scale"]
     image = torch.cat([p.image for p in prepared])
     return Prepared(image, first.variance, first.mask, first.offset, first.zoom, record), cutouts[0]
 
