@@ -176,6 +176,7 @@ def test_eval_on_a_simulated_file_and_on_another_prior(tiny_checkpoint, tmp_path
         (["ckpt_path={ckpt}", "dataset={tmp}/lenses.txt"], "expected an .h5/.hdf5 or .fits file"),
         (["ckpt_path={ckpt}", "mc_samples=-1"], "mc_samples=-1: give an integer >= 0"),
         (["ckpt_path={ckpt}", "symmetries=4"], "symmetries must be 1 (off) or 8"),
+        (["ckpt_path={ckpt}", "workers=0"], "workers=0: give auto or a number of processes"),
         (["ckpt_path={ckpt}", "observation=pedestal_plus", "observation.sky.pedestal=high"], "sky.pedestal"),
         (["ckpt_path={ckpt}", "device=cuda"], "CUDA is not available"),
     ],

@@ -385,3 +385,31 @@ def test_progress_lines_keep_a_steady_pace_and_a_terminal_gets_a_bar(monkeypatch
         bar.advance(30, completed=4)
         bar._bar.refresh()
     assert "4/8 files" in screen.getvalue() and "30 images" in screen.getvalue() and "images/s" in screen.getvalue()
+
+
+def test_preparing_in_worker_processes_writes_the_same_table(tiny_checkpoint, tmp_path):
+    """``workers=2``: files prepared in two processes (a ``DataLoader``) give the rows of ``workers=1``, in
+    input order, failed files and a cube's planes included."""
+    images, _ = simulate(tiny_checkpoint, 7, seed=3)
+    images = images[:, 0].numpy()
+    inputs = tmp_path / "cutouts"
+    inputs.mkdir()
+    for k in range(5):
+        write_fits(inputs / f"lens_{k}.fits", images[k])
+    write_fits(inputs / "lens_5_small.fits", images[5][:20, :20])  # fails in its preparation
+    fits.PrimaryHDU(images[5:7].astype(np.float32)).writeto(inputs / "lens_6_cube.fits")  # two images
+    (inputs / "lens_7_truncated.fits").write_bytes((inputs / "lens_0.fits").read_bytes()[:3000])  # refused
+    tables = {}
+    for workers in (1, 2):
+        out = tmp_path / f"run_{workers}"
+        done = predict_in_process(out, f"ckpt_path={tiny_checkpoint}", f"input={inputs}", f"workers={workers}")
+        assert (done.files, done.images, done.failed) == (8, 9, 2)
+        tables[workers] = (out / "predictions.csv").read_text()
+    assert tables[2] == tables[1]
+    rows = read_rows(tmp_path / "run_2" / "predictions.csv")
+    assert [Path(r["image"]).name for r in rows][-4:] == [
+        "lens_5_small.fits",
+        "lens_6_cube.fits[0]",
+        "lens_6_cube.fits[1]",
+        "lens_7_truncated.fits",
+    ]

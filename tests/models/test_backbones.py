@@ -16,7 +16,7 @@ from lenscnn.models.alexnet import AlexNetV2
 from lenscnn.models.ensai_net import EnsaiNet
 from lenscnn.models.fast import FastLensNet
 from lenscnn.models.inception import InceptionV4
-from lenscnn.models.layers import CoordChannels, CoordConv2d, GridPool
+from lenscnn.models.layers import CoordChannels, CoordConv2d, GridPool, fold_batch_norm
 from lenscnn.models.overfeat import OverFeat
 from lenscnn.models.resnet import Bottleneck, ResNet
 from lenscnn.models.timm_backbone import TimmBackbone
@@ -57,6 +57,33 @@ def test_forward_shape_and_finite_gradients(family: str, image_size: tuple[int, 
     for name, p in model.named_parameters():
         assert p.grad is not None, name
         assert torch.isfinite(p.grad).all(), name
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_folding_batch_norm_keeps_the_outputs_of_every_family(family: str) -> None:
+    model = build(family)
+    generator = torch.Generator().manual_seed(2)
+    for m in model.modules():  # running statistics far from the initial (0, 1), as after training
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.normal_(0.0, 0.5, generator=generator)
+            m.running_var.uniform_(0.2, 3.0, generator=generator)
+            m.weight.data.uniform_(0.5, 1.5, generator=generator)
+            m.bias.data.normal_(0.0, 0.3, generator=generator)
+    model.eval()
+    x = torch.randn(4, 1, 64, 64, generator=generator)
+    with torch.no_grad():
+        expected = model(x)
+        norms = sum(isinstance(m, nn.BatchNorm2d) for m in model.modules())
+        folded = fold_batch_norm(model)
+        left = sum(isinstance(m, nn.BatchNorm2d) for m in folded.modules())
+        torch.testing.assert_close(folded(x), expected, rtol=1e-4, atol=1e-4 * float(expected.abs().max()))
+    assert left < norms or norms == 0  # overfeat and alexnet have none
+    assert not any(m.training for m in folded.modules())
+
+
+def test_folding_batch_norm_refuses_a_model_in_training() -> None:
+    with pytest.raises(ValueError, match="eval mode"):
+        fold_batch_norm(build("fast"))
 
 
 @pytest.mark.parametrize("family", FAMILIES)

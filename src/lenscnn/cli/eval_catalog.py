@@ -85,5 +85,7 @@ def catalog_evaluation(cfg: DictConfig, spec: CatalogSpec) -> CatalogResult:
     ensemble = model.ensemble
     catalog.targets(ensemble.target_names)  # refuse a catalogue of nothing the model predicts, before predicting
     reference = domain_reference(ensemble, settings, options.mc_samples, model.symmetries)
-    predictor = CutoutPredictor(ensemble, reference, options.batch_size, options.mc_samples, model.symmetries)
+    predictor = CutoutPredictor(
+        ensemble, reference, options.batch_size, options.mc_samples, model.symmetries, options.workers
+    )
     return evaluate_catalog(catalog, settings, refused, predictor, per_file)

@@ -32,19 +32,30 @@ def _count(value: Any, key: str, least: int) -> int:
 class InferenceOptions:
     """How a model predicts: ``mc_samples`` MC-dropout passes per member (0: dropout off),
     ``symmetries`` (1 or 8 flips/rotations averaged; ``None``: as the model was calibrated) and
-    ``batch_size`` images per forward pass (memory only; changes no answer)."""
+    ``batch_size`` images per forward pass (memory only; changes no answer); ``workers``: processes that prepare
+    input files while this one predicts (1: this one alone; ``auto`` in a config: one per CPU core this process may
+    use; changes no answer)."""
 
     mc_samples: int = 0
     symmetries: int | None = None
     batch_size: int = 256
+    workers: int = 1
 
     @classmethod
     def from_config(cls, cfg: Any) -> InferenceOptions:
-        """The options of an app config (keys ``mc_samples``, ``symmetries``, ``batch_size``), checked."""
+        """The options of an app config (keys ``mc_samples``, ``symmetries``, ``batch_size`` and, where it reads
+        files, ``workers``), checked."""
         from lenscnn.models.symmetry import check_symmetries
 
         symmetries = None if cfg.symmetries is None else check_symmetries(cfg.symmetries)
-        return cls(_count(cfg.mc_samples, "mc_samples", 0), symmetries, _count(cfg.batch_size, "batch_size", 1))
+        workers = cfg.get("workers", 1)
+        if workers == "auto":
+            workers = len(os.sched_getaffinity(0))
+        elif not isinstance(workers, int) or isinstance(workers, bool) or workers < 1:
+            raise UserError(f"workers={workers!r}: give auto or a number of processes (an integer >= 1)")
+        return cls(
+            _count(cfg.mc_samples, "mc_samples", 0), symmetries, _count(cfg.batch_size, "batch_size", 1), workers
+        )
 
 
 @dataclass

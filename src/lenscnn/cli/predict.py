@@ -113,7 +113,9 @@ def predict(cfg: DictConfig) -> PredictedFiles:
     run_dir = Path(cfg.paths.output_dir)
     outputs = image_outputs(cfg, formats, ensemble, run_dir)
     reference = domain_reference(ensemble, settings, options.mc_samples, model.symmetries)
-    predictor = CutoutPredictor(ensemble, reference, options.batch_size, options.mc_samples, model.symmetries)
+    predictor = CutoutPredictor(
+        ensemble, reference, options.batch_size, options.mc_samples, model.symmetries, options.workers
+    )
     run_dir.mkdir(parents=True, exist_ok=True)
     done = predict_files(files, settings, refused, predictor, RunDir(run_dir).predictions, outputs)
     log.info(

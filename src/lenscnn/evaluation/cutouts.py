@@ -104,13 +104,15 @@ class CutoutPredictor:
     """How cutouts are predicted: by ``ensemble`` (on its device), ``batch_size`` images at a time, with
     ``mc_samples`` MC-dropout passes per member and ``symmetries`` (1 or 8) flips/rotations averaged;
     flagged against its domain ``reference`` (``None``: no flags; inputs in ``units=noise`` then rescaled
-    to the instrument's noise, :func:`model_noise_rms`)."""
+    to the instrument's noise, :func:`model_noise_rms`); the files are prepared in ``workers`` processes while
+    this one predicts (1: in this one)."""
 
     ensemble: Ensemble
     reference: DomainReference | None
     batch_size: int = 256
     mc_samples: int = 0
     symmetries: int = 1
+    workers: int = 1
 
     def batches(
         self,
@@ -132,6 +134,7 @@ class CutoutPredictor:
             refused=refused,
             noise_rms=model_noise_rms(self.ensemble, self.reference),
             per_file=per_file,
+            workers=self.workers,
         )
         for image in images:
             done = image.files_done

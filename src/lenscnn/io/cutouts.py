@@ -22,7 +22,7 @@ from astropy.wcs import WCS, FITSFixedWarning
 from astropy.wcs.utils import proj_plane_pixel_scales
 
 from lenscnn.errors import UserError, one_line
-from lenscnn.io.fits import read_image_hdu
+from lenscnn.io.fits import image_in, open_fits
 from lenscnn.io.hdf5 import read_lens_dataset
 
 FITS_SUFFIXES = (".fits", ".fit", ".fts", ".fits.gz", ".fit.gz", ".fz")
@@ -127,7 +127,13 @@ def read_cutouts(path: Path, hdu: int | str = 0) -> Iterator[Cutout]:
         for k, image in enumerate(images.reshape(-1, *images.shape[-2:])):
             yield Cutout(f"{path}[{k}]", np.asarray(image, dtype=np.float64), scale, None)
         return
-    data, header = read_image_hdu(path, hdu)
+    with open_fits(path) as hdul:
+        yield from fits_cutouts(hdul, path, hdu)
+
+
+def fits_cutouts(hdul: fits.HDUList, path: Path, hdu: int | str = 0) -> Iterator[Cutout]:
+    """The images of HDU ``hdu`` of the FITS file ``path`` already open as ``hdul`` (:func:`read_cutouts`)."""
+    data, header = image_in(hdul, path, hdu)
     if data.ndim not in (2, 3):
         raise UserError(f"{path}: HDU {hdu!r} holds a {data.ndim}-D array; expected a 2-D image or an (N, H, W) cube")
     scale, wcs = pixel_scale_from_header(header, str(path))

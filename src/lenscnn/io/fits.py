@@ -116,13 +116,15 @@ def read_image_hdu(path: str | Path, hdu: int | str = 0) -> tuple[np.ndarray, fi
     """Data (as float64) and header of one image HDU; a clear :class:`UserError` otherwise."""
     path = Path(path)
     with open_fits(path) as hdul:
-        selected = select_hdu(hdul, hdu, path)
-        if not is_image(selected) or selected.data is None:
-            raise UserError(
-                f"{path}: HDU {hdu!r} holds no image; its image HDUs: {image_hdus(hdul)}; choose one with hdu="
-            )
-        data, header = selected.data, selected.header.copy()
-    return image_array(data, path, hdu), header
+        return image_in(hdul, path, hdu)
+
+
+def image_in(hdul: fits.HDUList, path: Path, hdu: int | str = 0) -> tuple[np.ndarray, fits.Header]:
+    """:func:`read_image_hdu` of the file ``path`` already open as ``hdul``."""
+    selected = select_hdu(hdul, hdu, path)
+    if not is_image(selected) or selected.data is None:
+        raise UserError(f"{path}: HDU {hdu!r} holds no image; its image HDUs: {image_hdus(hdul)}; choose one with hdu=")
+    return image_array(selected.data, path, hdu), selected.header.copy()
 
 
 def normalised_kernel(kernel: np.ndarray, what: str) -> np.ndarray:

@@ -35,6 +35,7 @@ from lenscnn.errors import UserError
 from lenscnn.metrics.calibration import SigmaCalibration
 from lenscnn.models.calibration_record import calibration_fit, read_calibration
 from lenscnn.models.checkpoint import model_from_checkpoint, read_checkpoint, resolve_checkpoint
+from lenscnn.models.layers import fold_batch_norm
 from lenscnn.models.regressor import LensRegressor
 from lenscnn.models.symmetry import check_symmetries, symmetry_group, transform_images, untransform
 
@@ -321,11 +322,14 @@ class Ensemble(nn.Module):
 
         The calibration of a single member is read from its checkpoint; that of several from the
         JSON file ``calibration`` (written by ``lenscnn-eval calibrate=true``) if it exists and was
-        fitted for exactly these members.
+        fitted for exactly these members. The members are for inference only: their batch norms are folded
+        into the convolutions (:func:`lenscnn.models.layers.fold_batch_norm`).
         """
         files = [resolve_checkpoint(p) for p in paths]
         checkpoints = [read_checkpoint(f) for f in files]
         members = [model_from_checkpoint(c, str(f)) for c, f in zip(checkpoints, files, strict=True)]
+        for member in members:
+            fold_batch_norm(member.net)
         record = checkpoints[0].get("calibration") if len(files) == 1 else read_calibration(calibration, files)
         source = files[0] if len(files) == 1 else calibration
         fit = calibration_fit(record, members[0].target_names, source)

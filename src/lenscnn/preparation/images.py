@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from torch.utils.data import DataLoader, Dataset
 
 from lenscnn.errors import UserError
 from lenscnn.io.cutouts import Cutout
@@ -62,6 +63,7 @@ def prepared_images(
     noise_rms: Sequence[float] | None = None,
     per_file: Mapping[Path, Preparation] | None = None,
     require_pixel_scale: bool = False,
+    workers: int = 1,
 ) -> Iterator[PreparedImage]:
     """Every image of ``files`` prepared on a grid of ``image_size`` pixels of ``pixel_scale`` arcsec (or
     failed, with its reason), in input order; ``image_size`` may be a function of the cutout as read (a
@@ -71,36 +73,80 @@ def prepared_images(
     ``units=noise`` rescales to;
     ``per_file``: the settings of files prepared otherwise than ``settings`` say (a catalogue row's);
     ``require_pixel_scale``: refuse an image whose pixel scale neither its header nor ``pixel_scale=``
-    gives (a fit must know it; a network may assume its own)."""
-    refused = refused or {}
-    for index, path in enumerate(files):
-        if path in refused:
-            yield PreparedImage(str(path), index + 1, error=refused[path])
-            continue
-        own = (per_file or {}).get(path, settings)
+    gives (a fit must know it; a network may assume its own); ``workers``: files are prepared in this many
+    processes (:class:`FilePreparation` through a PyTorch ``DataLoader``, which keeps the input order and a
+    few files in flight per worker; 1: in this one)."""
+    job = FilePreparation(
+        list(files), settings, image_size, pixel_scale, refused or {}, noise_rms, per_file or {}, require_pixel_scale
+    )
+    if workers <= 1 or len(job) < 2:
+        for index in range(len(job)):
+            yield from job[index]
+        return
+    loader = DataLoader(
+        job, batch_size=None, num_workers=min(workers, len(job)), collate_fn=_as_read, multiprocessing_context="fork"
+    )
+    for images in loader:
+        yield from images
+
+
+def _as_read(images: list[PreparedImage]) -> list[PreparedImage]:
+    """A worker's images as it prepared them (no collation into tensors)."""
+    return images
+
+
+@dataclass(frozen=True)
+class FilePreparation(Dataset):
+    """The images of one file, prepared (:func:`prepared_images`, whose arguments these are): item ``k`` is the
+    list of file ``k``'s :class:`PreparedImage` (a multi-band lens: one image; a failed file: one with why)."""
+
+    files: list[Path | BandFiles]
+    settings: Preparation
+    image_size: tuple[int, int] | Callable[[Cutout], tuple[int, int]]
+    pixel_scale: float
+    refused: Mapping[Path | BandFiles, str]
+    noise_rms: Sequence[float] | None
+    per_file: Mapping[Path, Preparation]
+    require_pixel_scale: bool
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, index: int) -> list[PreparedImage]:
+        path = self.files[index]
+        if path in self.refused:
+            return [PreparedImage(str(path), index + 1, error=self.refused[path])]
+        own = self.per_file.get(path, self.settings)
         if isinstance(path, BandFiles):
             item = PreparedImage(path.label, index + 1)
             try:
-                item.prepared, first = prepare_bands(path, own, image_size, pixel_scale, noise_rms)
+                item.prepared, first = prepare_bands(path, own, self.image_size, self.pixel_scale, self.noise_rms)
                 item.wcs, item.psf = first.wcs, first.psf
             except UserError as exc:
                 item.error = str(exc)
-            yield item
-            continue
+            return [item]
         try:
             images = list(read_file(path, own))
         except UserError as exc:
-            yield PreparedImage(str(path), index + 1, error=str(exc))
-            continue
-        for k, (cutout, variance, flagged) in enumerate(images):
-            item = PreparedImage(cutout.label, index + (k == len(images) - 1), wcs=cutout.wcs, psf=cutout.psf)
-            if require_pixel_scale and cutout.pixel_scale is None and own.pixel_scale is None:
-                item.error = "no pixel scale (no WCS or PIXSCALE in its header); give pixel_scale=<arcsec/px>"
-            else:
-                try:
-                    size = image_size(cutout) if callable(image_size) else image_size
-                    rms = None if noise_rms is None else noise_rms[0]
-                    item.prepared = prepare(cutout, own, size, pixel_scale, variance, flagged, rms)
-                except UserError as exc:
-                    item.error = str(exc)
-            yield item
+            return [PreparedImage(str(path), index + 1, error=str(exc))]
+        return [
+            self.prepare(cutout, variance, flagged, own, index + (k == len(images) - 1))
+            for k, (cutout, variance, flagged) in enumerate(images)
+        ]
+
+    def prepare(
+        self, cutout: Cutout, variance: np.ndarray | None, flagged: np.ndarray | None, own: Preparation, done: int
+    ) -> PreparedImage:
+        """One image of a file, prepared with the file's settings ``own`` (``done``: files read to the end once
+        it is handed out)."""
+        item = PreparedImage(cutout.label, done, wcs=cutout.wcs, psf=cutout.psf)
+        if self.require_pixel_scale and cutout.pixel_scale is None and own.pixel_scale is None:
+            item.error = "no pixel scale (no WCS or PIXSCALE in its header); give pixel_scale=<arcsec/px>"
+            return item
+        try:
+            size = self.image_size(cutout) if callable(self.image_size) else self.image_size
+            rms = None if self.noise_rms is None else self.noise_rms[0]
+            item.prepared = prepare(cutout, own, size, self.pixel_scale, variance, flagged, rms)
+        except UserError as exc:
+            item.error = str(exc)
+        return item

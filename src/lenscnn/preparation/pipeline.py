@@ -52,17 +52,19 @@ from typing import Any
 
 import numpy as np
 import torch
+from astropy.io import fits
 from scipy import ndimage
 
 from lenscnn.errors import UserError, one_line
-from lenscnn.io.cutouts import FITS_SUFFIXES, HDF5_SUFFIXES, Cutout, pixel_scale_from_header, read_cutouts
-from lenscnn.io.fits import (
-    image_hdus,
-    is_image,
-    open_fits,
-    read_image_hdu,
-    select_hdu,
+from lenscnn.io.cutouts import (
+    FITS_SUFFIXES,
+    HDF5_SUFFIXES,
+    Cutout,
+    fits_cutouts,
+    pixel_scale_from_header,
+    read_cutouts,
 )
+from lenscnn.io.fits import image_hdus, image_in, is_image, open_fits, select_hdu
 from lenscnn.preparation import noise as noise_maps
 from lenscnn.preparation.cosmic_rays import detect_cosmic_rays
 from lenscnn.preparation.psf import psf_fwhm, read_psf, read_psf_hdu
@@ -215,31 +217,33 @@ class Prepared:
 def read_file(path: Path, settings: Preparation) -> Iterator[tuple[Cutout, np.ndarray | None, np.ndarray | None]]:
     """``(cutout, variance or None, flagged or None)`` of every image of a file: its noise map
     (``noise_hdu``), bad-pixel mask (``mask_hdu``) and PSF (``psf`` naming an HDU: ``Cutout.psf``) read
-    beside it."""
-    cutouts = list(read_cutouts(path, settings.hdu))
-    variances: list = [None] * len(cutouts)
-    flags: list = [None] * len(cutouts)
-    if not path.name.lower().endswith(HDF5_SUFFIXES):
+    beside it, in one opening of the file."""
+    if path.name.lower().endswith(HDF5_SUFFIXES):
+        yield from ((cutout, None, None) for cutout in read_cutouts(path, settings.hdu))
+        return
+    with open_fits(path) as hdul:
+        cutouts = list(fits_cutouts(hdul, path, settings.hdu))
         shapes = [c.image.shape for c in cutouts]
-        science = str(cutouts[0].header.get("EXTNAME", "")) if cutouts[0].header is not None else ""
-        if settings.noise_hdu is not None or settings.psf_hdu is not None:
-            with open_fits(path) as hdul:  # the noise map and the PSF beside the image, in one reading
-                if settings.noise_hdu is not None:
-                    noise = settings.noise_hdu, settings.noise_kind
-                    variances = noise_maps.variances_in(hdul, path, *noise, shapes, science) or variances
-                if settings.psf_hdu is not None:
-                    scale = cutouts[0].pixel_scale or settings.pixel_scale
-                    psf = read_psf_hdu(hdul, path, settings.psf_hdu, science, scale)
-                    for cutout in cutouts:
-                        cutout.psf = psf
+        variances: list = [None] * len(cutouts)
+        flags: list = [None] * len(cutouts)
+        science = str(cutouts[0].header.get("EXTNAME", ""))
+        if settings.noise_hdu is not None:
+            noise = settings.noise_hdu, settings.noise_kind
+            variances = noise_maps.variances_in(hdul, path, *noise, shapes, science) or variances
+        if settings.psf_hdu is not None:
+            scale = cutouts[0].pixel_scale or settings.pixel_scale
+            psf = read_psf_hdu(hdul, path, settings.psf_hdu, science, scale)
+            for cutout in cutouts:
+                cutout.psf = psf
         if settings.mask_hdu is not None:
-            flags = [m != 0 for m in read_planes(path, settings.mask_hdu, shapes)]
+            flags = [m != 0 for m in read_planes(hdul, path, settings.mask_hdu, shapes)]
     yield from zip(cutouts, variances, flags, strict=True)
 
 
-def read_planes(path: Path, hdu: int | str, shapes: list[tuple[int, ...]]) -> list[np.ndarray]:
-    """The planes of an image HDU, one per image of ``shapes`` (which they must match)."""
-    data, _ = read_image_hdu(path, hdu)
+def read_planes(hdul: fits.HDUList, path: Path, hdu: int | str, shapes: list[tuple[int, ...]]) -> list[np.ndarray]:
+    """The planes of an image HDU of the file ``path`` open as ``hdul``, one per image of ``shapes`` (which
+    they must match)."""
+    data, _ = image_in(hdul, path, hdu)
     planes = list(data.reshape(-1, *data.shape[-2:])) if data.ndim == 3 else [data]
     if len(planes) != len(shapes) or any(p.shape != s for p, s in zip(planes, shapes, strict=False)):
         raise UserError(f"{path}: HDU {hdu!r} has {data.shape}, not one plane per image of shape {shapes[0]}")
