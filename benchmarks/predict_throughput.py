@@ -10,7 +10,9 @@ Rows, all in the same run on the same lenses (the survey prior the ensemble was 
   crop, predict with 8 symmetries, flag, write ``predictions.csv``; the files prepared in ``workers=auto``
   processes, one per core), as single exposures (cosmic rays looked for) and as combined exposures
   (``NCOMBINE = 4``: ``cosmic_rays=auto`` skips them); the combined ones also with ``workers=1`` (prepared
-  in the process that predicts: the reference for the workers) and with ``symmetries=1``.
+  in the process that predicts: the reference for the workers) and with ``symmetries=1``;
+* the preparation alone of the single exposures (no networks, no flags) on one core (one process, its native
+  thread pools at one thread) and in ``workers`` processes, one per core: how the workers scale with the cores.
 
 The members are the shipped pretrained ensemble if present, else four freshly initialised
 quickstart networks (the same computation: throughput does not depend on the weights).
@@ -35,6 +37,7 @@ from astropy.io import fits
 from hydra import compose, initialize_config_module
 from hydra.utils import instantiate
 from omegaconf import open_dict
+from threadpoolctl import threadpool_limits
 
 from lenscnn import pretrained
 from lenscnn.cli.common import register_resolvers
@@ -42,6 +45,8 @@ from lenscnn.cli.predict import predict
 from lenscnn.cli.train import build_model
 from lenscnn.errors import UserError
 from lenscnn.models.ensemble import Ensemble
+from lenscnn.preparation.images import prepared_images
+from lenscnn.preparation.pipeline import Preparation
 from lenscnn.sim import Simulator
 
 TARGETS = {"in memory": 1000.0, "FITS directory": 200.0}
@@ -110,11 +115,16 @@ def main() -> None:
             end_to_end[name] = from_files(ensemble, cutouts, tmp / f"run_{name}", args.files)
         for name, option in (("workers=1", "workers=1"), ("symmetries=1", "symmetries=1")):
             end_to_end[name] = from_files(ensemble, tmp / "combined", tmp / f"run_{name}", args.files, [option])
+        cores = len(os.sched_getaffinity(0))
+        single_files = sorted((tmp / "single").iterdir())
+        with threadpool_limits(limits=1):  # one core (astroscrappy's medians would use every core's OpenMP thread)
+            alone = {1: preparation_alone(ensemble, single_files, 1)}
+        alone[cores] = preparation_alone(ensemble, single_files, cores)  # each worker one thread
 
     members = len(ensemble.members)
     print(
         f"shipped ensemble of {members} ({ensemble.image_size[0]}x{ensemble.image_size[1]} px), "
-        f"{args.threads} CPU threads, {len(os.sched_getaffinity(0))} cores (workers=auto), torch {torch.__version__}"
+        f"{args.threads} CPU threads, {cores} cores (workers=auto), torch {torch.__version__}"
     )
     print(f"{'setting':<58}{'lenses/s':>10}{'target':>9}{'ratio to target':>17}{'vs per-image loop':>19}")
     rows = [
@@ -125,6 +135,8 @@ def main() -> None:
         (f"FITS directory, combined exposures ({args.files} files)", end_to_end["combined"], TARGETS["FITS directory"]),
         ("  the same, workers=1 (prepared in the predicting process)", end_to_end["workers=1"], None),
         ("  the same, symmetries=1", end_to_end["symmetries=1"], TARGETS["FITS directory"]),
+        ("preparation alone, single exposures, one core", alone[1], None),
+        (f"preparation alone, single exposures, workers={cores}", alone[cores], None),
     ]
     for name, value, target in rows:
         target_text = f"{target:,.0f}" if target else "-"
@@ -133,6 +145,7 @@ def main() -> None:
     for name in ("single", "combined"):
         value = end_to_end[name]
         print(f"FITS directory ({name} exposures) / the networks in memory (8 symmetries): {value / batched[8]:.2f}x")
+    print(f"preparation alone, workers={cores} / one core: {alone[cores] / alone[1]:.2f}x on {cores} cores")
     print(f"Hezaveh et al. 2017 (GPU): 100 lenses/s -> batched in-memory here is {batched[1] / 100:.1f}x that")
 
 
@@ -143,6 +156,17 @@ def in_memory(ensemble: Ensemble, images: torch.Tensor, symmetries: int) -> floa
     for start in range(0, len(images), 256):
         ensemble.predict(images[start : start + 256], symmetries=symmetries)
     return len(images) / (time.perf_counter() - t0)
+
+
+def preparation_alone(ensemble: Ensemble, files: list[Path], workers: int) -> float:
+    """Files/s of the preparation alone (:func:`lenscnn.preparation.images.prepared_images` with predict's default
+    settings, in ``workers`` processes), without networks or flags: what the workers add up to."""
+    settings = Preparation()  # conf/preparation/default.yaml
+    t0 = time.perf_counter()
+    prepared = prepared_images(files, settings, ensemble.image_size, ensemble.pixel_scale, workers=workers)
+    done = sum(image.ok for image in prepared)
+    assert done == len(files)
+    return len(files) / (time.perf_counter() - t0)
 
 
 def from_files(ensemble: Ensemble, cutouts: Path, out: Path, files: int, options: list[str] | None = None) -> float:

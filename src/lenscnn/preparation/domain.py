@@ -119,11 +119,15 @@ def predicted_arc_area(
     """:func:`lenscnn.preparation.arcs.arc_area` [arcsec^2] of prepared images ``(n, 1, H, W)`` around the
     Einstein radius and centre of the answers ``mean`` ``(n, T)`` (named by ``targets``), with the background
     rms ``noise`` ``(n,)`` [the images' units per pixel]; ``None`` for a model that does not predict all of
-    :data:`ARC_TARGETS`."""
+    :data:`ARC_TARGETS`. Computed on the answers' device (the model's: a GPU measures the arcs of a batch as it
+    predicts it), returned on the CPU."""
     if not all(t in targets for t in ARC_TARGETS):
         return None
-    theta_E, x, y = (mean[:, list(targets).index(t)].to(torch.float64).cpu() for t in ARC_TARGETS)  # noqa: N806
-    return arc_area(images[:, 0].cpu(), noise.cpu(), theta_E, torch.stack([x, y], dim=1), pixel_scale)
+    device = mean.device
+    theta_E, x, y = (mean[:, list(targets).index(t)] for t in ARC_TARGETS)  # noqa: N806
+    first = images[:, 0].to(device, torch.float32)  # arc_area measures in float32 (noise follows the images)
+    area = arc_area(first, noise, theta_E, torch.stack([x, y], dim=1), pixel_scale)
+    return area.cpu()
 
 
 def image_statistics(

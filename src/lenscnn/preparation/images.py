@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 from torch.utils.data import DataLoader, Dataset
 
 from lenscnn.errors import UserError
@@ -84,10 +85,21 @@ def prepared_images(
             yield from job[index]
         return
     loader = DataLoader(
-        job, batch_size=None, num_workers=min(workers, len(job)), collate_fn=_as_read, multiprocessing_context="fork"
+        job,
+        batch_size=None,
+        num_workers=min(workers, len(job)),
+        collate_fn=_as_read,
+        multiprocessing_context="fork",
+        worker_init_fn=_one_thread_each,
     )
     for images in loader:
         yield from images
+
+
+def _one_thread_each(worker: int) -> None:
+    """A worker's native thread pools at one thread (OpenMP of astroscrappy's median filters, BLAS; PyTorch sets its
+    own): the workers share the cores, and one each is what they have."""
+    threadpool_limits(limits=1)
 
 
 def _as_read(images: list[PreparedImage]) -> list[PreparedImage]:
