@@ -19,7 +19,7 @@ quickstart networks (the same computation: throughput does not depend on the wei
 Targets (issues 4 and 36): >= 1,000 lenses/s in memory, >= 200 lenses/s from FITS files;
 Hezaveh et al. (2017) reported 100 lenses/s on a GPU.
 
-    python benchmarks/predict_throughput.py [--lenses 2048] [--files 1000] [--threads 2]
+    python benchmarks/predict_throughput.py [--lenses 2048] [--files 1000] [--threads 2] [--device cuda]
     python benchmarks/predict_throughput.py --tiny   # seconds: 8 lenses, 4 files (tests/test_benchmarks.py)
 """
 
@@ -84,6 +84,7 @@ def main() -> None:
     parser.add_argument("--lenses", type=int, default=2048)
     parser.add_argument("--files", type=int, default=1000)
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument("--device", default="cpu", help="where the networks run: cpu, cuda (predict's device=)")
     parser.add_argument("--tiny", action="store_true", help="the same code path in seconds: 8 lenses, 4 files")
     args = parser.parse_args()
     if args.tiny:
@@ -92,7 +93,7 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp_dir:
         tmp = Path(tmp_dir)
-        ensemble = Ensemble.from_checkpoints(quickstart_members(tmp))
+        ensemble = Ensemble.from_checkpoints(quickstart_members(tmp)).to(args.device)
         simulator = Simulator.from_config({**ensemble.simulator_config, "compile": False})
         images, _ = simulator.sample(args.lenses, generator=torch.Generator().manual_seed(0))
 
@@ -101,10 +102,12 @@ def main() -> None:
         n_single = min(200, args.lenses)
         t0 = time.perf_counter()
         for k in range(n_single):
-            ensemble.predict(images[k : k + 1], symmetries=1)
+            prediction = ensemble.predict(images[k : k + 1], symmetries=1)
+        prediction.mean.cpu()  # waits for an accelerator's queue
         single = n_single / (time.perf_counter() - t0)
 
         end_to_end = {}
+        device = f"device={args.device}"
         for name, header in (("single", {}), ("combined", {"NCOMBINE": 4})):
             cutouts = tmp / name
             cutouts.mkdir()
@@ -112,9 +115,9 @@ def main() -> None:
             for k in range(args.files):
                 image = images[k % args.lenses, 0].numpy().astype(np.float32)
                 fits.PrimaryHDU(image, header=header).writeto(cutouts / f"lens_{k:05d}.fits")
-            end_to_end[name] = from_files(ensemble, cutouts, tmp / f"run_{name}", args.files)
+            end_to_end[name] = from_files(ensemble, cutouts, tmp / f"run_{name}", args.files, [device])
         for name, option in (("workers=1", "workers=1"), ("symmetries=1", "symmetries=1")):
-            end_to_end[name] = from_files(ensemble, tmp / "combined", tmp / f"run_{name}", args.files, [option])
+            end_to_end[name] = from_files(ensemble, tmp / "combined", tmp / f"run_{name}", args.files, [option, device])
         cores = len(os.sched_getaffinity(0))
         single_files = sorted((tmp / "single").iterdir())
         with threadpool_limits(limits=1):  # one core (astroscrappy's medians would use every core's OpenMP thread)
@@ -124,7 +127,8 @@ def main() -> None:
     members = len(ensemble.members)
     print(
         f"shipped ensemble of {members} ({ensemble.image_size[0]}x{ensemble.image_size[1]} px), "
-        f"{args.threads} CPU threads, {cores} cores (workers=auto), torch {torch.__version__}"
+        f"networks on {args.device}, {args.threads} CPU threads, {cores} cores (workers=auto), "
+        f"torch {torch.__version__}"
     )
     print(f"{'setting':<58}{'lenses/s':>10}{'target':>9}{'ratio to target':>17}{'vs per-image loop':>19}")
     rows = [
@@ -154,7 +158,8 @@ def in_memory(ensemble: Ensemble, images: torch.Tensor, symmetries: int) -> floa
     ensemble.predict(images[:256], symmetries=symmetries)  # warm-up
     t0 = time.perf_counter()
     for start in range(0, len(images), 256):
-        ensemble.predict(images[start : start + 256], symmetries=symmetries)
+        prediction = ensemble.predict(images[start : start + 256], symmetries=symmetries)
+    prediction.mean.cpu()  # waits for an accelerator's queue
     return len(images) / (time.perf_counter() - t0)
 
 
