@@ -435,7 +435,8 @@ def model_field(shape: tuple[int, int], ratio: float, image_size: tuple[int, int
     that resamples to at least ``image_size``, centred as the model's crop of the whole image is."""
     field = []
     for n, size in zip(shape, image_size, strict=True):
-        inner = min(n, next(k for k in range(1, n + 1) if output_shape((k, k), ratio, 1.0)[0] >= size))
+        first = max(1, math.floor((size - 0.5) / ratio) - 1)  # no smaller block can resample to size pixels
+        inner = min(n, next(k for k in range(first, n + 1) if output_shape((k, k), ratio, 1.0)[0] >= size))
         inner += (n - inner) % 2 if inner < n else 0  # the same centre as the input's
         start = (n - inner) // 2
         field.append(slice(start, start + inner))
