@@ -105,6 +105,28 @@ def test_the_noise_of_a_finer_cutout_is_that_of_the_model_pixels_it_becomes(scal
     assert measured > RMS * (1.9 if scale == 0.04 else 1.2)
 
 
+@pytest.mark.parametrize(("scale", "correlated"), [(0.04, False), (0.05, True), (0.1, True)])
+def test_units_noise_matches_the_depth_of_a_resampled_cutout(scale, correlated):
+    """``units=noise`` brings a resampled cutout to the model's noise per unit area (its depth), not per pixel:
+    white noise of rms 0.01 on 0.05"/px (HST) or 0.1"/px (Euclid VIS), whose resampled pixels' noise is correlated,
+    gets the flux scale of white noise of rms 0.01 x 0.08 / scale per model pixel, so block sums of the prepared
+    image have the model's noise in them (binned 2 x 2 from 0.04", the noise stays white and both agree)."""
+    size = int(round(0.08 * 96 / scale))
+    noise = RMS * np.random.default_rng(4).standard_normal((size, size))
+    model_rms = 0.02
+    prepared = prepare(cutout(noise, scale), Preparation(cosmic_rays=False), (64, 64), 0.08, noise_rms=model_rms)
+    record = prepared.record
+    assert record["noise_depth"] == pytest.approx(RMS * 0.08 / scale, rel=0.08)
+    assert record["flux_scale"] == pytest.approx(model_rms / record["noise_depth"])
+    assert (record["noise_depth"] > 1.1 * record["noise_rms"]) is correlated
+    # sums over 4 x 4 model pixels hold about the model's noise, as white noise would (a little less: the input
+    # pixels a block's edges cut share their noise with the next block); per pixel it would be 1.14x (0.05") and
+    # 1.5-1.8x (0.1") of it
+    image = prepared.image[0].double().numpy()
+    block_sums = image.reshape(16, 4, 16, 4).sum(axis=(1, 3))
+    assert 0.75 < float(block_sums.std()) / (model_rms * 4) < 1.08
+
+
 def test_a_cutout_without_a_pixel_scale_is_assumed_and_recorded():
     image = 0.01 * np.random.default_rng(0).standard_normal((64, 64))
     prepared = prepare(Cutout("x.fits", image, None, None), Preparation(cosmic_rays=False), (64, 64), 0.08)

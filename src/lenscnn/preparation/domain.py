@@ -182,9 +182,9 @@ def prepared_statistics(
     """:func:`image_statistics` of prepared images ``(n, 1, H, W)`` in the model's units, with the sky taken
     off and the noise from their preparation records (:attr:`lenscnn.preparation.pipeline.Prepared.record`),
     brought to the model's units and pixels of ``pixel_scale`` arcsec (a record's sky is per input pixel,
-    both are in the input's units)."""
+    both are in the input's units; the noise is the record's depth, which ``units=noise`` matches to the model's)."""
     subtracted = [r["sky"] * r["flux_scale"] * (pixel_scale / r["input_pixel_scale"]) ** 2 for r in records]
-    noise = [r["noise_rms"] * r["flux_scale"] for r in records]
+    noise = [r.get("noise_depth", r["noise_rms"]) * r["flux_scale"] for r in records]
     return image_statistics(
         images,
         background_rms,
@@ -279,11 +279,11 @@ class DomainReference:
         for band in range(images.shape[1]):
             prepared = [prepare(Cutout("reference", i[band].numpy(), grid[1], None), settings, *grid) for i in images]
             band_records = [p.record for p in prepared]
-            band_rms = float(torch.tensor([r["noise_rms"] for r in band_records]).median())
+            band_rms = float(torch.tensor([r["noise_depth"] for r in band_records]).median())
             band_images = torch.stack([p.image for p in prepared]).to(torch.float64)
             if rescale:  # as prepare() rescales an input with units=noise (to the median noise, masked pixels at 0)
                 for k, record in enumerate(band_records):
-                    record["flux_scale"] = to_model_units(band_rms, record["noise_rms"])
+                    record["flux_scale"] = to_model_units(band_rms, record["noise_depth"])
                     band_images[k] *= record["flux_scale"]
             bands.append((band_images, band_records, band_rms))
         records = bands[0][1]
@@ -322,7 +322,7 @@ class DomainReference:
                 k = list(targets).index("theta_E")
                 relative = relative_sigma(mean[:, k].double().cpu(), sigma[:, k].double().cpu())
                 precision = float(torch.quantile(relative, SIGMA_QUANTILE))
-            noise = torch.tensor([r["noise_rms"] * r["flux_scale"] for r in records], dtype=torch.float64)
+            noise = torch.tensor([r["noise_depth"] * r["flux_scale"] for r in records], dtype=torch.float64)
             areas = predicted_arc_area(images, noise, mean, targets, instrument.pixel_scale)
             if areas is not None:
                 arcs = float(torch.quantile(areas, ARC_QUANTILE))

@@ -29,13 +29,16 @@ Per image, on the input's own pixels first:
 6. **Crop** to the model's field around the cutout's centre; pixels without data (NaN, flagged, zero
    weight) get ``fill_nan`` (0: as the networks were trained, ``observation.artefacts.fill``).
 7. **Units** (``units=noise``, the default, when the caller gives the model's noise level): the image is
-   multiplied by ``flux_scale`` = the model's training background rms / the cutout's (both per model
-   pixel), so the network sees the image in units of its own noise, as a training image of the same
-   signal-to-noise: the answer does not depend on the flux unit (counts/s, electrons, MJy/sr, microjansky)
-   nor on the zero point. ``units=counts`` takes the pixels as the model's counts/s as they are.
+   multiplied by ``flux_scale`` = the model's training background rms / the cutout's depth (both per model
+   pixel; the depth of a resampled cutout is the rms of white noise of the same noise per unit area,
+   ``rms * pixel_scale / scale``, larger than its pixels' rms, which the resampling's correlations lower), so the
+   network sees the image in units of its own noise, as a training image of the same signal-to-noise: the
+   answer does not depend on the flux unit (counts/s, electrons, MJy/sr, microjansky) nor on the zero point.
+   ``units=counts`` takes the pixels as the model's counts/s as they are.
 
 What was done is recorded per image (:attr:`Prepared.record`): the sky level, the background rms
-of a model pixel (``noise_rms``: step 2's rms through the resampling, without the shot noise),
+of a model pixel (``noise_rms``: step 2's rms through the resampling, without the shot noise; ``noise_depth``: the
+depth of step 7),
 the factor to the model's units (``flux_scale``), the masked fraction, the cosmic-ray pixels, the
 input's pixel scale (and whether it was assumed) and the PSF FWHM when known (``psf_fwhm``: a
 ``psf`` file with a pixel scale, a PSF HDU of the file, ``psf_fwhm``, or a ``PSF_FWHM`` header keyword)
@@ -360,15 +363,19 @@ def _prepare(
         cosmic = resample_mask(cosmic, scale, pixel_scale, threshold=MASKED_AREA)
     crop = where.crop
     image, variance, bad, masked = image[crop], variance[crop], bad[crop], (bad | cosmic)[crop]
-    # the background rms of a model pixel: a resampled pixel sums ~(pixel_scale / scale)^2 input pixels
+    # the background rms of a model pixel (a resampled pixel sums parts of ~(pixel_scale / scale)^2 input pixels, so
+    # its noise is correlated with its neighbours'), and the depth units=noise matches: the rms of white noise with
+    # the same noise per unit area (a sum over a region of many pixels), sky.rms * pixel_scale / scale
     background_rms = sky.rms * float(np.sqrt(background_gain[crop].mean()))
-    flux_scale = to_model_units(noise_rms if settings.units == "noise" else None, background_rms)
+    depth_rms = sky.rms * pixel_scale / scale if resampling else background_rms
+    flux_scale = to_model_units(noise_rms if settings.units == "noise" else None, depth_rms)
     image = np.where(bad, settings.fill_nan, image * flux_scale)
     variance = np.where(masked, np.inf, variance * flux_scale**2)
     record = {
         "sky": float(level),
         "sky_reliable": sky.reliable,
         "noise_rms": float(background_rms),
+        "noise_depth": float(depth_rms),
         "flux_scale": float(flux_scale),
         "masked_fraction": float(masked.mean()),
         "cosmic_ray_pixels": cosmic_pixels,
