@@ -8,7 +8,7 @@ Rows, all in the same run on the same lenses (the survey prior the ensemble was 
 * end to end from a directory of FITS files (``lenscnn-predict``'s ``predict(cfg)`` in process, its
   defaults: find, read with astropy, check, estimate the sky and noise, rescale to the model's noise,
   crop, predict with 8 symmetries, flag, write ``predictions.csv``; the files prepared in ``workers=auto``
-  processes, one per core), as single exposures (cosmic rays looked for) and as combined exposures
+  processes, one per core but one), as single exposures (cosmic rays looked for) and as combined exposures
   (``NCOMBINE = 4``: ``cosmic_rays=auto`` skips them); the combined ones also with ``workers=1`` (prepared
   in the process that predicts: the reference for the workers) and with ``symmetries=1``;
 * the preparation alone of the single exposures (no networks, no flags) on one core (one process, its native
@@ -127,7 +127,7 @@ def main() -> None:
     members = len(ensemble.members)
     print(
         f"shipped ensemble of {members} ({ensemble.image_size[0]}x{ensemble.image_size[1]} px), "
-        f"networks on {args.device}, {args.threads} CPU threads, {cores} cores (workers=auto), "
+        f"networks on {args.device}, {args.threads} CPU threads, {cores} cores (workers=auto: {max(1, cores - 1)}), "
         f"torch {torch.__version__}"
     )
     print(f"{'setting':<58}{'lenses/s':>10}{'target':>9}{'ratio to target':>17}{'vs per-image loop':>19}")

@@ -34,7 +34,7 @@ class InferenceOptions:
     ``symmetries`` (1 or 8 flips/rotations averaged; ``None``: as the model was calibrated) and
     ``batch_size`` images per forward pass (memory only; changes no answer); ``workers``: processes that prepare
     input files while this one predicts (1: this one alone; ``auto`` in a config: one per CPU core this process may
-    use; changes no answer)."""
+    use but one, which predicts; 1 on two cores; changes no answer)."""
 
     mc_samples: int = 0
     symmetries: int | None = None
@@ -50,7 +50,7 @@ class InferenceOptions:
         symmetries = None if cfg.symmetries is None else check_symmetries(cfg.symmetries)
         workers = cfg.get("workers", 1)
         if workers == "auto":
-            workers = len(os.sched_getaffinity(0))
+            workers = max(1, len(os.sched_getaffinity(0)) - 1)  # a core left to the predicting process
         elif not isinstance(workers, int) or isinstance(workers, bool) or workers < 1:
             raise UserError(f"workers={workers!r}: give auto or a number of processes (an integer >= 1)")
         return cls(
