@@ -4,7 +4,9 @@ catalogue of ``lenscnn-eval`` and ``lenscnn-refine``.
 Files are read in order (:func:`lenscnn.preparation.pipeline.read_file`: the image with its noise map,
 bad-pixel mask and PSF) and each image is prepared on the model's grid
 (:func:`lenscnn.preparation.pipeline.prepare`). An image that cannot be read or prepared becomes a
-:class:`PreparedImage` with its reason; it never stops the others.
+:class:`PreparedImage` with its reason; it never stops the others. With ``workers`` > 1 the files are prepared in
+that many processes (a PyTorch ``DataLoader`` over :class:`FilePreparation`), handed out in input order as they
+would be in one.
 """
 
 from __future__ import annotations
