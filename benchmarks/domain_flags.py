@@ -135,7 +135,7 @@ def main() -> None:
         target = "<= 2%" if kind.startswith("clean") else ">= 95%"
         either = (flagged + refused) / total
         print(
-            f"{kind:<22}{flagged / total:>9.0%}{refused / total:>9.0%}{either:>8.0%}  {target:<8} "
+            f"{kind:<22}{flagged / total:>9.1%}{refused / total:>9.1%}{either:>8.1%}  {target:<8} "
             + "; ".join(f"{name} ({count})" for name, count in reasons)
         )
 

@@ -70,8 +70,11 @@ RUNS: dict[str, list[Run]] = {
         Run(
             expect=(
                 r"kind\s+flagged\s+refused\s+either\s+target",
-                *(rf"{kind}\s+(?P<value>\d+)%\s+\d+%\s+\d+%" for kind in ("clean", "blank", "noise only", "star")),
-                r"pixel scale x2\s+\d+%",
+                *(
+                    rf"{kind}\s+(?P<value>{NUMBER})%\s+{NUMBER}%\s+{NUMBER}%"
+                    for kind in ("clean", "blank", "noise only", "star")
+                ),
+                rf"pixel scale x2\s+{NUMBER}%",
             )
         )
     ],
