@@ -153,7 +153,7 @@ def equivariant_member(path):
     y = ((torch.arange(h) - (h - 1) / 2) * scale).view(h, 1)
     x = ((torch.arange(w) - (w - 1) / 2) * scale).view(1, w)
 
-    def predict_physical(images):
+    def predict_physical(images, normalized=False):  # moments of any pixel-wise stretch are equivariant too
         f = images[:, 0].double().clamp(min=0)
         total = f.sum((1, 2))
 

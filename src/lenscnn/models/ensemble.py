@@ -263,7 +263,8 @@ class Ensemble(nn.Module):
 
     @torch.inference_mode()
     def predict(self, images: Tensor, mc_samples: int = 0, symmetries: int | None = None) -> Prediction:
-        """Predict images ``(B, 1, H, W)`` in counts/s per pixel (each member normalises them itself).
+        """Predict images ``(B, C, H, W)`` in counts/s per pixel (a channel per band; normalised once, as every
+        member would, :class:`lenscnn.data.normalization.InputNormalizer`).
 
         Args:
             mc_samples: MC-dropout passes per member (0: dropout off).
@@ -274,7 +275,10 @@ class Ensemble(nn.Module):
         if mc_samples < 0:
             raise UserError(f"mc_samples must be >= 0, got {mc_samples}")
         group = symmetry_group(self.symmetries(symmetries), self.target_names)
-        images = images.to(self.device, torch.float32)
+        self.reference.check_bands(images)
+        # the members share their input normalisation (check_compatible): applied once, before the symmetries (a
+        # pixel-wise stretch commutes with flips and quarter-turns), not once per member and view
+        images = self.reference.normalizer(images.to(self.device, torch.float32))
         n = images.shape[0]
         views = images if len(group) == 1 else torch.cat([transform_images(images, s) for s in group])
         means, variances = [], []
@@ -306,12 +310,12 @@ class Ensemble(nn.Module):
 
     @staticmethod
     def _pass(member: LensRegressor, views: Tensor) -> dict[str, Tensor | None]:
-        """``member.predict_physical`` of ``views``, on a CPU in chunks of :data:`CPU_PASS_BATCH` images (a
+        """``member.predict_physical`` of normalised ``views``, on a CPU in chunks of :data:`CPU_PASS_BATCH` images (a
         2048-image pass of the 8 symmetries of 256 lenses runs at half the images/s of 128-image ones there:
         the activations leave the cache); on an accelerator in one pass."""
         if views.device.type != "cpu" or len(views) <= CPU_PASS_BATCH:
-            return member.predict_physical(views)
-        parts = [member.predict_physical(chunk) for chunk in views.split(CPU_PASS_BATCH)]
+            return member.predict_physical(views, normalized=True)
+        parts = [member.predict_physical(chunk, normalized=True) for chunk in views.split(CPU_PASS_BATCH)]
         return {k: None if parts[0][k] is None else torch.cat([p[k] for p in parts]) for k in parts[0]}
 
     # -- building ---------------------------------------------------------------------

@@ -134,24 +134,33 @@ class LensRegressor(LightningModule):
     def forward(self, images: Tensor) -> Tensor:
         """Raw network outputs for images in counts/s per pixel ``(B, C, H, W)`` (a channel per band of
         :attr:`bands`), in float32 also under bf16 autocast (the loss and the predictions are computed from them)."""
+        self.check_bands(images)
+        return self.network_outputs(self.normalizer(images))
+
+    def check_bands(self, images: Tensor) -> None:
+        """Refuse images ``(B, C, H, W)`` with another number of channels than the model has bands."""
         if images.shape[1] != len(self.bands):
             raise UserError(
                 f"the model takes {len(self.bands)} band(s) ({', '.join(self.bands)}); the images have "
                 f"{images.shape[1]}: give it images in its bands, or use a model of these"
             )
-        x = self.normalizer(images)
+
+    def network_outputs(self, x: Tensor) -> Tensor:
+        """:meth:`forward` of images already normalised (``self.normalizer(images)``)."""
         if self.hparams.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         return self.net(x).float()
 
-    def predict_standardized(self, images: Tensor) -> tuple[Tensor, Tensor | None]:
-        """``(mean, scale)`` in standardised target units (see :func:`split_outputs`)."""
-        return split_outputs(self.hparams.loss, self(images), self.num_targets)
+    def predict_standardized(self, images: Tensor, normalized: bool = False) -> tuple[Tensor, Tensor | None]:
+        """``(mean, scale)`` in standardised target units (see :func:`split_outputs`); ``normalized``: the images
+        are already normalised (an ensemble whose members share the normalisation does it once)."""
+        outputs = self.network_outputs(images) if normalized else self(images)
+        return split_outputs(self.hparams.loss, outputs, self.num_targets)
 
-    def predict_physical(self, images: Tensor) -> dict[str, Tensor | None]:
+    def predict_physical(self, images: Tensor, normalized: bool = False) -> dict[str, Tensor | None]:
         """Predictions in physical units: ``mean (B, T)``, ``sigma (B, T)`` and ``covariance (B, T, T)``
-        (``None`` for a model trained with ``mse``)."""
-        mean_z, scale = self.predict_standardized(images)
+        (``None`` for a model trained with ``mse``); ``normalized`` as for :meth:`predict_standardized`."""
+        mean_z, scale = self.predict_standardized(images, normalized)
         std = self.target_std
         cov_z = covariance(self.hparams.loss, scale)
         cov = None if cov_z is None else cov_z * std[:, None] * std[None, :]
