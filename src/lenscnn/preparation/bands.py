@@ -19,6 +19,7 @@ carry a celestial WCS must show the same sky at the centre of the model's field,
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import glob
 import os
@@ -34,7 +35,7 @@ from astropy.coordinates import SkyCoord
 from lenscnn.errors import UserError
 from lenscnn.io.cutouts import HDF5_SUFFIXES, Cutout, find_inputs, pixel_scale_from_header
 from lenscnn.io.fits import AUXILIARY_NAMES, image_hdus, is_image, open_fits
-from lenscnn.preparation.pipeline import Preparation, Prepared, check_readable, prepare, read_file
+from lenscnn.preparation.pipeline import Preparation, Prepared, check_readable, prepare, read_hdus
 
 #: Largest offset between two bands' sky positions at the centre of the model's field [model pixels].
 ALIGNMENT = 0.5
@@ -197,10 +198,12 @@ def prepare_bands(
     the first band's variance, mask, geometry and record, with ``flux_scale_<band>`` of each band added (the
     first band's cutout is returned, for its WCS and PSF). A :class:`UserError` when a band file holds more than
     one image or the bands' fields are not aligned (:data:`ALIGNMENT`)."""
+    owns = [replace(settings, hdu=hdu) for hdu in lens.hdus]
+    with contextlib.ExitStack() as stack:  # each file opened once, however many bands it holds
+        opened = {path: stack.enter_context(open_fits(path)) for path in dict.fromkeys(lens.files)}
+        read = [read_hdus(opened[path], path, own) for path, own in zip(lens.files, owns, strict=True)]
     prepared, cutouts = [], []
-    for k, (band, path, hdu) in enumerate(zip(lens.bands, lens.files, lens.hdus, strict=True)):
-        own = replace(settings, hdu=hdu)
-        images = list(read_file(path, own))
+    for k, (band, path, own, images) in enumerate(zip(lens.bands, lens.files, owns, read, strict=True)):
         if len(images) != 1:
             raise UserError(f"{lens.label}: band {band} ({path}) holds {len(images)} images; give one image per band")
         cutout, variance, flagged = images[0]

@@ -184,7 +184,7 @@ def prepared_statistics(
     brought to the model's units and pixels of ``pixel_scale`` arcsec (a record's sky is per input pixel,
     both are in the input's units; the noise is the record's depth, which ``units=noise`` matches to the model's)."""
     subtracted = [r["sky"] * r["flux_scale"] * (pixel_scale / r["input_pixel_scale"]) ** 2 for r in records]
-    noise = [r.get("noise_depth", r["noise_rms"]) * r["flux_scale"] for r in records]
+    noise = [r["noise_depth"] * r["flux_scale"] for r in records]
     return image_statistics(
         images,
         background_rms,

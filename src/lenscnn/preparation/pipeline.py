@@ -225,22 +225,31 @@ def read_file(path: Path, settings: Preparation) -> Iterator[tuple[Cutout, np.nd
         yield from ((cutout, None, None) for cutout in read_cutouts(path, settings.hdu))
         return
     with open_fits(path) as hdul:
-        cutouts = list(fits_cutouts(hdul, path, settings.hdu))
-        shapes = [c.image.shape for c in cutouts]
-        variances: list = [None] * len(cutouts)
-        flags: list = [None] * len(cutouts)
-        science = str(cutouts[0].header.get("EXTNAME", ""))
-        if settings.noise_hdu is not None:
-            noise = settings.noise_hdu, settings.noise_kind
-            variances = noise_maps.variances_in(hdul, path, *noise, shapes, science) or variances
-        if settings.psf_hdu is not None:
-            scale = cutouts[0].pixel_scale or settings.pixel_scale
-            psf = read_psf_hdu(hdul, path, settings.psf_hdu, science, scale)
-            for cutout in cutouts:
-                cutout.psf = psf
-        if settings.mask_hdu is not None:
-            flags = [m != 0 for m in read_planes(hdul, path, settings.mask_hdu, shapes)]
-    yield from zip(cutouts, variances, flags, strict=True)
+        images = read_hdus(hdul, path, settings)
+    yield from images
+
+
+def read_hdus(
+    hdul: fits.HDUList, path: Path, settings: Preparation
+) -> list[tuple[Cutout, np.ndarray | None, np.ndarray | None]]:
+    """:func:`read_file` of the FITS file ``path`` already open as ``hdul`` (a multi-band lens reads each band's
+    HDUs from the one opening of its file)."""
+    cutouts = list(fits_cutouts(hdul, path, settings.hdu))
+    shapes = [c.image.shape for c in cutouts]
+    variances: list = [None] * len(cutouts)
+    flags: list = [None] * len(cutouts)
+    science = str(cutouts[0].header.get("EXTNAME", ""))
+    if settings.noise_hdu is not None:
+        noise = settings.noise_hdu, settings.noise_kind
+        variances = noise_maps.variances_in(hdul, path, *noise, shapes, science) or variances
+    if settings.psf_hdu is not None:
+        scale = cutouts[0].pixel_scale or settings.pixel_scale
+        psf = read_psf_hdu(hdul, path, settings.psf_hdu, science, scale)
+        for cutout in cutouts:
+            cutout.psf = psf
+    if settings.mask_hdu is not None:
+        flags = [m != 0 for m in read_planes(hdul, path, settings.mask_hdu, shapes)]
+    return list(zip(cutouts, variances, flags, strict=True))
 
 
 def read_planes(hdul: fits.HDUList, path: Path, hdu: int | str, shapes: list[tuple[int, ...]]) -> list[np.ndarray]:
