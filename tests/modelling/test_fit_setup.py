@@ -74,6 +74,30 @@ def test_sampled_network_sigma_and_fixed_names():
     assert setup.network_sigma("multipole_4_a_m") is None
 
 
+def test_free_keywords_leave_out_the_fixed_the_tied_and_the_amplitudes():
+    """What a stage of the fit can hold fixed, per role, in lenstronomy's ``update_settings`` lists: an EPL with a
+    fixed slope samples neither its slope nor its centre (set by the lens light's, which samples it); no role's
+    linear amplitude is listed; a role without components gives an empty list."""
+    instrument = Instrument.from_config({**load_conf("instrument", "quickstart"), "image_size": 32})
+    prior = {k: v for k, v in shipped_prior("epl").items() if k in ("lens", "source", "lens_light")}
+    prior["lens"] = {**prior["lens"], "gamma": 2.0}
+    setup = FitSetup.from_kwargs(
+        lens_model_kwargs(
+            TRUTH, {k: 0.02 for k in TRUTH}, observation_kwargs(instrument), parameter_moments(prior), lens_model_of(prior)
+        )
+    )
+    sersic = ["R_sersic", "n_sersic", "e1", "e2", "center_x", "center_y"]
+    assert setup.kwargs["kwargs_constraints"] == {"joint_lens_with_light": [[0, 0, ["center_x", "center_y"]]]}
+    assert setup.free_keywords("lens") == [[0, ["theta_E", "e1", "e2"]]]
+    assert setup.free_keywords("source") == [[0, sersic]]
+    assert setup.free_keywords("lens_light") == [[0, sersic]]
+    prior = {k: v for k, v in prior.items() if k != "lens_light"}
+    bare = FitSetup.from_kwargs(
+        lens_model_kwargs(TRUTH, None, observation_kwargs(instrument), parameter_moments(prior), lens_model_of(prior))
+    )
+    assert bare.free_keywords("lens_light") == []
+
+
 def test_a_drawn_start_seeds_its_source_again():
     image, kwargs = seeded_kwargs()
     setup = FitSetup.from_kwargs(kwargs)

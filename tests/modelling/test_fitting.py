@@ -6,6 +6,8 @@ budget is a user error."""
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 
@@ -161,14 +163,13 @@ def small_lens(size: int = 48) -> tuple[Instrument, dict, dict, np.ndarray]:
     return instrument, prior, parameter_moments(prior), image
 
 
-def test_two_component_lens_light_fits_a_bulge_and_envelope():
-    """A lens galaxy of a compact n = 4 bulge and an extended n = 1 envelope: the realistic prior's one
-    lens light completed with a concentric envelope (lens_light=2) fits it to the noise; one Sersic cannot
-    (1.0 against 1.7). Both fits have settled, so both are converged: the criterion asks whether the fit has
-    found its optimum, not whether the model is perfect (no smooth model is, on a real galaxy)."""
+@pytest.fixture(scope="module")
+def bulge_and_envelope():
+    """``(image, prior, instrument)``: a lens galaxy of a compact n = 4 bulge and an extended n = 1 envelope
+    around TRUTH's lens and SOURCE, rendered by lenstronomy with noise on 48 x 48 quickstart pixels, and the
+    realistic prior's lens, source and one lens light."""
     instrument = Instrument.from_config({**load_conf("instrument", "quickstart"), "image_size": 48})
     prior = {k: v for k, v in shipped_prior("realistic").items() if k in ("lens", "source", "lens_light")}
-    observation, moments = observation_kwargs(instrument), parameter_moments(prior)
     centre = {"center_x": TRUTH["center_x"], "center_y": TRUTH["center_y"]}
     lights = [
         {"amp": 60.0, "R_sersic": 0.3, "n_sersic": 4.0, "e1": 0.05, "e2": -0.03, **centre},
@@ -176,10 +177,19 @@ def test_two_component_lens_light_fits_a_bulge_and_envelope():
     ]
     two = fitted_model(lens_model_of(prior), shear=False, lens_light=2)
     assert [c.name for c in two.of_role("lens_light")] == ["lens_light", "lens_light_2"]
-    render = lens_model_kwargs(TRUTH, None, observation, moments, two)
+    render = lens_model_kwargs(TRUTH, None, observation_kwargs(instrument), parameter_moments(prior), two)
     image = lenstronomy_image(render, {"kwargs_lens": [TRUTH], "kwargs_source": [SOURCE], "kwargs_lens_light": lights})
     sigma = np.sqrt(instrument.background_rms**2 + np.abs(image) / instrument.exposure_time)
-    image = image + np.random.default_rng(0).normal(size=image.shape) * sigma
+    return image + np.random.default_rng(0).normal(size=image.shape) * sigma, prior, instrument
+
+
+def test_two_component_lens_light_fits_a_bulge_and_envelope(bulge_and_envelope):
+    """The bulge and envelope: the realistic prior's one lens light completed with a concentric envelope
+    (lens_light=2) fits it to the noise; one Sersic cannot (1.0 against 1.7). Both fits have settled, so both are
+    converged: the criterion asks whether the fit has found its optimum, not whether the model is perfect (no
+    smooth model is, on a real galaxy)."""
+    image, prior, instrument = bulge_and_envelope
+    observation, moments = observation_kwargs(instrument), parameter_moments(prior)
     chi2 = {}
     for count in (1, 2):
         model = fitted_model(lens_model_of(prior), shear=False, lens_light=count)
@@ -191,6 +201,43 @@ def test_two_component_lens_light_fits_a_bulge_and_envelope():
         chi2[count] = result.reduced_chi2
         assert abs(result.lens["theta_E"] - TRUTH["theta_E"]) < 0.01 and result.converged, result
     assert chi2[2] < 1.1 and chi2[1] > 1.4, chi2
+
+
+def test_the_lens_light_is_fitted_first_then_held_while_the_starts_search_the_lens(bulge_and_envelope, monkeypatch):
+    """Staged (``light_iterations`` > 0): a first swarm holds every lens and source keyword the fit samples and fits
+    the light; each start then holds the light (at that swarm's best) and searches the lens and source; the final
+    stage frees the light again. The lens is recovered, and the setup's own fixed keywords are untouched
+    (lenstronomy's ``update_settings`` changes the lists it was given in place: each fit gets copies)."""
+    from lenstronomy.Workflow.fitting_sequence import FittingSequence
+
+    image, prior, instrument = bulge_and_envelope
+    model = fitted_model(lens_model_of(prior), shear=False, lens_light=2)
+    setup = lens_model_kwargs(
+        TRUTH, {k: 0.02 for k in TRUTH}, observation_kwargs(instrument), parameter_moments(prior), model
+    )
+    setup = FitSetup.from_kwargs(seed_source(setup, image, instrument.background_rms, instrument.pixel_scale))
+    fixed = copy.deepcopy({key: setup.kwargs[f"{key}_fixed"] for key in ("kwargs_lens", "kwargs_source", "kwargs_lens_light")})
+    updates = []
+    update_settings = FittingSequence.update_settings
+
+    def recorded(self, **kwargs):
+        updates.append(kwargs)
+        return update_settings(self, **kwargs)
+
+    monkeypatch.setattr(FittingSequence, "update_settings", recorded)
+    budget = Budget(n_particles=30, n_iterations=40, starts=2, light_iterations=30, final_iterations=30)
+    result = fit_lens_model(image, setup, budget, seed=1)
+    lights = setup.free_keywords("lens_light")
+    assert [len(words) for _, words in lights] == [6, 4]  # R, n, e1, e2 of each; the centre on the first alone
+    assert updates == [
+        {"lens_add_fixed": setup.free_keywords("lens"), "source_add_fixed": setup.free_keywords("source")},
+        {"lens_light_add_fixed": lights},
+        {"lens_light_add_fixed": lights},
+        {"lens_light_remove_fixed": lights},
+    ]
+    assert {key: setup.kwargs[f"{key}_fixed"] for key in fixed} == fixed
+    assert len(result.pso_chi2) == 40 + 30  # the kept start, then the final stage (the light's swarm is not traced)
+    assert abs(result.lens["theta_E"] - TRUTH["theta_E"]) < 0.01, result.lens
 
 
 def test_free_sky_level_recovers_an_added_constant():

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from lenscnn.modelling.kwargs import KWARGS, seed_source, with_arrays
+from lenscnn.modelling.kwargs import JOINTS, KWARGS, seed_source, with_arrays
 from lenscnn.sim.lens_model import LensModel
 
 
@@ -120,6 +120,26 @@ class FitSetup:
                             float(self.kwargs[f"{key}_upper"][i][keyword]),
                         )
         return None
+
+    def free_keywords(self, role: str) -> list[list[Any]]:
+        """lenstronomy's ``[[index, [keyword, ...]], ...]`` of the nonlinear keywords the fit samples in the
+        components of ``role``: those with a step, neither held fixed nor set by a constraint from another
+        component (a lens centre on the lens light), amplitudes (solved linearly) left out. The lists
+        ``FittingSequence.update_settings`` takes to hold them fixed for a stage of the fit, or to free them."""
+        key = KWARGS[role]
+        constraints = self.kwargs["kwargs_constraints"]
+        followers = {
+            (k, keyword)
+            for (_, to), joint in JOINTS.items()
+            if to == role
+            for _, k, keywords in constraints.get(joint, [])
+            for keyword in keywords
+        }
+        lists = [
+            [i, [k for k in steps if k not in fixed and k != "amp" and (i, k) not in followers]]
+            for i, (steps, fixed) in enumerate(zip(self.kwargs[f"{key}_sigma"], self.kwargs[f"{key}_fixed"], strict=True))
+        ]
+        return [entry for entry in lists if entry[1]]
 
     def network_sigma(self, name: str) -> float | None:
         """The network's sigma of parameter ``name`` (the step the fit starts it with), ``None`` when the

@@ -181,8 +181,11 @@ def fitting_sequence(
     from lenstronomy.Workflow.fitting_sequence import FittingSequence
 
     kwargs = setup.kwargs
-    # every role, empty lists included: lenstronomy expects the keys
-    params = {group: [kwargs[f"{KWARGS[role]}{part}"] for part in PARTS] for role, (group, _) in GROUPS.items()}
+    # every role, empty lists included: lenstronomy expects the keys; copies, since its update_settings changes
+    # the fixed keywords in place
+    params = {
+        group: [copy.deepcopy(kwargs[f"{KWARGS[role]}{part}"]) for part in PARTS] for role, (group, _) in GROUPS.items()
+    }
     data = [[data_kwargs(kwargs, image, noise_map), kwargs["kwargs_psf"], kwargs["kwargs_numerics"]]]
     return FittingSequence(
         {"multi_band_list": data, "multi_band_type": "single-band"},

@@ -27,6 +27,9 @@ class Budget:
         sigma_scale: the swarm's initial spread in units of the starting sigmas.
         starts: PSO runs from different starts (the first at the network's means, the others at draws
             from its posterior); the one of lowest chi^2 is kept.
+        light_iterations: PSO steps of a first stage that fits the lens light alone (the lens and source held at
+            the network's start); the starts then fit the lens and source with that light held, and the final
+            stage frees it (0, no final stage or no lens light: every stage fits every parameter).
         final_iterations: PSO steps of a final stage of the kept start (0: none).
         final_sigma_scale: the final stage's swarm spread anew around the kept start's best, in units of
             the starting sigmas.
@@ -39,6 +42,7 @@ class Budget:
     n_iterations: int = 60
     sigma_scale: float = 1.0
     starts: int = 4
+    light_iterations: int = 60
     final_iterations: int = 150
     final_sigma_scale: float = 0.3
     mcmc_burn: int = 0
@@ -49,7 +53,7 @@ class Budget:
         for name in ("n_particles", "n_iterations", "walker_ratio", "starts"):
             if not _is_int(getattr(self, name)) or getattr(self, name) < 1:
                 raise UserError(f"fit.{name} must be a positive integer, got {getattr(self, name)!r}")
-        for name in ("mcmc_burn", "mcmc_run", "final_iterations"):
+        for name in ("mcmc_burn", "mcmc_run", "final_iterations", "light_iterations"):
             if not _is_int(getattr(self, name)) or getattr(self, name) < 0:
                 raise UserError(f"fit.{name} must be an integer >= 0, got {getattr(self, name)!r}")
         for name in ("sigma_scale", "final_sigma_scale"):
