@@ -81,10 +81,9 @@ def test_free_keywords_leave_out_the_fixed_the_tied_and_the_amplitudes():
     instrument = Instrument.from_config({**load_conf("instrument", "quickstart"), "image_size": 32})
     prior = {k: v for k, v in shipped_prior("epl").items() if k in ("lens", "source", "lens_light")}
     prior["lens"] = {**prior["lens"], "gamma": 2.0}
+    observation, sigmas = observation_kwargs(instrument), {k: 0.02 for k in TRUTH}
     setup = FitSetup.from_kwargs(
-        lens_model_kwargs(
-            TRUTH, {k: 0.02 for k in TRUTH}, observation_kwargs(instrument), parameter_moments(prior), lens_model_of(prior)
-        )
+        lens_model_kwargs(TRUTH, sigmas, observation, parameter_moments(prior), lens_model_of(prior))
     )
     sersic = ["R_sersic", "n_sersic", "e1", "e2", "center_x", "center_y"]
     assert setup.kwargs["kwargs_constraints"] == {"joint_lens_with_light": [[0, 0, ["center_x", "center_y"]]]}
@@ -93,7 +92,7 @@ def test_free_keywords_leave_out_the_fixed_the_tied_and_the_amplitudes():
     assert setup.free_keywords("lens_light") == [[0, sersic]]
     prior = {k: v for k, v in prior.items() if k != "lens_light"}
     bare = FitSetup.from_kwargs(
-        lens_model_kwargs(TRUTH, None, observation_kwargs(instrument), parameter_moments(prior), lens_model_of(prior))
+        lens_model_kwargs(TRUTH, None, observation, parameter_moments(prior), lens_model_of(prior))
     )
     assert bare.free_keywords("lens_light") == []
 

@@ -18,6 +18,7 @@ from lenscnn.modelling.fit_setup import FitSetup
 from lenscnn.modelling.fitting import at_bounds, drawn_start, fit_lens_model, parameter_change, plateau_change
 from lenscnn.modelling.inputs import FitImage
 from lenscnn.modelling.kwargs import (
+    KWARGS,
     fitted_model,
     lens_model_kwargs,
     observation_kwargs,
@@ -216,7 +217,7 @@ def test_the_lens_light_is_fitted_first_then_held_while_the_starts_search_the_le
         TRUTH, {k: 0.02 for k in TRUTH}, observation_kwargs(instrument), parameter_moments(prior), model
     )
     setup = FitSetup.from_kwargs(seed_source(setup, image, instrument.background_rms, instrument.pixel_scale))
-    fixed = copy.deepcopy({key: setup.kwargs[f"{key}_fixed"] for key in ("kwargs_lens", "kwargs_source", "kwargs_lens_light")})
+    fixed = copy.deepcopy({key: setup.kwargs[f"{key}_fixed"] for key in KWARGS.values()})
     updates = []
     update_settings = FittingSequence.update_settings
 

@@ -137,7 +137,9 @@ class FitSetup:
         }
         lists = [
             [i, [k for k in steps if k not in fixed and k != "amp" and (i, k) not in followers]]
-            for i, (steps, fixed) in enumerate(zip(self.kwargs[f"{key}_sigma"], self.kwargs[f"{key}_fixed"], strict=True))
+            for i, (steps, fixed) in enumerate(
+                zip(self.kwargs[f"{key}_sigma"], self.kwargs[f"{key}_fixed"], strict=True)
+            )
         ]
         return [entry for entry in lists if entry[1]]
 

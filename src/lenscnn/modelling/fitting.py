@@ -130,7 +130,8 @@ def fit_lens_model(
         with quiet():
             sequence = fitting_sequence(setup, image, noise_map, likelihood)
             held = {"lens_add_fixed": setup.free_keywords("lens"), "source_add_fixed": setup.free_keywords("source")}
-            sequence.fit_sequence([["update_settings", held], ["PSO", {**pso, "n_iterations": budget.light_iterations}]])
+            light_pso = {**pso, "n_iterations": budget.light_iterations}
+            sequence.fit_sequence([["update_settings", held], ["PSO", light_pso]])
             light = sequence.best_fit()["kwargs_lens_light"]
         setup = replace(setup, kwargs={**setup.kwargs, "kwargs_lens_light": light})
     for k in range(budget.starts):
