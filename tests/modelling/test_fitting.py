@@ -391,6 +391,21 @@ def test_a_lens_parameter_at_its_bound_is_named(lens):
     assert at_bounds(setup, {**TRUTH, "theta_E": 0.5 * (low + high)}) == []
 
 
+def test_a_fit_far_from_the_network_is_named(lens):
+    """Criterion (g): the network's estimate is 0.03" off with a sigma of 0.03", so the fit, at the truth, lies about
+    1 network sigma from it: converged with the default 3 sigmas, not with 0.5, where why says how far."""
+    image, setup = lens
+    budget = Budget(n_particles=30, n_iterations=30, starts=2, final_iterations=40)
+    results = {k: fit_lens_model(image, setup, budget, seed=1, convergence=Convergence(network=k)) for k in (3.0, 0.5)}
+    assert abs(results[3.0].lens["theta_E"] - TRUTH["theta_E"]) < 0.01 and results[3.0].converged, results[3.0].why
+    distance = abs(results[0.5].lens["theta_E"] - (TRUTH["theta_E"] + 0.03)) / 0.03
+    assert 0.6 < distance < 1.4 and not results[0.5].converged
+    fitted, network = results[0.5].lens["theta_E"], TRUTH["theta_E"] + 0.03
+    assert results[0.5].why == [f"theta_E {fitted:.3f} is {distance:.1f} sigma from the network's {network:.3f}"]
+    with pytest.raises(UserError, match="converged.network must be a number > 0"):
+        Convergence(network=0)
+
+
 def test_the_arcs_signal_to_noise_is_that_of_the_lensed_source_alone(lens):
     """source_snr = sqrt(sum((lensed source / noise)^2)) over the used pixels, the source rendered by lenstronomy
     alone (no lens light here) with the noise of background and shot noise; a source 10x fainter has 1/10 of it

@@ -23,8 +23,9 @@ its best), then is sampled by the MCMC. With ``network_prior`` the network's pos
 Converged (:class:`lenscnn.modelling.settings.Convergence`): the two best starts agree on ``theta_E``, the
 last PSO stage has settled (``theta_E`` stable, chi^2 no longer falling fast over its last iterations), the
 reduced chi^2 is not absurd, no lens parameter stopped at a bound, the residual has no arc along the
-Einstein ring (:mod:`lenscnn.modelling.residuals`) and the fitted arcs are bright enough to constrain the lens; a
-reduced chi^2 near 1 is not required, since a real galaxy always leaves some residual.
+Einstein ring (:mod:`lenscnn.modelling.residuals`), the fitted arcs are bright enough to constrain the lens, and the
+fitted ``theta_E`` agrees with the network's within a few of its sigmas; a reduced chi^2 near 1 is not required,
+since a real galaxy always leaves some residual.
 """
 
 from __future__ import annotations
@@ -197,6 +198,12 @@ def fit_lens_model(
     why += [f"{name} at its bound" for name in at_bounds(setup, lens)]
     if snr < convergence.arc_snr:
         why.append(f"arcs too faint (S/N {snr:.3g} < {convergence.arc_snr:g})")
+    network = setup.sampled(AGREEMENT_PARAMETER) if AGREEMENT_PARAMETER in setup.network else None
+    if network is not None:  # the network's mean and sigma: the start and step of the first start
+        fitted = lens[AGREEMENT_PARAMETER]
+        distance = abs(fitted - network[0]) / network[1]
+        if distance > convergence.network:
+            why.append(f"theta_E {fitted:.3f} is {distance:.1f} sigma from the network's {network[0]:.3f}")
     span = math.nan
     if {"theta_E", "center_x", "center_y"} <= set(lens):
         scale = abs(float(np.asarray(setup.kwargs["kwargs_data"]["transform_pix2angle"])[0, 0]))

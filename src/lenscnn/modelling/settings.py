@@ -77,7 +77,12 @@ class Convergence:
         model misplaces;
     (f) ``arc_snr``: the fitted lensed source has at least this signal-to-noise ratio over the fitted pixels
         (:func:`lenscnn.modelling.lenstronomy_adapter.source_snr`): arcs too faint leave the lens unconstrained,
-        whatever the chi^2.
+        whatever the chi^2;
+    (g) ``network``: the fitted ``theta_E`` lies within this many of the network's sigmas of the network's
+        ``theta_E`` (not tested where the network gives no sigma): two independent measurements that disagree
+        beyond their errors are not both right. On simulated SLACS-like lenses it catches a fit whose lens light
+        outshines faint arcs and pulls the lens off, which (a)-(f) pass; on real data, where the network's sigma
+        can be too small, a correct fit may fail it: the fit is then worth a look, not wrong.
 
     Each criterion that fails is named in the fit's ``why``.
 
@@ -92,9 +97,10 @@ class Convergence:
     max_chi2: float = 50.0
     arcs: float = 90.0
     arc_snr: float = 30.0
+    network: float = 3.0
 
     def __post_init__(self) -> None:
-        for name in ("agree", "plateau", "max_chi2", "arcs", "arc_snr"):
+        for name in ("agree", "plateau", "max_chi2", "arcs", "arc_snr", "network"):
             value = getattr(self, name)
             if not _is_number(value) or not 0 < value < math.inf:
                 raise UserError(f"converged.{name} must be a number > 0, got {value!r}")
@@ -111,8 +117,9 @@ class Convergence:
             f"(not tested with one start), (b) over the last {share} of the last PSO stage theta_E moved within "
             f"that tolerance and the reduced chi^2 fell by at most {self.plateau:g} of its value, "
             f"(c) reduced chi^2 <= {self.max_chi2:g}, (d) no lens parameter at a bound of its range, (e) no "
-            f"residual of one sign at > 5 sigma along {self.arcs:g} degrees or more of the Einstein ring, and (f) "
-            f"the fitted arcs' S/N at least {self.arc_snr:g}"
+            f"residual of one sign at > 5 sigma along {self.arcs:g} degrees or more of the Einstein ring, (f) "
+            f"the fitted arcs' S/N at least {self.arc_snr:g}, and (g) theta_E within {self.network:g} of the "
+            "network's sigmas of its answer"
         )
 
 
