@@ -112,6 +112,9 @@ def main() -> None:
     parser.add_argument("--particles", type=int, default=60, help="PSO particles per start (fit.n_particles)")
     parser.add_argument("--iterations", type=int, default=60, help="PSO iterations per start (fit.n_iterations)")
     parser.add_argument(
+        "--light-iterations", type=int, default=60, help="PSO iterations of the lens light alone (fit.light_iterations)"
+    )
+    parser.add_argument(
         "--final-iterations", type=int, default=150, help="PSO iterations of the kept start (fit.final_iterations)"
     )
     parser.add_argument("--lens-light", type=int, default=2, help="lens-light components fitted (lens_light)")
@@ -123,7 +126,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.tiny:
         args.lenses, args.workers, args.starts = 2, 1, 2
-        args.particles, args.iterations, args.final_iterations = 4, 2, 2
+        args.particles, args.iterations, args.light_iterations, args.final_iterations = 4, 2, 2, 2
     torch.set_num_threads(max(1, args.workers))
 
     instrument_cfg = load_conf("instrument/quickstart")
@@ -144,6 +147,7 @@ def main() -> None:
         n_particles=args.particles,
         n_iterations=args.iterations,
         starts=args.starts,
+        light_iterations=args.light_iterations,
         final_iterations=args.final_iterations,
     )
     convergence = Convergence()
@@ -161,7 +165,8 @@ def main() -> None:
     print(
         f"{args.lenses} survey lenses without neighbours (SIE + shear, Sersic/HUDF sources, bulge + envelope), "
         f"quickstart instrument; network: {args.starts_from}; fit: {args.starts} starts x {args.particles} "
-        f"particles x {args.iterations} iterations + {args.final_iterations} for the kept start, "
+        f"particles x {args.iterations} iterations after {args.light_iterations} of the lens light, "
+        f"+ {args.final_iterations} for the kept start, "
         f"lens_light={args.lens_light}, sky={not args.no_sky}, "
         f"{args.workers} processes, {wall:.0f} s in all"
     )

@@ -49,7 +49,14 @@ CONF = Path(pretrained.__file__).parents[1] / "conf"
 TARGETS = ("theta_E", "e1", "e2", "center_x", "center_y")
 #: The cutouts' size [pixels of 0.08"]: larger than the network's 64, as archives deliver them.
 CUTOUT = 96
-TINY_FIT = ["fit.n_particles=6", "fit.n_iterations=3", "fit.starts=2", "fit.final_iterations=2", "plots=false"]
+TINY_FIT = [
+    "fit.n_particles=6",
+    "fit.n_iterations=3",
+    "fit.starts=2",
+    "fit.light_iterations=2",
+    "fit.final_iterations=2",
+    "plots=false",
+]
 
 
 def load_conf(name: str) -> dict:

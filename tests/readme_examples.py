@@ -82,8 +82,16 @@ SHRINK: dict[str, tuple[str, ...]] = {
     "predict": (),  # the fixture inputs are a few cutouts
     "galaxies": (),
     "export": (),
-    # one process; two PSO starts of 8 particles x 4 steps and 2 final steps per image, not 4 x 60 x 60 + 150
-    "refine": ("workers=1", "fit.starts=2", "fit.n_particles=8", "fit.n_iterations=4", "fit.final_iterations=2"),
+    # one process; 2 steps of the lens light, two PSO starts of 8 particles x 4 steps and 2 final steps per image, not
+    # 60 + 4 x 60 + 150 steps of 60
+    "refine": (
+        "workers=1",
+        "fit.starts=2",
+        "fit.n_particles=8",
+        "fit.n_iterations=4",
+        "fit.light_iterations=2",
+        "fit.final_iterations=2",
+    ),
     # a short chain of 8 walkers on 32 posterior samples per lens, not 32 x 1,500 on 128
     "population": ("sampler.walkers=8", "sampler.steps=60", "sampler.burn=20", "samples_per_lens=32"),
 }
