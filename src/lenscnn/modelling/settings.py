@@ -80,9 +80,10 @@ class Convergence:
         whatever the chi^2;
     (g) ``network``: the fitted ``theta_E`` lies within this many of the network's sigmas of the network's
         ``theta_E`` (not tested where the network gives no sigma): two independent measurements that disagree
-        beyond their errors are not both right. On simulated SLACS-like lenses it catches a fit whose lens light
-        outshines faint arcs and pulls the lens off, which (a)-(f) pass; on real data, where the network's sigma
-        can be too small, a correct fit may fail it: the fit is then worth a look, not wrong.
+        beyond their errors are not both right. On 24 simulated SLACS-like lenses fitted with 40 steps per start
+        it caught the one fit (a)-(f) passed that was off, 0.07" (3.4 sigma), pulled by a lens light outshining faint
+        arcs; on real data, where the network's sigma can be too small, a correct fit may fail it: the fit is then
+        worth a look, not wrong.
 
     Each criterion that fails is named in the fit's ``why``.
 
