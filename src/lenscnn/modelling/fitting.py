@@ -10,8 +10,8 @@ constraints, and a free sky level); the amplitudes are solved linearly. Pixels o
 
 The lens light is fitted first (:attr:`lenscnn.modelling.settings.Budget.light_iterations`), the lens and source held
 at the network's start: on a real elliptical the lens light is 10-1000x brighter than the arcs and dominates the
-chi^2, and a swarm searching both at once trades the lens parameters against the light's (on 24 simulated
-SLACS-like lenses, ``benchmarks/refine_slacs_like.py``: theta_E RMSE 0.058" unstaged, 0.024" staged). Then several
+chi^2, and a swarm searching both at once trades the lens parameters against the light's (on 48 simulated SLACS-like
+lenses, ``benchmarks/refine_slacs_like.py`` seeds 5 and 6: theta_E RMSE 0.097" unstaged, 0.054" staged). Then several
 starts (:attr:`lenscnn.modelling.settings.Budget.starts`) search the lens and source with that light held: one PSO
 starts at the network's means, each of the others at a draw from the network's Gaussian posterior (mean + sigma *
 N(0, 1) per parameter the network predicts, clipped to the bounds; the source seeded again through the drawn lens);
