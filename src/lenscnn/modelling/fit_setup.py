@@ -128,11 +128,11 @@ class FitSetup:
         ``FittingSequence.update_settings`` takes to hold them fixed for a stage of the fit, or to free them."""
         key = KWARGS[role]
         constraints = self.kwargs["kwargs_constraints"]
-        followers = {
-            (k, keyword)
+        followers = {  # (component index, keyword) set from another component's
+            (index, keyword)
             for (_, to), joint in JOINTS.items()
             if to == role
-            for _, k, keywords in constraints.get(joint, [])
+            for _, index, keywords in constraints.get(joint, [])
             for keyword in keywords
         }
         lists = [
